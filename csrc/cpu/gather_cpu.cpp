@@ -1,0 +1,90 @@
+// CPU gather of strided windows: input (N, C, *S) -> patches (M, C, *window).
+// Parallel over (window, channel, window-plane); the inner loop copies contiguous rows.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cstring>
+
+#include "cpu/cpu_common.h"
+
+namespace fastquilt::cpu {
+namespace {
+
+template <typename scalar_t, typename acc_t>
+void gather_kernel(const scalar_t* in, const int64_t* org, const acc_t* weight, scalar_t* out,
+                   const Geometry& g, int64_t M) {
+  const int64_t W2 = g.W[2];
+  const int64_t planes = M * g.C * g.W[0];  // one task = one (m, c, a) plane of W1 rows
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, g.W[1] * W2));
+  at::parallel_for(0, planes, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t a = t % g.W[0];
+      const int64_t c = (t / g.W[0]) % g.C;
+      const int64_t m = t / (g.W[0] * g.C);
+      const int64_t* o = org + m * 4;
+      for (int64_t b = 0; b < g.W[1]; ++b) {
+        const scalar_t* src = in + image_offset(g, o[0], c, o[1] + a, o[2] + b, o[3]);
+        scalar_t* dst = out + patch_offset(g, m, c, a, b, 0);
+        if (weight == nullptr) {
+          std::memcpy(dst, src, sizeof(scalar_t) * W2);
+        } else {
+          const acc_t* w = weight + weight_offset(g, a, b, 0);
+          for (int64_t x = 0; x < W2; ++x)
+            dst[x] = static_cast<scalar_t>(static_cast<acc_t>(src[x]) * w[x]);
+        }
+      }
+    }
+  });
+}
+
+void gather_windows_into_cpu(const at::Tensor& input, const at::Tensor& origins,
+                             const c10::optional<at::Tensor>& weight, const at::Tensor& out) {
+  constexpr const char* op = "fastquilt.gather_windows";
+  auto window = out.sizes().slice(2);
+  const Geometry g = check_gather(input, origins, weight, window, op);
+  TORCH_CHECK_VALUE(out.dim() == input.dim() && out.size(0) == origins.size(0) &&
+                        out.size(1) == input.size(1),
+                    op, ": out must have shape (M, C, *window) = (", origins.size(0), ", ",
+                    input.size(1), ", ...), got ", out.sizes());
+  TORCH_CHECK_TYPE(out.scalar_type() == input.scalar_type(), op, ": out dtype ",
+                   out.scalar_type(), " differs from input dtype ", input.scalar_type());
+  TORCH_CHECK_VALUE(out.is_contiguous(), op, ": out must be contiguous");
+  TORCH_CHECK_VALUE(out.device() == input.device(), op, ": out must be on ", input.device());
+  const int64_t D = static_cast<int64_t>(window.size());
+  const auto org = load_origins(origins, g, D, op);
+  const int64_t M = origins.size(0);
+  if (M == 0 || out.numel() == 0) return;
+  const auto in = input.contiguous();
+  c10::optional<at::Tensor> w;
+  if (weight.has_value()) w = weight->contiguous();
+  AT_DISPATCH_ALL_TYPES_AND3(at::kHalf, at::kBFloat16, at::kBool, in.scalar_type(), "gather_windows_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t* wp = nullptr;
+    if constexpr (std::is_floating_point_v<acc_t>) {
+      if (w.has_value()) wp = w->const_data_ptr<acc_t>();
+    }
+    gather_kernel<scalar_t, acc_t>(in.const_data_ptr<scalar_t>(), org.data(), wp,
+                                   out.mutable_data_ptr<scalar_t>(), g, M);
+  });
+}
+
+at::Tensor gather_windows_cpu(const at::Tensor& input, const at::Tensor& origins,
+                              const c10::optional<at::Tensor>& weight, at::IntArrayRef window) {
+  check_window(window, "fastquilt.gather_windows");
+  std::vector<int64_t> shape{origins.size(0), input.dim() >= 2 ? input.size(1) : 0};
+  shape.insert(shape.end(), window.begin(), window.end());
+  auto out = at::empty(shape, input.options());
+  gather_windows_into_cpu(input, origins, weight, out);
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastquilt, CPU, m) {
+  m.impl("gather_windows", &gather_windows_cpu);
+  m.impl("gather_windows_into", &gather_windows_into_cpu);
+}
+
+}  // namespace fastquilt::cpu

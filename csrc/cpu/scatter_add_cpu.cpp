@@ -1,0 +1,147 @@
+// CPU weighted scatter-add: acc[n, c, origin + i] += weight[i] * patches[m, c, i] and
+// weight_sum[n, origin + i] += weight[i].
+//
+// Race-free without atomics and bit-identical for any thread count: the work is split by
+// *output* plane (n, c, z) rather than by window. Each plane is owned by one task, which adds
+// the rows of every window covering it in one fixed order (windows sorted stably by
+// (n, start_0)). qlty's numba stitch splits by window colour instead and races on the
+// stepped-back last window.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "cpu/cpu_common.h"
+
+namespace fastquilt::cpu {
+namespace {
+
+// Windows bucketed by key n * S0 + o0 (counting sort, stable): the windows that cover plane
+// (n, z) are the contiguous run with keys in [n*S0 + z - W0 + 1, n*S0 + z].
+struct PlaneIndex {
+  std::vector<int64_t> order;  // window ids sorted by key
+  std::vector<int64_t> start;  // start[k] = first position of key k in order; size N*S0 + 1
+
+  PlaneIndex(const std::vector<int64_t>& org, const Geometry& g, int64_t M)
+      : order(M), start(g.N * g.S[0] + 1, 0) {
+    for (int64_t m = 0; m < M; ++m) ++start[org[m * 4] * g.S[0] + org[m * 4 + 1] + 1];
+    for (size_t k = 1; k < start.size(); ++k) start[k] += start[k - 1];
+    std::vector<int64_t> fill(start.begin(), start.end() - 1);
+    for (int64_t m = 0; m < M; ++m) order[fill[org[m * 4] * g.S[0] + org[m * 4 + 1]]++] = m;
+  }
+
+  // [lo, hi) into `order` for the windows covering plane z of image n.
+  std::pair<int64_t, int64_t> covering(const Geometry& g, int64_t n, int64_t z) const {
+    const int64_t first = z - g.W[0] + 1 > 0 ? z - g.W[0] + 1 : 0;
+    return {start[n * g.S[0] + first], start[n * g.S[0] + z + 1]};
+  }
+};
+
+template <typename scalar_t, typename acc_t>
+void scatter_kernel(const scalar_t* patches, const std::vector<int64_t>& org,
+                    const PlaneIndex& index, const acc_t* weight, acc_t* acc, const Geometry& g) {
+  const int64_t W2 = g.W[2];
+  const int64_t planes = g.N * g.C * g.S[0];
+  at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t z = t % g.S[0];
+      const int64_t c = (t / g.S[0]) % g.C;
+      const int64_t n = t / (g.S[0] * g.C);
+      const auto [lo, hi] = index.covering(g, n, z);
+      for (int64_t k = lo; k < hi; ++k) {
+        const int64_t m = index.order[k];
+        const int64_t* o = org.data() + m * 4;
+        const int64_t a = z - o[1];
+        for (int64_t b = 0; b < g.W[1]; ++b) {
+          acc_t* dst = acc + image_offset(g, n, c, z, o[2] + b, o[3]);
+          const scalar_t* src = patches + patch_offset(g, m, c, a, b, 0);
+          if (weight == nullptr) {
+            for (int64_t x = 0; x < W2; ++x) dst[x] += static_cast<acc_t>(src[x]);
+          } else {
+            const acc_t* w = weight + weight_offset(g, a, b, 0);
+            for (int64_t x = 0; x < W2; ++x) dst[x] += static_cast<acc_t>(src[x]) * w[x];
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename acc_t>
+void weight_sum_kernel(const std::vector<int64_t>& org, const PlaneIndex& index,
+                       const acc_t* weight, acc_t* wsum, const Geometry& g) {
+  const Geometry g1{g.N, 1, {g.S[0], g.S[1], g.S[2]}, {g.W[0], g.W[1], g.W[2]}};
+  at::parallel_for(0, g.N * g.S[0], 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t z = t % g.S[0];
+      const int64_t n = t / g.S[0];
+      const auto [lo, hi] = index.covering(g, n, z);
+      for (int64_t k = lo; k < hi; ++k) {
+        const int64_t* o = org.data() + index.order[k] * 4;
+        const int64_t a = z - o[1];
+        for (int64_t b = 0; b < g.W[1]; ++b) {
+          acc_t* dst = wsum + image_offset(g1, n, 0, z, o[2] + b, o[3]);
+          if (weight == nullptr) {
+            for (int64_t x = 0; x < g.W[2]; ++x) dst[x] += acc_t(1);
+          } else {
+            const acc_t* w = weight + weight_offset(g, a, b, 0);
+            for (int64_t x = 0; x < g.W[2]; ++x) dst[x] += w[x];
+          }
+        }
+      }
+    }
+  });
+}
+
+void scatter_add_windows_inplace_cpu(const at::Tensor& patches, const at::Tensor& origins,
+                                     const c10::optional<at::Tensor>& weight,
+                                     const at::Tensor& acc,
+                                     const c10::optional<at::Tensor>& weight_sum) {
+  constexpr const char* op = "fastquilt.scatter_add_windows_";
+  TORCH_CHECK_VALUE(acc.dim() >= 2, op, ": acc must be (N, C, *spatial), got ", acc.sizes());
+  const Geometry g = check_scatter(patches, origins, weight, acc.sizes().slice(2), acc.size(0), op);
+  check_accumulators(patches, acc, weight_sum, op);
+  const int64_t D = patches.dim() - 2;
+  const auto org = load_origins(origins, g, D, op);
+  const int64_t M = origins.size(0);
+  if (M == 0) return;
+  const PlaneIndex index(org, g, M);
+  const auto p = patches.contiguous();
+  c10::optional<at::Tensor> w;
+  if (weight.has_value()) w = weight->contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "scatter_add_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t* wp = w.has_value() ? w->const_data_ptr<acc_t>() : nullptr;
+    if (g.C > 0 && p.numel() > 0)
+      scatter_kernel<scalar_t, acc_t>(p.const_data_ptr<scalar_t>(), org, index, wp,
+                                      acc.mutable_data_ptr<acc_t>(), g);
+    if (weight_sum.has_value())
+      weight_sum_kernel<acc_t>(org, index, wp, weight_sum->mutable_data_ptr<acc_t>(), g);
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> scatter_add_windows_cpu(const at::Tensor& patches,
+                                                           const at::Tensor& origins,
+                                                           const c10::optional<at::Tensor>& weight,
+                                                           at::IntArrayRef spatial_size,
+                                                           int64_t num_images) {
+  constexpr const char* op = "fastquilt.scatter_add_windows";
+  check_scatter(patches, origins, weight, spatial_size, num_images, op);
+  const auto adt = acc_dtype(patches.scalar_type());
+  std::vector<int64_t> shape{num_images, patches.size(1)};
+  shape.insert(shape.end(), spatial_size.begin(), spatial_size.end());
+  auto acc = at::zeros(shape, patches.options().dtype(adt));
+  shape.erase(shape.begin() + 1);
+  auto wsum = at::zeros(shape, patches.options().dtype(adt));
+  scatter_add_windows_inplace_cpu(patches, origins, weight, acc, wsum);
+  return {acc, wsum};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastquilt, CPU, m) {
+  m.impl("scatter_add_windows", &scatter_add_windows_cpu);
+  m.impl("scatter_add_windows_", &scatter_add_windows_inplace_cpu);
+}
+
+}  // namespace fastquilt::cpu

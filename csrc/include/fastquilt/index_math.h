@@ -1,0 +1,68 @@
+// Index math shared by the CPU (.cpp) and CUDA (.cu) kernels: one copy, so the CPU tests
+// exercise the exact code the GPU runs.
+//
+// Every kernel works in three spatial dimensions. A 2D image (N, C, Y, X) is viewed as
+// (N, C, Y, 1, X) with windows (wy, 1, wx): the last axis stays the contiguous row axis and
+// the first axis gives enough independent work to parallelise over.
+#pragma once
+#include <cstdint>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define FQ_HD __host__ __device__ __forceinline__
+#else
+#define FQ_HD inline
+#endif
+
+namespace fastquilt {
+
+// Shape of an image batch and of its windows, normalised to three spatial axes.
+struct Geometry {
+  int64_t N, C;      // images, channels
+  int64_t S[3];      // spatial size
+  int64_t W[3];      // window size
+};
+
+// Offset of element (n, c, z, y, x) in a contiguous (N, C, S0, S1, S2) tensor.
+FQ_HD int64_t image_offset(const Geometry& g, int64_t n, int64_t c, int64_t z, int64_t y,
+                           int64_t x) {
+  return (((n * g.C + c) * g.S[0] + z) * g.S[1] + y) * g.S[2] + x;
+}
+
+// Offset of element (m, c, a, b, x) in contiguous patches (M, C, W0, W1, W2).
+FQ_HD int64_t patch_offset(const Geometry& g, int64_t m, int64_t c, int64_t a, int64_t b,
+                           int64_t x) {
+  return (((m * g.C + c) * g.W[0] + a) * g.W[1] + b) * g.W[2] + x;
+}
+
+// Offset of element (a, b, x) in a contiguous weight (W0, W1, W2).
+FQ_HD int64_t weight_offset(const Geometry& g, int64_t a, int64_t b, int64_t x) {
+  return (a * g.W[1] + b) * g.W[2] + x;
+}
+
+// ---- qlty's step-back grid along one axis (size S, window w, step s; S >= w, s >= 1) ----
+
+// Number of windows: ceil((S - w) / s) + 1; the last one ends exactly at S.
+FQ_HD int64_t grid_count(int64_t S, int64_t w, int64_t s) {
+  return S <= w ? 1 : (S - w + s - 1) / s + 1;
+}
+
+// Start of window i: i * s, stepped back to S - w so that no window leaves the image.
+FQ_HD int64_t grid_start(int64_t i, int64_t S, int64_t w, int64_t s) {
+  const int64_t a = i * s;
+  return a < S - w ? a : S - w;
+}
+
+// Closed-form range [*first, *last] of the grid windows that cover position p (0 <= p < S).
+// Starts are non-decreasing, so the covering windows are contiguous; the range is empty
+// (*first > *last) only when s > w leaves p uncovered.
+FQ_HD void grid_cover(int64_t p, int64_t S, int64_t w, int64_t s, int64_t* first,
+                      int64_t* last) {
+  const int64_t n = grid_count(S, w, s);
+  // first: smallest i with start_i + w > p. The last window (start S - w) always qualifies.
+  int64_t f = p < w ? 0 : (p - w) / s + 1;
+  *first = f < n - 1 ? f : n - 1;
+  // last: largest i with start_i <= p. Regular windows i <= n - 2 start below S - w.
+  *last = p >= S - w ? n - 1 : p / s;
+}
+
+}  // namespace fastquilt

@@ -1,0 +1,133 @@
+// Argument checks shared by the CPU and CUDA implementations of every op. User errors raise
+// (TORCH_CHECK -> RuntimeError / ValueError) with the argument named; the Python layer catches
+// most of them earlier with friendlier wording.
+#pragma once
+#include <ATen/ATen.h>
+
+#include "fastquilt/index_math.h"
+
+namespace fastquilt {
+
+// Accumulation type: float32 for half/bfloat16/float32 data, float64 for float64.
+inline at::ScalarType acc_dtype(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// Normalise (N, C, *spatial) and window to three spatial axes (2D -> (Y, 1, X)).
+inline Geometry make_geometry(int64_t N, int64_t C, at::IntArrayRef spatial,
+                              at::IntArrayRef window) {
+  Geometry g{N, C, {1, 1, 1}, {1, 1, 1}};
+  if (spatial.size() == 3) {
+    for (int d = 0; d < 3; ++d) { g.S[d] = spatial[d]; g.W[d] = window[d]; }
+  } else {  // 2D: the image rows become axis 0, axis 1 is a dummy of size 1
+    g.S[0] = spatial[0]; g.W[0] = window[0];
+    g.S[2] = spatial[1]; g.W[2] = window[1];
+  }
+  return g;
+}
+
+inline void check_window(at::IntArrayRef window, const char* op) {
+  TORCH_CHECK_VALUE(window.size() == 2 || window.size() == 3, op,
+                    ": window must give one size per spatial axis (2 or 3 sizes), got ",
+                    window.size());
+  for (auto w : window) TORCH_CHECK_VALUE(w >= 1, op, ": window sizes must be >= 1, got ", window);
+}
+
+inline void check_origins(const at::Tensor& origins, int64_t D, const at::Tensor& like,
+                          const char* op) {
+  TORCH_CHECK_TYPE(origins.scalar_type() == at::kLong, op,
+                   ": origins must be int64 (torch.long), got ", origins.scalar_type());
+  TORCH_CHECK_VALUE(origins.dim() == 2 && origins.size(1) == 1 + D, op,
+                    ": origins must have shape (M, ", 1 + D, ") = [n, start_0, ...], got ",
+                    origins.sizes());
+  TORCH_CHECK_VALUE(origins.device() == like.device(), op, ": origins are on ", origins.device(),
+                    " but the data is on ", like.device(), "; move them with .to(device)");
+}
+
+inline void check_weight(const c10::optional<at::Tensor>& weight, at::ScalarType data_dtype,
+                         at::IntArrayRef window, const at::Tensor& like, const char* op) {
+  if (!weight.has_value()) return;
+  const auto& w = *weight;
+  TORCH_CHECK_TYPE(at::isFloatingType(data_dtype), op,
+                   ": a weight needs floating-point data, got ", data_dtype);
+  TORCH_CHECK_TYPE(w.scalar_type() == acc_dtype(data_dtype), op, ": weight must be ",
+                   acc_dtype(data_dtype), " for ", data_dtype, " data, got ", w.scalar_type());
+  TORCH_CHECK_VALUE(w.sizes() == window, op, ": weight must have the window's shape ", window,
+                    ", got ", w.sizes());
+  TORCH_CHECK_VALUE(w.device() == like.device(), op, ": weight is on ", w.device(),
+                    " but the data is on ", like.device());
+}
+
+// gather: input (N, C, *S) -> patches (M, C, *window)
+inline Geometry check_gather(const at::Tensor& input, const at::Tensor& origins,
+                             const c10::optional<at::Tensor>& weight, at::IntArrayRef window,
+                             const char* op) {
+  check_window(window, op);
+  const int64_t D = static_cast<int64_t>(window.size());
+  TORCH_CHECK_VALUE(input.dim() == 2 + D, op, ": input must be (N, C, *spatial) with ", D,
+                    " spatial axes to match the window, got shape ", input.sizes());
+  for (int64_t d = 0; d < D; ++d)
+    TORCH_CHECK_VALUE(window[d] <= input.size(2 + d), op, ": window ", window,
+                      " is larger than the image ", input.sizes().slice(2), " on axis ", d);
+  check_origins(origins, D, input, op);
+  check_weight(weight, input.scalar_type(), window, input, op);
+  return make_geometry(input.size(0), input.size(1), input.sizes().slice(2), window);
+}
+
+// scatter-add: patches (M, C, *window) -> acc (N, C, *S) (+ weight sum (N, *S))
+inline Geometry check_scatter(const at::Tensor& patches, const at::Tensor& origins,
+                              const c10::optional<at::Tensor>& weight, at::IntArrayRef spatial,
+                              int64_t num_images, const char* op) {
+  TORCH_CHECK_TYPE(at::isFloatingType(patches.scalar_type()), op,
+                   ": patches must be floating point to be averaged, got ",
+                   patches.scalar_type(), " (cast with .float())");
+  TORCH_CHECK_VALUE(patches.dim() == 4 || patches.dim() == 5, op,
+                    ": patches must be (M, C, *window) with 2 or 3 window axes, got ",
+                    patches.sizes());
+  auto window = patches.sizes().slice(2);
+  const int64_t D = static_cast<int64_t>(window.size());
+  TORCH_CHECK_VALUE(static_cast<int64_t>(spatial.size()) == D, op, ": spatial_size ", spatial,
+                    " must have ", D, " sizes like the patches' window ", window);
+  TORCH_CHECK_VALUE(num_images >= 0, op, ": num_images must be >= 0");
+  for (int64_t d = 0; d < D; ++d)
+    TORCH_CHECK_VALUE(window[d] <= spatial[d], op, ": window ", window,
+                      " is larger than spatial_size ", spatial, " on axis ", d);
+  TORCH_CHECK_VALUE(origins.size(0) == patches.size(0), op, ": ", patches.size(0),
+                    " patches but ", origins.size(0), " origins");
+  check_origins(origins, D, patches, op);
+  check_weight(weight, patches.scalar_type(), window, patches, op);
+  return make_geometry(num_images, patches.size(1), spatial, window);
+}
+
+inline void check_accumulators(const at::Tensor& patches, const at::Tensor& acc,
+                               const c10::optional<at::Tensor>& wsum, const char* op) {
+  const auto adt = acc_dtype(patches.scalar_type());
+  TORCH_CHECK_TYPE(acc.scalar_type() == adt, op, ": acc must be ", adt, " for ",
+                   patches.scalar_type(), " patches, got ", acc.scalar_type());
+  TORCH_CHECK_VALUE(acc.dim() == patches.dim() && acc.size(1) == patches.size(1), op,
+                    ": acc must be (N, C, *spatial) with C = ", patches.size(1), ", got ",
+                    acc.sizes());
+  TORCH_CHECK_VALUE(acc.is_contiguous(), op, ": acc must be contiguous");
+  TORCH_CHECK_VALUE(acc.device() == patches.device(), op, ": acc is on ", acc.device(),
+                    " but patches are on ", patches.device());
+  if (wsum.has_value()) {
+    const auto& w = *wsum;
+    TORCH_CHECK_TYPE(w.scalar_type() == adt, op, ": weight_sum must be ", adt);
+    std::vector<int64_t> want{acc.size(0)};
+    for (int64_t d = 2; d < acc.dim(); ++d) want.push_back(acc.size(d));
+    TORCH_CHECK_VALUE(w.sizes() == at::IntArrayRef(want), op, ": weight_sum must have shape ",
+                      at::IntArrayRef(want), ", got ", w.sizes());
+    TORCH_CHECK_VALUE(w.is_contiguous(), op, ": weight_sum must be contiguous");
+    TORCH_CHECK_VALUE(w.device() == patches.device(), op, ": weight_sum is on ", w.device(),
+                      " but patches are on ", patches.device());
+  }
+}
+
+// Origins as a (M, 4) row [n, o0, o1, o2] in the normalised 3-axis geometry.
+inline void normalised_origin(const int64_t* row, int64_t D, int64_t out[4]) {
+  out[0] = row[0];
+  if (D == 3) { out[1] = row[1]; out[2] = row[2]; out[3] = row[3]; }
+  else { out[1] = row[1]; out[2] = 0; out[3] = row[2]; }
+}
+
+}  // namespace fastquilt

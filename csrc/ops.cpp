@@ -1,0 +1,40 @@
+// Operator schemas of the fastquilt namespace. Kernels live in cpu/ and cuda/; Python adds the
+// fake (meta) kernels and autograd (python/fastquilt/_ops.py).
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// Importing fastquilt._C only has to run the TORCH_LIBRARY static initialisers below; the
+// module itself is empty (the pytorch/extension-cpp pattern, no torch_python dependency).
+PyObject* PyInit__C(void) {
+  static PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1,
+                                   nullptr,               nullptr, nullptr, nullptr, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(fastquilt, m) {
+  // input (N, C, *S), origins int64 (M, 1+D) rows [n, start_0, ...] -> patches (M, C, *window),
+  // each multiplied by weight (*window) when given.
+  m.def("gather_windows(Tensor input, Tensor origins, Tensor? weight, SymInt[] window) -> Tensor");
+  // Same, written into a caller's contiguous (M, C, *window) buffer.
+  m.def("gather_windows_into(Tensor input, Tensor origins, Tensor? weight, Tensor(a!) out) -> ()");
+  // patches (M, C, *window) -> (acc (N, C, *S), weight_sum (N, *S)): the adjoint of the gather.
+  // Accumulates in float32 for half/bfloat16/float32 patches, float64 for float64.
+  m.def(
+      "scatter_add_windows(Tensor patches, Tensor origins, Tensor? weight, SymInt[] spatial_size, "
+      "SymInt num_images) -> (Tensor, Tensor)");
+  // Streaming form: adds a batch of windows into existing accumulators.
+  m.def(
+      "scatter_add_windows_(Tensor patches, Tensor origins, Tensor? weight, Tensor(a!) acc, "
+      "Tensor(b!)? weight_sum) -> ()");
+  // Weighted mean of all windows of a full step-back grid (qlty order), computed per output
+  // voxel: deterministic, no accumulator buffers. Returns (N, C, *S) in the patches' dtype.
+  m.def(
+      "stitch_grid(Tensor patches, Tensor? weight, SymInt[] spatial_size, SymInt[] step, "
+      "float fill_value) -> Tensor");
+  // Same, written into a caller's contiguous (N, C, *S) buffer of the patches' dtype.
+  m.def(
+      "stitch_grid_into(Tensor patches, Tensor? weight, SymInt[] step, float fill_value, "
+      "Tensor(a!) out) -> ()");
+}

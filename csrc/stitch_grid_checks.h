@@ -1,0 +1,71 @@
+// Checks and geometry for the regular-grid stitch, shared by CPU and CUDA.
+#pragma once
+#include <vector>
+
+#include "op_checks.h"
+
+namespace fastquilt {
+
+struct GridGeometry {
+  Geometry g;
+  int64_t step[3];
+  int64_t count[3];     // windows per normalised axis
+  int64_t num_windows;  // per image
+};
+
+inline GridGeometry check_stitch_grid(const at::Tensor& patches,
+                                      const c10::optional<at::Tensor>& weight,
+                                      at::IntArrayRef spatial, at::IntArrayRef step,
+                                      const char* op) {
+  TORCH_CHECK_TYPE(at::isFloatingType(patches.scalar_type()), op,
+                   ": patches must be floating point to be averaged, got ",
+                   patches.scalar_type(), " (cast with .float())");
+  TORCH_CHECK_VALUE(patches.dim() == 4 || patches.dim() == 5, op,
+                    ": patches must be (M, C, *window) with 2 or 3 window axes, got ",
+                    patches.sizes());
+  auto window = patches.sizes().slice(2);
+  const size_t D = window.size();
+  TORCH_CHECK_VALUE(spatial.size() == D && step.size() == D, op, ": spatial_size ", spatial,
+                    " and step ", step, " must each have ", D, " sizes");
+  for (size_t d = 0; d < D; ++d) {
+    TORCH_CHECK_VALUE(step[d] >= 1, op, ": step must be >= 1, got ", step);
+    TORCH_CHECK_VALUE(window[d] <= spatial[d], op, ": window ", window,
+                      " is larger than spatial_size ", spatial, " on axis ", d);
+  }
+  check_weight(weight, patches.scalar_type(), window, patches, op);
+  GridGeometry gg;
+  gg.g = make_geometry(0, patches.size(1), spatial, window);
+  if (D == 3) { for (int d = 0; d < 3; ++d) gg.step[d] = step[d]; }
+  else { gg.step[0] = step[0]; gg.step[1] = 1; gg.step[2] = step[1]; }
+  gg.num_windows = 1;
+  for (int d = 0; d < 3; ++d) {
+    gg.count[d] = grid_count(gg.g.S[d], gg.g.W[d], gg.step[d]);
+    gg.num_windows *= gg.count[d];
+  }
+  TORCH_CHECK_VALUE(patches.size(0) % gg.num_windows == 0, op, ": ", patches.size(0),
+                    " patches is not a whole number of images of ", gg.num_windows,
+                    " windows each");
+  gg.g.N = patches.size(0) / gg.num_windows;
+  return gg;
+}
+
+inline void check_stitch_grid_out(const at::Tensor& patches, const at::Tensor& out,
+                                  const GridGeometry& gg, const char* op) {
+  TORCH_CHECK_VALUE(out.size(0) == gg.g.N && out.size(1) == gg.g.C, op, ": out must be (",
+                    gg.g.N, ", ", gg.g.C, ", *spatial) for these patches, got ", out.sizes());
+  TORCH_CHECK_TYPE(out.scalar_type() == patches.scalar_type(), op, ": out dtype ",
+                   out.scalar_type(), " differs from the patches' ", patches.scalar_type());
+  TORCH_CHECK_VALUE(out.is_contiguous(), op, ": out must be contiguous");
+  TORCH_CHECK_VALUE(out.device() == patches.device(), op, ": out must be on ", patches.device());
+}
+
+inline std::vector<int64_t> stitch_grid_out_shape(const at::Tensor& patches,
+                                                  const c10::optional<at::Tensor>& weight,
+                                                  at::IntArrayRef spatial, at::IntArrayRef step) {
+  const GridGeometry gg = check_stitch_grid(patches, weight, spatial, step, "fastquilt.stitch_grid");
+  std::vector<int64_t> shape{gg.g.N, gg.g.C};
+  shape.insert(shape.end(), spatial.begin(), spatial.end());
+  return shape;
+}
+
+}  // namespace fastquilt

@@ -1,0 +1,54 @@
+"""fastquilt: overlapping windows over huge 2D/3D images — unstitch, stitch, sliding window.
+
+The fast, correct successor of qlty: fused C++/CUDA gather and weighted scatter-add registered
+as ``torch.ops.fastquilt.*`` with autograd and fake kernels.
+"""
+
+from __future__ import annotations
+
+import torch  # noqa: F401  (must be loaded before the extension)
+
+from ._ops import (
+    gather_windows,
+    gather_windows_into,
+    scatter_add_windows,
+    scatter_add_windows_,
+    stitch_grid,
+    stitch_grid_into,
+)
+from .accumulator import StitchAccumulator
+from .grid import Grid, axis_count, axis_starts, grid_origins
+from .quilt import Quilt
+from .sliding import sliding_window
+from .weights import (
+    border_mask,
+    border_weight,
+    gaussian_weight,
+    hann_weight,
+    linear_weight,
+    make_weight,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Grid",
+    "Quilt",
+    "StitchAccumulator",
+    "axis_count",
+    "axis_starts",
+    "border_mask",
+    "border_weight",
+    "gather_windows",
+    "gather_windows_into",
+    "gaussian_weight",
+    "grid_origins",
+    "hann_weight",
+    "linear_weight",
+    "make_weight",
+    "scatter_add_windows",
+    "scatter_add_windows_",
+    "sliding_window",
+    "stitch_grid",
+    "stitch_grid_into",
+]

@@ -1,0 +1,245 @@
+"""The compiled ops (``torch.ops.fastquilt.*``): Python wrappers, fake kernels and autograd.
+
+* ``gather_windows`` and ``scatter_add_windows`` are each other's adjoint; each one's backward
+  calls the other registered op, so double backward and ``torch.compile`` work.
+* ``stitch_grid`` (full regular grid, fused mean) differentiates through the gather.
+* The ``*_into`` / trailing-underscore forms mutate caller buffers (no autograd).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from . import _C  # noqa: F401  (runs the TORCH_LIBRARY initialisers)
+
+_ops = torch.ops.fastquilt
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype: float64 for float64 data, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def gather_windows(
+    input: torch.Tensor,
+    origins: torch.Tensor,
+    window: Sequence[int],
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Gather windows: input ``(N, C, *S)`` -> patches ``(M, C, *window)``.
+
+    ``origins`` is int64 ``(M, 1 + D)`` with rows ``[n, start_0, ..., start_{D-1}]``. When
+    ``weight`` (shape ``window``, float32, or float64 for float64 input) is given, each patch is
+    multiplied by it (this is the adjoint of the weighted scatter-add).
+    """
+    return _ops.gather_windows.default(input, origins, weight, list(window))
+
+
+def gather_windows_into(
+    input: torch.Tensor,
+    origins: torch.Tensor,
+    out: torch.Tensor,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Like :func:`gather_windows`, writing into the contiguous buffer ``out``; returns it."""
+    _ops.gather_windows_into.default(input, origins, weight, out)
+    return out
+
+
+def scatter_add_windows(
+    patches: torch.Tensor,
+    origins: torch.Tensor,
+    spatial_size: Sequence[int],
+    num_images: int,
+    weight: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted scatter-add: patches ``(M, C, *w)`` -> ``(acc (N, C, *S), weight_sum (N, *S))``.
+
+    Accumulates in float32 (float64 for float64 patches). Deterministic on the CPU.
+    """
+    return _ops.scatter_add_windows.default(
+        patches, origins, weight, list(spatial_size), int(num_images)
+    )
+
+
+def scatter_add_windows_(
+    patches: torch.Tensor,
+    origins: torch.Tensor,
+    acc: torch.Tensor,
+    weight_sum: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+) -> None:
+    """Streaming form: add ``patches`` into existing ``acc`` (and ``weight_sum``) in place."""
+    _ops.scatter_add_windows_.default(patches, origins, weight, acc, weight_sum)
+
+
+def stitch_grid(
+    patches: torch.Tensor,
+    spatial_size: Sequence[int],
+    step: Sequence[int],
+    weight: torch.Tensor | None = None,
+    fill_value: float = 0.0,
+) -> torch.Tensor:
+    """Weighted mean of all windows of a full step-back grid (qlty order) -> ``(N, C, *S)``.
+
+    Output-centric and deterministic; returns the patches' dtype (computed in float32/64).
+    """
+    return _ops.stitch_grid.default(patches, weight, list(spatial_size), list(step), fill_value)
+
+
+def stitch_grid_into(
+    patches: torch.Tensor,
+    step: Sequence[int],
+    out: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    fill_value: float = 0.0,
+) -> torch.Tensor:
+    """Like :func:`stitch_grid`, writing into the contiguous ``(N, C, *S)`` buffer ``out``."""
+    _ops.stitch_grid_into.default(patches, weight, list(step), fill_value, out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Fake (meta) kernels: shapes only, so torch.compile / FakeTensor tracing work.
+
+
+@torch.library.register_fake("fastquilt::gather_windows")
+def _gather_fake(input, origins, weight, window):
+    torch._check(origins.dim() == 2 and origins.shape[1] == 1 + len(window))
+    return input.new_empty((origins.shape[0], input.shape[1], *window))
+
+
+@torch.library.register_fake("fastquilt::gather_windows_into")
+def _gather_into_fake(input, origins, weight, out):
+    return None
+
+
+@torch.library.register_fake("fastquilt::scatter_add_windows")
+def _scatter_fake(patches, origins, weight, spatial_size, num_images):
+    torch._check(origins.shape[0] == patches.shape[0])
+    dt = acc_dtype(patches.dtype)
+    acc = patches.new_empty((num_images, patches.shape[1], *spatial_size), dtype=dt)
+    wsum = patches.new_empty((num_images, *spatial_size), dtype=dt)
+    return acc, wsum
+
+
+@torch.library.register_fake("fastquilt::scatter_add_windows_")
+def _scatter_inplace_fake(patches, origins, weight, acc, weight_sum):
+    return None
+
+
+@torch.library.register_fake("fastquilt::stitch_grid")
+def _stitch_grid_fake(patches, weight, spatial_size, step, fill_value):
+    from .grid import grid_counts  # local: grid imports nothing from here
+
+    per_image = 1
+    for n in grid_counts(spatial_size, patches.shape[2:], step):
+        per_image *= n
+    return patches.new_empty((patches.shape[0] // per_image, patches.shape[1], *spatial_size))
+
+
+@torch.library.register_fake("fastquilt::stitch_grid_into")
+def _stitch_grid_into_fake(patches, weight, step, fill_value, out):
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Autograd: gather and scatter-add are adjoints.
+
+
+def _gather_setup(ctx, inputs, output):
+    input, origins, weight, window = inputs
+    ctx.spatial = list(input.shape[2:])
+    ctx.num_images = input.shape[0]
+    ctx.in_dtype = input.dtype
+    ctx.window = list(window)
+    saved_input = input if (weight is not None and weight.requires_grad) else None
+    ctx.save_for_backward(origins, weight, saved_input)
+
+
+def _gather_backward(ctx, grad):
+    origins, weight, input = ctx.saved_tensors
+    grad_input = grad_weight = None
+    if ctx.needs_input_grad[0]:
+        acc, _ = _ops.scatter_add_windows.default(
+            grad, origins, weight, ctx.spatial, ctx.num_images
+        )
+        grad_input = acc.to(ctx.in_dtype)
+    if ctx.needs_input_grad[2]:
+        plain = _ops.gather_windows.default(input, origins, None, ctx.window)
+        grad_weight = (grad.to(weight.dtype) * plain.to(weight.dtype)).sum(dim=(0, 1))
+    return grad_input, None, grad_weight, None
+
+
+torch.library.register_autograd(
+    "fastquilt::gather_windows", _gather_backward, setup_context=_gather_setup
+)
+
+
+def _scatter_setup(ctx, inputs, output):
+    patches, origins, weight, spatial_size, num_images = inputs
+    ctx.window = list(patches.shape[2:])
+    ctx.p_dtype = patches.dtype
+    saved_patches = patches if (weight is not None and weight.requires_grad) else None
+    ctx.save_for_backward(origins, weight, saved_patches)
+
+
+def _scatter_backward(ctx, grad_acc, grad_wsum):
+    origins, weight, patches = ctx.saved_tensors
+    grad_patches = grad_weight = None
+    if ctx.needs_input_grad[0] and grad_acc is not None:
+        grad_patches = _ops.gather_windows.default(grad_acc, origins, weight, ctx.window)
+        grad_patches = grad_patches.to(ctx.p_dtype)
+    if ctx.needs_input_grad[2]:
+        grad_weight = torch.zeros_like(weight)
+        if grad_acc is not None:
+            g = _ops.gather_windows.default(grad_acc, origins, None, ctx.window)
+            grad_weight = grad_weight + (g * patches.to(g.dtype)).sum(dim=(0, 1))
+        if grad_wsum is not None:
+            g = _ops.gather_windows.default(grad_wsum.unsqueeze(1), origins, None, ctx.window)
+            grad_weight = grad_weight + g.sum(dim=(0, 1))
+    return grad_patches, None, grad_weight, None, None
+
+
+torch.library.register_autograd(
+    "fastquilt::scatter_add_windows", _scatter_backward, setup_context=_scatter_setup
+)
+
+
+def _stitch_grid_setup(ctx, inputs, output):
+    patches, weight, spatial_size, step, fill_value = inputs
+    ctx.spatial = list(spatial_size)
+    ctx.step = list(step)
+    ctx.window = list(patches.shape[2:])
+    ctx.num_patches = patches.shape[0]
+    ctx.p_dtype = patches.dtype
+    ctx.save_for_backward(weight)
+
+
+def _stitch_grid_backward(ctx, grad):
+    from .grid import grid_origins
+
+    (weight,) = ctx.saved_tensors
+    if ctx.needs_input_grad[1]:
+        raise RuntimeError(
+            "fastquilt.stitch_grid: no gradient for `weight`; use scatter_add_windows "
+            "(Quilt does this automatically when the weight requires grad)"
+        )
+    per_image = len(grid_origins(ctx.spatial, ctx.window, ctx.step, 1, device="cpu"))
+    n_img = ctx.num_patches // per_image
+    origins = grid_origins(ctx.spatial, ctx.window, ctx.step, n_img, device=grad.device)
+    dt = acc_dtype(ctx.p_dtype)
+    empty = grad.new_empty((ctx.num_patches, 0, *ctx.window), dtype=ctx.p_dtype)
+    _, wsum = _ops.scatter_add_windows.default(empty, origins, weight, ctx.spatial, n_img)
+    # Uncovered voxels hold fill_value, which does not depend on the patches.
+    inv = torch.where(wsum > 0, 1.0 / wsum.clamp_min(torch.finfo(dt).tiny), 0.0)
+    scaled = grad.to(dt) * inv.unsqueeze(1)
+    grad_p = _ops.gather_windows.default(scaled, origins, weight, ctx.window)
+    return grad_p.to(ctx.p_dtype), None, None, None, None
+
+
+torch.library.register_autograd(
+    "fastquilt::stitch_grid", _stitch_grid_backward, setup_context=_stitch_grid_setup
+)

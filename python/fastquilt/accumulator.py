@@ -1,0 +1,100 @@
+"""Streaming stitch: add batches of window predictions in any order, then finalise."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from . import _ops
+
+if TYPE_CHECKING:
+    from .quilt import Quilt
+
+
+class StitchAccumulator:
+    """Weighted-sum and weight-sum buffers for ``num_images`` images of a :class:`Quilt`.
+
+    Memory is ``(num_images, channels, *S)`` + ``(num_images, *S)`` in ``dtype`` (float32 or
+    float64) on ``device``; patches may come from any device and are moved there. Each window
+    may be added once: adding it again raises instead of counting it twice.
+    """
+
+    def __init__(
+        self,
+        quilt: Quilt,
+        num_images: int,
+        channels: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"accumulator dtype must be float32 or float64, got {dtype}")
+        if not isinstance(num_images, int) or num_images < 1:
+            raise ValueError(f"num_images must be a positive int, got {num_images!r}")
+        if not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"channels must be a positive int, got {channels!r}")
+        self.quilt = quilt
+        self.device = torch.device(device if device is not None else "cpu")
+        self.dtype = dtype
+        S = quilt.spatial_shape
+        self.acc = torch.zeros((num_images, channels, *S), dtype=dtype, device=self.device)
+        self.weight_sum = torch.zeros((num_images, *S), dtype=dtype, device=self.device)
+        self._weight = quilt.weight_for(dtype, self.device)
+        self._all_origins = quilt._origins(num_images, self.device)
+        self._seen = torch.zeros(num_images * quilt.num_windows, dtype=torch.bool)
+
+    @property
+    def num_images(self) -> int:
+        return self.acc.shape[0]
+
+    @property
+    def windows_added(self) -> int:
+        return int(self._seen.sum())
+
+    @property
+    def total_windows(self) -> int:
+        return self._seen.numel()
+
+    def add(self, patches: torch.Tensor, indices: torch.Tensor | Sequence[int]) -> None:
+        """Add predictions ``patches`` ``(B, C, *window)`` of the windows with global indices
+        ``indices`` (``n * num_windows + k``, as ``Quilt.unstitch`` orders them)."""
+        idx = torch.as_tensor(indices, dtype=torch.int64, device="cpu").reshape(-1)
+        if not isinstance(patches, torch.Tensor):
+            raise TypeError(f"patches must be a torch.Tensor, got {type(patches).__name__}")
+        want = (idx.numel(), self.acc.shape[1], *self.quilt.window)
+        if tuple(patches.shape) != want:
+            raise ValueError(f"patches must have shape {want} for {idx.numel()} indices, "
+                             f"got {tuple(patches.shape)}")
+        if not patches.is_floating_point():
+            raise TypeError(f"patches must be floating point, got {patches.dtype}")
+        if idx.numel() == 0:
+            return
+        if int(idx.min()) < 0 or int(idx.max()) >= self.total_windows:
+            raise ValueError(f"indices must lie in [0, {self.total_windows}), got "
+                             f"[{int(idx.min())}, {int(idx.max())}]")
+        if bool(self._seen[idx].any()) or torch.unique(idx).numel() != idx.numel():
+            dup = idx[self._seen[idx]].tolist()[:5] or "repeated within the batch"
+            raise ValueError(f"windows already added (would be counted twice): {dup}")
+        p = patches.detach()
+        if p.dtype != self.dtype and not (self.dtype == torch.float32 and p.dtype in
+                                          (torch.float16, torch.bfloat16)):
+            p = p.to(self.dtype)
+        p = p.to(self.device, non_blocking=True)
+        origins = self._all_origins[idx.to(self.device)]
+        _ops.scatter_add_windows_(p, origins, self.acc, self.weight_sum, weight=self._weight)
+        self._seen[idx] = True
+
+    def finalize(
+        self, dtype: torch.dtype | None = None, fill_value: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, weight_sum)``: ``acc / weight_sum``, ``fill_value`` (default: the quilt's)
+        where no window was added; ``mean`` cast to ``dtype`` (default: the accumulator's).
+        The buffers are not modified, so ``finalize`` can be called again."""
+        fill = self.quilt.fill_value if fill_value is None else float(fill_value)
+        ws = self.weight_sum.unsqueeze(1)
+        mean = self.acc / ws
+        if not bool((self.weight_sum > 0).all()):
+            mean = torch.where(ws > 0, mean, torch.as_tensor(fill, dtype=mean.dtype))
+        return (mean if dtype is None else mean.to(dtype)), self.weight_sum

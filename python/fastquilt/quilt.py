@@ -1,0 +1,213 @@
+"""In-memory quilts: cut ``(N, C, *S)`` tensors into overlapping windows and stitch them back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from . import _ops
+from .accumulator import StitchAccumulator
+from .grid import Grid, grid_origins
+from .weights import check_border, make_weight, normalize_border
+
+
+class Quilt:
+    """Overlapping windows on a 2D ``(Y, X)`` or 3D ``(Z, Y, X)`` grid (qlty's step-back grid).
+
+    Args:
+        spatial_shape: spatial size of the images, e.g. ``x.shape[2:]``.
+        window: window size (int or one per axis).
+        step: step between windows (int or one per axis).
+        border: qlty border (int, tuple or None): the frame that ``border_weight`` down-weights
+            and that label masking blanks.
+        border_weight: weight of the border frame in ``(0, 1]`` (0 is stored as 1e-8, as qlty).
+        weight: ``None`` (qlty's border weight), ``"flat"``, ``"gaussian"``, ``"hann"``,
+            ``"linear"`` or a tensor of shape ``window``.
+        allow_gaps: allow ``step > window``; uncovered voxels get ``fill_value`` and weight 0.
+        fill_value: value of voxels no window covers.
+
+    ``unstitch(x)`` gives ``(N * num_windows, C, *window)`` patches in qlty's order;
+    ``stitch(patches)`` gives the weighted mean ``(N, C, *S)`` (the patches' dtype, computed in
+    float32 or float64) and the per-image weight sum ``(N, *S)``.
+    """
+
+    def __init__(
+        self,
+        spatial_shape: Sequence[int],
+        window: int | Sequence[int],
+        step: int | Sequence[int],
+        border: int | Sequence[int] | None = None,
+        border_weight: float = 0.1,
+        weight: str | torch.Tensor | None = None,
+        *,
+        allow_gaps: bool = False,
+        fill_value: float = 0.0,
+    ) -> None:
+        self.grid = Grid(spatial_shape, window, step, allow_gaps=allow_gaps)
+        self.border = normalize_border(border, self.grid.ndim)
+        check_border(self.border, self.grid.window)
+        self.weight = make_weight(weight, self.grid.window, self.border, border_weight)
+        self.fill_value = float(fill_value)
+        self._weights: dict = {}
+        self._wsums: dict = {}
+
+    # ---- geometry -------------------------------------------------------------------------
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return self.grid.spatial_shape
+
+    @property
+    def window(self) -> tuple[int, ...]:
+        return self.grid.window
+
+    @property
+    def step(self) -> tuple[int, ...]:
+        return self.grid.step
+
+    @property
+    def ndim(self) -> int:
+        return self.grid.ndim
+
+    @property
+    def num_windows(self) -> int:
+        """Windows per image."""
+        return self.grid.num_windows
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        """Windows per axis (qlty's ``get_times()``)."""
+        return self.grid.counts
+
+    def positions(self, num_images: int = 1, include_n: bool = True) -> torch.Tensor:
+        """Window origins, int64 ``(num_images * num_windows, 1 + D)`` ``[n, start_0, ...]``
+        (or without the ``n`` column)."""
+        o = self.grid.origins(num_images)
+        return o if include_n else o[:, 1:].contiguous()
+
+    def weight_for(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """The window weight in the accumulation dtype of ``dtype`` on ``device`` (cached)."""
+        key = (_ops.acc_dtype(dtype), torch.device(device))
+        w = self._weights.get(key)
+        if w is None:
+            w = self.weight.to(device=key[1], dtype=key[0]).contiguous()
+            self._weights[key] = w
+        return w
+
+    def _origins(self, num_images: int, device) -> torch.Tensor:
+        return grid_origins(self.spatial_shape, self.window, self.step, num_images, device)
+
+    def weight_sum(self, num_images: int, dtype=torch.float32, device="cpu") -> torch.Tensor:
+        """Per-image weight sum ``(num_images, *S)``: the same for every image of a full grid,
+        so it is computed once and returned expanded (read-only)."""
+        key = (_ops.acc_dtype(dtype), torch.device(device))
+        ws = self._wsums.get(key)
+        if ws is None:
+            empty = torch.empty((self.num_windows, 0, *self.window), dtype=key[0], device=key[1])
+            _, ws = _ops.scatter_add_windows(
+                empty, self._origins(1, key[1]), self.spatial_shape, 1,
+                weight=self.weight_for(key[0], key[1]),
+            )
+            self._wsums[key] = ws
+        return ws.expand(num_images, *self.spatial_shape)
+
+    # ---- checks -----------------------------------------------------------------------------
+    def _check_image(self, x: torch.Tensor, name: str = "x") -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        want = 2 + self.ndim
+        if x.dim() != want or tuple(x.shape[2:]) != self.spatial_shape:
+            raise ValueError(
+                f"{name} must have shape (N, C, {', '.join(map(str, self.spatial_shape))}) "
+                f"for this quilt, got {tuple(x.shape)}"
+                + ("; add a channel axis with x.unsqueeze(1)" if x.dim() == want - 1 else "")
+            )
+
+    def _check_patches(self, patches: torch.Tensor) -> int:
+        if not isinstance(patches, torch.Tensor):
+            raise TypeError(f"patches must be a torch.Tensor, got {type(patches).__name__}")
+        if patches.dim() != 2 + self.ndim or tuple(patches.shape[2:]) != self.window:
+            raise ValueError(
+                f"patches must have shape (M, C, {', '.join(map(str, self.window))}), got "
+                f"{tuple(patches.shape)}"
+            )
+        if not patches.is_floating_point():
+            raise TypeError(
+                f"patches must be floating point to be averaged, got {patches.dtype}; "
+                "cast with patches.float() (or use unstitch for labels)"
+            )
+        if patches.shape[0] % self.num_windows:
+            raise ValueError(
+                f"{patches.shape[0]} patches is not a whole number of images: this quilt has "
+                f"{self.num_windows} windows per image"
+            )
+        return patches.shape[0] // self.num_windows
+
+    # ---- the two directions ----------------------------------------------------------------
+    def unstitch(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Cut ``x`` ``(N, C, *S)`` into patches ``(N * num_windows, C, *window)``, qlty order.
+
+        Any dtype; differentiable for floating ``x``. ``out`` (contiguous, right shape and dtype)
+        receives the patches without allocating.
+        """
+        self._check_image(x)
+        origins = self._origins(x.shape[0], x.device)
+        if out is not None:
+            if out.requires_grad and torch.is_grad_enabled():
+                raise ValueError("out= cannot be used when autograd is recording; drop out=")
+            return _ops.gather_windows_into(x, origins, out)
+        return _ops.gather_windows(x, origins, self.window)
+
+    def stitch(
+        self, patches: torch.Tensor, out: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weighted mean of the patches of ``N`` whole images -> ``(mean, weight_sum)``.
+
+        ``mean`` is ``(N, C, *S)`` in the patches' dtype (accumulated in float32, float64 for
+        float64); voxels no window covers hold ``fill_value``. ``weight_sum`` is ``(N, *S)``.
+        Deterministic; differentiable in the patches (and in a weight tensor that requires grad).
+        """
+        N = self._check_patches(patches)
+        dev = patches.device
+        if self.weight.requires_grad:
+            return self._stitch_scatter(patches, N, out)
+        w = self.weight_for(patches.dtype, dev)
+        if out is not None:
+            if out.requires_grad and torch.is_grad_enabled():
+                raise ValueError("out= cannot be used when autograd is recording; drop out=")
+            mean = _ops.stitch_grid_into(patches, self.step, out, w, self.fill_value)
+        else:
+            mean = _ops.stitch_grid(patches, self.spatial_shape, self.step, w, self.fill_value)
+        return mean, self.weight_sum(N, patches.dtype, dev)
+
+    def _stitch_scatter(self, patches, N, out):
+        # Path with a gradient for a trainable weight tensor.
+        dt = _ops.acc_dtype(patches.dtype)
+        w = self.weight.to(device=patches.device, dtype=dt)
+        acc, wsum = _ops.scatter_add_windows(
+            patches, self._origins(N, patches.device), self.spatial_shape, N, weight=w
+        )
+        mean = torch.where(
+            wsum.unsqueeze(1) > 0, acc / wsum.unsqueeze(1).clamp_min(1e-30), self.fill_value
+        ).to(patches.dtype)
+        if out is not None:
+            out.copy_(mean)
+            mean = out
+        return mean, wsum
+
+    def accumulator(
+        self,
+        num_images: int,
+        channels: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> StitchAccumulator:
+        """A streaming stitcher: add batches of window predictions in any order, then
+        ``finalize()``. Its buffers live on ``device`` (which may differ from the patches')."""
+        return StitchAccumulator(self, num_images, channels, device=device, dtype=dtype)
+
+    def __repr__(self) -> str:
+        return (
+            f"Quilt(spatial_shape={self.spatial_shape}, window={self.window}, step={self.step}, "
+            f"border={self.border}, num_windows={self.num_windows})"
+        )

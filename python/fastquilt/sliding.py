@@ -1,0 +1,86 @@
+"""Sliding-window inference with bounded memory: gather ``batch_size`` windows at a time, run
+the model, accumulate the weighted predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from . import _ops
+from .quilt import Quilt
+
+
+def sliding_window(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    window: int | Sequence[int],
+    step: int | Sequence[int],
+    batch_size: int = 8,
+    weight: str | torch.Tensor | None = "gaussian",
+    *,
+    border: int | Sequence[int] | None = None,
+    border_weight: float = 0.1,
+    device: torch.device | str | None = None,
+    out_device: torch.device | str | None = None,
+    out_dtype: torch.dtype | None = None,
+    progress: bool = False,
+    fill_value: float = 0.0,
+    allow_gaps: bool = False,
+) -> torch.Tensor:
+    """Apply ``model`` to every window of ``x`` ``(N, C, *S)`` and stitch a weighted mean.
+
+    Only ``batch_size`` windows exist at a time: peak memory is O(batch + output), not
+    O(all patches). The model runs on ``device`` (default: ``x``'s); predictions
+    ``(B, C_out, *window)`` (``C_out`` may differ from ``C``) are accumulated in float32 on
+    ``out_device`` (default: ``x``'s device). Returns ``(N, C_out, *S)`` in ``out_dtype``
+    (default: the model output's dtype). Runs under ``torch.no_grad()``.
+    """
+    if not callable(model):
+        raise TypeError("model must be callable (a torch.nn.Module or function)")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in (4, 5):
+        raise ValueError(f"x must be (N, C, Y, X) or (N, C, Z, Y, X), got shape {tuple(x.shape)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    q = Quilt(x.shape[2:], window, step, border=border, border_weight=border_weight,
+              weight=weight, allow_gaps=allow_gaps, fill_value=fill_value)
+    device = torch.device(device) if device is not None else x.device
+    out_device = torch.device(out_device) if out_device is not None else x.device
+    N = x.shape[0]
+    total = N * q.num_windows
+    origins = q._origins(N, x.device)
+    acc = None
+    out_dt = out_dtype
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="win", desc="sliding_window")
+    with torch.no_grad():
+        for lo in range(0, total, batch_size):
+            hi = min(lo + batch_size, total)
+            patches = _ops.gather_windows(x, origins[lo:hi], q.window)
+            y = model(patches.to(device, non_blocking=True))
+            if not isinstance(y, torch.Tensor):
+                raise TypeError(f"model must return a tensor, got {type(y).__name__}")
+            if y.dim() != x.dim() or y.shape[0] != hi - lo or tuple(y.shape[2:]) != q.window:
+                raise ValueError(
+                    f"model output must have shape ({hi - lo}, C_out, "
+                    f"{', '.join(map(str, q.window))}) for a batch of {hi - lo} windows, got "
+                    f"{tuple(y.shape)}; sliding_window needs a model that keeps the window size"
+                )
+            if not y.is_floating_point():
+                raise TypeError(f"model output must be floating point, got {y.dtype}")
+            if acc is None:
+                dt = torch.float64 if y.dtype == torch.float64 else torch.float32
+                acc = q.accumulator(N, y.shape[1], device=out_device, dtype=dt)
+                out_dt = out_dt or y.dtype
+            acc.add(y, range(lo, hi))
+            if bar is not None:
+                bar.update(hi - lo)
+    if bar is not None:
+        bar.close()
+    mean, _ = acc.finalize(dtype=out_dt)
+    return mean
