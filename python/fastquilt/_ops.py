@@ -218,8 +218,21 @@ def _stitch_grid_setup(ctx, inputs, output):
     ctx.save_for_backward(weight)
 
 
+def _traced_grid_origins(spatial, window, step, num_images, device) -> torch.Tensor:
+    # Built from torch ops (not the cached tensor) so AOT autograd can trace the backward.
+    from .grid import axis_starts
+
+    axes = [torch.arange(num_images, device=device)]
+    axes += [
+        torch.tensor(axis_starts(S, w, s), dtype=torch.int64, device=device)
+        for S, w, s in zip(spatial, window, step)
+    ]
+    mesh = torch.meshgrid(*axes, indexing="ij")
+    return torch.stack([m.reshape(-1) for m in mesh], dim=1).contiguous()
+
+
 def _stitch_grid_backward(ctx, grad):
-    from .grid import grid_origins
+    from .grid import grid_counts
 
     (weight,) = ctx.saved_tensors
     if ctx.needs_input_grad[1]:
@@ -227,9 +240,11 @@ def _stitch_grid_backward(ctx, grad):
             "fastquilt.stitch_grid: no gradient for `weight`; use scatter_add_windows "
             "(Quilt does this automatically when the weight requires grad)"
         )
-    per_image = len(grid_origins(ctx.spatial, ctx.window, ctx.step, 1, device="cpu"))
+    per_image = 1
+    for n in grid_counts(ctx.spatial, ctx.window, ctx.step):
+        per_image *= n
     n_img = ctx.num_patches // per_image
-    origins = grid_origins(ctx.spatial, ctx.window, ctx.step, n_img, device=grad.device)
+    origins = _traced_grid_origins(ctx.spatial, ctx.window, ctx.step, n_img, grad.device)
     dt = acc_dtype(ctx.p_dtype)
     empty = grad.new_empty((ctx.num_patches, 0, *ctx.window), dtype=ctx.p_dtype)
     _, wsum = _ops.scatter_add_windows.default(empty, origins, weight, ctx.spatial, n_img)

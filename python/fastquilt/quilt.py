@@ -95,6 +95,10 @@ class Quilt:
         return w
 
     def _origins(self, num_images: int, device) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # traced: built from torch ops inside the graph
+            return _ops._traced_grid_origins(
+                self.spatial_shape, self.window, self.step, num_images, device
+            )
         return grid_origins(self.spatial_shape, self.window, self.step, num_images, device)
 
     def weight_sum(self, num_images: int, dtype=torch.float32, device="cpu") -> torch.Tensor:

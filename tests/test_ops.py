@@ -1,0 +1,274 @@
+"""The custom ops against float64 references; out=/in-place forms; adjointness; determinism;
+opcheck, gradcheck and gradgradcheck."""
+
+import numpy as np
+import pytest
+import torch
+
+import fastquilt as fq
+from fastquilt import _ops
+
+from . import reference as ref
+
+ALL_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8,
+              torch.uint8, torch.int16, torch.int32, torch.int64, torch.bool]
+FLOAT_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+TOL = {torch.float16: 2e-3, torch.bfloat16: 1e-2, torch.float32: 1e-5, torch.float64: 1e-12}
+
+CASES = [  # spatial, window, step
+    ((20, 23), (8, 6), (4, 5)),
+    ((9, 10, 11), (4, 5, 3), (3, 2, 3)),
+    ((13, 7), (13, 3), (1, 3)),
+    ((6, 6, 6), (6, 6, 6), (6, 6, 6)),
+]
+
+
+def _rand(shape, dtype, gen):
+    if dtype == torch.bool:
+        return torch.rand(shape, generator=gen) > 0.5
+    if dtype.is_floating_point:
+        return torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
+    info = torch.iinfo(dtype)
+    return torch.randint(max(info.min, -100), min(info.max, 100), shape, generator=gen,
+                         dtype=dtype)
+
+
+def _random_origins(spatial, window, N, M, gen):
+    cols = [torch.randint(0, N, (M,), generator=gen)]
+    cols += [torch.randint(0, S - w + 1, (M,), generator=gen) for S, w in zip(spatial, window)]
+    return torch.stack(cols, 1)
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("case", CASES)
+def test_gather_matches_reference_all_dtypes(case, dtype, device):
+    spatial, window, _ = case
+    gen = torch.Generator().manual_seed(0)
+    x = _rand((3, 2, *spatial), dtype, gen)
+    org = _random_origins(spatial, window, 3, 17, gen)
+    got = fq.gather_windows(x.to(device), org.to(device), window)
+    assert got.dtype == dtype and got.shape == (17, 2, *window)
+    want = ref.gather(x.double().numpy() if dtype != torch.bool else x.numpy(), org.numpy(),
+                      window)
+    np.testing.assert_array_equal(got.cpu().double().numpy(), want)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("case", CASES)
+def test_weighted_gather_and_into(case, dtype, device):
+    spatial, window, _ = case
+    gen = torch.Generator().manual_seed(1)
+    x = _rand((2, 3, *spatial), dtype, gen).to(device)
+    org = _random_origins(spatial, window, 2, 9, gen).to(device)
+    w = torch.rand(window, generator=gen, dtype=torch.float64).to(_ops.acc_dtype(dtype)).to(device)
+    got = fq.gather_windows(x, org, window, weight=w)
+    want = ref.gather(x.cpu().double().numpy(), org.cpu().numpy(), window, w.cpu().double().numpy())
+    np.testing.assert_allclose(got.cpu().double().numpy(), want, rtol=TOL[dtype], atol=TOL[dtype])
+    out = torch.full_like(got, 7)
+    res = fq.gather_windows_into(x, org, out, weight=w)
+    assert res.data_ptr() == out.data_ptr()
+    assert torch.equal(out, got)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("case", CASES)
+def test_scatter_add_matches_reference(case, weighted, dtype, device):
+    spatial, window, _ = case
+    gen = torch.Generator().manual_seed(2)
+    p = _rand((23, 2, *window), dtype, gen).to(device)
+    org = _random_origins(spatial, window, 3, 23, gen).to(device)
+    w = None
+    if weighted:
+        w = torch.rand(window, generator=gen, dtype=torch.float64) + 0.1
+        w = w.to(_ops.acc_dtype(dtype)).to(device)
+    acc, ws = fq.scatter_add_windows(p, org, spatial, 3, weight=w)
+    assert acc.dtype == _ops.acc_dtype(dtype) and ws.dtype == acc.dtype
+    want_acc, want_ws = ref.scatter(p.cpu().double().numpy(), org.cpu().numpy(), spatial, 3,
+                                    None if w is None else w.cpu().double().numpy())
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    np.testing.assert_allclose(acc.cpu().double().numpy(), want_acc, rtol=tol, atol=tol)
+    np.testing.assert_allclose(ws.cpu().double().numpy(), want_ws, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_scatter_add_inplace_streams_into_existing(dtype, device):
+    spatial, window = (9, 10, 11), (4, 5, 3)
+    gen = torch.Generator().manual_seed(3)
+    p = _rand((30, 2, *window), dtype, gen).to(device)
+    org = _random_origins(spatial, window, 2, 30, gen).to(device)
+    full_acc, full_ws = fq.scatter_add_windows(p, org, spatial, 2)
+    adt = _ops.acc_dtype(dtype)
+    acc = torch.zeros((2, 2, *spatial), dtype=adt, device=device)
+    ws = torch.zeros((2, *spatial), dtype=adt, device=device)
+    for lo in (20, 0, 10):  # any order
+        fq.scatter_add_windows_(p[lo:lo + 10], org[lo:lo + 10], acc, ws)
+    torch.testing.assert_close(acc, full_acc, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ws, full_ws)
+    fq.scatter_add_windows_(p, org, acc, None)  # weight_sum is optional
+    torch.testing.assert_close(acc, 2 * full_acc, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("case", CASES + [((40, 33), (8, 6), (10, 9)), ((12, 9, 10), (3, 4, 2), (5, 4, 3))])
+def test_stitch_grid_matches_reference(case, dtype, device):
+    spatial, window, step = case  # the last two leave gaps (step > window)
+    gen = torch.Generator().manual_seed(4)
+    nw = len(ref.origins(spatial, window, step, 1))
+    p = _rand((2 * nw, 3, *window), dtype, gen).to(device)
+    w = (torch.rand(window, generator=gen, dtype=torch.float64) + 0.05).to(_ops.acc_dtype(dtype))
+    mean = fq.stitch_grid(p, spatial, step, weight=w.to(device), fill_value=-3.0)
+    assert mean.dtype == dtype and mean.shape == (2, 3, *spatial)
+    want, _ = ref.stitch(p.cpu().double().numpy(), spatial, window, step, w.double().numpy(),
+                         fill=-3.0)
+    np.testing.assert_allclose(mean.cpu().double().numpy(), want, rtol=TOL[dtype],
+                               atol=TOL[dtype])
+    out = torch.empty_like(mean)
+    fq.stitch_grid_into(p, step, out, weight=w.to(device), fill_value=-3.0)
+    assert torch.equal(out, mean)
+
+
+def test_adjoint_identity():
+    """<gather(x), p> == <x, scatter(p)> in float64, with and without a weight."""
+    gen = torch.Generator().manual_seed(5)
+    for spatial, window, _ in CASES:
+        x = torch.randn((2, 3, *spatial), generator=gen, dtype=torch.float64)
+        org = _random_origins(spatial, window, 2, 25, gen)
+        p = torch.randn((25, 3, *window), generator=gen, dtype=torch.float64)
+        for w in (None, torch.rand(window, generator=gen, dtype=torch.float64)):
+            lhs = (fq.gather_windows(x, org, window, weight=w) * p).sum()
+            rhs = (x * fq.scatter_add_windows(p, org, spatial, 2, weight=w)[0]).sum()
+            assert torch.allclose(lhs, rhs, rtol=1e-12, atol=1e-10)
+
+
+def _with_threads(n, fn):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_results_bit_identical_for_1_and_2_threads(dtype):
+    # qlty's race case: Y = X = 250, window 96, step 32, border 4 (stepped-back last window).
+    q = fq.Quilt((250, 250), 96, 32, border=4, border_weight=0.1)
+    gen = torch.Generator().manual_seed(6)
+    p = torch.randn((2 * q.num_windows, 2, 96, 96), generator=gen).to(dtype)
+    org = q.positions(2)
+    w = q.weight_for(dtype, torch.device("cpu"))
+
+    def run():
+        return (q.stitch(p)[0], fq.scatter_add_windows(p, org, (250, 250), 2, weight=w)[0])
+
+    a = _with_threads(1, run)
+    for _ in range(3):
+        b = _with_threads(2, run)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def _samples(dtype=torch.float64, requires_grad=False):
+    gen = torch.Generator().manual_seed(7)
+    out = []
+    for spatial, window, step in [((7, 8), (3, 4), (2, 3)), ((5, 6, 5), (3, 3, 2), (2, 2, 2))]:
+        x = torch.randn((2, 2, *spatial), generator=gen, dtype=dtype, requires_grad=requires_grad)
+        org = torch.as_tensor(ref.origins(spatial, window, step, 2))
+        w = (torch.rand(window, generator=gen, dtype=dtype) + 0.5).requires_grad_(requires_grad)
+        p = torch.randn((org.shape[0], 2, *window), generator=gen, dtype=dtype,
+                        requires_grad=requires_grad)
+        out.append((spatial, window, step, x, org, w, p))
+    return out
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(requires_grad):
+    for spatial, window, step, x, org, w, p in _samples(requires_grad=requires_grad):
+        torch.library.opcheck(_ops._ops.gather_windows.default, (x, org, w, list(window)))
+        torch.library.opcheck(_ops._ops.gather_windows.default, (x, org, None, list(window)))
+        torch.library.opcheck(_ops._ops.scatter_add_windows.default,
+                              (p, org, w, list(spatial), 2))
+        torch.library.opcheck(_ops._ops.stitch_grid.default,
+                              (p, w.detach(), list(spatial), list(step), 0.0))
+        with torch.no_grad():
+            out = torch.empty((org.shape[0], 2, *window), dtype=x.dtype)
+            torch.library.opcheck(_ops._ops.gather_windows_into.default,
+                                  (x.detach(), org, None, out))
+            acc = torch.zeros((2, 2, *spatial), dtype=x.dtype)
+            ws = torch.zeros((2, *spatial), dtype=x.dtype)
+            torch.library.opcheck(_ops._ops.scatter_add_windows_.default,
+                                  (p.detach(), org, w.detach(), acc, ws))
+            mean = torch.empty((2, 2, *spatial), dtype=x.dtype)
+            torch.library.opcheck(_ops._ops.stitch_grid_into.default,
+                                  (p.detach(), w.detach(), list(step), 0.0, mean))
+
+
+def test_opcheck_half_and_int():
+    spatial, window = (7, 8), (3, 4)
+    org = torch.as_tensor(ref.origins(spatial, window, (2, 3), 1))
+    for dtype in (torch.float16, torch.bfloat16, torch.int32, torch.bool):
+        x = torch.ones((1, 1, *spatial), dtype=dtype)
+        torch.library.opcheck(_ops._ops.gather_windows.default, (x, org, None, list(window)))
+    p = torch.randn((org.shape[0], 1, *window)).half()
+    torch.library.opcheck(_ops._ops.scatter_add_windows.default, (p, org, None, list(spatial), 1))
+
+
+def test_gradcheck_and_gradgradcheck():
+    for spatial, window, step, x, org, w, p in _samples(requires_grad=True):
+        f = lambda x, w: fq.gather_windows(x, org, window, weight=w)  # noqa: E731
+        assert torch.autograd.gradcheck(f, (x, w))
+        assert torch.autograd.gradgradcheck(f, (x, w))
+        g = lambda p, w: fq.scatter_add_windows(p, org, spatial, 2, weight=w)  # noqa: E731
+        assert torch.autograd.gradcheck(g, (p, w))
+        assert torch.autograd.gradgradcheck(g, (p, w))
+        h = lambda p: fq.stitch_grid(p, spatial, step, weight=w.detach())  # noqa: E731
+        assert torch.autograd.gradcheck(h, (p,))
+        assert torch.autograd.gradgradcheck(h, (p,))
+
+
+def test_half_gradients_have_patch_dtype():
+    x = torch.randn(1, 1, 8, 8).half().requires_grad_()
+    org = torch.as_tensor(ref.origins((8, 8), (4, 4), (2, 2), 1))
+    p = fq.gather_windows(x, org, (4, 4))
+    acc, _ = fq.scatter_add_windows(p, org, (8, 8), 1)
+    acc.sum().backward()
+    assert x.grad.dtype == torch.float16
+    assert torch.equal(x.grad.float(), fq.scatter_add_windows(torch.ones_like(p), org, (8, 8), 1)[1].unsqueeze(1))
+
+
+# ---- bad input: each message names the argument -----------------------------------------
+def test_op_errors():
+    x = torch.randn(1, 1, 8, 8)
+    org = torch.tensor([[0, 0, 0]])
+    with pytest.raises(TypeError, match="origins must be int64"):
+        fq.gather_windows(x, org.int(), (4, 4))
+    with pytest.raises(ValueError, match=r"origins must have shape \(M, 3\)"):
+        fq.gather_windows(x, torch.tensor([[0, 0]]), (4, 4))
+    with pytest.raises(ValueError, match="does not fit inside the image"):
+        fq.gather_windows(x, torch.tensor([[0, 5, 0]]), (4, 4))
+    with pytest.raises(ValueError, match="names image 1"):
+        fq.gather_windows(x, torch.tensor([[1, 0, 0]]), (4, 4))
+    with pytest.raises(ValueError, match="window .* is larger than the image"):
+        fq.gather_windows(x, org, (9, 4))
+    with pytest.raises(ValueError, match="2 or 3 sizes"):
+        fq.gather_windows(x, org, (4,))
+    with pytest.raises(ValueError, match="input must be"):
+        fq.gather_windows(x[0], org, (4, 4))
+    with pytest.raises(TypeError, match="weight must be Float"):
+        fq.gather_windows(x, org, (4, 4), weight=torch.ones(4, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="weight must have the window's shape"):
+        fq.gather_windows(x, org, (4, 4), weight=torch.ones(4, 5))
+    with pytest.raises(TypeError, match="needs floating-point data"):
+        fq.gather_windows(x.int(), org, (4, 4), weight=torch.ones(4, 4))
+    with pytest.raises(TypeError, match="patches must be floating point"):
+        fq.scatter_add_windows(torch.ones(1, 1, 4, 4, dtype=torch.int32), org, (8, 8), 1)
+    with pytest.raises(ValueError, match="1 patches but 2 origins"):
+        fq.scatter_add_windows(torch.ones(1, 1, 4, 4), org.repeat(2, 1), (8, 8), 1)
+    with pytest.raises(TypeError, match="acc must be Float"):
+        fq.scatter_add_windows_(torch.ones(1, 1, 4, 4), org, torch.zeros(1, 1, 8, 8).double())
+    with pytest.raises(ValueError, match="out must have shape"):
+        fq.gather_windows_into(x, org, torch.empty(2, 1, 4, 4))
+    with pytest.raises(ValueError, match="not a whole number of images"):
+        fq.stitch_grid(torch.ones(3, 1, 4, 4), (8, 8), (4, 4))
+    with pytest.raises(ValueError, match="step must be >= 1"):
+        fq.stitch_grid(torch.ones(4, 1, 4, 4), (8, 8), (0, 4))

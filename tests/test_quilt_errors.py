@@ -1,0 +1,50 @@
+"""Bad input to the Quilt API: a clear error naming the argument, never a wrong result."""
+
+import pytest
+import torch
+
+import fastquilt as fq
+
+
+def test_quilt_shape_rank_dtype_errors():
+    q = fq.Quilt((32, 32), 8, 4, border=1)
+    with pytest.raises(ValueError, match=r"x must have shape \(N, C, 32, 32\).*unsqueeze\(1\)"):
+        q.unstitch(torch.randn(2, 32, 32))
+    with pytest.raises(ValueError, match=r"x must have shape \(N, C, 32, 32\)"):
+        q.unstitch(torch.randn(2, 1, 32, 33))
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        q.unstitch(torch.randn(1, 1, 32, 32).numpy())
+    with pytest.raises(TypeError, match="patches must be floating point"):
+        q.stitch(torch.ones(49, 1, 8, 8, dtype=torch.int64))
+    with pytest.raises(ValueError, match="not a whole number of images"):
+        q.stitch(torch.ones(50, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"patches must have shape \(M, C, 8, 8\)"):
+        q.stitch(torch.ones(49, 1, 8, 9))
+    with pytest.raises(ValueError, match="at least half the window"):
+        fq.Quilt((32, 32), 8, 4, border=4)
+    with pytest.raises(ValueError, match="border must be >= 0"):
+        fq.Quilt((32, 32), 8, 4, border=-1)
+
+
+def test_out_buffers():
+    q = fq.Quilt((32, 32), 8, 4)
+    x = torch.randn(2, 3, 32, 32)
+    buf = torch.empty(2 * q.num_windows, 3, 8, 8)
+    p = q.unstitch(x, out=buf)
+    assert p.data_ptr() == buf.data_ptr() and torch.equal(p, q.unstitch(x))
+    out = torch.empty_like(x)
+    mean, _ = q.stitch(p, out=out)
+    assert mean.data_ptr() == out.data_ptr()
+    torch.testing.assert_close(mean, x)
+    with pytest.raises(TypeError, match="out dtype"):
+        q.stitch(p, out=torch.empty_like(x).double())
+    with pytest.raises(ValueError, match="out must be contiguous"):
+        q.unstitch(x, out=torch.empty(3, 8, 8, 2 * q.num_windows).permute(3, 0, 1, 2))
+
+
+def test_integer_and_bool_unstitch_keep_dtype():
+    q = fq.Quilt((16, 16), 8, 4)
+    for dtype in (torch.uint8, torch.int32, torch.int64, torch.bool):
+        x = (torch.rand(1, 1, 16, 16) > 0.5).to(dtype)
+        p = q.unstitch(x)
+        assert p.dtype == dtype and torch.equal(p[0, 0], x[0, 0, :8, :8])

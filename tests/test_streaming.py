@@ -1,0 +1,91 @@
+"""Streaming accumulator and sliding-window inference."""
+
+import pytest
+import torch
+
+import fastquilt as fq
+
+
+def test_accumulator_any_order_equals_stitch():
+    q = fq.Quilt((30, 33, 29), 12, 7, border=2, border_weight=0.2)
+    x = torch.randn(2, 3, 30, 33, 29)
+    p = q.unstitch(x)
+    want, want_ws = q.stitch(p)
+    acc = q.accumulator(2, 3)
+    perm = torch.randperm(p.shape[0], generator=torch.Generator().manual_seed(0))
+    for chunk in perm.split(7):
+        acc.add(p[chunk].half().float(), chunk)  # any order, any batch size
+    assert acc.windows_added == acc.total_windows
+    mean, ws = acc.finalize()
+    torch.testing.assert_close(ws, want_ws.float())
+    torch.testing.assert_close(mean, q.stitch(p.half().float())[0], rtol=1e-5, atol=1e-5)
+    mean2, _ = acc.finalize(dtype=torch.float16)  # callable again, other dtype
+    assert mean2.dtype == torch.float16
+
+
+def test_accumulator_partial_gives_fill_and_refuses_double_count():
+    q = fq.Quilt((20, 20), 8, 4, fill_value=-7.0)
+    acc = q.accumulator(1, 1)
+    acc.add(torch.ones(2, 1, 8, 8), [0, 1])
+    mean, ws = acc.finalize()
+    assert (mean[0, 0, 12:, :] == -7.0).all() and (ws[0, 12:] == 0).all()
+    assert not torch.isnan(mean).any()
+    with pytest.raises(ValueError, match="counted twice"):
+        acc.add(torch.ones(1, 1, 8, 8), [1])
+    with pytest.raises(ValueError, match="counted twice"):
+        acc.add(torch.ones(2, 1, 8, 8), [5, 5])
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 16\)"):
+        acc.add(torch.ones(1, 1, 8, 8), [16])
+    with pytest.raises(ValueError, match="patches must have shape"):
+        acc.add(torch.ones(1, 2, 8, 8), [3])
+    with pytest.raises(TypeError, match="accumulator dtype"):
+        q.accumulator(1, 1, dtype=torch.float16)
+
+
+def test_sliding_window_equals_unstitch_model_stitch():
+    torch.manual_seed(0)
+    net = torch.nn.Conv3d(2, 3, 3, padding=1)  # channel count changes
+    x = torch.randn(2, 2, 21, 26, 19)
+    y = fq.sliding_window(net, x, window=(8, 10, 8), step=(5, 6, 4), batch_size=5,
+                          weight="gaussian")
+    q = fq.Quilt(x.shape[2:], (8, 10, 8), (5, 6, 4), weight="gaussian")
+    with torch.no_grad():
+        want, _ = q.stitch(net(q.unstitch(x)))
+    assert y.shape == (2, 3, 21, 26, 19)
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+
+
+def test_sliding_window_memory_is_bounded_by_batch():
+    seen = []
+
+    def model(p):
+        seen.append(p.shape[0])
+        return p * 2
+
+    x = torch.randn(1, 1, 64, 64)
+    y = fq.sliding_window(model, x, 16, 8, batch_size=4, weight="hann", progress=True)
+    assert max(seen) == 4 and sum(seen) == 49
+    torch.testing.assert_close(y, 2 * x)
+
+
+def test_sliding_window_half_model_output_keeps_dtype():
+    x = torch.randn(1, 1, 40, 40)
+    y = fq.sliding_window(lambda p: p.half(), x, 16, 8, batch_size=16)
+    assert y.dtype == torch.float16
+    torch.testing.assert_close(y.float(), x, rtol=1e-3, atol=1e-3)
+
+
+def test_sliding_window_errors():
+    x = torch.randn(1, 1, 40, 40)
+    with pytest.raises(ValueError, match="model output must have shape"):
+        fq.sliding_window(lambda p: p[..., :8], x, 16, 8)
+    with pytest.raises(TypeError, match="model must return a tensor"):
+        fq.sliding_window(lambda p: p.numpy(), x, 16, 8)
+    with pytest.raises(TypeError, match="floating point"):
+        fq.sliding_window(lambda p: p.int(), x, 16, 8)
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        fq.sliding_window(lambda p: p, x, 16, 8, batch_size=0)
+    with pytest.raises(ValueError, match="larger than the image"):
+        fq.sliding_window(lambda p: p, x, 64, 8)
+    with pytest.raises(TypeError, match="model must be callable"):
+        fq.sliding_window(None, x, 16, 8)
