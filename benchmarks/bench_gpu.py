@@ -1,0 +1,128 @@
+"""GPU benchmark: gather, atomic scatter-add and deterministic stitch against a device-to-device
+copy of the same bytes, and against MONAI / qlty when installed. Ratios measured in one run.
+
+Workload (issue 3): (1, 1, 512^3), window 64, step 32, float32 and bfloat16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import torch
+
+import fastquilt as fq
+from fastquilt import _ops
+
+
+def cuda_time(fn, reps: int = 5, warmup: int = 2) -> float:
+    """Median seconds per call, timed with CUDA events."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def run(size: int, window: int, step: int, dtype: torch.dtype, with_peers: bool) -> dict:
+    shape = (size,) * 3
+    q = fq.Quilt(shape, window, step, border=8, border_weight=0.1)
+    x = torch.randn(1, 1, *shape, device="cuda").to(dtype)
+    patches = torch.empty((q.num_windows, 1, *q.window), device="cuda", dtype=dtype)
+    out = torch.empty_like(x)
+    org = q.positions(1).cuda()
+    w = q.weight_for(dtype, x.device)
+    acc = torch.zeros((1, 1, *shape), device="cuda", dtype=_ops.acc_dtype(dtype))
+    pbytes = patches.numel() * patches.element_size()
+    src = torch.empty_like(patches)
+    r: dict = {"dtype": str(dtype).replace("torch.", ""), "shape": shape, "window": window,
+               "step": step, "windows": q.num_windows, "patch_GB": pbytes / 1e9}
+    r["copy_s"] = cuda_time(lambda: patches.copy_(src))
+    r["gather_s"] = cuda_time(lambda: q.unstitch(x, out=patches))
+    r["scatter_atomic_s"] = cuda_time(
+        lambda: fq.scatter_add_windows_(patches, org, acc, None, weight=w))
+    r["stitch_grid_s"] = cuda_time(lambda: q.stitch(patches, out=out))
+    # fastquilt aggregation for the peers' comparison: unstitch + stitch (preallocated)
+    r["fq_unstitch_stitch_s"] = r["gather_s"] + r["stitch_grid_s"]
+    r["fq_sliding_window_identity_s"] = cuda_time(
+        lambda: fq.sliding_window(lambda p: p, x, window, step, batch_size=64, weight=None,
+                                  border=8), reps=2, warmup=1)
+    copy_bw = 2 * pbytes / r["copy_s"]
+    r["copy_TBps"] = copy_bw / 1e12
+    for k in ("gather", "scatter_atomic", "stitch_grid"):
+        r[f"{k}_frac_of_copy"] = r["copy_s"] / r[f"{k}_s"]
+    # correctness of what was timed
+    mean, _ = q.stitch(q.unstitch(x))
+    r["roundtrip_max_err"] = float((mean.float() - x.float()).abs().max())
+    if with_peers:
+        try:
+            from monai.inferers import sliding_window_inference
+
+            def monai_run():
+                return sliding_window_inference(x, (window,) * 3, 64, lambda p: p,
+                                                overlap=1 - step / window, mode="constant")
+
+            r["monai_sliding_window_s"] = cuda_time(monai_run, reps=2, warmup=1)
+            r["speedup_vs_monai"] = r["monai_sliding_window_s"] / r["fq_sliding_window_identity_s"]
+        except Exception as e:  # noqa: BLE001 - optional peer
+            r["monai"] = f"not run: {type(e).__name__}: {e}"[:200]
+        if dtype == torch.float32:
+            try:
+                from qlty import NCZYXQuilt
+
+                ql = NCZYXQuilt(*shape, (window,) * 3, (step,) * 3, 8, border_weight=0.1)
+                xc = x.cpu()
+                t0 = time.perf_counter()
+                pq = ql.unstitch(xc)
+                ql.stitch(pq)
+                r["qlty_cpu_unstitch_stitch_s"] = time.perf_counter() - t0
+                r["speedup_vs_qlty"] = r["qlty_cpu_unstitch_stitch_s"] / r["fq_unstitch_stitch_s"]
+            except Exception as e:  # noqa: BLE001 - optional peer
+                r["qlty"] = f"not run: {type(e).__name__}: {e}"[:200]
+    return r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--window", type=int, default=64)
+    ap.add_argument("--step", type=int, default=32)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--no-peers", action="store_true")
+    a = ap.parse_args()
+    res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+           "python": platform.python_version(), "runs": []}
+    for dtype in (torch.float32, torch.bfloat16):
+        r = run(a.size, a.window, a.step, dtype, not a.no_peers)
+        res["runs"].append(r)
+        print(f"\n{res['device']}  {r['dtype']}  {r['shape']} w{r['window']} s{r['step']}  "
+              f"{r['windows']} windows, {r['patch_GB']:.2f} GB of patches")
+        print(f"  d2d copy of the patch bytes : {r['copy_s'] * 1e3:8.2f} ms "
+              f"({r['copy_TBps']:.2f} TB/s read+write)")
+        for k in ("gather", "scatter_atomic", "stitch_grid"):
+            print(f"  {k:28s}: {r[k + '_s'] * 1e3:8.2f} ms = "
+                  f"{100 * r[k + '_frac_of_copy']:5.1f}% of copy bandwidth")
+        print(f"  sliding_window identity     : {r['fq_sliding_window_identity_s'] * 1e3:8.2f} ms")
+        for k in ("speedup_vs_monai", "speedup_vs_qlty"):
+            if k in r:
+                print(f"  {k:28s}: {r[k]:8.1f}x")
+        for k in ("monai", "qlty"):
+            if k in r:
+                print(f"  {k}: {r[k]}")
+        print(f"  round-trip max error        : {r['roundtrip_max_err']:.2e}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# GPU check, one command on an offline GPU machine (torch+CUDA, nvcc, pytest, hypothesis):
+# build the extension with its CUDA kernels, run the test suite on CUDA, compute-sanitizer
+# (memcheck, racecheck) on a small case, and the GPU benchmark. Results go to $OUT (or
+# benchmarks/results/gpu_check/ when $OUT is unset). Each stage has its own time limit and
+# the script carries on past a failing stage; the summary lists each stage's status.
+# Optional wheels in .whl/ (qlty, zarr, monai, ...) are installed to /tmp/site when present.
+set -u
+cd "$(dirname "$0")/.."
+OUT_DIR="${OUT:-benchmarks/results/gpu_check}"
+mkdir -p "$OUT_DIR"
+PY="${PYTHON:-python3}"
+SUMMARY="$OUT_DIR/summary.txt"
+: > "$SUMMARY"
+export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
+export FQ_HYPOTHESIS_EXAMPLES="${FQ_HYPOTHESIS_EXAMPLES:-25}"
+
+stage() {  # stage NAME TIMEOUT_S COMMAND...
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  echo "=== $name" | tee -a "$OUT_DIR/log.txt"
+  timeout "$limit" "$@" > "$OUT_DIR/$name.log" 2>&1
+  local rc=$?
+  tail -n 25 "$OUT_DIR/$name.log"
+  echo "$name: rc=$rc ($((SECONDS - t0)) s)" | tee -a "$SUMMARY"
+  return $rc
+}
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  "$PY" -c "import torch,sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
+  nvcc --version | tail -n 2; } > "$OUT_DIR/machine.txt" 2>&1
+cat "$OUT_DIR/machine.txt"
+
+SITE=/tmp/fq_site
+rm -rf "$SITE"; mkdir -p "$SITE"
+if compgen -G ".whl/*.whl" > /dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl \
+    > "$OUT_DIR/wheels.log" 2>&1 || echo "optional wheels: install failed (see wheels.log)"
+fi
+export PYTHONPATH="$SITE"
+
+stage build 420 env CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" FASTQUILT_BUILD_CUDA="${FASTQUILT_BUILD_CUDA:-ON}" \
+  "$PY" -m pip install -v --no-build-isolation --no-deps --no-compile --target "$SITE" . || {
+  echo "build failed: see $OUT_DIR/build.log"; exit 1; }
+"$PY" -c "import fastquilt, torch; torch.ops.fastquilt.gather_windows.default; print('import ok')" \
+  2>&1 | tee -a "$OUT_DIR/log.txt"
+
+stage tests 300 "$PY" -m pytest -q -p no:cacheprovider -rs tests
+stage memcheck 150 compute-sanitizer --tool memcheck --error-exitcode 9 "$PY" benchmarks/sanitizer_case.py
+stage racecheck 150 compute-sanitizer --tool racecheck --error-exitcode 9 "$PY" benchmarks/sanitizer_case.py
+stage bench 240 "$PY" benchmarks/bench_gpu.py --json "$OUT_DIR/bench_gpu.json"
+echo "=== summary"; cat "$SUMMARY"
