@@ -4,9 +4,34 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <string>
+#include <type_traits>
+
 #include "fastquilt/index_math.h"
 
 namespace fastquilt {
+
+// Error messages are assembled as one std::string here, integers via std::to_string, so our
+// library never instantiates ostream's integer formatting itself: with some toolchains (seen
+// on the GPU image) a locally instantiated num_put misses the runtime's locale facets and
+// crashes inside TORCH_CHECK's message formatting.
+inline std::string msg_part(const char* s) { return s; }
+inline std::string msg_part(const std::string& s) { return s; }
+template <typename T, std::enable_if_t<std::is_integral_v<T>, int> = 0>
+inline std::string msg_part(T v) { return std::to_string(v); }
+inline std::string msg_part(at::IntArrayRef a) {
+  std::string s = "[";
+  for (size_t i = 0; i < a.size(); ++i) s += (i ? ", " : "") + std::to_string(a[i]);
+  return s + "]";
+}
+inline std::string msg_part(c10::ScalarType t) { return c10::toString(t); }
+inline std::string msg_part(const c10::Device& d) { return d.str(); }
+template <typename... Args>
+std::string msg(const Args&... args) {
+  std::string s;
+  ((s += msg_part(args)), ...);
+  return s;
+}
 
 // Accumulation type: float32 for half/bfloat16/float32 data, float64 for float64.
 inline at::ScalarType acc_dtype(at::ScalarType t) {
@@ -27,35 +52,35 @@ inline Geometry make_geometry(int64_t N, int64_t C, at::IntArrayRef spatial,
 }
 
 inline void check_window(at::IntArrayRef window, const char* op) {
-  TORCH_CHECK_VALUE(window.size() == 2 || window.size() == 3, op,
+  TORCH_CHECK_VALUE(window.size() == 2 || window.size() == 3, msg(op,
                     ": window must give one size per spatial axis (2 or 3 sizes), got ",
-                    window.size());
-  for (auto w : window) TORCH_CHECK_VALUE(w >= 1, op, ": window sizes must be >= 1, got ", window);
+                    window.size()));
+  for (auto w : window) TORCH_CHECK_VALUE(w >= 1, msg(op, ": window sizes must be >= 1, got ", window));
 }
 
 inline void check_origins(const at::Tensor& origins, int64_t D, const at::Tensor& like,
                           const char* op) {
-  TORCH_CHECK_TYPE(origins.scalar_type() == at::kLong, op,
-                   ": origins must be int64 (torch.long), got ", origins.scalar_type());
-  TORCH_CHECK_VALUE(origins.dim() == 2 && origins.size(1) == 1 + D, op,
+  TORCH_CHECK_TYPE(origins.scalar_type() == at::kLong, msg(op,
+                   ": origins must be int64 (torch.long), got ", origins.scalar_type()));
+  TORCH_CHECK_VALUE(origins.dim() == 2 && origins.size(1) == 1 + D, msg(op,
                     ": origins must have shape (M, ", 1 + D, ") = [n, start_0, ...], got ",
-                    origins.sizes());
-  TORCH_CHECK_VALUE(origins.device() == like.device(), op, ": origins are on ", origins.device(),
-                    " but the data is on ", like.device(), "; move them with .to(device)");
+                    origins.sizes()));
+  TORCH_CHECK_VALUE(origins.device() == like.device(), msg(op, ": origins are on ", origins.device(),
+                    " but the data is on ", like.device(), "; move them with .to(device)"));
 }
 
 inline void check_weight(const c10::optional<at::Tensor>& weight, at::ScalarType data_dtype,
                          at::IntArrayRef window, const at::Tensor& like, const char* op) {
   if (!weight.has_value()) return;
   const auto& w = *weight;
-  TORCH_CHECK_TYPE(at::isFloatingType(data_dtype), op,
-                   ": a weight needs floating-point data, got ", data_dtype);
-  TORCH_CHECK_TYPE(w.scalar_type() == acc_dtype(data_dtype), op, ": weight must be ",
-                   acc_dtype(data_dtype), " for ", data_dtype, " data, got ", w.scalar_type());
-  TORCH_CHECK_VALUE(w.sizes() == window, op, ": weight must have the window's shape ", window,
-                    ", got ", w.sizes());
-  TORCH_CHECK_VALUE(w.device() == like.device(), op, ": weight is on ", w.device(),
-                    " but the data is on ", like.device());
+  TORCH_CHECK_TYPE(at::isFloatingType(data_dtype), msg(op,
+                   ": a weight needs floating-point data, got ", data_dtype));
+  TORCH_CHECK_TYPE(w.scalar_type() == acc_dtype(data_dtype), msg(op, ": weight must be ",
+                   acc_dtype(data_dtype), " for ", data_dtype, " data, got ", w.scalar_type()));
+  TORCH_CHECK_VALUE(w.sizes() == window, msg(op, ": weight must have the window's shape ", window,
+                    ", got ", w.sizes()));
+  TORCH_CHECK_VALUE(w.device() == like.device(), msg(op, ": weight is on ", w.device(),
+                    " but the data is on ", like.device()));
 }
 
 // gather: input (N, C, *S) -> patches (M, C, *window)
@@ -64,11 +89,11 @@ inline Geometry check_gather(const at::Tensor& input, const at::Tensor& origins,
                              const char* op) {
   check_window(window, op);
   const int64_t D = static_cast<int64_t>(window.size());
-  TORCH_CHECK_VALUE(input.dim() == 2 + D, op, ": input must be (N, C, *spatial) with ", D,
-                    " spatial axes to match the window, got shape ", input.sizes());
+  TORCH_CHECK_VALUE(input.dim() == 2 + D, msg(op, ": input must be (N, C, *spatial) with ", D,
+                    " spatial axes to match the window, got shape ", input.sizes()));
   for (int64_t d = 0; d < D; ++d)
-    TORCH_CHECK_VALUE(window[d] <= input.size(2 + d), op, ": window ", window,
-                      " is larger than the image ", input.sizes().slice(2), " on axis ", d);
+    TORCH_CHECK_VALUE(window[d] <= input.size(2 + d), msg(op, ": window ", window,
+                      " is larger than the image ", input.sizes().slice(2), " on axis ", d));
   check_origins(origins, D, input, op);
   check_weight(weight, input.scalar_type(), window, input, op);
   return make_geometry(input.size(0), input.size(1), input.sizes().slice(2), window);
@@ -78,22 +103,22 @@ inline Geometry check_gather(const at::Tensor& input, const at::Tensor& origins,
 inline Geometry check_scatter(const at::Tensor& patches, const at::Tensor& origins,
                               const c10::optional<at::Tensor>& weight, at::IntArrayRef spatial,
                               int64_t num_images, const char* op) {
-  TORCH_CHECK_TYPE(at::isFloatingType(patches.scalar_type()), op,
+  TORCH_CHECK_TYPE(at::isFloatingType(patches.scalar_type()), msg(op,
                    ": patches must be floating point to be averaged, got ",
-                   patches.scalar_type(), " (cast with .float())");
-  TORCH_CHECK_VALUE(patches.dim() == 4 || patches.dim() == 5, op,
+                   patches.scalar_type(), " (cast with .float())"));
+  TORCH_CHECK_VALUE(patches.dim() == 4 || patches.dim() == 5, msg(op,
                     ": patches must be (M, C, *window) with 2 or 3 window axes, got ",
-                    patches.sizes());
+                    patches.sizes()));
   auto window = patches.sizes().slice(2);
   const int64_t D = static_cast<int64_t>(window.size());
-  TORCH_CHECK_VALUE(static_cast<int64_t>(spatial.size()) == D, op, ": spatial_size ", spatial,
-                    " must have ", D, " sizes like the patches' window ", window);
-  TORCH_CHECK_VALUE(num_images >= 0, op, ": num_images must be >= 0");
+  TORCH_CHECK_VALUE(static_cast<int64_t>(spatial.size()) == D, msg(op, ": spatial_size ", spatial,
+                    " must have ", D, " sizes like the patches' window ", window));
+  TORCH_CHECK_VALUE(num_images >= 0, msg(op, ": num_images must be >= 0"));
   for (int64_t d = 0; d < D; ++d)
-    TORCH_CHECK_VALUE(window[d] <= spatial[d], op, ": window ", window,
-                      " is larger than spatial_size ", spatial, " on axis ", d);
-  TORCH_CHECK_VALUE(origins.size(0) == patches.size(0), op, ": ", patches.size(0),
-                    " patches but ", origins.size(0), " origins");
+    TORCH_CHECK_VALUE(window[d] <= spatial[d], msg(op, ": window ", window,
+                      " is larger than spatial_size ", spatial, " on axis ", d));
+  TORCH_CHECK_VALUE(origins.size(0) == patches.size(0), msg(op, ": ", patches.size(0),
+                    " patches but ", origins.size(0), " origins"));
   check_origins(origins, D, patches, op);
   check_weight(weight, patches.scalar_type(), window, patches, op);
   return make_geometry(num_images, patches.size(1), spatial, window);
@@ -102,24 +127,24 @@ inline Geometry check_scatter(const at::Tensor& patches, const at::Tensor& origi
 inline void check_accumulators(const at::Tensor& patches, const at::Tensor& acc,
                                const c10::optional<at::Tensor>& wsum, const char* op) {
   const auto adt = acc_dtype(patches.scalar_type());
-  TORCH_CHECK_TYPE(acc.scalar_type() == adt, op, ": acc must be ", adt, " for ",
-                   patches.scalar_type(), " patches, got ", acc.scalar_type());
-  TORCH_CHECK_VALUE(acc.dim() == patches.dim() && acc.size(1) == patches.size(1), op,
+  TORCH_CHECK_TYPE(acc.scalar_type() == adt, msg(op, ": acc must be ", adt, " for ",
+                   patches.scalar_type(), " patches, got ", acc.scalar_type()));
+  TORCH_CHECK_VALUE(acc.dim() == patches.dim() && acc.size(1) == patches.size(1), msg(op,
                     ": acc must be (N, C, *spatial) with C = ", patches.size(1), ", got ",
-                    acc.sizes());
-  TORCH_CHECK_VALUE(acc.is_contiguous(), op, ": acc must be contiguous");
-  TORCH_CHECK_VALUE(acc.device() == patches.device(), op, ": acc is on ", acc.device(),
-                    " but patches are on ", patches.device());
+                    acc.sizes()));
+  TORCH_CHECK_VALUE(acc.is_contiguous(), msg(op, ": acc must be contiguous"));
+  TORCH_CHECK_VALUE(acc.device() == patches.device(), msg(op, ": acc is on ", acc.device(),
+                    " but patches are on ", patches.device()));
   if (wsum.has_value()) {
     const auto& w = *wsum;
-    TORCH_CHECK_TYPE(w.scalar_type() == adt, op, ": weight_sum must be ", adt);
+    TORCH_CHECK_TYPE(w.scalar_type() == adt, msg(op, ": weight_sum must be ", adt));
     std::vector<int64_t> want{acc.size(0)};
     for (int64_t d = 2; d < acc.dim(); ++d) want.push_back(acc.size(d));
-    TORCH_CHECK_VALUE(w.sizes() == at::IntArrayRef(want), op, ": weight_sum must have shape ",
-                      at::IntArrayRef(want), ", got ", w.sizes());
-    TORCH_CHECK_VALUE(w.is_contiguous(), op, ": weight_sum must be contiguous");
-    TORCH_CHECK_VALUE(w.device() == patches.device(), op, ": weight_sum is on ", w.device(),
-                      " but patches are on ", patches.device());
+    TORCH_CHECK_VALUE(w.sizes() == at::IntArrayRef(want), msg(op, ": weight_sum must have shape ",
+                      at::IntArrayRef(want), ", got ", w.sizes()));
+    TORCH_CHECK_VALUE(w.is_contiguous(), msg(op, ": weight_sum must be contiguous"));
+    TORCH_CHECK_VALUE(w.device() == patches.device(), msg(op, ": weight_sum is on ", w.device(),
+                      " but patches are on ", patches.device()));
   }
 }
 

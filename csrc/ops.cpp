@@ -37,4 +37,7 @@ TORCH_LIBRARY(fastquilt, m) {
   m.def(
       "stitch_grid_into(Tensor patches, Tensor? weight, SymInt[] step, float fill_value, "
       "Tensor(a!) out) -> ()");
+  // Weight sum of a full grid, per voxel in closed form: (*S) in the weight's dtype and device.
+  // Deterministic (no atomics), so the grid stitch's backward is reproducible on the GPU too.
+  m.def("grid_weight_sum(Tensor weight, SymInt[] spatial_size, SymInt[] step) -> Tensor");
 }

@@ -17,20 +17,20 @@ inline GridGeometry check_stitch_grid(const at::Tensor& patches,
                                       const c10::optional<at::Tensor>& weight,
                                       at::IntArrayRef spatial, at::IntArrayRef step,
                                       const char* op) {
-  TORCH_CHECK_TYPE(at::isFloatingType(patches.scalar_type()), op,
+  TORCH_CHECK_TYPE(at::isFloatingType(patches.scalar_type()), msg(op,
                    ": patches must be floating point to be averaged, got ",
-                   patches.scalar_type(), " (cast with .float())");
-  TORCH_CHECK_VALUE(patches.dim() == 4 || patches.dim() == 5, op,
+                   patches.scalar_type(), " (cast with .float())"));
+  TORCH_CHECK_VALUE(patches.dim() == 4 || patches.dim() == 5, msg(op,
                     ": patches must be (M, C, *window) with 2 or 3 window axes, got ",
-                    patches.sizes());
+                    patches.sizes()));
   auto window = patches.sizes().slice(2);
   const size_t D = window.size();
-  TORCH_CHECK_VALUE(spatial.size() == D && step.size() == D, op, ": spatial_size ", spatial,
-                    " and step ", step, " must each have ", D, " sizes");
+  TORCH_CHECK_VALUE(spatial.size() == D && step.size() == D, msg(op, ": spatial_size ", spatial,
+                    " and step ", step, " must each have ", D, " sizes"));
   for (size_t d = 0; d < D; ++d) {
-    TORCH_CHECK_VALUE(step[d] >= 1, op, ": step must be >= 1, got ", step);
-    TORCH_CHECK_VALUE(window[d] <= spatial[d], op, ": window ", window,
-                      " is larger than spatial_size ", spatial, " on axis ", d);
+    TORCH_CHECK_VALUE(step[d] >= 1, msg(op, ": step must be >= 1, got ", step));
+    TORCH_CHECK_VALUE(window[d] <= spatial[d], msg(op, ": window ", window,
+                      " is larger than spatial_size ", spatial, " on axis ", d));
   }
   check_weight(weight, patches.scalar_type(), window, patches, op);
   GridGeometry gg;
@@ -42,21 +42,21 @@ inline GridGeometry check_stitch_grid(const at::Tensor& patches,
     gg.count[d] = grid_count(gg.g.S[d], gg.g.W[d], gg.step[d]);
     gg.num_windows *= gg.count[d];
   }
-  TORCH_CHECK_VALUE(patches.size(0) % gg.num_windows == 0, op, ": ", patches.size(0),
+  TORCH_CHECK_VALUE(patches.size(0) % gg.num_windows == 0, msg(op, ": ", patches.size(0),
                     " patches is not a whole number of images of ", gg.num_windows,
-                    " windows each");
+                    " windows each"));
   gg.g.N = patches.size(0) / gg.num_windows;
   return gg;
 }
 
 inline void check_stitch_grid_out(const at::Tensor& patches, const at::Tensor& out,
                                   const GridGeometry& gg, const char* op) {
-  TORCH_CHECK_VALUE(out.size(0) == gg.g.N && out.size(1) == gg.g.C, op, ": out must be (",
-                    gg.g.N, ", ", gg.g.C, ", *spatial) for these patches, got ", out.sizes());
-  TORCH_CHECK_TYPE(out.scalar_type() == patches.scalar_type(), op, ": out dtype ",
-                   out.scalar_type(), " differs from the patches' ", patches.scalar_type());
-  TORCH_CHECK_VALUE(out.is_contiguous(), op, ": out must be contiguous");
-  TORCH_CHECK_VALUE(out.device() == patches.device(), op, ": out must be on ", patches.device());
+  TORCH_CHECK_VALUE(out.size(0) == gg.g.N && out.size(1) == gg.g.C, msg(op, ": out must be (",
+                    gg.g.N, ", ", gg.g.C, ", *spatial) for these patches, got ", out.sizes()));
+  TORCH_CHECK_TYPE(out.scalar_type() == patches.scalar_type(), msg(op, ": out dtype ",
+                   out.scalar_type(), " differs from the patches' ", patches.scalar_type()));
+  TORCH_CHECK_VALUE(out.is_contiguous(), msg(op, ": out must be contiguous"));
+  TORCH_CHECK_VALUE(out.device() == patches.device(), msg(op, ": out must be on ", patches.device()));
 }
 
 inline std::vector<int64_t> stitch_grid_out_shape(const at::Tensor& patches,
@@ -66,6 +66,33 @@ inline std::vector<int64_t> stitch_grid_out_shape(const at::Tensor& patches,
   std::vector<int64_t> shape{gg.g.N, gg.g.C};
   shape.insert(shape.end(), spatial.begin(), spatial.end());
   return shape;
+}
+
+// grid_weight_sum: weight (*window) float32/float64 -> (*spatial)
+inline GridGeometry check_grid_weight_sum(const at::Tensor& weight, at::IntArrayRef spatial,
+                                          at::IntArrayRef step, const char* op) {
+  TORCH_CHECK_TYPE(weight.scalar_type() == at::kFloat || weight.scalar_type() == at::kDouble,
+                   msg(op, ": weight must be float32 or float64, got ", weight.scalar_type()));
+  auto window = weight.sizes();
+  const size_t D = window.size();
+  TORCH_CHECK_VALUE((D == 2 || D == 3) && spatial.size() == D && step.size() == D,
+                    msg(op, ": weight ", window, ", spatial_size ", spatial, " and step ", step,
+                        " must each have 2 or 3 (the same number of) sizes"));
+  for (size_t d = 0; d < D; ++d) {
+    TORCH_CHECK_VALUE(step[d] >= 1, msg(op, ": step must be >= 1, got ", step));
+    TORCH_CHECK_VALUE(window[d] >= 1 && window[d] <= spatial[d],
+                      msg(op, ": window ", window, " does not fit spatial_size ", spatial));
+  }
+  GridGeometry gg;
+  gg.g = make_geometry(1, 1, spatial, window);
+  if (D == 3) { for (int d = 0; d < 3; ++d) gg.step[d] = step[d]; }
+  else { gg.step[0] = step[0]; gg.step[1] = 1; gg.step[2] = step[1]; }
+  gg.num_windows = 1;
+  for (int d = 0; d < 3; ++d) {
+    gg.count[d] = grid_count(gg.g.S[d], gg.g.W[d], gg.step[d]);
+    gg.num_windows *= gg.count[d];
+  }
+  return gg;
 }
 
 }  // namespace fastquilt

@@ -272,3 +272,17 @@ def test_op_errors():
         fq.stitch_grid(torch.ones(3, 1, 4, 4), (8, 8), (4, 4))
     with pytest.raises(ValueError, match="step must be >= 1"):
         fq.stitch_grid(torch.ones(4, 1, 4, 4), (8, 8), (0, 4))
+
+
+@pytest.mark.parametrize("case", CASES + [((40, 33), (8, 6), (10, 9))])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_grid_weight_sum_matches_reference(case, dtype, device):
+    spatial, window, step = case
+    w = torch.rand(window, generator=torch.Generator().manual_seed(8), dtype=dtype) + 0.1
+    got = fq.grid_weight_sum(w.to(device), spatial, step)
+    _, want = ref.scatter(np.zeros((len(ref.origins(spatial, window, step, 1)), 0, *window)),
+                          ref.origins(spatial, window, step, 1), spatial, 1, w.double().numpy())
+    np.testing.assert_allclose(got.cpu().double().numpy(), want[0], rtol=1e-6)
+    torch.library.opcheck(_ops._ops.grid_weight_sum.default, (w, list(spatial), list(step)))
+    with pytest.raises(ValueError, match="step must be >= 1"):
+        fq.grid_weight_sum(w, spatial, [0] * len(step))

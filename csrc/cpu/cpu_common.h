@@ -19,12 +19,12 @@ inline std::vector<int64_t> load_origins(const at::Tensor& origins, const Geomet
   for (int64_t m = 0; m < M; ++m) {
     int64_t* r = out.data() + m * 4;
     normalised_origin(p + m * (1 + D), D, r);
-    TORCH_CHECK_VALUE(r[0] >= 0 && r[0] < g.N, op, ": window ", m, " names image ", r[0],
-                      " but there are ", g.N, " images");
+    TORCH_CHECK_VALUE(r[0] >= 0 && r[0] < g.N, msg(op, ": window ", m, " names image ", r[0],
+                      " but there are ", g.N, " images"));
     for (int d = 0; d < 3; ++d)
-      TORCH_CHECK_VALUE(r[1 + d] >= 0 && r[1 + d] + g.W[d] <= g.S[d], op, ": window ", m,
+      TORCH_CHECK_VALUE(r[1 + d] >= 0 && r[1 + d] + g.W[d] <= g.S[d], msg(op, ": window ", m,
                         " at ", at::IntArrayRef(p + m * (1 + D), 1 + D),
-                        " does not fit inside the image (starts must lie in [0, size - window])");
+                        " does not fit inside the image (starts must lie in [0, size - window])"));
   }
   return out;
 }

@@ -45,13 +45,12 @@ void gather_windows_into_cpu(const at::Tensor& input, const at::Tensor& origins,
   auto window = out.sizes().slice(2);
   const Geometry g = check_gather(input, origins, weight, window, op);
   TORCH_CHECK_VALUE(out.dim() == input.dim() && out.size(0) == origins.size(0) &&
-                        out.size(1) == input.size(1),
-                    op, ": out must have shape (M, C, *window) = (", origins.size(0), ", ",
-                    input.size(1), ", ...), got ", out.sizes());
-  TORCH_CHECK_TYPE(out.scalar_type() == input.scalar_type(), op, ": out dtype ",
-                   out.scalar_type(), " differs from input dtype ", input.scalar_type());
-  TORCH_CHECK_VALUE(out.is_contiguous(), op, ": out must be contiguous");
-  TORCH_CHECK_VALUE(out.device() == input.device(), op, ": out must be on ", input.device());
+                        out.size(1) == input.size(1), msg(op, ": out must have shape (M, C, *window) = (", origins.size(0), ", ",
+                    input.size(1), ", ...), got ", out.sizes()));
+  TORCH_CHECK_TYPE(out.scalar_type() == input.scalar_type(), msg(op, ": out dtype ",
+                   out.scalar_type(), " differs from input dtype ", input.scalar_type()));
+  TORCH_CHECK_VALUE(out.is_contiguous(), msg(op, ": out must be contiguous"));
+  TORCH_CHECK_VALUE(out.device() == input.device(), msg(op, ": out must be on ", input.device()));
   const int64_t D = static_cast<int64_t>(window.size());
   const auto org = load_origins(origins, g, D, op);
   const int64_t M = origins.size(0);

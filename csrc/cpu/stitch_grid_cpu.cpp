@@ -76,8 +76,8 @@ void stitch_grid_kernel(const scalar_t* patches, const acc_t* weight, scalar_t* 
 void stitch_grid_into_cpu(const at::Tensor& patches, const c10::optional<at::Tensor>& weight,
                           at::IntArrayRef step, double fill_value, const at::Tensor& out) {
   constexpr const char* op = "fastquilt.stitch_grid_into";
-  TORCH_CHECK_VALUE(out.dim() == patches.dim(), op, ": out must be (N, C, *spatial), got ",
-                    out.sizes());
+  TORCH_CHECK_VALUE(out.dim() == patches.dim(), msg(op, ": out must be (N, C, *spatial), got ",
+                    out.sizes()));
   const GridGeometry gg = check_stitch_grid(patches, weight, out.sizes().slice(2), step, op);
   check_stitch_grid_out(patches, out, gg, op);
   if (out.numel() == 0) return;
@@ -101,9 +101,31 @@ at::Tensor stitch_grid_cpu(const at::Tensor& patches, const c10::optional<at::Te
   return out;
 }
 
+at::Tensor grid_weight_sum_cpu(const at::Tensor& weight, at::IntArrayRef spatial_size,
+                               at::IntArrayRef step) {
+  const GridGeometry gg = check_grid_weight_sum(weight, spatial_size, step,
+                                                "fastquilt.grid_weight_sum");
+  auto out = at::empty(spatial_size, weight.options());
+  const auto w = weight.contiguous();
+  const Geometry& g = gg.g;
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "grid_weight_sum_cpu", [&] {
+    const scalar_t* wp = w.const_data_ptr<scalar_t>();
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, g.S[0] * g.S[1], 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t z = t / g.S[1], y = t % g.S[1];
+        for (int64_t x = 0; x < g.S[2]; ++x)
+          o[t * g.S[2] + x] = grid_voxel_weight_sum<scalar_t>(g, gg.step, wp, z, y, x);
+      }
+    });
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastquilt, CPU, m) {
+  m.impl("grid_weight_sum", &grid_weight_sum_cpu);
   m.impl("stitch_grid", &stitch_grid_cpu);
   m.impl("stitch_grid_into", &stitch_grid_into_cpu);
 }

@@ -101,6 +101,14 @@ def stitch_grid_into(
     return out
 
 
+def grid_weight_sum(
+    weight: torch.Tensor, spatial_size: Sequence[int], step: Sequence[int]
+) -> torch.Tensor:
+    """Weight sum ``(*S)`` of a full grid of windows weighted by ``weight`` (float32/64),
+    computed per voxel in closed form: deterministic on every device."""
+    return _ops.grid_weight_sum.default(weight, list(spatial_size), list(step))
+
+
 # ---------------------------------------------------------------------------------------------
 # Fake (meta) kernels: shapes only, so torch.compile / FakeTensor tracing work.
 
@@ -143,6 +151,11 @@ def _stitch_grid_fake(patches, weight, spatial_size, step, fill_value):
 @torch.library.register_fake("fastquilt::stitch_grid_into")
 def _stitch_grid_into_fake(patches, weight, step, fill_value, out):
     return None
+
+
+@torch.library.register_fake("fastquilt::grid_weight_sum")
+def _grid_weight_sum_fake(weight, spatial_size, step):
+    return weight.new_empty(tuple(spatial_size))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,11 +259,11 @@ def _stitch_grid_backward(ctx, grad):
     n_img = ctx.num_patches // per_image
     origins = _traced_grid_origins(ctx.spatial, ctx.window, ctx.step, n_img, grad.device)
     dt = acc_dtype(ctx.p_dtype)
-    empty = grad.new_empty((ctx.num_patches, 0, *ctx.window), dtype=ctx.p_dtype)
-    _, wsum = _ops.scatter_add_windows.default(empty, origins, weight, ctx.spatial, n_img)
+    w = weight if weight is not None else grad.new_ones(ctx.window, dtype=dt)
+    wsum = _ops.grid_weight_sum.default(w, ctx.spatial, ctx.step)  # deterministic
     # Uncovered voxels hold fill_value, which does not depend on the patches.
     inv = torch.where(wsum > 0, 1.0 / wsum.clamp_min(torch.finfo(dt).tiny), 0.0)
-    scaled = grad.to(dt) * inv.unsqueeze(1)
+    scaled = grad.to(dt) * inv
     grad_p = _ops.gather_windows.default(scaled, origins, weight, ctx.window)
     return grad_p.to(ctx.p_dtype), None, None, None, None
 

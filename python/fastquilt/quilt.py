@@ -107,11 +107,8 @@ class Quilt:
         key = (_ops.acc_dtype(dtype), torch.device(device))
         ws = self._wsums.get(key)
         if ws is None:
-            empty = torch.empty((self.num_windows, 0, *self.window), dtype=key[0], device=key[1])
-            _, ws = _ops.scatter_add_windows(
-                empty, self._origins(1, key[1]), self.spatial_shape, 1,
-                weight=self.weight_for(key[0], key[1]),
-            )
+            ws = _ops.grid_weight_sum(self.weight_for(key[0], key[1]), self.spatial_shape,
+                                      self.step)
             self._wsums[key] = ws
         return ws.expand(num_images, *self.spatial_shape)
 

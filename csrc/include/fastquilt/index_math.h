@@ -65,4 +65,27 @@ FQ_HD void grid_cover(int64_t p, int64_t S, int64_t w, int64_t s, int64_t* first
   *last = p >= S - w ? n - 1 : p / s;
 }
 
+// Sum over the grid windows covering voxel (z, y, x) of the window weight at that voxel, in a
+// fixed order (weight == nullptr: window count). Used by grid_weight_sum on CPU and GPU.
+template <typename acc_t>
+FQ_HD acc_t grid_voxel_weight_sum(const Geometry& g, const int64_t step[3], const acc_t* weight,
+                                  int64_t z, int64_t y, int64_t x) {
+  int64_t f0, l0, f1, l1, f2, l2;
+  grid_cover(z, g.S[0], g.W[0], step[0], &f0, &l0);
+  grid_cover(y, g.S[1], g.W[1], step[1], &f1, &l1);
+  grid_cover(x, g.S[2], g.W[2], step[2], &f2, &l2);
+  acc_t sum = 0;
+  for (int64_t i0 = f0; i0 <= l0; ++i0) {
+    const int64_t a = z - grid_start(i0, g.S[0], g.W[0], step[0]);
+    for (int64_t i1 = f1; i1 <= l1; ++i1) {
+      const int64_t b = y - grid_start(i1, g.S[1], g.W[1], step[1]);
+      for (int64_t i2 = f2; i2 <= l2; ++i2)
+        sum += weight == nullptr
+                   ? acc_t(1)
+                   : weight[weight_offset(g, a, b, x - grid_start(i2, g.S[2], g.W[2], step[2]))];
+    }
+  }
+  return sum;
+}
+
 }  // namespace fastquilt
