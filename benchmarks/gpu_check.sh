@@ -28,14 +28,14 @@ stage() {  # stage NAME TIMEOUT_S COMMAND...
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   "$PY" -c "import torch,sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
-  nvcc --version | tail -n 2; } > "$OUT_DIR/machine.txt" 2>&1
-cat "$OUT_DIR/machine.txt"
+  nvcc --version | tail -n 2; } > "$OUT_DIR/log.txt" 2>&1
+cat "$OUT_DIR/log.txt"
 
 SITE=/tmp/fq_site
 rm -rf "$SITE"; mkdir -p "$SITE"
 if compgen -G ".whl/*.whl" > /dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl \
-    > "$OUT_DIR/wheels.log" 2>&1 || echo "optional wheels: install failed (see wheels.log)"
+    > /tmp/fq_wheels.log 2>&1 || echo "optional wheels: install failed"
 fi
 export PYTHONPATH="$SITE"
 
