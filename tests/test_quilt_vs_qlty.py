@@ -79,7 +79,8 @@ def test_qlty_numba_race_case_is_exact_here():
     q = fq.Quilt((250, 250), 96, 32, border=4, border_weight=0.1)
     gen = torch.Generator().manual_seed(0)
     p = torch.randn((q.num_windows, 1, 96, 96), generator=gen)
-    want, _ = ref.stitch(p.double().numpy(), (250, 250), (96, 96), (32, 32), q.weight.double().numpy())
+    w = q.weight.double().numpy()
+    want, _ = ref.stitch(p.double().numpy(), (250, 250), (96, 96), (32, 32), w)
     for _ in range(5):
         mean, _ = q.stitch(p)
         np.testing.assert_allclose(mean.double().numpy(), want, rtol=1e-5, atol=1e-5)

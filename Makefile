@@ -1,0 +1,45 @@
+# fastquilt: `make demo` runs the main job on built-in data, `make test` runs the tests.
+# Both create .venv when missing (Python 3.11, torch 2.13.0 CPU), are idempotent, and rebuild
+# the extension when csrc/ changed.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+VPY := $(VENV)/bin/python
+PIP := $(VPY) -m pip install -q --disable-pip-version-check
+# Pinned in every install so pip never swaps in another (multi-GB CUDA) torch.
+TORCH := torch==2.13.0
+DEPS_STAMP := $(VENV)/.fq-deps
+BUILD_STAMP := $(VENV)/.fq-build
+CSRC := $(shell find csrc -type f) CMakeLists.txt pyproject.toml
+
+.PHONY: demo test lint bench bench-gpu cuda-check clean
+
+$(DEPS_STAMP): pyproject.toml Makefile
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) $(TORCH)
+	$(PIP) $(TORCH) "scikit-build-core>=0.10" "cmake>=3.25" ninja numpy tqdm \
+	  "pytest>=8" "hypothesis>=6.100" "ruff>=0.5" qlty==1.5.0
+	@touch $@
+
+$(BUILD_STAMP): $(DEPS_STAMP) $(CSRC)
+	$(PIP) --no-build-isolation $(TORCH) -e ".[test]"
+	@touch $@
+
+demo: $(BUILD_STAMP)
+	$(VPY) -m fastquilt.demo
+
+lint: $(DEPS_STAMP)
+	$(VPY) -m ruff check python tests benchmarks
+
+cuda-check: $(DEPS_STAMP)
+	tools/check_cuda_compiles.sh $(VPY)
+
+test: $(BUILD_STAMP) lint cuda-check
+	$(VPY) -m pytest -q -p no:cacheprovider tests
+
+bench: $(BUILD_STAMP)
+	$(PIP) $(TORCH) monai
+	$(VPY) benchmarks/bench_cpu.py
+
+clean:
+	rm -rf build demo_out $(VENV)/.fq-*
