@@ -30,13 +30,15 @@ TORCH_LIBRARY(fastquilt, m) {
       "Tensor(b!)? weight_sum) -> ()");
   // Weighted mean of all windows of a full step-back grid (qlty order), computed per output
   // voxel: deterministic, no accumulator buffers. Returns (N, C, *S) in the patches' dtype.
+  // inv_weight_sum (*S), 1 / weight sum (0 where uncovered), is an optional precomputed hint
+  // (Quilt caches it); kernels that do not use it compute the same sums themselves.
   m.def(
       "stitch_grid(Tensor patches, Tensor? weight, SymInt[] spatial_size, SymInt[] step, "
-      "float fill_value) -> Tensor");
+      "float fill_value, Tensor? inv_weight_sum=None) -> Tensor");
   // Same, written into a caller's contiguous (N, C, *S) buffer of the patches' dtype.
   m.def(
       "stitch_grid_into(Tensor patches, Tensor? weight, SymInt[] step, float fill_value, "
-      "Tensor(a!) out) -> ()");
+      "Tensor(a!) out, Tensor? inv_weight_sum=None) -> ()");
   // Weight sum of a full grid, per voxel in closed form: (*S) in the weight's dtype and device.
   // Deterministic (no atomics), so the grid stitch's backward is reproducible on the GPU too.
   m.def("grid_weight_sum(Tensor weight, SymInt[] spatial_size, SymInt[] step) -> Tensor");

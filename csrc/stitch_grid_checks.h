@@ -59,6 +59,20 @@ inline void check_stitch_grid_out(const at::Tensor& patches, const at::Tensor& o
   TORCH_CHECK_VALUE(out.device() == patches.device(), msg(op, ": out must be on ", patches.device()));
 }
 
+inline void check_inv_weight_sum(const c10::optional<at::Tensor>& inv, const at::Tensor& patches,
+                                 at::IntArrayRef spatial, const char* op) {
+  if (!inv.has_value()) return;
+  TORCH_CHECK_TYPE(inv->scalar_type() == acc_dtype(patches.scalar_type()),
+                   msg(op, ": inv_weight_sum must be ", acc_dtype(patches.scalar_type()),
+                       ", got ", inv->scalar_type()));
+  TORCH_CHECK_VALUE(inv->sizes() == spatial && inv->is_contiguous(),
+                    msg(op, ": inv_weight_sum must be a contiguous tensor of shape ", spatial,
+                        ", got ", inv->sizes()));
+  TORCH_CHECK_VALUE(inv->device() == patches.device(),
+                    msg(op, ": inv_weight_sum is on ", inv->device(), " but patches are on ",
+                        patches.device()));
+}
+
 inline std::vector<int64_t> stitch_grid_out_shape(const at::Tensor& patches,
                                                   const c10::optional<at::Tensor>& weight,
                                                   at::IntArrayRef spatial, at::IntArrayRef step) {

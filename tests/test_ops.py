@@ -129,6 +129,15 @@ def test_stitch_grid_matches_reference(case, dtype, device):
     out = torch.empty_like(mean)
     fq.stitch_grid_into(p, step, out, weight=w.to(device), fill_value=-3.0)
     assert torch.equal(out, mean)
+    # with the precomputed 1 / weight-sum hint (what Quilt passes on the CPU)
+    ws = fq.grid_weight_sum(w.to(device), spatial, step)
+    inv = torch.where(ws > 0, 1 / ws.clamp_min(1e-30), 0.0)
+    hinted = fq.stitch_grid(p, spatial, step, weight=w.to(device), fill_value=-3.0,
+                            inv_weight_sum=inv)
+    np.testing.assert_allclose(hinted.cpu().double().numpy(), want, rtol=TOL[dtype],
+                               atol=TOL[dtype])
+    with pytest.raises(ValueError, match="inv_weight_sum must be a contiguous tensor of shape"):
+        fq.stitch_grid(p, spatial, step, weight=w.to(device), inv_weight_sum=inv[..., :1])
 
 
 def test_adjoint_identity():
@@ -193,6 +202,9 @@ def test_opcheck(requires_grad):
                               (p, org, w, list(spatial), 2))
         torch.library.opcheck(_ops._ops.stitch_grid.default,
                               (p, w.detach(), list(spatial), list(step), 0.0))
+        inv = 1 / fq.grid_weight_sum(w.detach(), spatial, step)
+        torch.library.opcheck(_ops._ops.stitch_grid.default,
+                              (p, w.detach(), list(spatial), list(step), 0.0, inv))
         with torch.no_grad():
             out = torch.empty((org.shape[0], 2, *window), dtype=x.dtype)
             torch.library.opcheck(_ops._ops.gather_windows_into.default,

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "cpu/cpu_common.h"
+#include "cpu/row_kernels.h"
 
 namespace fastquilt::cpu {
 namespace {
@@ -30,9 +31,7 @@ void gather_kernel(const scalar_t* in, const int64_t* org, const acc_t* weight, 
         if (weight == nullptr) {
           std::memcpy(dst, src, sizeof(scalar_t) * W2);
         } else {
-          const acc_t* w = weight + weight_offset(g, a, b, 0);
-          for (int64_t x = 0; x < W2; ++x)
-            dst[x] = static_cast<scalar_t>(static_cast<acc_t>(src[x]) * w[x]);
+          scale_row(dst, src, weight + weight_offset(g, a, b, 0), W2);
         }
       }
     }

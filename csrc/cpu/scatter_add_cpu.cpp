@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include "cpu/cpu_common.h"
+#include "cpu/row_kernels.h"
 
 namespace fastquilt::cpu {
 namespace {
@@ -55,12 +56,8 @@ void scatter_kernel(const scalar_t* patches, const std::vector<int64_t>& org,
         for (int64_t b = 0; b < g.W[1]; ++b) {
           acc_t* dst = acc + image_offset(g, n, c, z, o[2] + b, o[3]);
           const scalar_t* src = patches + patch_offset(g, m, c, a, b, 0);
-          if (weight == nullptr) {
-            for (int64_t x = 0; x < W2; ++x) dst[x] += static_cast<acc_t>(src[x]);
-          } else {
-            const acc_t* w = weight + weight_offset(g, a, b, 0);
-            for (int64_t x = 0; x < W2; ++x) dst[x] += static_cast<acc_t>(src[x]) * w[x];
-          }
+          if (weight == nullptr) add_row(dst, src, W2);
+          else axpy_row(dst, src, weight + weight_offset(g, a, b, 0), W2);
         }
       }
     }
@@ -81,12 +78,8 @@ void weight_sum_kernel(const std::vector<int64_t>& org, const PlaneIndex& index,
         const int64_t a = z - o[1];
         for (int64_t b = 0; b < g.W[1]; ++b) {
           acc_t* dst = wsum + image_offset(g1, n, 0, z, o[2] + b, o[3]);
-          if (weight == nullptr) {
-            for (int64_t x = 0; x < g.W[2]; ++x) dst[x] += acc_t(1);
-          } else {
-            const acc_t* w = weight + weight_offset(g, a, b, 0);
-            for (int64_t x = 0; x < g.W[2]; ++x) dst[x] += w[x];
-          }
+          if (weight == nullptr) add_one_row(dst, g.W[2]);
+          else add_row(dst, weight + weight_offset(g, a, b, 0), g.W[2]);
         }
       }
     }

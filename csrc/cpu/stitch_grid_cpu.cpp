@@ -12,18 +12,128 @@
 #include <vector>
 
 #include "cpu/cpu_common.h"
+#include "cpu/row_kernels.h"
 #include "stitch_grid_checks.h"
 
 namespace fastquilt::cpu {
 namespace {
 
+#if defined(__GNUC__)
+#define FQ_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define FQ_ALWAYS_INLINE inline
+#endif
+
+// num[x] += sum_k p[k][x] * w[k][x] for the P windows (pairs along z, y) covering one row:
+// one pass over num per x-window instead of P passes.
+template <int P, typename scalar_t, typename acc_t>
+FQ_ALWAYS_INLINE void fused_axpy(acc_t* __restrict__ num, const scalar_t* const* p,
+                                 const acc_t* const* w, int64_t off_p, int64_t n) {
+  const scalar_t* pp[P];
+  const acc_t* ww[P];
+  for (int k = 0; k < P; ++k) { pp[k] = p[k] + off_p; ww[k] = w[k]; }
+  for (int64_t x = 0; x < n; ++x) {
+    acc_t s = num[x];
+    for (int k = 0; k < P; ++k) s += static_cast<acc_t>(pp[k][x]) * ww[k][x];
+    num[x] = s;
+  }
+}
+
+#if defined(__GNUC__)
+#define FQ_PREFETCH(p) __builtin_prefetch((p), 0, 1)
+#else
+#define FQ_PREFETCH(p)
+#endif
+constexpr int64_t kAhead = 4;
+
+// Everything one output row (n, z, y) needs, for all channels, given the rows of the P windows
+// covering it along z and y. Inlined into two entry points below (AVX2+FMA and baseline).
 template <typename scalar_t, typename acc_t>
-void stitch_grid_kernel(const scalar_t* patches, const acc_t* weight, scalar_t* out,
-                        const GridGeometry& gg, acc_t fill) {
+FQ_ALWAYS_INLINE void stitch_row(const scalar_t* const* prow, const acc_t* const* wrow, int P,
+                                 const GridGeometry& gg, int64_t win, int64_t patch_c,
+                                 acc_t* __restrict__ num, acc_t* __restrict__ den_buf,
+                                 const acc_t* inv_row, scalar_t* __restrict__ out,
+                                 int64_t out_c, acc_t fill) {
   const Geometry& g = gg.g;
   const int64_t S2 = g.S[2], W2 = g.W[2];
+  const acc_t* den = inv_row;  // 1 / weight sum of this row, 0 where nothing covers it
+  if (den == nullptr) {
+    for (int64_t x = 0; x < S2; ++x) den_buf[x] = acc_t(0);
+    for (int64_t i2 = 0; i2 < gg.count[2]; ++i2) {
+      acc_t* __restrict__ d = den_buf + grid_start(i2, S2, W2, gg.step[2]);
+      for (int k = 0; k < P; ++k)
+        for (int64_t x = 0; x < W2; ++x) d[x] += wrow[k][x];
+    }
+    for (int64_t x = 0; x < S2; ++x)
+      den_buf[x] = den_buf[x] > acc_t(0) ? acc_t(1) / den_buf[x] : acc_t(0);
+    den = den_buf;
+  }
+  for (int64_t c = 0; c < g.C; ++c) {
+    for (int64_t x = 0; x < S2; ++x) num[x] = acc_t(0);
+    for (int64_t i2 = 0; i2 < gg.count[2]; ++i2) {
+      acc_t* d = num + grid_start(i2, S2, W2, gg.step[2]);
+      const int64_t off = i2 * win + c * patch_c;
+      // The next output rows read the next rows of these same patches: dozens of short
+      // streams, more than the hardware prefetcher tracks. Prefetch kAhead rows ahead.
+      for (int k = 0; k < P; ++k)
+        for (int64_t x = 0; x < W2; x += 64 / static_cast<int64_t>(sizeof(scalar_t)))
+          FQ_PREFETCH(prow[k] + off + kAhead * W2 + x);
+      switch (P) {
+        case 1: fused_axpy<1>(d, prow, wrow, off, W2); break;
+        case 2: fused_axpy<2>(d, prow, wrow, off, W2); break;
+        case 4: fused_axpy<4>(d, prow, wrow, off, W2); break;
+        default:
+          for (int k = 0; k < P; ++k) {
+            const scalar_t* pk = prow[k] + off;
+            for (int64_t x = 0; x < W2; ++x) d[x] += static_cast<acc_t>(pk[x]) * wrow[k][x];
+          }
+      }
+    }
+    scalar_t* o = out + c * out_c;
+    for (int64_t x = 0; x < S2; ++x)
+      o[x] = static_cast<scalar_t>(den[x] > acc_t(0) ? num[x] * den[x] : fill);
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+void stitch_row_base(const scalar_t* const* prow, const acc_t* const* wrow, int P,
+                     const GridGeometry& gg, int64_t win, int64_t patch_c, acc_t* num,
+                     acc_t* den, const acc_t* inv_row, scalar_t* out, int64_t out_c,
+                     acc_t fill) {
+  stitch_row(prow, wrow, P, gg, win, patch_c, num, den, inv_row, out, out_c, fill);
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+// Same code compiled for AVX2+FMA, chosen at run time when the CPU has them.
+template <typename scalar_t, typename acc_t>
+__attribute__((target("avx2,fma"))) void stitch_row_avx2(
+    const scalar_t* const* prow, const acc_t* const* wrow, int P, const GridGeometry& gg,
+    int64_t win, int64_t patch_c, acc_t* num, acc_t* den, const acc_t* inv_row, scalar_t* out,
+    int64_t out_c, acc_t fill) {
+  stitch_row(prow, wrow, P, gg, win, patch_c, num, den, inv_row, out, out_c, fill);
+}
+static const bool kHasAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+static const bool kHasAvx2 = false;
+#endif
+
+template <typename scalar_t, typename acc_t>
+void stitch_grid_kernel(const scalar_t* patches, const acc_t* weight, const acc_t* inv_wsum,
+                        scalar_t* out, const GridGeometry& gg, acc_t fill) {
+  const Geometry& g = gg.g;
+  const int64_t patch_c = g.W[0] * g.W[1] * g.W[2];  // patch offset between channels
+  const int64_t win = g.C * patch_c;                  // ... between consecutive windows
+  const int64_t out_c = g.S[0] * g.S[1] * g.S[2];     // output offset between channels
+  std::vector<acc_t> ones;
+  if (weight == nullptr) ones.assign(patch_c, acc_t(1));
+  const acc_t* wt = weight != nullptr ? weight : ones.data();
+  // Task = one output row (n, z, y), all channels: the denominator is computed once and the
+  // rows of the windows covering it along z and y are added in one fused pass per x-window,
+  // always in the same order.
   at::parallel_for(0, g.N * g.S[0] * g.S[1], 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> num(S2), den(S2);
+    std::vector<acc_t> num(g.S[2]), den(g.S[2]);
+    std::vector<const scalar_t*> prow;
+    std::vector<const acc_t*> wrow;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t y = t % g.S[1];
       const int64_t z = (t / g.S[1]) % g.S[0];
@@ -31,73 +141,61 @@ void stitch_grid_kernel(const scalar_t* patches, const acc_t* weight, scalar_t* 
       int64_t f0, l0, f1, l1;
       grid_cover(z, g.S[0], g.W[0], gg.step[0], &f0, &l0);
       grid_cover(y, g.S[1], g.W[1], gg.step[1], &f1, &l1);
-      // Denominator once per row, shared by all channels.
-      std::fill(den.begin(), den.end(), acc_t(0));
+      prow.clear();
+      wrow.clear();
       for (int64_t i0 = f0; i0 <= l0; ++i0)
         for (int64_t i1 = f1; i1 <= l1; ++i1) {
           const int64_t a = z - grid_start(i0, g.S[0], g.W[0], gg.step[0]);
           const int64_t b = y - grid_start(i1, g.S[1], g.W[1], gg.step[1]);
-          for (int64_t i2 = 0; i2 < gg.count[2]; ++i2) {
-            acc_t* d = den.data() + grid_start(i2, S2, W2, gg.step[2]);
-            if (weight == nullptr) {
-              for (int64_t x = 0; x < W2; ++x) d[x] += acc_t(1);
-            } else {
-              const acc_t* w = weight + weight_offset(g, a, b, 0);
-              for (int64_t x = 0; x < W2; ++x) d[x] += w[x];
-            }
-          }
+          const int64_t m0 = n * gg.num_windows + (i0 * gg.count[1] + i1) * gg.count[2];
+          prow.push_back(patches + patch_offset(g, m0, 0, a, b, 0));
+          wrow.push_back(wt + weight_offset(g, a, b, 0));
         }
-      for (int64_t c = 0; c < g.C; ++c) {
-        std::fill(num.begin(), num.end(), acc_t(0));
-        for (int64_t i0 = f0; i0 <= l0; ++i0)
-          for (int64_t i1 = f1; i1 <= l1; ++i1) {
-            const int64_t a = z - grid_start(i0, g.S[0], g.W[0], gg.step[0]);
-            const int64_t b = y - grid_start(i1, g.S[1], g.W[1], gg.step[1]);
-            const int64_t m0 = n * gg.num_windows + (i0 * gg.count[1] + i1) * gg.count[2];
-            for (int64_t i2 = 0; i2 < gg.count[2]; ++i2) {
-              acc_t* d = num.data() + grid_start(i2, S2, W2, gg.step[2]);
-              const scalar_t* p = patches + patch_offset(g, m0 + i2, c, a, b, 0);
-              if (weight == nullptr) {
-                for (int64_t x = 0; x < W2; ++x) d[x] += static_cast<acc_t>(p[x]);
-              } else {
-                const acc_t* w = weight + weight_offset(g, a, b, 0);
-                for (int64_t x = 0; x < W2; ++x) d[x] += static_cast<acc_t>(p[x]) * w[x];
-              }
-            }
-          }
-        scalar_t* o = out + image_offset(g, n, c, z, y, 0);
-        for (int64_t x = 0; x < S2; ++x)
-          o[x] = static_cast<scalar_t>(den[x] > acc_t(0) ? num[x] / den[x] : fill);
+      const int P = static_cast<int>(prow.size());
+      scalar_t* o = out + image_offset(g, n, 0, z, y, 0);
+      const acc_t* inv_row =
+          inv_wsum == nullptr ? nullptr : inv_wsum + (z * g.S[1] + y) * g.S[2];
+#if defined(__GNUC__) && defined(__x86_64__)
+      if (kHasAvx2) {
+        stitch_row_avx2(prow.data(), wrow.data(), P, gg, win, patch_c, num.data(), den.data(),
+                        inv_row, o, out_c, fill);
+        continue;
       }
+#endif
+      stitch_row_base(prow.data(), wrow.data(), P, gg, win, patch_c, num.data(), den.data(),
+                      inv_row, o, out_c, fill);
     }
   });
 }
 
 void stitch_grid_into_cpu(const at::Tensor& patches, const c10::optional<at::Tensor>& weight,
-                          at::IntArrayRef step, double fill_value, const at::Tensor& out) {
+                          at::IntArrayRef step, double fill_value, const at::Tensor& out,
+                          const c10::optional<at::Tensor>& inv_weight_sum) {
   constexpr const char* op = "fastquilt.stitch_grid_into";
   TORCH_CHECK_VALUE(out.dim() == patches.dim(), msg(op, ": out must be (N, C, *spatial), got ",
                     out.sizes()));
   const GridGeometry gg = check_stitch_grid(patches, weight, out.sizes().slice(2), step, op);
   check_stitch_grid_out(patches, out, gg, op);
+  check_inv_weight_sum(inv_weight_sum, patches, out.sizes().slice(2), op);
   if (out.numel() == 0) return;
   const auto p = patches.contiguous();
   c10::optional<at::Tensor> w;
   if (weight.has_value()) w = weight->contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "stitch_grid_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    stitch_grid_kernel<scalar_t, acc_t>(p.const_data_ptr<scalar_t>(),
-                                        w.has_value() ? w->const_data_ptr<acc_t>() : nullptr,
-                                        out.mutable_data_ptr<scalar_t>(), gg,
+    stitch_grid_kernel<scalar_t, acc_t>(
+        p.const_data_ptr<scalar_t>(), w.has_value() ? w->const_data_ptr<acc_t>() : nullptr,
+        inv_weight_sum.has_value() ? inv_weight_sum->const_data_ptr<acc_t>() : nullptr,
+        out.mutable_data_ptr<scalar_t>(), gg,
                                         static_cast<acc_t>(fill_value));
   });
 }
 
 at::Tensor stitch_grid_cpu(const at::Tensor& patches, const c10::optional<at::Tensor>& weight,
                            at::IntArrayRef spatial_size, at::IntArrayRef step,
-                           double fill_value) {
+                           double fill_value, const c10::optional<at::Tensor>& inv_weight_sum) {
   auto out = at::empty(stitch_grid_out_shape(patches, weight, spatial_size, step), patches.options());
-  stitch_grid_into_cpu(patches, weight, step, fill_value, out);
+  stitch_grid_into_cpu(patches, weight, step, fill_value, out, inv_weight_sum);
   return out;
 }
 

@@ -81,12 +81,17 @@ def stitch_grid(
     step: Sequence[int],
     weight: torch.Tensor | None = None,
     fill_value: float = 0.0,
+    inv_weight_sum: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Weighted mean of all windows of a full step-back grid (qlty order) -> ``(N, C, *S)``.
 
     Output-centric and deterministic; returns the patches' dtype (computed in float32/64).
+    ``inv_weight_sum`` (``(*S)``, ``1 / grid_weight_sum``, 0 where uncovered) is an optional
+    precomputed hint that saves the CPU kernel from summing the weights again.
     """
-    return _ops.stitch_grid.default(patches, weight, list(spatial_size), list(step), fill_value)
+    return _ops.stitch_grid.default(
+        patches, weight, list(spatial_size), list(step), fill_value, inv_weight_sum
+    )
 
 
 def stitch_grid_into(
@@ -95,9 +100,10 @@ def stitch_grid_into(
     out: torch.Tensor,
     weight: torch.Tensor | None = None,
     fill_value: float = 0.0,
+    inv_weight_sum: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Like :func:`stitch_grid`, writing into the contiguous ``(N, C, *S)`` buffer ``out``."""
-    _ops.stitch_grid_into.default(patches, weight, list(step), fill_value, out)
+    _ops.stitch_grid_into.default(patches, weight, list(step), fill_value, out, inv_weight_sum)
     return out
 
 
@@ -139,7 +145,7 @@ def _scatter_inplace_fake(patches, origins, weight, acc, weight_sum):
 
 
 @torch.library.register_fake("fastquilt::stitch_grid")
-def _stitch_grid_fake(patches, weight, spatial_size, step, fill_value):
+def _stitch_grid_fake(patches, weight, spatial_size, step, fill_value, inv_weight_sum=None):
     from .grid import grid_counts  # local: grid imports nothing from here
 
     per_image = 1
@@ -149,7 +155,7 @@ def _stitch_grid_fake(patches, weight, spatial_size, step, fill_value):
 
 
 @torch.library.register_fake("fastquilt::stitch_grid_into")
-def _stitch_grid_into_fake(patches, weight, step, fill_value, out):
+def _stitch_grid_into_fake(patches, weight, step, fill_value, out, inv_weight_sum=None):
     return None
 
 
@@ -222,7 +228,7 @@ torch.library.register_autograd(
 
 
 def _stitch_grid_setup(ctx, inputs, output):
-    patches, weight, spatial_size, step, fill_value = inputs
+    patches, weight, spatial_size, step, fill_value, _inv = inputs
     ctx.spatial = list(spatial_size)
     ctx.step = list(step)
     ctx.window = list(patches.shape[2:])
@@ -265,7 +271,7 @@ def _stitch_grid_backward(ctx, grad):
     inv = torch.where(wsum > 0, 1.0 / wsum.clamp_min(torch.finfo(dt).tiny), 0.0)
     scaled = grad.to(dt) * inv
     grad_p = _ops.gather_windows.default(scaled, origins, weight, ctx.window)
-    return grad_p.to(ctx.p_dtype), None, None, None, None
+    return grad_p.to(ctx.p_dtype), None, None, None, None, None
 
 
 torch.library.register_autograd(

@@ -112,6 +112,17 @@ class Quilt:
             self._wsums[key] = ws
         return ws.expand(num_images, *self.spatial_shape)
 
+    def _inv_weight_sum(self, dtype, device) -> torch.Tensor:
+        """1 / weight sum (0 where uncovered), cached: a hint for the CPU stitch kernel."""
+        key = ("inv", _ops.acc_dtype(dtype), torch.device(device))
+        inv = self._wsums.get(key)
+        if inv is None:
+            ws = self.weight_sum(1, dtype, device)[0]
+            inv = torch.where(ws > 0, 1.0 / ws.clamp_min(torch.finfo(ws.dtype).tiny), 0.0)
+            self._wsums[key] = inv.contiguous()
+            inv = self._wsums[key]
+        return inv
+
     # ---- checks -----------------------------------------------------------------------------
     def _check_image(self, x: torch.Tensor, name: str = "x") -> None:
         if not isinstance(x, torch.Tensor):
@@ -173,12 +184,16 @@ class Quilt:
         if self.weight.requires_grad:
             return self._stitch_scatter(patches, N, out)
         w = self.weight_for(patches.dtype, dev)
+        inv = None
+        if dev.type == "cpu" and not torch.compiler.is_compiling():
+            inv = self._inv_weight_sum(patches.dtype, dev)
         if out is not None:
             if out.requires_grad and torch.is_grad_enabled():
                 raise ValueError("out= cannot be used when autograd is recording; drop out=")
-            mean = _ops.stitch_grid_into(patches, self.step, out, w, self.fill_value)
+            mean = _ops.stitch_grid_into(patches, self.step, out, w, self.fill_value, inv)
         else:
-            mean = _ops.stitch_grid(patches, self.spatial_shape, self.step, w, self.fill_value)
+            mean = _ops.stitch_grid(patches, self.spatial_shape, self.step, w, self.fill_value,
+                                    inv)
         return mean, self.weight_sum(N, patches.dtype, dev)
 
     def _stitch_scatter(self, patches, N, out):

@@ -1,0 +1,151 @@
+"""CPU benchmark: unstitch + stitch (identity model) of the two workloads in
+shared/notes/peers.md, for fastquilt, qlty 1.5.0, MONAI (if installed), Tensor.unfold + a
+slice-add loop, and a two-copy memcpy floor — in one process, one run, with 1 thread and with
+all threads. Prints seconds and ratios; writes JSON to benchmarks/results/.
+
+    python benchmarks/bench_cpu.py [--reps 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+import fastquilt as fq
+
+WORKLOADS = {
+    "2d": dict(shape=(8, 3, 1024, 1024), window=128, step=64, border=8),
+    "3d": dict(shape=(1, 1, 256, 256, 256), window=64, step=32, border=4),
+}
+
+
+def best_of(fn, reps: int) -> float:
+    fn()  # warm-up: page faults of fresh buffers, JIT
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def impls(x: torch.Tensor, window: int, step: int, border: int) -> dict:
+    D = x.dim() - 2
+    q = fq.Quilt(x.shape[2:], window, step, border=border, border_weight=0.1)
+    P = torch.empty((x.shape[0] * q.num_windows, x.shape[1], *q.window))
+    O = torch.empty_like(x)
+    out: dict = {}
+
+    def fastquilt():
+        q.unstitch(x, out=P)
+        return q.stitch(P, out=O)[0]
+
+    out["fastquilt"] = fastquilt
+
+    A, B = torch.ones_like(P), torch.ones_like(P)  # touched, preallocated
+
+    def floor():
+        P.copy_(A)  # the gather's bytes
+        B.copy_(P)  # the stitch's bytes
+        return None
+
+    out["memcpy floor (2 copies)"] = floor
+
+    w = q.weight
+
+    def unfold_loop():
+        v = x
+        for d in range(D):
+            v = v.unfold(2 + d, window, step)
+        n = v.shape[2:2 + D]
+        perm = (0, *range(2, 2 + D), 1, *range(2 + D, 2 + 2 * D))
+        p = v.permute(*perm).reshape(-1, x.shape[1], *q.window)  # the copy
+        acc = torch.zeros_like(x)
+        norm = torch.zeros(x.shape[2:])
+        p = p.view(x.shape[0], -1, x.shape[1], *q.window)
+        for k, pos in enumerate(torch.cartesian_prod(*[torch.arange(c) for c in n]).tolist()
+                                if D > 1 else []):
+            sl = tuple(slice(i * step, i * step + window) for i in pos)
+            acc[(slice(None), slice(None), *sl)] += p[:, k] * w
+            norm[sl] += w
+        return acc / norm
+
+    out["Tensor.unfold + slice-add loop"] = unfold_loop
+
+    try:
+        import qlty
+
+        if D == 2:
+            ql = qlty.NCYXQuilt(*x.shape[2:], (window,) * 2, (step,) * 2, border,
+                                border_weight=0.1)
+        else:
+            ql = qlty.NCZYXQuilt(*x.shape[2:], (window,) * 3, (step,) * 3, border,
+                                 border_weight=0.1)
+        out["qlty 1.5.0"] = lambda: ql.stitch(ql.unstitch(x))[0]
+    except ImportError:
+        pass
+    try:
+        from monai.inferers import sliding_window_inference
+
+        out["MONAI sliding_window_inference"] = lambda: sliding_window_inference(
+            x, (window,) * D, 64, lambda t: t, overlap=1 - step / window, mode="constant")
+    except ImportError:
+        pass
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="smaller shapes (smoke test)")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    all_threads = os.cpu_count() or 1
+    results = {"machine": platform.processor() or platform.machine(), "cpus": all_threads,
+               "torch": torch.__version__, "runs": {}}
+    for name, wl in WORKLOADS.items():
+        shape = wl["shape"]
+        if a.quick:
+            shape = shape[:2] + tuple(s // 4 for s in shape[2:])
+        x = torch.randn(shape)
+        fns = impls(x, wl["window"] // (4 if a.quick else 1), wl["step"] // (4 if a.quick else 1),
+                    wl["border"])
+        for k, fn in fns.items():  # every contender must reproduce x (identity model)
+            r = fn()
+            if r is not None:
+                err = float((r - x).abs().max())
+                assert err < 1e-4, f"{k} on {name}: round trip error {err}"
+        for threads in sorted({1, all_threads}):
+            torch.set_num_threads(threads)
+            try:
+                import numba
+
+                numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            except ImportError:
+                pass
+            row = {k: best_of(fn, a.reps) for k, fn in fns.items()}
+            results["runs"][f"{name} threads={threads}"] = row
+    torch.set_num_threads(all_threads)
+
+    print(f"\nunstitch + stitch, identity model, best of {a.reps} "
+          f"(seconds; ratios measured in this run)")
+    for key, row in results["runs"].items():
+        fl, fq_t = row["memcpy floor (2 copies)"], row["fastquilt"]
+        print(f"\n{key}: {WORKLOADS[key.split()[0]]}")
+        print(f"  {'':34s} {'seconds':>9s} {'x floor':>8s} {'fastquilt faster by':>20s}")
+        for k, t in row.items():
+            print(f"  {k:34s} {t:9.4f} {t / fl:8.2f} {t / fq_t:19.1f}x")
+    path = Path(a.json or Path(__file__).parent / "results" / "bench_cpu.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1))
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
