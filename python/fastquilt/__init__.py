@@ -18,6 +18,14 @@ from ._ops import (
     stitch_grid_into,
 )
 from .accumulator import StitchAccumulator
+from .cleaning import CleaningStats, clean_pairs, select_windows
+from .compat import (
+    NCYXQuilt,
+    NCZYXQuilt,
+    weed_sparse_classification_training_pairs_2D,
+    weed_sparse_classification_training_pairs_3D,
+)
+from .dataset import PatchDataset
 from .grid import Grid, axis_count, axis_starts, grid_origins
 from .quilt import Quilt
 from .sliding import sliding_window
@@ -33,6 +41,14 @@ from .weights import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CleaningStats",
+    "NCYXQuilt",
+    "NCZYXQuilt",
+    "PatchDataset",
+    "clean_pairs",
+    "select_windows",
+    "weed_sparse_classification_training_pairs_2D",
+    "weed_sparse_classification_training_pairs_3D",
     "Grid",
     "Quilt",
     "StitchAccumulator",

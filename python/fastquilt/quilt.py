@@ -211,6 +211,42 @@ class Quilt:
             mean = out
         return mean, wsum
 
+    def border_mask(self) -> torch.Tensor:
+        """qlty's ``border_tensor()``: 1.0 in the window interior, 0.0 in the border frame."""
+        from .weights import border_mask
+
+        return border_mask(self.window, self.border)
+
+    def unstitch_pair(
+        self, x: torch.Tensor, labels: torch.Tensor, missing_label=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patches of ``x`` and of ``labels`` (``(N, *S)`` or ``(N, C, *S)``, dtype kept) with
+        ``missing_label`` written into each label patch's border frame (qlty semantics, 2D
+        and 3D). Label patches are ``(M, *window)`` for ``(N, *S)`` labels."""
+        from .labels import as_label_batch, check_missing_label, gather_label_patches
+
+        self._check_image(x)
+        lab, squeezed = as_label_batch(labels, self.spatial_shape)
+        if lab.shape[0] != x.shape[0]:
+            raise ValueError(f"labels have {lab.shape[0]} images but x has {x.shape[0]}")
+        missing_label = check_missing_label(missing_label, lab.dtype)
+        lp = gather_label_patches(lab, self._origins(x.shape[0], lab.device), self.window,
+                                  self.border_mask(), missing_label)
+        return self.unstitch(x), (lp.squeeze(1) if squeezed else lp)
+
+    def clean_pairs(self, x: torch.Tensor, labels: torch.Tensor, missing_label, **criteria):
+        """Only the windows with labels: see :func:`fastquilt.cleaning.clean_pairs`."""
+        from .cleaning import clean_pairs
+
+        return clean_pairs(self, x, labels, missing_label, **criteria)
+
+    def plan(self, labels: torch.Tensor, missing_label, **criteria):
+        """Which windows cleaning keeps and the statistics, without gathering anything:
+        see :func:`fastquilt.cleaning.select_windows`."""
+        from .cleaning import select_windows
+
+        return select_windows(self, labels, missing_label, **criteria)
+
     def accumulator(
         self,
         num_images: int,

@@ -1,0 +1,76 @@
+"""Label patches for training: qlty's border masking, in 2D and 3D, for any label dtype."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+from . import _ops
+
+
+def is_missing(labels: torch.Tensor, missing_label) -> torch.Tensor:
+    """Bool mask of missing labels (NaN-aware: ``missing_label=nan`` matches NaN labels)."""
+    if isinstance(missing_label, float) and math.isnan(missing_label):
+        return torch.isnan(labels) if labels.is_floating_point() else torch.zeros_like(
+            labels, dtype=torch.bool)
+    return labels == missing_label
+
+
+def check_missing_label(missing_label, dtype: torch.dtype):
+    """``missing_label`` as a value representable in ``dtype``, or a clear error."""
+    if missing_label is None:
+        return None
+    if isinstance(missing_label, bool) or not isinstance(missing_label, numbers.Real):
+        raise TypeError(f"missing_label must be a number, got {missing_label!r}")
+    if isinstance(missing_label, float) and math.isnan(missing_label):
+        if not dtype.is_floating_point:
+            raise ValueError(
+                f"missing_label=nan cannot be stored in {dtype} labels; use an integer "
+                "sentinel such as -1, or float labels"
+            )
+        return missing_label
+    if dtype == torch.bool:
+        raise ValueError("bool labels cannot hold a separate missing_label; use int labels")
+    if not dtype.is_floating_point:
+        info = torch.iinfo(dtype)
+        if float(missing_label) != int(missing_label) or not (
+            info.min <= int(missing_label) <= info.max
+        ):
+            raise ValueError(
+                f"missing_label={missing_label} cannot be represented in {dtype} labels "
+                f"(range [{info.min}, {info.max}], integers only); cast the labels "
+                "(e.g. labels.to(torch.int16)) or choose another sentinel"
+            )
+        return int(missing_label)
+    return float(missing_label)
+
+
+def as_label_batch(labels: torch.Tensor, spatial_shape: tuple[int, ...], name: str = "labels"):
+    """``(N, *S)`` or ``(N, C, *S)`` labels as ``(N, C, *S)`` plus whether a channel was added."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
+    D = len(spatial_shape)
+    if labels.dim() == D + 1 and tuple(labels.shape[1:]) == spatial_shape:
+        return labels.unsqueeze(1), True
+    if labels.dim() == D + 2 and tuple(labels.shape[2:]) == spatial_shape:
+        return labels, False
+    raise ValueError(
+        f"{name} must have shape (N, {', '.join(map(str, spatial_shape))}) or (N, C, "
+        f"{', '.join(map(str, spatial_shape))}) to match the image, got {tuple(labels.shape)}"
+    )
+
+
+def mask_label_border(label_patches: torch.Tensor, border_mask: torch.Tensor, missing_label):
+    """Write ``missing_label`` into the border frame (``border_mask == 0``) of every patch."""
+    if missing_label is None:
+        return label_patches
+    frame = (border_mask < 0.5).to(label_patches.device)
+    return label_patches.masked_fill_(frame, missing_label)
+
+
+def gather_label_patches(labels, origins, window, border_mask, missing_label):
+    """Gather label windows ``(M, C, *window)`` and blank their border frames."""
+    lp = _ops.gather_windows(labels, origins, window)
+    return mask_label_border(lp, border_mask, missing_label)
