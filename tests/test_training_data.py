@@ -104,6 +104,13 @@ def test_kept_set_equals_qlty_weed_2d(Y, X, w, s, b, density, seed, channels):
     xp, lp, kept, stats = q.clean_pairs(x, lab, -1)
     assert torch.equal(kept, torch.nonzero(~removed).reshape(-1))
     assert xp.shape[0] == lp.shape[0] == stats.kept_windows == kept.numel()
+    if kept.numel():
+        _, cover = fq.scatter_add_windows(torch.empty((kept.numel(), 0, w, w)),
+                                          q.positions(2)[kept], (Y, X), 2,
+                                          weight=q.border_mask())
+        lab_c = lab if lab.dim() == 4 else lab.unsqueeze(1)
+        want = int(((lab_c != -1) & (cover.unsqueeze(1) > 0)).sum())
+        assert stats.labelled_voxels_in_kept == want
     assert torch.equal(xp, a[~removed]) and torch.equal(lp, lb[~removed])
 
 
@@ -126,6 +133,11 @@ def test_kept_set_equals_qlty_weed_3d_and_stats_are_exact():
     assert stats.labelled_voxels == int((lab != -1).sum())
     assert stats.duplication_rate == pytest.approx(int(per.sum()) / int((lab != -1).sum()))
     assert stats.total_windows == q.num_windows and stats.reduction_factor > 1
+    # distinct labelled voxels inside kept interiors, by brute force (scatter of the masks)
+    empty = torch.empty((kept.numel(), 0, 16, 16, 16))
+    _, cover = fq.scatter_add_windows(empty, q.positions(1)[kept], shape, 1,
+                                      weight=q.border_mask())
+    assert stats.labelled_voxels_in_kept == int(((lab != -1) & (cover > 0)).sum())
     counts = {k: int((lab == k).sum()) for k in range(3)}
     assert {k: v[0] for k, v in stats.per_class.items()} == counts
     assert "duplication rate" in str(stats)
@@ -220,3 +232,17 @@ def test_cli_plan(tmp_path, capsys):
     assert rc == 0 and "windows kept" in out and "duplication rate" in out
     rc = cli_main(["plan", "--shape", "32", "40", "--window", "64", "--step", "8"])
     assert rc == 2 and "larger than the image" in capsys.readouterr().err
+
+
+@given(density=st.sampled_from([0.001, 0.05, 0.5, 1.0]), seed=st.integers(0, 50),
+       three_d=st.booleans())
+def test_dense_and_sparse_box_sums_agree(density, seed, three_d):
+    from fastquilt.cleaning import coordinate_box_sums, grid_box_sums
+
+    shape = (2, 2, 21, 18, 17) if three_d else (2, 2, 37, 29)
+    q = fq.Quilt(shape[2:], 7, 3, border=1)
+    valid = torch.rand(shape, generator=torch.Generator().manual_seed(seed)) < density
+    a = grid_box_sums(valid, q)
+    b = coordinate_box_sums(torch.nonzero(valid), 2, q)
+    _, per = brute_force(q, torch.where(valid, 1, -1), -1)
+    assert torch.equal(a, per) and torch.equal(b, per)

@@ -66,31 +66,87 @@ class CleaningStats:
         return self.table()
 
 
-def _integral(counts: torch.Tensor) -> torch.Tensor:
-    """Zero-padded inclusive prefix sums over the spatial axes of ``(N, *S)`` counts."""
-    dt = torch.int32 if counts.numel() < 2**31 - 1 else torch.int64
-    out = counts.to(dt)
-    for d in range(1, counts.dim()):
-        out = out.cumsum(d, dtype=dt)
-    return F.pad(out, [1, 0] * (counts.dim() - 1))
+def grid_box_sums(mask: torch.Tensor, quilt) -> torch.Tensor:
+    """Number of True entries of ``mask`` (``(N, C, *S)`` bool) inside the interior of every
+    window of ``quilt``, in qlty order: ``(N * num_windows,)`` int64.
+
+    Separable and O(volume): the first axis is reduced to one plane per window interval (one
+    read of the mask), then each following axis is reduced on the already-small result. No
+    integral image or per-window patch is materialised."""
+    D = quilt.ndim
+    b = quilt.border if quilt.border is not None else (0,) * D
+    acc = mask
+    for d in range(D):
+        axis = 2 + d if d == 0 else 1 + d  # after the first reduction, C is gone
+        parts = []
+        for s0 in quilt.grid.starts[d]:
+            lo, hi = s0 + b[d], s0 + quilt.window[d] - b[d]
+            sl = acc.narrow(axis, lo, hi - lo)
+            if d == 0:
+                parts.append(sl.sum(dim=(1, 2), dtype=torch.int64))  # channels and the interval
+            else:
+                parts.append(sl.sum(dim=axis, dtype=torch.int64))
+        acc = torch.stack(parts, dim=1 + d)  # (N, n0, ..., n_d, S_{d+1}, ...)
+    return acc.reshape(-1)
 
 
-def _box_sums(integral: torch.Tensor, n: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
-    """Sums over boxes ``[lo, hi)`` (``(M, D)``) of image ``n`` by inclusion-exclusion."""
-    D = lo.shape[1]
-    total = torch.zeros(n.shape[0], dtype=torch.int64)
+def _window_ranges(coords: torch.Tensor, quilt):
+    """Per axis, the range ``[first, last]`` of grid windows whose interior holds each voxel
+    of ``coords`` (``(L, >=1 + D)``, spatial coordinates in the last D columns)."""
+    D = quilt.ndim
+    b = quilt.border if quilt.border is not None else (0,) * D
+    first, last = [], []
+    for d in range(D):
+        st = torch.tensor(quilt.grid.starts[d])
+        p = coords[:, coords.shape[1] - D + d].contiguous()
+        last.append(torch.searchsorted(st + b[d], p, right=True) - 1)  # start + b <= p
+        first.append(torch.searchsorted(st + quilt.window[d] - b[d], p, right=True))  # end > p
+    return first, last
+
+
+def coordinate_box_sums(coords: torch.Tensor, num_images: int, quilt) -> torch.Tensor:
+    """Labelled elements per window interior from their coordinates (``(L, 2 + D)``
+    ``[n, c, p...]``): each adds 1 to the box of windows covering it, via a difference array
+    on the small window grid and cumulative sums. O(labelled voxels + windows): for sparse
+    labels this beats reading every interval of the volume again."""
+    D = quilt.ndim
+    first, last = _window_ranges(coords, quilt)
+    ok = torch.ones(coords.shape[0], dtype=torch.bool)
+    for d in range(D):
+        ok &= first[d] <= last[d]
+    n = coords[ok, 0]
+    first = [f[ok] for f in first]
+    last = [v[ok] for v in last]
+    diff = torch.zeros((num_images, *(c + 1 for c in quilt.counts)), dtype=torch.int64)
     for corner in itertools.product((0, 1), repeat=D):
-        idx = [n] + [hi[:, d] if c else lo[:, d] for d, c in enumerate(corner)]
+        idx = (n, *[last[d] + 1 if c else first[d] for d, c in enumerate(corner)])
+        sign = -1 if sum(corner) % 2 else 1
+        diff.index_put_(idx, torch.full((n.numel(),), sign, dtype=torch.int64), accumulate=True)
+    for d in range(D):
+        diff = diff.cumsum(1 + d)
+    return diff[(slice(None), *(slice(0, c) for c in quilt.counts))].reshape(-1)
+
+
+def _covered_by_kept(coords: torch.Tensor, kept_grid: torch.Tensor, quilt) -> torch.Tensor:
+    """For labelled elements ``coords`` (``(L, 2 + D)`` ``[n, c, p...]``), whether any kept
+    window's interior covers them: the covering windows form a box of grid indices per voxel,
+    tested with an integral image of the small kept-window grid."""
+    D = quilt.ndim
+    first, last = _window_ranges(coords, quilt)
+    lo = [f.clamp(0, n) for f, n in zip(first, quilt.counts)]
+    hi = [(v + 1).clamp(0, n) for v, n in zip(last, quilt.counts)]
+    integral = F.pad(kept_grid.to(torch.int32), [1, 0] * D)
+    for d in range(D):
+        integral = integral.cumsum(1 + d)
+    total = torch.zeros(coords.shape[0], dtype=torch.int64)
+    for corner in itertools.product((0, 1), repeat=D):
+        idx = [coords[:, 0]] + [hi[d] if c else lo[d] for d, c in enumerate(corner)]
         sign = 1 if (D - sum(corner)) % 2 == 0 else -1
         total += sign * integral[tuple(idx)].to(torch.int64)
-    return total
-
-
-def _interior_bounds(quilt, origins: torch.Tensor):
-    b = torch.tensor(quilt.border if quilt.border is not None else (0,) * quilt.ndim)
-    w = torch.tensor(quilt.window)
-    lo = origins[:, 1:] + b
-    return lo, origins[:, 1:] + w - b
+    empty = torch.zeros_like(total, dtype=torch.bool)
+    for d in range(D):
+        empty |= hi[d] <= lo[d]
+    return (total > 0) & ~empty
 
 
 def select_windows(
@@ -122,42 +178,43 @@ def select_windows(
     lab = lab.cpu()
     N, C = lab.shape[:2]
     valid = ~is_missing(lab, missing_label)
-    counts = valid.sum(1, dtype=torch.int32)  # (N, *S): labelled channels per voxel
-    origins = quilt.grid.origins(N)
-    lo, hi = _interior_bounds(quilt, origins)
-    n = origins[:, 0]
-    per_window = _box_sums(_integral(counts), n, lo, hi)
-    interior = int(torch.prod(hi[0] - lo[0])) * C
+    coords = torch.nonzero(valid)  # (L, 2 + D) [n, c, p...]: one pass over the labels
+    sparse = coords.shape[0] * 8 < valid.numel()
+
+    def box_sums(mask_fn):
+        if sparse:  # O(labelled voxels)
+            return coordinate_box_sums(coords[mask_fn(values)], N, quilt)
+        return grid_box_sums(mask_fn(lab) & valid, quilt)  # O(volume), separable
+
+    values = lab[tuple(coords.T)]
+    per_window = box_sums(lambda v: torch.ones_like(v, dtype=torch.bool))
+    interior = quilt.num_windows and int(torch.tensor(
+        [w - 2 * bb for w, bb in zip(quilt.window, quilt.border or (0,) * quilt.ndim)]).prod())
+    interior *= C
     keep = per_window >= min_labelled
     if min_fraction is not None:
         keep &= per_window >= min_fraction * interior
-    classes: dict = {}
     want_classes = dict(class_min or {})
+    labelled_values = values
     if per_class_stats and not lab.is_floating_point() and lab.dtype != torch.bool:
-        present = torch.unique(lab[valid])
+        present = torch.unique(labelled_values)
         if present.numel() <= 64:
             for k in present.tolist():
                 want_classes.setdefault(k, None)
+    classes: dict = {}
     for k, m in want_classes.items():
-        cnt = (lab == k).sum(1, dtype=torch.int32)
-        per_k = _box_sums(_integral(cnt), n, lo, hi)
-        classes[k] = (int(cnt.sum()), per_k)
+        per_k = box_sums(lambda v, k=k: v == k)
+        classes[k] = (int((labelled_values == k).sum()), per_k)
         if m is not None:
             keep &= per_k >= int(m)
     kept = torch.nonzero(keep).reshape(-1)
-    # distinct labelled voxels covered by a kept window's interior
-    if kept.numel():
-        mask = quilt.border_mask().to(torch.float32)
-        empty = torch.empty((kept.numel(), 0, *quilt.window))
-        _, cover = _ops.scatter_add_windows(empty, origins[kept], quilt.spatial_shape, N,
-                                            weight=mask)
-        in_kept = int((counts * (cover > 0)).sum())
-    else:
-        in_kept = 0
+    # distinct labelled elements inside a kept window's interior: O(labelled voxels)
+    kept_grid = keep.reshape(N, *quilt.counts)
+    in_kept = int(_covered_by_kept(coords, kept_grid, quilt).sum())
     stats = CleaningStats(
-        total_windows=int(origins.shape[0]),
+        total_windows=int(N * quilt.num_windows),
         kept_windows=int(kept.numel()),
-        labelled_voxels=int(counts.sum()),
+        labelled_voxels=int(labelled_values.numel()),
         labelled_voxels_in_kept=in_kept,
         labelled_occurrences=int(per_window[kept].sum()),
         window_voxels=int(torch.tensor(quilt.window).prod()) * C,
