@@ -1,7 +1,8 @@
 """Cleaning benchmark (issue: training data): a (1, 1, S, S, S) volume with sparse labels
-(16 labelled 40x40 regions on XY/XZ/YZ slices), window 64, step 32, border 8. fastquilt
-(window counts from the labels + gather of the kept windows only) vs qlty 1.5.0 (unstitch_data_pair + weed_sparse_classification_training_pairs_3D). Each runs in
-its own process; wall time and peak memory above the inputs are printed with their ratios.
+(16 labelled 40x40 regions on XY/XZ/YZ slices), window 64, step 32, border 8.
+fastquilt (window counts from the labels + gather of the kept windows only) vs qlty 1.5.0
+(unstitch_data_pair + weed_sparse_classification_training_pairs_3D). Each runs in its own
+process; wall time and peak memory above the inputs are printed with their ratios.
 
     python benchmarks/bench_cleaning.py [--size 512]
 """
