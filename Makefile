@@ -40,6 +40,7 @@ test: $(BUILD_STAMP) lint cuda-check
 bench: $(BUILD_STAMP)
 	$(PIP) $(TORCH) monai
 	$(VPY) benchmarks/bench_cpu.py
+	$(VPY) benchmarks/bench_cleaning.py
 
 clean:
 	rm -rf build demo_out $(VENV)/.fq-*
