@@ -97,6 +97,9 @@ void scatter_add_windows_inplace_cuda(const at::Tensor& patches, const at::Tenso
   check_accumulators(patches, acc, weight_sum, op);
   const int64_t M = origins.size(0);
   if (M == 0) return;
+  // Atomics make float sums order-dependent: honour torch.use_deterministic_algorithms(True)
+  // (raise, like ATen's own atomic kernels). Quilt.stitch's grid stitch is deterministic.
+  at::globalContext().alertNotDeterministic("fastquilt.scatter_add_windows (CUDA, atomics)");
   c10::cuda::CUDAGuard guard(patches.device());
   const int64_t D = patches.dim() - 2;
   const auto p = patches.contiguous();
