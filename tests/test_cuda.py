@@ -148,3 +148,16 @@ def test_device_mismatch_errors():
     with pytest.raises(ValueError, match="weight is on"):
         fq.gather_windows(x, torch.zeros(1, 3, dtype=torch.int64, device="cuda"), (8, 8),
                           weight=torch.ones(8, 8))
+
+
+def test_atomic_scatter_alerts_in_deterministic_mode():
+    p = torch.ones(1, 1, 4, 4, device="cuda")
+    org = torch.zeros(1, 3, dtype=torch.int64, device="cuda")
+    torch.use_deterministic_algorithms(True)
+    try:
+        with pytest.raises(RuntimeError, match="scatter_add_windows"):
+            fq.scatter_add_windows(p, org, (8, 8), 1)
+        q = fq.Quilt((8, 8), 4, 4)  # the grid stitch stays available: it is deterministic
+        q.stitch(q.unstitch(torch.ones(1, 1, 8, 8, device="cuda")))
+    finally:
+        torch.use_deterministic_algorithms(False)
