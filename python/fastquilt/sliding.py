@@ -27,7 +27,9 @@ def sliding_window(
     progress: bool = False,
     fill_value: float = 0.0,
     allow_gaps: bool = False,
-) -> torch.Tensor:
+    out=None,
+    **zarr_options,
+):
     """Apply ``model`` to every window of ``x`` ``(N, C, *S)`` and stitch a weighted mean.
 
     Only ``batch_size`` windows exist at a time: peak memory is O(batch + output), not
@@ -35,7 +37,26 @@ def sliding_window(
     ``(B, C_out, *window)`` (``C_out`` may differ from ``C``) are accumulated in float32 on
     ``out_device`` (default: ``x``'s device). Returns ``(N, C_out, *S)`` in ``out_dtype``
     (default: the model output's dtype). Runs under ``torch.no_grad()``.
+
+    Out of core: with ``out=`` a path, or when ``x`` is a zarr / numpy memmap / dask array, the
+    result is written to a zarr v3 array at ``out`` by
+    :func:`fastquilt.outofcore.sliding_window_zarr` (bounded memory, resumable; extra keyword
+    arguments such as ``chunks``, ``unit``, ``compressors``, ``out_dtype`` go there).
     """
+    if out is not None or not isinstance(x, torch.Tensor):
+        if out is None:
+            raise ValueError(
+                "x is not a torch.Tensor: give out= (a path for the zarr v3 output) to run out "
+                "of core, or pass a tensor")
+        from .outofcore import sliding_window_zarr
+
+        if out_dtype is not None:
+            zarr_options["out_dtype"] = str(out_dtype).replace("torch.", "")
+        return sliding_window_zarr(model, x, out, window, step, batch_size, weight,
+                                   border=border, border_weight=border_weight, device=device,
+                                   fill_value=fill_value, progress=progress, **zarr_options)
+    if zarr_options:
+        raise TypeError(f"unexpected arguments {sorted(zarr_options)} (only with out=)")
     if not callable(model):
         raise TypeError("model must be callable (a torch.nn.Module or function)")
     if not isinstance(x, torch.Tensor):

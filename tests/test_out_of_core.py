@@ -1,0 +1,153 @@
+"""Out-of-core sliding window into zarr: equality with the in-memory path, each window once,
+kill and resume, refusals, write errors."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import fastquilt as fq
+from fastquilt.outofcore import progress_of
+
+zarr = pytest.importorskip("zarr")
+
+
+def make_input(tmp_path, shape=(2, 1, 40, 38, 36), chunks=(1, 1, 16, 16, 16)):
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    z = zarr.create_array(store=str(tmp_path / "in.zarr"), shape=shape, chunks=chunks,
+                          dtype="float32")
+    z[...] = x
+    return x, z
+
+
+class Counting:
+    def __init__(self, fn):
+        self.fn, self.windows = fn, 0
+
+    def __call__(self, p):
+        self.windows += p.shape[0]
+        return self.fn(p)
+
+
+def test_zarr_to_zarr_equals_in_memory_and_runs_each_window_once(tmp_path):
+    x, z = make_input(tmp_path)
+    torch.manual_seed(0)
+    net = torch.nn.Conv3d(1, 3, 3, padding=1)
+    model = Counting(net)
+    y = fq.sliding_window(model, z, 12, 9, batch_size=5, weight="gaussian",
+                          out=tmp_path / "out.zarr", chunks=8, unit=16, progress=True)
+    q = fq.Quilt(x.shape[2:], 12, 9)
+    assert model.windows == 2 * q.num_windows
+    ref = fq.sliding_window(net, torch.from_numpy(x), 12, 9, batch_size=5, weight="gaussian")
+    assert y.shape == (2, 3, 40, 38, 36) and y.dtype == np.float32
+    np.testing.assert_allclose(y[...], ref.numpy(), rtol=1e-5, atol=1e-5)
+    info = progress_of(tmp_path / "out.zarr")
+    assert info["done"] == info["total"] == 2 * 3 * 3 * 3
+    again = Counting(net)  # a finished output: resuming runs nothing
+    fq.sliding_window(again, z, 12, 9, batch_size=5, weight="gaussian",
+                      out=tmp_path / "out.zarr", chunks=8, unit=16)
+    assert again.windows == 0
+
+
+def test_memmap_and_2d_inputs(tmp_path):
+    x = np.random.default_rng(1).standard_normal((1, 2, 70, 90)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    y = fq.sliding_window(lambda p: p[:, :1] * 3, mm, (20, 24), (15, 20), batch_size=7,
+                          weight="hann", out=str(tmp_path / "o.zarr"), chunks=(16, 32), unit=32,
+                          out_dtype="float64")
+    ref = fq.sliding_window(lambda p: p[:, :1] * 3, torch.from_numpy(x), (20, 24), (15, 20),
+                            batch_size=7, weight="hann")
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y[...], ref.double().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_dask_input(tmp_path):
+    da = pytest.importorskip("dask.array")
+    x = np.random.default_rng(2).standard_normal((1, 1, 30, 30, 30)).astype(np.float32)
+    y = fq.sliding_window(lambda p: p, da.from_array(x, chunks=(1, 1, 15, 15, 15)), 10, 8,
+                          out=tmp_path / "o.zarr", chunks=10, unit=10, weight="flat")
+    np.testing.assert_allclose(y[...], x, rtol=1e-6, atol=1e-6)
+
+
+def test_kill_and_resume_recomputes_only_unfinished_units(tmp_path):
+    x, _ = make_input(tmp_path, shape=(1, 1, 48, 48, 48))
+    src, dst = tmp_path / "in.zarr", tmp_path / "out.zarr"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "ooc_job.py"),
+                             str(src), str(dst)], env=env)
+    marker_dir = tmp_path / "out.zarr.fastquilt-progress"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if marker_dir.exists() and len(list(marker_dir.glob("u*"))) >= 4:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the job finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = progress_of(dst)["done"]
+    assert 4 <= done_before < 27  # 3x3x3 units of 16^3
+
+    model = Counting(lambda p: p * 2.0 + 1.0)
+    y = fq.sliding_window(model, zarr.open_array(str(src)), 16, 12, batch_size=4,
+                          weight="gaussian", out=dst, chunks=16, unit=16)
+    q = fq.Quilt((48, 48, 48), 16, 12)
+    assert 0 < model.windows < q.num_windows  # only windows touching unfinished units
+    ref = fq.sliding_window(lambda p: p * 2.0 + 1.0, torch.from_numpy(x), 16, 12,
+                            weight="gaussian")
+    np.testing.assert_allclose(y[...], ref.numpy(), rtol=1e-5, atol=1e-5)  # nothing doubled
+    assert progress_of(dst)["done"] == 27
+
+
+def test_refusals_and_bad_input(tmp_path):
+    x, z = make_input(tmp_path, shape=(1, 1, 24, 24, 24))
+    out = tmp_path / "o.zarr"
+    fq.sliding_window(lambda p: p, z, 8, 6, out=out, chunks=8, unit=8)
+    with pytest.raises(ValueError, match="different geometry"):
+        fq.sliding_window(lambda p: p, z, 8, 4, out=out, chunks=8, unit=8)
+    with pytest.raises(ValueError, match="different geometry"):
+        fq.sliding_window(lambda p: p, z, 8, 6, out=out, chunks=8, unit=8, out_dtype="float16")
+    (tmp_path / "o.zarr.fastquilt-progress" / "u0").unlink()  # one unit left to redo
+    with pytest.raises(ValueError, match="channels but .* was made for 1"):
+        fq.sliding_window(lambda p: p.repeat(1, 2, 1, 1, 1), z, 8, 6, out=out, chunks=8, unit=8)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("precious")
+    with pytest.raises(ValueError, match="not a zarr array"):
+        fq.sliding_window(lambda p: p, z, 8, 6, out=other)
+    with pytest.raises(ValueError, match="model output must have shape"):
+        fq.sliding_window(lambda p: p[..., :4], z, 8, 6, out=tmp_path / "o2.zarr")
+    with pytest.raises(ValueError, match="multiple of chunks"):
+        fq.sliding_window(lambda p: p, z, 8, 6, out=tmp_path / "o3.zarr", chunks=8, unit=12)
+    with pytest.raises(ValueError, match="give out="):
+        fq.sliding_window(lambda p: p, z, 8, 6)
+    with pytest.raises((FileNotFoundError, ValueError, KeyError)):
+        zarr.open_array(str(tmp_path / "missing.zarr"), mode="r")
+
+
+def test_write_error_is_raised_and_unit_not_marked(tmp_path, monkeypatch):
+    x, z = make_input(tmp_path, shape=(1, 1, 24, 24, 24))
+    out = tmp_path / "o.zarr"
+    real = zarr.Array.__setitem__
+    calls = {"n": 0}
+
+    def flaky(self, key, value):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        return real(self, key, value)
+
+    monkeypatch.setattr(zarr.Array, "__setitem__", flaky)
+    with pytest.raises(RuntimeError, match="No space left on device.*not marked done"):
+        fq.sliding_window(lambda p: p, z, 8, 6, out=out, chunks=8, unit=8, weight="flat")
+    done = progress_of(out)["done"]
+    assert done < 27
+    monkeypatch.setattr(zarr.Array, "__setitem__", real)
+    y = fq.sliding_window(lambda p: p, z, 8, 6, out=out, chunks=8, unit=8, weight="flat")
+    np.testing.assert_allclose(y[...], x, rtol=1e-6, atol=1e-6)
