@@ -18,7 +18,7 @@ $(DEPS_STAMP): pyproject.toml Makefile
 	$(PIP) --upgrade pip
 	$(PIP) $(TORCH)
 	$(PIP) $(TORCH) "scikit-build-core>=0.10" "cmake>=3.25" ninja numpy tqdm \
-	  "pytest>=8" "hypothesis>=6.100" "ruff>=0.5" qlty==1.5.0
+	  "pytest>=8" "hypothesis>=6.100" "ruff>=0.5" qlty==1.5.0 "zarr>=3" dask distributed
 	@touch $@
 
 $(BUILD_STAMP): $(DEPS_STAMP) $(CSRC)

@@ -105,6 +105,166 @@ class _Progress:
         os.replace(tmp, self.dir / f"u{uid}")  # atomic: a marker exists only once written
 
 
+class _Memmap:
+    """A numpy memmap that pickles as its file (workers reopen it instead of copying it)."""
+
+    def __init__(self, mm: np.memmap) -> None:
+        self.filename, self.dtype, self.shape = str(mm.filename), mm.dtype, mm.shape
+        self.offset, self._mm = mm.offset, mm
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_mm"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._mm = None
+
+    def __getitem__(self, key):
+        if self._mm is None:
+            self._mm = np.memmap(self.filename, self.dtype, "r", self.offset, self.shape)
+        return self._mm[key]
+
+
+class _Job:
+    """Everything one out-of-core run needs: geometry, units, output store and done-markers."""
+
+    def __init__(self, x, out, window, step, weight, border, border_weight, chunks, unit,
+                 compressors, out_dtype, fill_value) -> None:
+        from ._args import per_axis
+
+        self.shape = tuple(int(s) for s in getattr(x, "shape", ()))
+        if len(self.shape) not in (4, 5):
+            raise ValueError(
+                f"x must be an (N, C, Y, X) or (N, C, Z, Y, X) array, got shape {self.shape}")
+        self.N, self.spatial = self.shape[0], self.shape[2:]
+        D = len(self.spatial)
+        self.q = Quilt(self.spatial, window, step, border=border, border_weight=border_weight,
+                       weight=weight)
+        chunk = per_axis(chunks if chunks is not None else (64 if D == 3 else 256), D, "chunks",
+                         minimum=1)
+        self.chunk = tuple(min(c, S) for c, S in zip(chunk, self.spatial))
+        self.unit = (per_axis(unit, D, "unit", minimum=1) if unit is not None
+                     else tuple(min(2 * c, S) for c, S in zip(self.chunk, self.spatial)))
+        for d in range(D):
+            if self.unit[d] % self.chunk[d] and self.unit[d] < self.spatial[d]:
+                raise ValueError(
+                    f"unit {self.unit} must be a multiple of chunks {self.chunk} on every axis "
+                    f"(axis {d}), so that no two units share a chunk")
+        self.out_path = Path(out)
+        self.progress = _Progress(self.out_path)
+        self.units = _Units(self.N, self.spatial, self.unit)
+        self.wdesc = _weight_desc(weight, border_weight)
+        self.out_dtype, self.fill_value, self.compressors = out_dtype, fill_value, compressors
+        self.origins = self.q.grid.origins(self.N)
+        self.w_np = self.q.weight.to(torch.float32).numpy()
+        self.x = _Memmap(x) if isinstance(x, np.memmap) else x
+        self.arr = None
+
+    # ---- output store --------------------------------------------------------------------
+    def open_existing(self) -> None:
+        """Open an existing output and refuse one made differently (or not by fastquilt)."""
+        import zarr
+
+        if not self.out_path.exists():
+            return
+        try:
+            self.arr = zarr.open_array(str(self.out_path), mode="r+")
+        except Exception as e:
+            raise ValueError(
+                f"output {self.out_path} exists and is not a zarr array (it holds other "
+                "contents); choose a new path or remove it") from e
+        meta = dict(self.arr.attrs).get("fastquilt")
+        if meta is None:
+            raise ValueError(f"output {self.out_path} is a zarr array that fastquilt did not "
+                             "create; refusing to write into it")
+        want = self.metadata(meta["out_channels"])
+        if meta != want:
+            diff = {k: (meta.get(k), want[k]) for k in want if meta.get(k) != want[k]}
+            raise ValueError(
+                f"output {self.out_path} was made with a different geometry/dtype; cannot "
+                f"resume into it (stored vs requested: {diff}); use a new output path")
+
+    def metadata(self, out_channels: int) -> dict:
+        return _metadata(self.shape, self.q, self.unit, out_channels, self.out_dtype, self.wdesc)
+
+    def ensure_output(self, c_out: int) -> None:
+        import zarr
+
+        if self.arr is None:
+            self.arr = zarr.create_array(
+                store=str(self.out_path), shape=(self.N, c_out, *self.spatial),
+                chunks=(1, c_out, *self.chunk), dtype=self.out_dtype,
+                compressors=self.compressors, fill_value=self.fill_value,
+                attributes={"fastquilt": self.metadata(c_out)})
+        elif self.arr.shape[1] != c_out:
+            raise ValueError(
+                f"model output has {c_out} channels but {self.out_path} was made for "
+                f"{self.arr.shape[1]}; cannot resume into it")
+
+    # ---- windows ---------------------------------------------------------------------------
+    def plan(self, done: set[int]):
+        """Windows to run (touching an unfinished unit) and, per unfinished unit, how many."""
+        todo, remaining = [], {}
+        for k in range(self.origins.shape[0]):
+            undone = [u for u in self.units.touched(self.origins[k].tolist(), self.q.window)
+                      if u not in done]
+            if undone:
+                todo.append(k)
+                for u in undone:
+                    remaining[u] = remaining.get(u, 0) + 1
+        return todo, remaining
+
+    def read_window(self, k: int) -> np.ndarray:
+        o = self.origins[k].tolist()
+        sl = tuple(slice(s, s + w) for s, w in zip(o[1:], self.q.window))
+        return _spatial_read(self.x, o[0], sl)
+
+    def predict(self, model, blocks: list[np.ndarray], device) -> np.ndarray:
+        """Weighted predictions ``(B, C_out, *window)`` float32 of a batch of windows."""
+        xb = torch.from_numpy(np.stack(blocks)).to(device, non_blocking=True)
+        with torch.no_grad():
+            y = model(xb)
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(f"model must return a tensor, got {type(y).__name__}")
+        D = len(self.spatial)
+        if y.dim() != D + 2 or y.shape[0] != len(blocks) or tuple(y.shape[2:]) != self.q.window:
+            raise ValueError(
+                f"model output must have shape ({len(blocks)}, C_out, "
+                f"{', '.join(map(str, self.q.window))}), got {tuple(y.shape)}")
+        return (y.detach().to("cpu", torch.float32) * torch.from_numpy(self.w_np)).numpy()
+
+    def add_piece(self, buf, region_lo, window_k: int, pred: np.ndarray) -> None:
+        """Add window ``k``'s weighted prediction (and weight) into ``buf = (acc, wsum)`` covering
+        the box starting at ``region_lo``, clipped to the buffer."""
+        acc, wsum = buf
+        o = self.origins[window_k].tolist()
+        src, dst = [], []
+        for s, w, lo, size in zip(o[1:], self.q.window, region_lo, wsum.shape):
+            a, b = max(s, lo), min(s + w, lo + size)
+            src.append(slice(a - s, b - s))
+            dst.append(slice(a - lo, b - lo))
+        acc[(slice(None), *dst)] += pred[(slice(None), *src)]
+        wsum[tuple(dst)] += self.w_np[tuple(src)]
+
+    def new_unit_buffer(self, uid: int, c_out: int):
+        _, box = self.units.box(uid)
+        shape = tuple(b.stop - b.start for b in box)
+        return np.zeros((c_out, *shape), np.float32), np.zeros(shape, np.float32)
+
+    def finish(self, uid: int, acc: np.ndarray, wsum: np.ndarray) -> None:
+        """Normalise a complete unit, write it once, then mark it done (idempotent)."""
+        n, box = self.units.box(uid)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(wsum > 0, acc / np.where(wsum > 0, wsum, 1), self.fill_value)
+        try:
+            self.arr[(n, slice(None), *box)] = mean.astype(self.out_dtype, copy=False)
+        except Exception as e:
+            raise RuntimeError(
+                f"writing unit {uid} (image {n}, {box}) to {self.out_path} failed: {e}; it is "
+                "not marked done, re-run the same call to resume") from e
+        self.progress.mark(uid)
+
+
 def sliding_window_zarr(
     model: Callable[[torch.Tensor], torch.Tensor],
     x,
@@ -123,6 +283,7 @@ def sliding_window_zarr(
     out_dtype: str = "float32",
     fill_value: float = 0.0,
     progress: bool = False,
+    client=None,
 ):
     """Apply ``model`` to every window of ``x`` ``(N, C, *S)`` (zarr array, numpy array or
     memmap, dask array, or tensor) and write the weighted mean to the zarr v3 array at ``out``
@@ -134,153 +295,61 @@ def sliding_window_zarr(
     about one plane of units plus a batch. Re-running the same call after a crash resumes:
     finished units are kept, only windows touching unfinished units run again. Resuming into an
     output made with another geometry, model-output channel count or dtype raises.
-    """
-    import zarr
 
-    if not callable(model):
+    With ``client`` (a ``dask.distributed.Client``) the same work runs as a static task graph
+    of producers and owners on the cluster: see :mod:`fastquilt.distributed`.
+    """
+    if not callable(model) and client is None:
         raise TypeError("model must be callable (a torch.nn.Module or function)")
-    shape = tuple(int(s) for s in getattr(x, "shape", ()))
-    if len(shape) not in (4, 5):
-        raise ValueError(f"x must be an (N, C, Y, X) or (N, C, Z, Y, X) array, got shape {shape}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    N, spatial = shape[0], shape[2:]
-    D = len(spatial)
-    q = Quilt(spatial, window, step, border=border, border_weight=border_weight, weight=weight)
-    from ._args import per_axis
+    job = _Job(x, out, window, step, weight, border, border_weight, chunks, unit, compressors,
+               out_dtype, fill_value)
+    job.open_existing()
+    if client is not None:
+        from .distributed import run_distributed
 
-    chunk = per_axis(chunks if chunks is not None else (64 if D == 3 else 256), D, "chunks",
-                     minimum=1)
-    chunk = tuple(min(c, S) for c, S in zip(chunk, spatial))
-    unit = per_axis(unit, D, "unit", minimum=1) if unit is not None else tuple(
-        min(2 * c, S) for c, S in zip(chunk, spatial))
-    for d in range(D):
-        if unit[d] % chunk[d] and unit[d] < spatial[d]:
-            raise ValueError(
-                f"unit {unit} must be a multiple of chunks {chunk} on every axis (axis {d}), so "
-                "that no two units share a chunk")
+        return run_distributed(client, job, model, batch_size, device, progress)
     device = torch.device(device) if device is not None else torch.device("cpu")
-    out_path = Path(out)
-    progress_store = _Progress(out_path)
-    units = _Units(N, spatial, unit)
-    wdesc = _weight_desc(weight, border_weight)
-
-    arr = None
-    if out_path.exists():
-        try:
-            arr = zarr.open_array(str(out_path), mode="r+")
-        except Exception as e:
-            raise ValueError(
-                f"output {out_path} exists and is not a zarr array (it holds other contents); "
-                "choose a new path or remove it") from e
-        meta = dict(arr.attrs).get("fastquilt")
-        if meta is None:
-            raise ValueError(f"output {out_path} is a zarr array that fastquilt did not create; "
-                             "refusing to write into it")
-        want = _metadata(shape, q, unit, meta["out_channels"], out_dtype, wdesc)
-        if meta != want:
-            diff = {k: (meta.get(k), want[k]) for k in want if meta.get(k) != want[k]}
-            raise ValueError(
-                f"output {out_path} was made with a different geometry/dtype; cannot resume "
-                f"into it (stored vs requested: {diff}); use a new output path")
-
-    done = progress_store.done()
-    origins = q.grid.origins(N)
-    todo_windows, remaining = [], {}
-    for k in range(origins.shape[0]):
-        o = origins[k].tolist()
-        undone = [u for u in units.touched(o, q.window) if u not in done]
-        if undone:
-            todo_windows.append(k)
-            for u in undone:
-                remaining[u] = remaining.get(u, 0) + 1
-    w_np = q.weight.to(torch.float32).numpy()
-
+    done = job.progress.done()
+    todo, remaining = job.plan(done)
     buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastquilt-writer")
     reader = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fastquilt-reader")
     writes: list[Future] = []
-    written = [0]
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(todo_windows), unit="win", desc="sliding_window -> zarr")
-
-    def finish(uid: int, acc: np.ndarray, wsum: np.ndarray) -> None:
-        n, box = units.box(uid)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(wsum > 0, acc / np.where(wsum > 0, wsum, 1), fill_value)
-        try:
-            arr[(n, slice(None), *box)] = mean.astype(out_dtype, copy=False)
-        except Exception as e:
-            raise RuntimeError(
-                f"writing unit {uid} (image {n}, {box}) to {out_path} failed: {e}; it is not "
-                "marked done, re-run the same call to resume") from e
-        progress_store.mark(uid)
-        written[0] += 1
-
-    def read_window(k: int) -> np.ndarray:
-        o = origins[k].tolist()
-        sl = tuple(slice(s, s + w) for s, w in zip(o[1:], q.window))
-        return _spatial_read(x, o[0], sl)
-
+        bar = tqdm(total=len(todo), unit="win", desc="sliding_window -> zarr")
     try:
-        batches = [todo_windows[i:i + batch_size] for i in range(0, len(todo_windows), batch_size)]
-        pending = [reader.submit(read_window, k) for k in batches[0]] if batches else []
+        batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+        pending = [reader.submit(job.read_window, k) for k in batches[0]] if batches else []
         for bi, batch in enumerate(batches):
             blocks = [f.result() for f in pending]
             if bi + 1 < len(batches):  # read the next batch while the model runs
-                pending = [reader.submit(read_window, k) for k in batches[bi + 1]]
-            xb = torch.from_numpy(np.stack(blocks)).to(device, non_blocking=True)
-            with torch.no_grad():
-                y = model(xb)
-            if not isinstance(y, torch.Tensor):
-                raise TypeError(f"model must return a tensor, got {type(y).__name__}")
-            if y.dim() != D + 2 or y.shape[0] != len(batch) or tuple(y.shape[2:]) != q.window:
-                raise ValueError(
-                    f"model output must have shape ({len(batch)}, C_out, "
-                    f"{', '.join(map(str, q.window))}), got {tuple(y.shape)}")
-            c_out = int(y.shape[1])
-            if arr is None:
-                arr = zarr.create_array(
-                    store=str(out_path), shape=(N, c_out, *spatial), chunks=(1, c_out, *chunk),
-                    dtype=out_dtype, compressors=compressors, fill_value=fill_value,
-                    attributes={"fastquilt": _metadata(shape, q, unit, c_out, out_dtype,
-                                                       wdesc)})
-            elif arr.shape[1] != c_out:
-                raise ValueError(
-                    f"model output has {c_out} channels but {out_path} was made for "
-                    f"{arr.shape[1]}; cannot resume into it")
-            yb = (y.detach().to("cpu", torch.float32) * torch.from_numpy(w_np)).numpy()
+                pending = [reader.submit(job.read_window, k) for k in batches[bi + 1]]
+            pred = job.predict(model, blocks, device)
+            job.ensure_output(pred.shape[1])
             for j, k in enumerate(batch):
-                o = origins[k].tolist()
-                for uid in units.touched(o, q.window):
+                for uid in job.units.touched(job.origins[k].tolist(), job.q.window):
                     if uid in done:
                         continue
-                    n, box = units.box(uid)
                     if uid not in buffers:
-                        ushape = tuple(b.stop - b.start for b in box)
-                        buffers[uid] = (np.zeros((c_out, *ushape), np.float32),
-                                        np.zeros(ushape, np.float32))
-                    acc, wsum = buffers[uid]
-                    src, dst = [], []
-                    for s, w, b in zip(o[1:], q.window, box):
-                        lo, hi = max(s, b.start), min(s + w, b.stop)
-                        src.append(slice(lo - s, hi - s))
-                        dst.append(slice(lo - b.start, hi - b.start))
-                    acc[(slice(None), *dst)] += yb[(j, slice(None), *src)]
-                    wsum[tuple(dst)] += w_np[tuple(src)]
+                        buffers[uid] = job.new_unit_buffer(uid, pred.shape[1])
+                    _, box = job.units.box(uid)
+                    job.add_piece(buffers[uid], [b.start for b in box], k, pred[j])
                     remaining[uid] -= 1
                     if remaining[uid] == 0:
-                        a, ws = buffers.pop(uid)
-                        writes.append(writer.submit(finish, uid, a, ws))
+                        writes.append(writer.submit(job.finish, uid, *buffers.pop(uid)))
             for f in [f for f in writes if f.done()]:
                 f.result()  # raise a failed write now
             writes = [f for f in writes if not f.done()]
             if bar is not None:
                 bar.update(len(batch))
-                bar.set_postfix(units_written=written[0], open_units=len(buffers))
+                bar.set_postfix(units_open=len(buffers),
+                                units_done=len(done) + sum(1 for u in remaining
+                                                           if remaining[u] == 0))
         for f in writes:
             f.result()
     finally:
@@ -288,9 +357,11 @@ def sliding_window_zarr(
         reader.shutdown(wait=False, cancel_futures=True)
         if bar is not None:
             bar.close()
-    if arr is None:  # everything was already done
-        arr = zarr.open_array(str(out_path), mode="r")
-    return arr
+    if job.arr is None:  # everything was already done
+        import zarr
+
+        job.arr = zarr.open_array(str(job.out_path), mode="r")
+    return job.arr
 
 
 def progress_of(out: str | os.PathLike) -> dict:

@@ -1,0 +1,95 @@
+"""The out-of-core run on a dask.distributed LocalCluster with 2 worker processes."""
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import fastquilt as fq
+from fastquilt.distributed import ModelFactory, local_cluster
+from fastquilt.outofcore import progress_of
+
+distributed = pytest.importorskip("distributed")
+zarr = pytest.importorskip("zarr")
+
+TESTS = str(Path(__file__).parent)
+
+
+@pytest.fixture(scope="module")
+def client():
+    # the workers (and this process) import the test models from tests/ooc_job.py
+    if TESTS not in sys.path:
+        sys.path.insert(0, TESTS)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [TESTS] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    cluster = local_cluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def make_input(tmp_path, shape=(1, 1, 40, 44, 36)):
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    z = zarr.create_array(store=str(tmp_path / "in.zarr"), shape=shape,
+                          chunks=(1, 1, 16, 16, 16), dtype="float32")
+    z[...] = x
+    return x, z
+
+
+def reference(x, fn, window, step):
+    return fq.sliding_window(fn, torch.from_numpy(x), window, step, weight="gaussian").numpy()
+
+
+def test_workers_have_no_malloc_trim_threshold(client):
+    envs = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    assert len(envs) == 2 and all(v is None for v in envs.values())
+
+
+def test_distributed_equals_in_memory_and_builds_model_once_per_worker(client, tmp_path):
+    x, z = make_input(tmp_path)
+    log = tmp_path / "builds.log"
+    import ooc_job
+
+    y = fq.sliding_window(ModelFactory(ooc_job.counted_factory, str(log)), z, 12, 9,
+                          batch_size=4, weight="gaussian", out=tmp_path / "o.zarr", chunks=8,
+                          unit=16, client=client, progress=True)
+    np.testing.assert_allclose(y[...], reference(x, lambda p: p * 2.0 + 1.0, 12, 9),
+                               rtol=1e-5, atol=1e-5)
+    builds = log.read_text().split()
+    assert len(builds) == len(set(builds)) <= 2  # once per worker process
+    info = progress_of(tmp_path / "o.zarr")
+    assert info["done"] == info["total"]
+
+
+def test_distributed_module_model_and_resume(client, tmp_path):
+    x, z = make_input(tmp_path, shape=(2, 1, 32, 30, 28))
+    torch.manual_seed(0)
+    net = torch.nn.Conv3d(1, 2, 3, padding=1)
+    out = tmp_path / "o.zarr"
+    fq.sliding_window(net, z, 10, 8, weight="gaussian", out=out, chunks=8, unit=16,
+                      client=client)
+    marker_dir = tmp_path / "o.zarr.fastquilt-progress"
+    for m in sorted(marker_dir.glob("u*"))[::3]:
+        m.unlink()  # as if the run had died before these units
+    y = fq.sliding_window(net, z, 10, 8, weight="gaussian", out=out, chunks=8, unit=16,
+                          client=client)
+    want = fq.sliding_window(net, torch.from_numpy(x), 10, 8, weight="gaussian")
+    np.testing.assert_allclose(y[...], want.detach().numpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="different geometry"):
+        fq.sliding_window(net, z, 10, 6, out=out, chunks=8, unit=16, client=client)
+
+
+def test_worker_killed_mid_task_result_still_correct(client, tmp_path):
+    x, z = make_input(tmp_path, shape=(1, 1, 32, 32, 32))
+    import ooc_job
+
+    y = fq.sliding_window(ooc_job.KillOnce(str(tmp_path / "flag")), z, 12, 10,
+                          weight="gaussian", out=tmp_path / "o.zarr", chunks=8, unit=16,
+                          client=client)
+    assert (tmp_path / "flag").exists()  # a worker did die
+    np.testing.assert_allclose(y[...], reference(x, lambda p: p * 2.0 + 1.0, 12, 10),
+                               rtol=1e-5, atol=1e-5)
