@@ -41,3 +41,8 @@ def counted_factory(log: str):
     with open(log, "a") as f:
         f.write(f"{os.getpid()}\n")
     return lambda p: p * 2.0 + 1.0
+
+
+def double_plus_one():
+    """A model factory with no arguments, for the command line's module:function form."""
+    return lambda p: p * 2.0 + 1.0

@@ -93,3 +93,17 @@ def test_worker_killed_mid_task_result_still_correct(client, tmp_path):
     assert (tmp_path / "flag").exists()  # a worker did die
     np.testing.assert_allclose(y[...], reference(x, lambda p: p * 2.0 + 1.0, 12, 10),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_cli_infer_with_scheduler(client, tmp_path):
+    from fastquilt.__main__ import main
+
+    x, _ = make_input(tmp_path, shape=(1, 1, 24, 24, 24))
+    rc = main(["infer", "--model", "ooc_job:double_plus_one", "--input",
+               str(tmp_path / "in.zarr"), "--output", str(tmp_path / "o.zarr"), "--window",
+               "10", "--step", "8", "--chunks", "8", "--unit", "16", "--scheduler",
+               client.scheduler.address])
+    assert rc == 0
+    np.testing.assert_allclose(zarr.open_array(str(tmp_path / "o.zarr"))[...],
+                               reference(x, lambda p: p * 2.0 + 1.0, 10, 8),
+                               rtol=1e-5, atol=1e-5)

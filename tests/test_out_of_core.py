@@ -151,3 +151,36 @@ def test_write_error_is_raised_and_unit_not_marked(tmp_path, monkeypatch):
     monkeypatch.setattr(zarr.Array, "__setitem__", real)
     y = fq.sliding_window(lambda p: p, z, 8, 6, out=out, chunks=8, unit=8, weight="flat")
     np.testing.assert_allclose(y[...], x, rtol=1e-6, atol=1e-6)
+
+
+def test_cli_infer_torchscript_and_factory(tmp_path, monkeypatch, capsys):
+    from fastquilt.__main__ import main
+
+    x, _ = make_input(tmp_path, shape=(1, 1, 24, 26, 22))
+    torch.manual_seed(0)
+    net = torch.jit.script(torch.nn.Conv3d(1, 2, 3, padding=1))
+    net.save(str(tmp_path / "model.pt"))
+    rc = main(["infer", "--model", str(tmp_path / "model.pt"), "--input",
+               str(tmp_path / "in.zarr"), "--output", str(tmp_path / "o.zarr"), "--window",
+               "10", "--step", "8", "--chunks", "8", "--unit", "16"])
+    assert rc == 0 and "wrote" in capsys.readouterr().out
+    want = fq.sliding_window(net, torch.from_numpy(x), 10, 8, weight="gaussian")
+    np.testing.assert_allclose(zarr.open_array(str(tmp_path / "o.zarr"))[...],
+                               want.detach().numpy(), rtol=1e-5, atol=1e-5)
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    rc = main(["infer", "--model", "ooc_job:double_plus_one", "--input",
+               str(tmp_path / "in.zarr"), "--output", str(tmp_path / "o2.zarr"),
+               "--window", "10", "--step", "8"])
+    assert rc == 0
+    np.testing.assert_allclose(zarr.open_array(str(tmp_path / "o2.zarr"))[...],
+                               fq.sliding_window(lambda p: p * 2 + 1, torch.from_numpy(x), 10,
+                                                 8, weight="gaussian").numpy(),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["infer", "--model", "ooc_job:double_plus_one", "--input",
+              str(tmp_path / "missing.zarr"), "--output", str(tmp_path / "o3.zarr"),
+              "--window", "10", "--step", "8"])
+    rc = main(["infer", "--model", "ooc_job:double_plus_one", "--input",
+               str(tmp_path / "in.zarr"), "--output", str(tmp_path / "o.zarr"),
+               "--window", "10", "--step", "6"])  # different geometry into an existing output
+    assert rc == 2 and "different geometry" in capsys.readouterr().err

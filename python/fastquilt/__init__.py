@@ -20,6 +20,8 @@ from ._ops import (
 from .accumulator import StitchAccumulator
 from .cleaning import CleaningStats, clean_pairs, select_windows
 from .compat import (
+    LargeNCYXQuilt,
+    LargeNCZYXQuilt,
     NCYXQuilt,
     NCZYXQuilt,
     weed_sparse_classification_training_pairs_2D,
@@ -42,6 +44,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CleaningStats",
+    "LargeNCYXQuilt",
+    "LargeNCZYXQuilt",
     "NCYXQuilt",
     "NCZYXQuilt",
     "PatchDataset",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from .compat_large import LargeNCYXQuilt, LargeNCZYXQuilt  # noqa: F401  (re-exported)
 from .labels import check_missing_label, is_missing
 from .quilt import Quilt
 

@@ -1,0 +1,199 @@
+"""qlty 1.5.0's ``LargeNCYXQuilt`` / ``LargeNCZYXQuilt`` loop, on the chunk-owner design.
+
+Same signatures and loop (``unstitch_next`` -> model -> ``stitch(patch, index)`` ->
+``return_mean()``), but no per-window zarr ``+=``: partial sums live in RAM per output unit
+(a block of whole chunks); a unit is normalised and written once, when the last window touching
+it has been stitched. Fixed qlty bugs: the weight sum is per image (stitching only image 1 gives
+right values), a window stitched twice raises instead of counting twice, ``return_mean`` returns
+the zarr array (out of core) and can be called again, ``renormalize_channels`` divides by the
+sum over channels. ``unstitch_next`` after the last window raises ``StopIteration`` (as qlty),
+so ``for`` loops over ``range(quilt.N_chunks)`` and ``while``/``try`` loops both work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .outofcore import _Units
+from .quilt import Quilt
+
+
+class _LargeQuilt:
+    _default_chunk = 64
+
+    def __init__(self, filename: str, N: int, spatial: Sequence[int], window, step, border,
+                 border_weight: float) -> None:
+        self.filename = str(filename)
+        self.N = int(N)
+        self._q = Quilt(tuple(spatial), window, step, border=border,
+                        border_weight=border_weight)
+        self.window, self.step = self._q.window, self._q.step
+        self.border = self._q.border
+        self.border_weight = max(float(border_weight), 1e-8)
+        self.weight = self._q.weight.double()
+        self.N_chunks = self.N * self._q.num_windows
+        self._next = 0
+        chunk = tuple(min(self._default_chunk, S) for S in self._q.spatial_shape)
+        self._chunk = chunk
+        self._units = _Units(self.N, self._q.spatial_shape,
+                             tuple(min(2 * c, S) for c, S in zip(chunk, self._q.spatial_shape)))
+        self._origins = self._q.grid.origins(self.N)
+        self._w = self._q.weight.to(torch.float32).numpy()
+        self._remaining = np.zeros(self._units.total(), np.int64)
+        for k in range(self.N_chunks):
+            for u in self._units.touched(self._origins[k].tolist(), self.window):
+                self._remaining[u] += 1
+        self._seen = np.zeros(self.N_chunks, bool)
+        self._buffers: dict = {}
+        self._written: set[int] = set()
+        self.mean = self.std = None
+        self._with_std = False
+
+    # ---- qlty's API -------------------------------------------------------------------------
+    def border_tensor(self) -> np.ndarray:
+        """1.0 in the window interior, 0.0 in the border frame (float64, as qlty)."""
+        return self._q.border_mask().double().numpy()
+
+    def get_times(self) -> tuple[int, ...]:
+        return tuple(self._q.counts)
+
+    def unstitch(self, tensor, index: int) -> torch.Tensor:
+        """Window ``index`` of ``tensor`` ``(N, C, *S)`` as ``(C, *window)``."""
+        if not 0 <= int(index) < self.N_chunks:
+            raise IndexError(f"index {index} outside [0, {self.N_chunks})")
+        o = self._origins[int(index)].tolist()
+        sl = tuple(slice(s, s + w) for s, w in zip(o[1:], self.window))
+        return tensor[(o[0], slice(None), *sl)]
+
+    def unstitch_next(self, tensor) -> tuple[int, torch.Tensor]:
+        """``(index, window)`` of the next window; ``StopIteration`` after the last one."""
+        if self._next >= self.N_chunks:
+            raise StopIteration(f"all {self.N_chunks} windows have been returned")
+        i = self._next
+        self._next += 1
+        return i, self.unstitch(tensor, i)
+
+    def unstitch_and_clean_sparse_data_pair(self, tensor_in, tensor_out, missing_label):
+        """Input and label windows that hold a label in their interior (label borders blanked)."""
+        xp, lp, _, _ = self._q.clean_pairs(tensor_in, tensor_out, missing_label)
+        return xp, lp
+
+    def _create(self, C: int, with_std: bool) -> None:
+        import zarr
+
+        shape = (self.N, C, *self._q.spatial_shape)
+        chunks = (1, C, *self._chunk)
+        self.mean = zarr.create_array(store=self.filename + "_mean.zarr", shape=shape,
+                                      chunks=chunks, dtype="float32", fill_value=0.0,
+                                      overwrite=True)
+        if with_std:
+            self.std = zarr.create_array(store=self.filename + "_std.zarr", shape=shape,
+                                         chunks=chunks, dtype="float32", fill_value=0.0,
+                                         overwrite=True)
+        self._with_std = with_std
+
+    def stitch(self, patch, index_flat: int, patch_var=None) -> None:
+        """Add the prediction ``patch`` ``(1, C, *window)`` (or ``(C, *window)``) of window
+        ``index_flat``; ``patch_var`` (same shape) is averaged likewise for ``std``."""
+        k = int(index_flat)
+        if not 0 <= k < self.N_chunks:
+            raise IndexError(f"index_flat {k} outside [0, {self.N_chunks})")
+        if self._seen[k]:
+            raise ValueError(f"window {k} was already stitched (it would be counted twice)")
+        p = torch.as_tensor(patch).detach().to("cpu", torch.float32)
+        if p.dim() == len(self.window) + 2:
+            p = p[0]
+        if tuple(p.shape[1:]) != self.window:
+            raise ValueError(f"patch must be (1, C, {', '.join(map(str, self.window))}), got "
+                             f"{tuple(torch.as_tensor(patch).shape)}")
+        if self.mean is None:
+            self._create(p.shape[0], patch_var is not None)
+        pv = None
+        if self._with_std:
+            if patch_var is None:
+                raise ValueError("patch_var was given for earlier windows; give it every time")
+            pv = torch.as_tensor(patch_var).detach().to("cpu", torch.float32).reshape(p.shape)
+            pv = (pv * torch.from_numpy(self._w)).numpy()
+        pw = (p * torch.from_numpy(self._w)).numpy()
+        o = self._origins[k].tolist()
+        for uid in self._units.touched(o, self.window):
+            n, box = self._units.box(uid)
+            if uid not in self._buffers:
+                shape = tuple(b.stop - b.start for b in box)
+                self._buffers[uid] = [np.zeros((p.shape[0], *shape), np.float32),
+                                      np.zeros(shape, np.float32),
+                                      np.zeros((p.shape[0], *shape), np.float32)
+                                      if self._with_std else None]
+            acc, wsum, var = self._buffers[uid]
+            src, dst = [], []
+            for s, w, b in zip(o[1:], self.window, box):
+                lo, hi = max(s, b.start), min(s + w, b.stop)
+                src.append(slice(lo - s, hi - s))
+                dst.append(slice(lo - b.start, hi - b.start))
+            acc[(slice(None), *dst)] += pw[(slice(None), *src)]
+            wsum[tuple(dst)] += self._w[tuple(src)]
+            if var is not None:
+                var[(slice(None), *dst)] += pv[(slice(None), *src)]
+            self._remaining[uid] -= 1
+            if self._remaining[uid] == 0:
+                self._write(uid)
+        self._seen[k] = True
+
+    def _write(self, uid: int, eps: float = 0.0) -> None:
+        acc, wsum, var = self._buffers.pop(uid)
+        n, box = self._units.box(uid)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            den = np.where(wsum > 0, wsum, 1.0) + eps
+            self.mean[(n, slice(None), *box)] = np.where(wsum > 0, acc / den, 0.0)
+            if var is not None:
+                self.std[(n, slice(None), *box)] = np.where(
+                    wsum > 0, np.sqrt(np.abs(var / den)), 0.0)
+        self._written.add(uid)
+
+    def return_mean(self, std: bool = False, renormalize_channels: bool = False,
+                    eps: float = 1e-8):
+        """The stitched mean as a zarr array ``(N, C, *S)`` on disk (``<filename>_mean.zarr``),
+        and the std array when ``std``. Units some windows never reached are written with what
+        they got (voxels no stitched window covers are 0). Can be called again."""
+        if self.mean is None:
+            raise ValueError("nothing was stitched yet")
+        for uid in list(self._buffers):
+            self._write(uid)
+        if std and self.std is None:
+            raise ValueError("std=True needs patch_var in every stitch() call")
+        if renormalize_channels and not getattr(self, "_renormalized", False):
+            for uid in range(self._units.total()):
+                n, box = self._units.box(uid)
+                m = self.mean[(n, slice(None), *box)]
+                norm = m.sum(axis=0, keepdims=True)
+                norm = np.where(norm == 0, 1.0, norm)
+                self.mean[(n, slice(None), *box)] = m / norm
+                if std:
+                    self.std[(n, slice(None), *box)] = self.std[(n, slice(None), *box)] / norm
+            self._renormalized = True
+        return (self.mean, self.std) if std else self.mean
+
+
+class LargeNCYXQuilt(_LargeQuilt):
+    """qlty's ``LargeNCYXQuilt(filename, N, Y, X, window, step, border, border_weight=0.1)``."""
+
+    _default_chunk = 256
+
+    def __init__(self, filename, N, Y, X, window, step, border, border_weight=0.1) -> None:
+        self.Y, self.X = int(Y), int(X)
+        super().__init__(filename, N, (Y, X), window, step, border, border_weight)
+        self.nY, self.nX = self._q.counts
+
+
+class LargeNCZYXQuilt(_LargeQuilt):
+    """qlty's ``LargeNCZYXQuilt(filename, N, Z, Y, X, window, step, border=None,
+    border_weight=0.1)``."""
+
+    def __init__(self, filename, N, Z, Y, X, window, step, border=None,
+                 border_weight=0.1) -> None:
+        self.Z, self.Y, self.X = int(Z), int(Y), int(X)
+        super().__init__(filename, N, (Z, Y, X), window, step, border, border_weight)
+        self.nZ, self.nY, self.nX = self._q.counts

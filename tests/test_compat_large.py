@@ -1,0 +1,77 @@
+"""LargeNCYXQuilt / LargeNCZYXQuilt against qlty 1.5.0's numbers, and qlty's bugs fixed."""
+
+import numpy as np
+import pytest
+import torch
+
+from fastquilt.compat_large import LargeNCYXQuilt, LargeNCZYXQuilt
+
+qlty = pytest.importorskip("qlty", reason="qlty 1.5.0 is a test dependency")
+
+
+def run_loop(quilt, x, fn, with_var=False):
+    for _ in range(quilt.N_chunks):
+        i, patch = quilt.unstitch_next(x)
+        y = fn(patch.unsqueeze(0))
+        quilt.stitch(y, i, patch_var=(y * 0 + 0.25) if with_var else None)
+
+
+def test_large_3d_matches_qlty(tmp_path):
+    x = torch.randn(2, 2, 32, 28, 24)
+    args = (2, 32, 28, 24, (16, 16, 16), (8, 8, 8), (2, 2, 2))
+    ql = qlty.LargeNCZYXQuilt(str(tmp_path / "q"), *args)
+    fq_ = LargeNCZYXQuilt(str(tmp_path / "f"), *args)
+    assert fq_.get_times() == tuple(ql.get_times()) and fq_.N_chunks == ql.N_chunks
+    assert np.array_equal(fq_.border_tensor(), ql.border_tensor())
+    run_loop(ql, x, lambda p: p * 3, with_var=True)
+    run_loop(fq_, x, lambda p: p * 3, with_var=True)
+    m1, s1 = ql.return_mean(std=True)
+    m2, s2 = fq_.return_mean(std=True)
+    np.testing.assert_allclose(m2[...], m1, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(s2[...], s1, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(m2[...], 3 * x.numpy(), rtol=1e-5, atol=1e-5)
+    again = fq_.return_mean()  # callable twice, out of core (a zarr array)
+    assert again.shape == (2, 2, 32, 28, 24) and hasattr(again, "store")
+    with pytest.raises(StopIteration):
+        fq_.unstitch_next(x)
+    with pytest.raises(ValueError, match="counted twice"):
+        fq_.stitch(torch.zeros(1, 2, 16, 16, 16), 0)
+
+
+def test_large_2d_matches_qlty_and_per_image_weight_sum(tmp_path):
+    x = torch.randn(2, 1, 70, 60)
+    args = (2, 70, 60, (16, 16), (8, 8), 2)
+    ql = qlty.LargeNCYXQuilt(str(tmp_path / "q"), *args)
+    fq_ = LargeNCYXQuilt(str(tmp_path / "f"), *args)
+    run_loop(ql, x, lambda p: p + 1)
+    run_loop(fq_, x, lambda p: p + 1)
+    np.testing.assert_allclose(fq_.return_mean()[...], ql.return_mean(), rtol=1e-5, atol=1e-5)
+    # stitch only image 1: qlty's image-0 weight sum gives ~1e8 values, fastquilt is right
+    only1 = LargeNCYXQuilt(str(tmp_path / "g"), *args)
+    per_image = only1.N_chunks // 2
+    for i in range(per_image, 2 * per_image):
+        only1.stitch(only1.unstitch(x, i).unsqueeze(0), i)
+    m = only1.return_mean()[...]
+    np.testing.assert_allclose(m[1], x[1].numpy(), rtol=1e-5, atol=1e-5)
+    assert np.all(m[0] == 0)  # never stitched: zeros, not NaN
+
+
+def test_renormalize_channels_sums_over_channels(tmp_path):
+    x = torch.rand(1, 3, 20, 20) + 0.1
+    q = LargeNCYXQuilt(str(tmp_path / "r"), 1, 20, 20, (10, 10), (5, 5), None)
+    run_loop(q, x, lambda p: p)
+    m = q.return_mean(renormalize_channels=True)[...]
+    np.testing.assert_allclose(m.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(m, (x / x.sum(1, keepdim=True)).numpy(), rtol=1e-5)
+
+
+def test_clean_pair_matches_qlty(tmp_path):
+    x = torch.randn(1, 1, 32, 32, 32)
+    lab = torch.full((1, 32, 32, 32), -1.0)
+    lab[0, 10, 5:20, 5:20] = 1
+    args = (1, 32, 32, 32, (16, 16, 16), (8, 8, 8), (2, 2, 2))
+    a, b = qlty.LargeNCZYXQuilt(str(tmp_path / "q"), *args).unstitch_and_clean_sparse_data_pair(
+        x, lab, -1)
+    c, d = LargeNCZYXQuilt(str(tmp_path / "f"), *args).unstitch_and_clean_sparse_data_pair(
+        x, lab, -1)
+    assert torch.equal(a, c) and torch.equal(b, d)
