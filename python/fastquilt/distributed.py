@@ -78,14 +78,14 @@ def _check_env() -> None:
 
 def _produce(job, model, windows: list[int], dests: list[int], c_out: int, batch_size: int,
              device: str) -> dict:
-    """Run ``windows`` once and return ``{unit: (slices in the unit, acc piece, wsum piece)}``."""
+    """Run ``windows`` once and return ``{unit: (slices in the unit, weighted-sum piece)}``."""
     _check_env()
     model = resolve_model(model)
     starts = job.origins[windows, 1:]
     lo = starts.min(0).values.tolist()
     hi = (starts.max(0).values + torch.tensor(job.q.window)).tolist()
     shape = tuple(h - lo_ for lo_, h in zip(lo, hi))
-    buf = (np.zeros((c_out, *shape), np.float32), np.zeros(shape, np.float32))
+    buf = np.zeros((c_out, *shape), np.float32)
     n = int(job.origins[windows[0], 0])
     for i in range(0, len(windows), batch_size):
         batch = windows[i:i + batch_size]
@@ -105,8 +105,7 @@ def _produce(job, model, windows: list[int], dests: list[int], c_out: int, batch
             src.append(slice(a - lo_, e - lo_))
             dst.append(slice(a - b.start, e - b.start))
         else:
-            pieces[uid] = (tuple(dst), buf[0][(slice(None), *src)].copy(),
-                           buf[1][tuple(src)].copy())
+            pieces[uid] = (tuple(dst), buf[(slice(None), *src)].copy())
     return pieces
 
 
@@ -118,13 +117,12 @@ def _probe(job, model, k: int, device: str) -> int:
 
 def _own(job, uid: int, c_out: int, *produced: dict) -> int:
     """Add the pieces reaching unit ``uid`` (fixed order), normalise, write once, mark done."""
-    acc, wsum = job.new_unit_buffer(uid, c_out)
+    acc = job.new_unit_buffer(uid, c_out)
     for pieces in produced:
         if uid in pieces:
-            dst, a, w = pieces[uid]
+            dst, a = pieces[uid]
             acc[(slice(None), *dst)] += a
-            wsum[dst] += w
-    job.finish(uid, acc, wsum)
+    job.finish(uid, acc)  # the weight sum is recomputed from the geometry
     return uid
 
 

@@ -157,6 +157,9 @@ class _Job:
         self.out_dtype, self.fill_value, self.compressors = out_dtype, fill_value, compressors
         self.origins = self.q.grid.origins(self.N)
         self.w_np = self.q.weight.to(torch.float32).numpy()
+        self.w_t = torch.from_numpy(self.w_np)
+        self._wsum_cache: dict = {}
+        self._inv_cache: dict = {}
         self.x = _Memmap(x) if isinstance(x, np.memmap) else x
         self.arr = None
 
@@ -219,8 +222,8 @@ class _Job:
         sl = tuple(slice(s, s + w) for s, w in zip(o[1:], self.q.window))
         return _spatial_read(self.x, o[0], sl)
 
-    def predict(self, model, blocks: list[np.ndarray], device) -> np.ndarray:
-        """Weighted predictions ``(B, C_out, *window)`` float32 of a batch of windows."""
+    def predict(self, model, blocks: list[np.ndarray], device) -> torch.Tensor:
+        """Predictions ``(B, C_out, *window)`` float32 on the CPU for a batch of windows."""
         xb = torch.from_numpy(np.stack(blocks)).to(device, non_blocking=True)
         with torch.no_grad():
             y = model(xb)
@@ -231,31 +234,70 @@ class _Job:
             raise ValueError(
                 f"model output must have shape ({len(blocks)}, C_out, "
                 f"{', '.join(map(str, self.q.window))}), got {tuple(y.shape)}")
-        return (y.detach().to("cpu", torch.float32) * torch.from_numpy(self.w_np)).numpy()
+        return y.detach().to("cpu", torch.float32)
 
-    def add_piece(self, buf, region_lo, window_k: int, pred: np.ndarray) -> None:
-        """Add window ``k``'s weighted prediction (and weight) into ``buf = (acc, wsum)`` covering
-        the box starting at ``region_lo``, clipped to the buffer."""
-        acc, wsum = buf
+    def add_piece(self, acc: np.ndarray, region_lo, window_k: int, pred: torch.Tensor) -> None:
+        """acc[box] += weight * pred for window ``k``, clipped to the buffer ``acc``
+        (``(C_out, *region)`` starting at ``region_lo``). One fused pass over the piece."""
         o = self.origins[window_k].tolist()
         src, dst = [], []
-        for s, w, lo, size in zip(o[1:], self.q.window, region_lo, wsum.shape):
+        for s, w, lo, size in zip(o[1:], self.q.window, region_lo, acc.shape[1:]):
             a, b = max(s, lo), min(s + w, lo + size)
             src.append(slice(a - s, b - s))
             dst.append(slice(a - lo, b - lo))
-        acc[(slice(None), *dst)] += pred[(slice(None), *src)]
-        wsum[tuple(dst)] += self.w_np[tuple(src)]
+        torch.from_numpy(acc)[(slice(None), *dst)].addcmul_(
+            pred[(slice(None), *src)], self.w_t[tuple(src)])
 
-    def new_unit_buffer(self, uid: int, c_out: int):
+    def new_unit_buffer(self, uid: int, c_out: int) -> np.ndarray:
         _, box = self.units.box(uid)
-        shape = tuple(b.stop - b.start for b in box)
-        return np.zeros((c_out, *shape), np.float32), np.zeros(shape, np.float32)
+        return np.zeros((c_out, *(b.stop - b.start for b in box)), np.float32)
 
-    def finish(self, uid: int, acc: np.ndarray, wsum: np.ndarray) -> None:
-        """Normalise a complete unit, write it once, then mark it done (idempotent)."""
+    def _inverse(self, wsum: np.ndarray) -> np.ndarray:
+        key = id(wsum)  # weight sums are cached per layout, so their ids are stable
+        inv = self._inv_cache.get(key)
+        if inv is None:
+            with np.errstate(divide="ignore"):
+                inv = np.where(wsum > 0, 1.0 / np.where(wsum > 0, wsum, 1), 0).astype(np.float32)
+            self._inv_cache[key] = inv
+        return inv
+
+    def unit_weight_sum(self, uid: int) -> np.ndarray:
+        """Weight sum over a unit, recomputed from the geometry (never stored): the windows
+        touching it form a sub-grid, scattered by the C++ op. Cached per relative layout."""
+        from . import _ops
+
+        _, box = self.units.box(uid)
+        rel_starts, region_lo = [], []
+        for d, b in enumerate(box):
+            st = np.asarray(self.q.grid.starts[d])
+            w = self.q.window[d]
+            sel = st[(st < b.stop) & (st + w > b.start)]
+            region_lo.append(int(sel.min()))
+            rel_starts.append(tuple(int(v) - int(sel.min()) for v in sel))
+        key = (tuple(rel_starts), tuple(b.start - lo for b, lo in zip(box, region_lo)),
+               tuple(b.stop - b.start for b in box))
+        cached = self._wsum_cache.get(key)
+        if cached is None:
+            region = tuple(max(r) + w for r, w in zip(rel_starts, self.q.window))
+            mesh = np.meshgrid(*[np.asarray(r) for r in rel_starts], indexing="ij")
+            org = torch.from_numpy(np.stack([np.zeros(mesh[0].size, np.int64)]
+                                            + [m.reshape(-1).astype(np.int64) for m in mesh], 1))
+            empty = torch.empty((org.shape[0], 0, *self.q.window))
+            _, ws = _ops.scatter_add_windows(empty, org, region, 1, weight=self.w_t)
+            crop = tuple(slice(off, off + size) for off, size in zip(key[1], key[2]))
+            cached = ws[0][crop].numpy().copy()
+            self._wsum_cache[key] = cached
+        return cached
+
+    def finish(self, uid: int, acc: np.ndarray) -> None:
+        """Normalise a complete unit (in place), write it once, then mark it done."""
         n, box = self.units.box(uid)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(wsum > 0, acc / np.where(wsum > 0, wsum, 1), self.fill_value)
+        wsum = self.unit_weight_sum(uid)
+        inv = self._inverse(wsum)
+        torch.from_numpy(acc).mul_(torch.from_numpy(inv))  # all cores, no temporaries
+        mean = acc
+        if self.fill_value != 0 and not bool((wsum > 0).all()):
+            mean = np.where(wsum > 0, acc, np.float32(self.fill_value))
         try:
             self.arr[(n, slice(None), *box)] = mean.astype(self.out_dtype, copy=False)
         except Exception as e:
@@ -263,6 +305,86 @@ class _Job:
                 f"writing unit {uid} (image {n}, {box}) to {self.out_path} failed: {e}; it is "
                 "not marked done, re-run the same call to resume") from e
         self.progress.mark(uid)
+
+
+class _Slab:
+    """Weighted sums over the full-image planes ``[lo, lo + H)`` (axis 0) of one image, filled
+    by the C++ scatter-add with whole windows (no clipping, all cores). Windows come in raster
+    order, so once windows start at ``s`` every unit ending at or before ``s`` is complete: it
+    is cut out, handed to the writer, and the slab slides on. ``H = unit + window`` planes
+    suffice, so memory is about one plane of units."""
+
+    def __init__(self, job: _Job, c_out: int, done: set[int]) -> None:
+        self.job, self.done = job, done
+        self.U, self.w = job.unit[0], job.q.window[0]
+        self.H = min(job.spatial[0], self.U + self.w)
+        self.acc = np.zeros((1, c_out, self.H, *job.spatial[1:]), np.float32)
+        self.acc_t = torch.from_numpy(self.acc)
+        self.n, self.lo, self.start, self.flushed = None, 0, -1, 0
+        self.next_unit_plane = 0  # index (along axis 0) of the first unit plane not yet written
+
+    def add(self, ks: list[int], pred: torch.Tensor) -> list:
+        from . import _ops
+
+        out = []
+        org = self.job.origins[ks]
+        i = 0
+        while i < len(ks):
+            n, s0 = int(org[i, 0]), int(org[i, 1])
+            if n != self.n:
+                out += self.flush_image()
+                self.n, self.lo, self.start, self.next_unit_plane = n, 0, -1, 0
+            if s0 > self.start:
+                out += self._flush_below(s0)
+                self.start = s0
+            j = i + 1  # a run of windows of this image and plane start
+            while j < len(ks) and int(org[j, 0]) == n and int(org[j, 1]) == s0:
+                j += 1
+            rel = org[i:j].clone()
+            rel[:, 0] = 0
+            rel[:, 1] -= self.lo
+            _ops.scatter_add_windows_(pred[i:j], rel, self.acc_t, None, weight=self.job.w_t)
+            i = j
+        return out
+
+    def _cut(self, plane: int) -> list:
+        """Copies of the units of plane ``plane`` (along axis 0) of the current image."""
+        units = self.job.units
+        out = []
+        for rest in itertools.product(*[range(c) for c in units.counts[1:]]):
+            uid = units.id(self.n, (plane, *rest))
+            if uid in self.done:
+                continue
+            _, box = units.box(uid)
+            sl = (0, slice(None), slice(box[0].start - self.lo, box[0].stop - self.lo), *box[1:])
+            out.append((uid, self.acc[sl].copy()))
+        self.flushed += len(out)
+        return out
+
+    def _flush_below(self, limit: int) -> list:
+        out = []
+        while (self.next_unit_plane + 1) * self.U <= limit:
+            out += self._cut(self.next_unit_plane)
+            self.next_unit_plane += 1
+        new_lo = self.next_unit_plane * self.U
+        if new_lo > self.lo:  # slide: keep the planes still open, zero the rest
+            shift = new_lo - self.lo
+            keep = self.H - shift
+            if keep > 0:
+                self.acc[:, :, :keep] = self.acc[:, :, shift:]
+            self.acc[:, :, max(keep, 0):] = 0
+            self.lo = new_lo
+        return out
+
+    def flush_image(self) -> list:
+        if self.n is None:
+            return []
+        out = []
+        while self.next_unit_plane < self.job.units.counts[0]:
+            out += self._cut(self.next_unit_plane)
+            self.next_unit_plane += 1
+        self.acc[...] = 0
+        return out
 
 
 def sliding_window_zarr(
@@ -312,16 +434,21 @@ def sliding_window_zarr(
         return run_distributed(client, job, model, batch_size, device, progress)
     device = torch.device(device) if device is not None else torch.device("cpu")
     done = job.progress.done()
-    todo, remaining = job.plan(done)
-    buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    todo, _ = job.plan(done)
     writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastquilt-writer")
-    reader = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fastquilt-reader")
+    reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastquilt-reader")
     writes: list[Future] = []
+    slab = None
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), unit="win", desc="sliding_window -> zarr")
+
+    def submit(units):
+        for uid, acc in units:
+            writes.append(writer.submit(job.finish, uid, acc))
+
     try:
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
         pending = [reader.submit(job.read_window, k) for k in batches[0]] if batches else []
@@ -331,25 +458,17 @@ def sliding_window_zarr(
                 pending = [reader.submit(job.read_window, k) for k in batches[bi + 1]]
             pred = job.predict(model, blocks, device)
             job.ensure_output(pred.shape[1])
-            for j, k in enumerate(batch):
-                for uid in job.units.touched(job.origins[k].tolist(), job.q.window):
-                    if uid in done:
-                        continue
-                    if uid not in buffers:
-                        buffers[uid] = job.new_unit_buffer(uid, pred.shape[1])
-                    _, box = job.units.box(uid)
-                    job.add_piece(buffers[uid], [b.start for b in box], k, pred[j])
-                    remaining[uid] -= 1
-                    if remaining[uid] == 0:
-                        writes.append(writer.submit(job.finish, uid, *buffers.pop(uid)))
+            if slab is None:
+                slab = _Slab(job, pred.shape[1], done)
+            submit(slab.add(batch, pred))
             for f in [f for f in writes if f.done()]:
                 f.result()  # raise a failed write now
             writes = [f for f in writes if not f.done()]
             if bar is not None:
                 bar.update(len(batch))
-                bar.set_postfix(units_open=len(buffers),
-                                units_done=len(done) + sum(1 for u in remaining
-                                                           if remaining[u] == 0))
+                bar.set_postfix(units_written=slab.flushed)
+        if slab is not None:
+            submit(slab.flush_image())
         for f in writes:
             f.result()
     finally:
