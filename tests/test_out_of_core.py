@@ -184,3 +184,14 @@ def test_cli_infer_torchscript_and_factory(tmp_path, monkeypatch, capsys):
                str(tmp_path / "in.zarr"), "--output", str(tmp_path / "o.zarr"),
                "--window", "10", "--step", "6"])  # different geometry into an existing output
     assert rc == 2 and "different geometry" in capsys.readouterr().err
+
+
+def test_sharded_output_units_hold_whole_shards(tmp_path):
+    x, z = make_input(tmp_path, shape=(1, 1, 32, 32, 32))
+    y = fq.sliding_window(lambda p: p, z, 8, 6, out=tmp_path / "s.zarr", chunks=8, shards=16,
+                          unit=16, weight="flat")
+    assert y.shards == (1, 1, 16, 16, 16)
+    np.testing.assert_allclose(y[...], x, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="multiple of shards"):
+        fq.sliding_window(lambda p: p, z, 8, 6, out=tmp_path / "t.zarr", chunks=8, shards=16,
+                          unit=8)

@@ -129,7 +129,7 @@ class _Job:
     """Everything one out-of-core run needs: geometry, units, output store and done-markers."""
 
     def __init__(self, x, out, window, step, weight, border, border_weight, chunks, unit,
-                 compressors, out_dtype, fill_value) -> None:
+                 compressors, out_dtype, fill_value, shards=None) -> None:
         from ._args import per_axis
 
         self.shape = tuple(int(s) for s in getattr(x, "shape", ()))
@@ -143,13 +143,24 @@ class _Job:
         chunk = per_axis(chunks if chunks is not None else (64 if D == 3 else 256), D, "chunks",
                          minimum=1)
         self.chunk = tuple(min(c, S) for c, S in zip(chunk, self.spatial))
+        # With sharding the shard is zarr's write unit: units must hold whole shards.
+        self.shards = (tuple(min(v, S) for v, S in zip(per_axis(shards, D, "shards", minimum=1),
+                                                        self.spatial))
+                       if shards is not None else None)
+        block = self.shards or self.chunk
+        if self.shards is not None:
+            for d in range(D):
+                if self.shards[d] % self.chunk[d] and self.shards[d] < self.spatial[d]:
+                    raise ValueError(f"shards {self.shards} must be a multiple of chunks "
+                                     f"{self.chunk} on every axis (axis {d})")
         self.unit = (per_axis(unit, D, "unit", minimum=1) if unit is not None
-                     else tuple(min(2 * c, S) for c, S in zip(self.chunk, self.spatial)))
+                     else tuple(min(2 * c, S) for c, S in zip(block, self.spatial)))
         for d in range(D):
-            if self.unit[d] % self.chunk[d] and self.unit[d] < self.spatial[d]:
+            if self.unit[d] % block[d] and self.unit[d] < self.spatial[d]:
+                name = "shards" if self.shards else "chunks"
                 raise ValueError(
-                    f"unit {self.unit} must be a multiple of chunks {self.chunk} on every axis "
-                    f"(axis {d}), so that no two units share a chunk")
+                    f"unit {self.unit} must be a multiple of {name} {block} on every axis "
+                    f"(axis {d}), so that no two units share a {name[:-1]}")
         self.out_path = Path(out)
         self.progress = _Progress(self.out_path)
         self.units = _Units(self.N, self.spatial, self.unit)
@@ -197,6 +208,7 @@ class _Job:
             self.arr = zarr.create_array(
                 store=str(self.out_path), shape=(self.N, c_out, *self.spatial),
                 chunks=(1, c_out, *self.chunk), dtype=self.out_dtype,
+                shards=(1, c_out, *self.shards) if self.shards else None,
                 compressors=self.compressors, fill_value=self.fill_value,
                 attributes={"fastquilt": self.metadata(c_out)})
         elif self.arr.shape[1] != c_out:
@@ -216,6 +228,35 @@ class _Job:
                 for u in undone:
                     remaining[u] = remaining.get(u, 0) + 1
         return todo, remaining
+
+    def windows_by_row(self, todo: list[int], reader):
+        """Yield ``(k, window)`` for ``todo`` in order, reading one slab per row of windows
+        (all windows sharing an image and a start on axis 0) instead of window by window: the
+        rows overlap less than the windows do, and one large read beats many small ones. The
+        next row is read while this one is used."""
+        rows: list[list[int]] = []
+        for k in todo:
+            key = (int(self.origins[k, 0]), int(self.origins[k, 1]))
+            if rows and key == (int(self.origins[rows[-1][0], 0]),
+                                int(self.origins[rows[-1][0], 1])):
+                rows[-1].append(k)
+            else:
+                rows.append([k])
+
+        def read_row(row):
+            n, s0 = int(self.origins[row[0], 0]), int(self.origins[row[0], 1])
+            rest = [slice(None)] * (len(self.spatial) - 1)
+            return _spatial_read(self.x, n, (slice(s0, s0 + self.q.window[0]), *rest))
+
+        fut = reader.submit(read_row, rows[0]) if rows else None
+        for i, row in enumerate(rows):
+            slab = fut.result()
+            if i + 1 < len(rows):
+                fut = reader.submit(read_row, rows[i + 1])
+            for k in row:
+                o = self.origins[k].tolist()
+                sl = tuple(slice(s, s + w) for s, w in zip(o[2:], self.q.window[1:]))
+                yield k, slab[(slice(None), slice(None), *sl)]
 
     def read_window(self, k: int) -> np.ndarray:
         o = self.origins[k].tolist()
@@ -286,14 +327,22 @@ class _Job:
             _, ws = _ops.scatter_add_windows(empty, org, region, 1, weight=self.w_t)
             crop = tuple(slice(off, off + size) for off, size in zip(key[1], key[2]))
             cached = ws[0][crop].numpy().copy()
+            if len(self._wsum_cache) >= 8:  # bounded: a few layouts repeat along each axis
+                self._wsum_cache.pop(next(iter(self._wsum_cache)))
+                self._inv_cache.clear()
             self._wsum_cache[key] = cached
         return cached
 
-    def finish(self, uid: int, acc: np.ndarray) -> None:
-        """Normalise a complete unit (in place), write it once, then mark it done."""
+    def finish(self, uid: int, acc: np.ndarray, wsum: np.ndarray | None = None) -> None:
+        """Normalise a complete unit (in place), write it once, then mark it done. ``wsum``
+        defaults to the unit's weight sum recomputed from the geometry."""
         n, box = self.units.box(uid)
-        wsum = self.unit_weight_sum(uid)
-        inv = self._inverse(wsum)
+        if wsum is None:
+            wsum = self.unit_weight_sum(uid)
+            inv = self._inverse(wsum)
+        else:
+            with np.errstate(divide="ignore"):
+                inv = np.where(wsum > 0, 1.0 / np.where(wsum > 0, wsum, 1), 0).astype(np.float32)
         torch.from_numpy(acc).mul_(torch.from_numpy(inv))  # all cores, no temporaries
         mean = acc
         if self.fill_value != 0 and not bool((wsum > 0).all()):
@@ -320,6 +369,9 @@ class _Slab:
         self.H = min(job.spatial[0], self.U + self.w)
         self.acc = np.zeros((1, c_out, self.H, *job.spatial[1:]), np.float32)
         self.acc_t = torch.from_numpy(self.acc)
+        # weight sums come from the same scatter (geometry only; never stored on disk)
+        self.wsum = np.zeros((1, self.H, *job.spatial[1:]), np.float32)
+        self.wsum_t = torch.from_numpy(self.wsum)
         self.n, self.lo, self.start, self.flushed = None, 0, -1, 0
         self.next_unit_plane = 0  # index (along axis 0) of the first unit plane not yet written
 
@@ -343,7 +395,8 @@ class _Slab:
             rel = org[i:j].clone()
             rel[:, 0] = 0
             rel[:, 1] -= self.lo
-            _ops.scatter_add_windows_(pred[i:j], rel, self.acc_t, None, weight=self.job.w_t)
+            _ops.scatter_add_windows_(pred[i:j], rel, self.acc_t, self.wsum_t,
+                                      weight=self.job.w_t)
             i = j
         return out
 
@@ -356,8 +409,9 @@ class _Slab:
             if uid in self.done:
                 continue
             _, box = units.box(uid)
-            sl = (0, slice(None), slice(box[0].start - self.lo, box[0].stop - self.lo), *box[1:])
-            out.append((uid, self.acc[sl].copy()))
+            z = slice(box[0].start - self.lo, box[0].stop - self.lo)
+            out.append((uid, self.acc[(0, slice(None), z, *box[1:])].copy(),
+                        self.wsum[(0, z, *box[1:])].copy()))
         self.flushed += len(out)
         return out
 
@@ -372,7 +426,9 @@ class _Slab:
             keep = self.H - shift
             if keep > 0:
                 self.acc[:, :, :keep] = self.acc[:, :, shift:]
+                self.wsum[:, :keep] = self.wsum[:, shift:]
             self.acc[:, :, max(keep, 0):] = 0
+            self.wsum[:, max(keep, 0):] = 0
             self.lo = new_lo
         return out
 
@@ -384,6 +440,7 @@ class _Slab:
             out += self._cut(self.next_unit_plane)
             self.next_unit_plane += 1
         self.acc[...] = 0
+        self.wsum[...] = 0
         return out
 
 
@@ -402,6 +459,7 @@ def sliding_window_zarr(
     chunks: int | Sequence[int] | None = None,
     unit: int | Sequence[int] | None = None,
     compressors="auto",
+    shards: int | Sequence[int] | None = None,
     out_dtype: str = "float32",
     fill_value: float = 0.0,
     progress: bool = False,
@@ -413,7 +471,8 @@ def sliding_window_zarr(
 
     ``chunks`` (spatial) sets the output chunking (default 64 per axis in 3D, 256 in 2D);
     ``unit`` (spatial, a multiple of ``chunks``; default 2 chunks) is the block written at once;
-    ``compressors`` is passed to ``zarr.create_array``. Each window runs exactly once; memory is
+    ``compressors`` and ``shards`` (spatial; then ``unit`` must hold whole shards) are passed
+    to ``zarr.create_array``. Each window runs exactly once; memory is
     about one plane of units plus a batch. Re-running the same call after a crash resumes:
     finished units are kept, only windows touching unfinished units run again. Resuming into an
     output made with another geometry, model-output channel count or dtype raises.
@@ -426,7 +485,7 @@ def sliding_window_zarr(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     job = _Job(x, out, window, step, weight, border, border_weight, chunks, unit, compressors,
-               out_dtype, fill_value)
+               out_dtype, fill_value, shards)
     job.open_existing()
     if client is not None:
         from .distributed import run_distributed
@@ -445,17 +504,25 @@ def sliding_window_zarr(
 
         bar = tqdm(total=len(todo), unit="win", desc="sliding_window -> zarr")
 
+    max_pending = 2 * int(np.prod(job.units.counts[1:]))  # two planes of units
+
     def submit(units):
-        for uid, acc in units:
-            writes.append(writer.submit(job.finish, uid, acc))
+        for uid, acc, wsum in units:
+            while len(writes) >= max_pending:  # back-pressure: memory stays bounded
+                writes.pop(0).result()
+            writes.append(writer.submit(job.finish, uid, acc, wsum))
 
     try:
-        batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-        pending = [reader.submit(job.read_window, k) for k in batches[0]] if batches else []
-        for bi, batch in enumerate(batches):
-            blocks = [f.result() for f in pending]
-            if bi + 1 < len(batches):  # read the next batch while the model runs
-                pending = [reader.submit(job.read_window, k) for k in batches[bi + 1]]
+        windows = job.windows_by_row(todo, reader)
+        while True:
+            batch, blocks = [], []
+            for k, block in windows:
+                batch.append(k)
+                blocks.append(block)
+                if len(batch) == batch_size:
+                    break
+            if not batch:
+                break
             pred = job.predict(model, blocks, device)
             job.ensure_output(pred.shape[1])
             if slab is None:
