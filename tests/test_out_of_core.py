@@ -180,6 +180,15 @@ def test_cli_infer_torchscript_and_factory(tmp_path, monkeypatch, capsys):
         main(["infer", "--model", "ooc_job:double_plus_one", "--input",
               str(tmp_path / "missing.zarr"), "--output", str(tmp_path / "o3.zarr"),
               "--window", "10", "--step", "8"])
+    junk = tmp_path / "junk.zarr"
+    junk.mkdir()
+    (junk / "zarr.json").write_text("not json")
+    with pytest.raises(SystemExit, match="cannot read input"):
+        main(["infer", "--model", "ooc_job:double_plus_one", "--input", str(junk),
+              "--output", str(tmp_path / "o4.zarr"), "--window", "10", "--step", "8"])
+    with pytest.raises(SystemExit, match="cannot import model factory"):
+        main(["infer", "--model", "no_such_module:f", "--input", str(tmp_path / "in.zarr"),
+              "--output", str(tmp_path / "o5.zarr"), "--window", "10", "--step", "8"])
     rc = main(["infer", "--model", "ooc_job:double_plus_one", "--input",
                str(tmp_path / "in.zarr"), "--output", str(tmp_path / "o.zarr"),
                "--window", "10", "--step", "6"])  # different geometry into an existing output
