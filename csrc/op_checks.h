@@ -6,6 +6,8 @@
 
 #include <string>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "fastquilt/index_math.h"
 
@@ -99,16 +101,55 @@ inline Geometry check_gather(const at::Tensor& input, const at::Tensor& origins,
   return make_geometry(input.size(0), input.size(1), input.sizes().slice(2), window);
 }
 
-// scatter-add: patches (M, C, *window) -> acc (N, C, *S) (+ weight sum (N, *S))
-inline Geometry check_scatter(const at::Tensor& patches, const at::Tensor& origins,
-                              const c10::optional<at::Tensor>& weight, at::IntArrayRef spatial,
-                              int64_t num_images, const char* op) {
+// Patches to average: floating point, (M, C, *window) with 2 or 3 window axes.
+inline void check_float_patches(const at::Tensor& patches, const char* op) {
   TORCH_CHECK_TYPE(at::isFloatingType(patches.scalar_type()), msg(op,
                    ": patches must be floating point to be averaged, got ",
                    patches.scalar_type(), " (cast with .float())"));
   TORCH_CHECK_VALUE(patches.dim() == 4 || patches.dim() == 5, msg(op,
                     ": patches must be (M, C, *window) with 2 or 3 window axes, got ",
                     patches.sizes()));
+}
+
+// The caller's buffer for gather_windows_into: (M, C, *window), input dtype, contiguous.
+inline void check_gather_out(const at::Tensor& input, const at::Tensor& origins,
+                             const at::Tensor& out, const char* op) {
+  TORCH_CHECK_VALUE(out.dim() == input.dim() && out.size(0) == origins.size(0) &&
+                        out.size(1) == input.size(1),
+                    msg(op, ": out must have shape (M, C, *window) = (", origins.size(0), ", ",
+                        input.size(1), ", ...), got ", out.sizes()));
+  TORCH_CHECK_TYPE(out.scalar_type() == input.scalar_type(), msg(op, ": out dtype ",
+                   out.scalar_type(), " differs from input dtype ", input.scalar_type()));
+  TORCH_CHECK_VALUE(out.is_contiguous(), msg(op, ": out must be contiguous"));
+  TORCH_CHECK_VALUE(out.device() == input.device(), msg(op, ": out must be on ", input.device()));
+}
+
+// A new (M, C, *window) buffer for gather_windows.
+inline at::Tensor empty_patches(const at::Tensor& input, const at::Tensor& origins,
+                                at::IntArrayRef window) {
+  check_window(window, "fastquilt.gather_windows");
+  std::vector<int64_t> shape{origins.size(0), input.dim() >= 2 ? input.size(1) : 0};
+  shape.insert(shape.end(), window.begin(), window.end());
+  return at::empty(shape, input.options());
+}
+
+// New zeroed accumulators (N, C, *S) and weight sum (N, *S) for scatter_add_windows.
+inline std::pair<at::Tensor, at::Tensor> zero_accumulators(const at::Tensor& patches,
+                                                           at::IntArrayRef spatial,
+                                                           int64_t num_images) {
+  const auto opts = patches.options().dtype(acc_dtype(patches.scalar_type()));
+  std::vector<int64_t> shape{num_images, patches.size(1)};
+  shape.insert(shape.end(), spatial.begin(), spatial.end());
+  auto acc = at::zeros(shape, opts);
+  shape.erase(shape.begin() + 1);
+  return {acc, at::zeros(shape, opts)};
+}
+
+// scatter-add: patches (M, C, *window) -> acc (N, C, *S) (+ weight sum (N, *S))
+inline Geometry check_scatter(const at::Tensor& patches, const at::Tensor& origins,
+                              const c10::optional<at::Tensor>& weight, at::IntArrayRef spatial,
+                              int64_t num_images, const char* op) {
+  check_float_patches(patches, op);
   auto window = patches.sizes().slice(2);
   const int64_t D = static_cast<int64_t>(window.size());
   TORCH_CHECK_VALUE(static_cast<int64_t>(spatial.size()) == D, msg(op, ": spatial_size ", spatial,

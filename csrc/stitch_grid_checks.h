@@ -13,16 +13,26 @@ struct GridGeometry {
   int64_t num_windows;  // per image
 };
 
+// The grid of (spatial, window, step) normalised to three axes; N is left for the caller.
+inline GridGeometry make_grid_geometry(int64_t C, at::IntArrayRef spatial, at::IntArrayRef window,
+                                       at::IntArrayRef step) {
+  GridGeometry gg;
+  gg.g = make_geometry(0, C, spatial, window);
+  if (spatial.size() == 3) { for (int d = 0; d < 3; ++d) gg.step[d] = step[d]; }
+  else { gg.step[0] = step[0]; gg.step[1] = 1; gg.step[2] = step[1]; }
+  gg.num_windows = 1;
+  for (int d = 0; d < 3; ++d) {
+    gg.count[d] = grid_count(gg.g.S[d], gg.g.W[d], gg.step[d]);
+    gg.num_windows *= gg.count[d];
+  }
+  return gg;
+}
+
 inline GridGeometry check_stitch_grid(const at::Tensor& patches,
                                       const c10::optional<at::Tensor>& weight,
                                       at::IntArrayRef spatial, at::IntArrayRef step,
                                       const char* op) {
-  TORCH_CHECK_TYPE(at::isFloatingType(patches.scalar_type()), msg(op,
-                   ": patches must be floating point to be averaged, got ",
-                   patches.scalar_type(), " (cast with .float())"));
-  TORCH_CHECK_VALUE(patches.dim() == 4 || patches.dim() == 5, msg(op,
-                    ": patches must be (M, C, *window) with 2 or 3 window axes, got ",
-                    patches.sizes()));
+  check_float_patches(patches, op);
   auto window = patches.sizes().slice(2);
   const size_t D = window.size();
   TORCH_CHECK_VALUE(spatial.size() == D && step.size() == D, msg(op, ": spatial_size ", spatial,
@@ -33,15 +43,7 @@ inline GridGeometry check_stitch_grid(const at::Tensor& patches,
                       " is larger than spatial_size ", spatial, " on axis ", d));
   }
   check_weight(weight, patches.scalar_type(), window, patches, op);
-  GridGeometry gg;
-  gg.g = make_geometry(0, patches.size(1), spatial, window);
-  if (D == 3) { for (int d = 0; d < 3; ++d) gg.step[d] = step[d]; }
-  else { gg.step[0] = step[0]; gg.step[1] = 1; gg.step[2] = step[1]; }
-  gg.num_windows = 1;
-  for (int d = 0; d < 3; ++d) {
-    gg.count[d] = grid_count(gg.g.S[d], gg.g.W[d], gg.step[d]);
-    gg.num_windows *= gg.count[d];
-  }
+  GridGeometry gg = make_grid_geometry(patches.size(1), spatial, window, step);
   TORCH_CHECK_VALUE(patches.size(0) % gg.num_windows == 0, msg(op, ": ", patches.size(0),
                     " patches is not a whole number of images of ", gg.num_windows,
                     " windows each"));
@@ -97,15 +99,8 @@ inline GridGeometry check_grid_weight_sum(const at::Tensor& weight, at::IntArray
     TORCH_CHECK_VALUE(window[d] >= 1 && window[d] <= spatial[d],
                       msg(op, ": window ", window, " does not fit spatial_size ", spatial));
   }
-  GridGeometry gg;
-  gg.g = make_geometry(1, 1, spatial, window);
-  if (D == 3) { for (int d = 0; d < 3; ++d) gg.step[d] = step[d]; }
-  else { gg.step[0] = step[0]; gg.step[1] = 1; gg.step[2] = step[1]; }
-  gg.num_windows = 1;
-  for (int d = 0; d < 3; ++d) {
-    gg.count[d] = grid_count(gg.g.S[d], gg.g.W[d], gg.step[d]);
-    gg.num_windows *= gg.count[d];
-  }
+  GridGeometry gg = make_grid_geometry(1, spatial, window, step);
+  gg.g.N = 1;
   return gg;
 }
 

@@ -43,13 +43,7 @@ void gather_windows_into_cpu(const at::Tensor& input, const at::Tensor& origins,
   constexpr const char* op = "fastquilt.gather_windows";
   auto window = out.sizes().slice(2);
   const Geometry g = check_gather(input, origins, weight, window, op);
-  TORCH_CHECK_VALUE(out.dim() == input.dim() && out.size(0) == origins.size(0) &&
-                        out.size(1) == input.size(1), msg(op, ": out must have shape (M, C, *window) = (", origins.size(0), ", ",
-                    input.size(1), ", ...), got ", out.sizes()));
-  TORCH_CHECK_TYPE(out.scalar_type() == input.scalar_type(), msg(op, ": out dtype ",
-                   out.scalar_type(), " differs from input dtype ", input.scalar_type()));
-  TORCH_CHECK_VALUE(out.is_contiguous(), msg(op, ": out must be contiguous"));
-  TORCH_CHECK_VALUE(out.device() == input.device(), msg(op, ": out must be on ", input.device()));
+  check_gather_out(input, origins, out, op);
   const int64_t D = static_cast<int64_t>(window.size());
   const auto org = load_origins(origins, g, D, op);
   const int64_t M = origins.size(0);
@@ -70,10 +64,7 @@ void gather_windows_into_cpu(const at::Tensor& input, const at::Tensor& origins,
 
 at::Tensor gather_windows_cpu(const at::Tensor& input, const at::Tensor& origins,
                               const c10::optional<at::Tensor>& weight, at::IntArrayRef window) {
-  check_window(window, "fastquilt.gather_windows");
-  std::vector<int64_t> shape{origins.size(0), input.dim() >= 2 ? input.size(1) : 0};
-  shape.insert(shape.end(), window.begin(), window.end());
-  auto out = at::empty(shape, input.options());
+  auto out = empty_patches(input, origins, window);
   gather_windows_into_cpu(input, origins, weight, out);
   return out;
 }

@@ -120,12 +120,7 @@ std::tuple<at::Tensor, at::Tensor> scatter_add_windows_cpu(const at::Tensor& pat
                                                            int64_t num_images) {
   constexpr const char* op = "fastquilt.scatter_add_windows";
   check_scatter(patches, origins, weight, spatial_size, num_images, op);
-  const auto adt = acc_dtype(patches.scalar_type());
-  std::vector<int64_t> shape{num_images, patches.size(1)};
-  shape.insert(shape.end(), spatial_size.begin(), spatial_size.end());
-  auto acc = at::zeros(shape, patches.options().dtype(adt));
-  shape.erase(shape.begin() + 1);
-  auto wsum = at::zeros(shape, patches.options().dtype(adt));
+  auto [acc, wsum] = zero_accumulators(patches, spatial_size, num_images);
   scatter_add_windows_inplace_cpu(patches, origins, weight, acc, wsum);
   return {acc, wsum};
 }

@@ -130,12 +130,7 @@ std::tuple<at::Tensor, at::Tensor> scatter_add_windows_cuda(
     const at::Tensor& patches, const at::Tensor& origins, const c10::optional<at::Tensor>& weight,
     at::IntArrayRef spatial_size, int64_t num_images) {
   check_scatter(patches, origins, weight, spatial_size, num_images, "fastquilt.scatter_add_windows");
-  const auto adt = acc_dtype(patches.scalar_type());
-  std::vector<int64_t> shape{num_images, patches.size(1)};
-  shape.insert(shape.end(), spatial_size.begin(), spatial_size.end());
-  auto acc = at::zeros(shape, patches.options().dtype(adt));
-  shape.erase(shape.begin() + 1);
-  auto wsum = at::zeros(shape, patches.options().dtype(adt));
+  auto [acc, wsum] = zero_accumulators(patches, spatial_size, num_images);
   scatter_add_windows_inplace_cuda(patches, origins, weight, acc, wsum);
   return {acc, wsum};
 }
