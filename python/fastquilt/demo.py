@@ -101,7 +101,7 @@ def main(argv=None) -> None:
     q = fq.Quilt(x.shape[2:], 24, 12, border=4, border_weight=0.1)
     t0 = time.perf_counter()
     kept, stats = q.plan(train_labels, -1)
-    times["plan + clean (box sums, no patches made)"] = time.perf_counter() - t0
+    times["plan + clean (counts from labels, no patches)"] = time.perf_counter() - t0
     print("\n" + stats.table() + "\n")
 
     # --- training on the kept windows only, read lazily, flips/rot90 -------------------------
