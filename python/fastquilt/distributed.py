@@ -87,9 +87,19 @@ def _produce(job, model, windows: list[int], dests: list[int], c_out: int, batch
     shape = tuple(h - lo_ for lo_, h in zip(lo, hi))
     buf = np.zeros((c_out, *shape), np.float32)
     n = int(job.origins[windows[0], 0])
+    # one read of the region these windows cover, instead of one read per window
+    from .outofcore import _spatial_read
+
+    region = _spatial_read(job.x, n, tuple(slice(a, b) for a, b in zip(lo, hi)))
+
+    def block(k):
+        o = job.origins[k].tolist()
+        return region[(slice(None), *(slice(s - a, s - a + w)
+                                      for s, a, w in zip(o[1:], lo, job.q.window)))]
+
     for i in range(0, len(windows), batch_size):
         batch = windows[i:i + batch_size]
-        pred = job.predict(model, [job.read_window(k) for k in batch], torch.device(device))
+        pred = job.predict(model, [block(k) for k in batch], torch.device(device))
         for j, k in enumerate(batch):
             job.add_piece(buf, lo, k, pred[j])
     pieces = {}
