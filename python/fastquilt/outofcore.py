@@ -170,7 +170,6 @@ class _Job:
         self.w_np = self.q.weight.to(torch.float32).numpy()
         self.w_t = torch.from_numpy(self.w_np)
         self._wsum_cache: dict = {}
-        self._inv_cache: dict = {}
         self.x = _Memmap(x) if isinstance(x, np.memmap) else x
         self.arr = None
 
@@ -230,33 +229,50 @@ class _Job:
         return todo, remaining
 
     def windows_by_row(self, todo: list[int], reader):
-        """Yield ``(k, window)`` for ``todo`` in order, reading one slab per row of windows
-        (all windows sharing an image and a start on axis 0) instead of window by window: the
-        rows overlap less than the windows do, and one large read beats many small ones. The
-        next row is read while this one is used."""
-        rows: list[list[int]] = []
+        """Yield ``(k, window)`` for ``todo`` in order. The input is read in blocks of whole
+        input-chunk planes along axis 0 (each read once, the next one ahead of time) and every
+        window is cut from them: rows of windows overlap, so reading window by window (or row
+        by row) would read most voxels two or more times."""
+        chunks = getattr(self.x, "chunks", None)
+        depth = int(chunks[2]) if isinstance(chunks, tuple) and len(chunks) > 2 and isinstance(
+            chunks[2], int) else self.q.window[0]
+        S0, w0 = self.spatial[0], self.q.window[0]
+        rest = [slice(None)] * (len(self.spatial) - 1)
+
+        def read_block(n: int, j: int) -> np.ndarray:
+            return _spatial_read(self.x, n, (slice(j * depth, min((j + 1) * depth, S0)), *rest))
+
+        blocks: dict[tuple[int, int], Future] = {}
+
+        def need(n: int, j: int) -> Future:
+            if (n, j) not in blocks and j * depth < S0:
+                blocks[(n, j)] = reader.submit(read_block, n, j)
+            return blocks.get((n, j))
+
+        row_key, slab = None, None
         for k in todo:
-            key = (int(self.origins[k, 0]), int(self.origins[k, 1]))
-            if rows and key == (int(self.origins[rows[-1][0], 0]),
-                                int(self.origins[rows[-1][0], 1])):
-                rows[-1].append(k)
-            else:
-                rows.append([k])
-
-        def read_row(row):
-            n, s0 = int(self.origins[row[0], 0]), int(self.origins[row[0], 1])
-            rest = [slice(None)] * (len(self.spatial) - 1)
-            return _spatial_read(self.x, n, (slice(s0, s0 + self.q.window[0]), *rest))
-
-        fut = reader.submit(read_row, rows[0]) if rows else None
-        for i, row in enumerate(rows):
-            slab = fut.result()
-            if i + 1 < len(rows):
-                fut = reader.submit(read_row, rows[i + 1])
-            for k in row:
-                o = self.origins[k].tolist()
-                sl = tuple(slice(s, s + w) for s, w in zip(o[2:], self.q.window[1:]))
-                yield k, slab[(slice(None), slice(None), *sl)]
+            o = self.origins[k].tolist()
+            n, s0 = o[0], o[1]
+            if (n, s0) != row_key:  # a new row of windows: assemble its planes once
+                j0, j1 = s0 // depth, (s0 + w0 - 1) // depth
+                for key in [key for key in blocks if key[0] != n or key[1] < j0]:
+                    del blocks[key]  # planes no later window needs
+                parts = [need(n, j).result() for j in range(j0, j1 + 1)]
+                need(n, j1 + 1)  # read ahead
+                if len(parts) == 1:
+                    slab = parts[0][:, s0 - j0 * depth:s0 - j0 * depth + w0]
+                else:  # copy just the w0 planes of this row out of the blocks
+                    slab = np.empty((parts[0].shape[0], w0, *parts[0].shape[2:]),
+                                    parts[0].dtype)
+                    pos = 0
+                    for j, part in zip(range(j0, j1 + 1), parts):
+                        a = max(s0, j * depth) - j * depth
+                        b = min(s0 + w0, j * depth + part.shape[1]) - j * depth
+                        slab[:, pos:pos + b - a] = part[:, a:b]
+                        pos += b - a
+                row_key = (n, s0)
+            sl = tuple(slice(a, a + w) for a, w in zip(o[2:], self.q.window[1:]))
+            yield k, slab[(slice(None), slice(None), *sl)]
 
     def read_window(self, k: int) -> np.ndarray:
         o = self.origins[k].tolist()
@@ -293,15 +309,6 @@ class _Job:
         _, box = self.units.box(uid)
         return np.zeros((c_out, *(b.stop - b.start for b in box)), np.float32)
 
-    def _inverse(self, wsum: np.ndarray) -> np.ndarray:
-        key = id(wsum)  # weight sums are cached per layout, so their ids are stable
-        inv = self._inv_cache.get(key)
-        if inv is None:
-            with np.errstate(divide="ignore"):
-                inv = np.where(wsum > 0, 1.0 / np.where(wsum > 0, wsum, 1), 0).astype(np.float32)
-            self._inv_cache[key] = inv
-        return inv
-
     def unit_weight_sum(self, uid: int) -> np.ndarray:
         """Weight sum over a unit, recomputed from the geometry (never stored): the windows
         touching it form a sub-grid, scattered by the C++ op. Cached per relative layout."""
@@ -329,24 +336,26 @@ class _Job:
             cached = ws[0][crop].numpy().copy()
             if len(self._wsum_cache) >= 8:  # bounded: a few layouts repeat along each axis
                 self._wsum_cache.pop(next(iter(self._wsum_cache)))
-                self._inv_cache.clear()
             self._wsum_cache[key] = cached
         return cached
 
-    def finish(self, uid: int, acc: np.ndarray, wsum: np.ndarray | None = None) -> None:
-        """Normalise a complete unit (in place), write it once, then mark it done. ``wsum``
-        defaults to the unit's weight sum recomputed from the geometry."""
+    def normalise(self, acc: np.ndarray, wsum: np.ndarray) -> np.ndarray:
+        """``acc / wsum`` in place (``fill_value`` where nothing covers a voxel)."""
+        with np.errstate(divide="ignore"):
+            inv = np.where(wsum > 0, 1.0 / np.where(wsum > 0, wsum, 1), 0).astype(np.float32)
+        torch.from_numpy(acc).mul_(torch.from_numpy(inv))  # all cores, no temporaries
+        if self.fill_value != 0 and not bool((wsum > 0).all()):
+            acc = np.where(wsum > 0, acc, np.float32(self.fill_value))
+        return acc
+
+    def finish(self, uid: int, acc: np.ndarray, wsum=None) -> None:
+        """Write a complete unit once, then mark it done. ``acc`` is divided by ``wsum``
+        (default: the unit's weight sum recomputed from the geometry) unless ``wsum`` is
+        ``"normalised"``."""
         n, box = self.units.box(uid)
         if wsum is None:
             wsum = self.unit_weight_sum(uid)
-            inv = self._inverse(wsum)
-        else:
-            with np.errstate(divide="ignore"):
-                inv = np.where(wsum > 0, 1.0 / np.where(wsum > 0, wsum, 1), 0).astype(np.float32)
-        torch.from_numpy(acc).mul_(torch.from_numpy(inv))  # all cores, no temporaries
-        mean = acc
-        if self.fill_value != 0 and not bool((wsum > 0).all()):
-            mean = np.where(wsum > 0, acc, np.float32(self.fill_value))
+        mean = acc if isinstance(wsum, str) else self.normalise(acc, wsum)
         try:
             self.arr[(n, slice(None), *box)] = mean.astype(self.out_dtype, copy=False)
         except Exception as e:
@@ -410,8 +419,9 @@ class _Slab:
                 continue
             _, box = units.box(uid)
             z = slice(box[0].start - self.lo, box[0].stop - self.lo)
-            out.append((uid, self.acc[(0, slice(None), z, *box[1:])].copy(),
-                        self.wsum[(0, z, *box[1:])].copy()))
+            # normalise here, so the writer queue holds only finished data
+            out.append((uid, self.job.normalise(self.acc[(0, slice(None), z, *box[1:])].copy(),
+                                                self.wsum[(0, z, *box[1:])]), "normalised"))
         self.flushed += len(out)
         return out
 
@@ -504,7 +514,7 @@ def sliding_window_zarr(
 
         bar = tqdm(total=len(todo), unit="win", desc="sliding_window -> zarr")
 
-    max_pending = 2 * int(np.prod(job.units.counts[1:]))  # two planes of units
+    max_pending = int(np.prod(job.units.counts[1:]))  # one plane of units
 
     def submit(units):
         for uid, acc, wsum in units:
