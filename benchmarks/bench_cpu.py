@@ -47,6 +47,8 @@ def impls(x: torch.Tensor, window: int, step: int, border: int) -> dict:
         return q.stitch(P, out=O)[0]
 
     out["fastquilt"] = fastquilt
+    out["fastquilt sliding_window"] = lambda: fq.sliding_window(
+        lambda t: t, x, window, step, batch_size=64, weight=q.weight)
 
     A, B = torch.ones_like(P), torch.ones_like(P)  # touched, preallocated
 

@@ -89,3 +89,16 @@ def test_sliding_window_errors():
         fq.sliding_window(lambda p: p, x, 64, 8)
     with pytest.raises(TypeError, match="model must be callable"):
         fq.sliding_window(None, x, 16, 8)
+
+
+def test_sliding_window_gaps_and_zero_weights_get_fill_value():
+    x = torch.randn(1, 1, 50, 50)
+    y = fq.sliding_window(lambda p: p, x, 8, 12, allow_gaps=True, fill_value=-2.0, weight="flat")
+    q = fq.Quilt((50, 50), 8, 12, allow_gaps=True, fill_value=-2.0, weight="flat")
+    torch.testing.assert_close(y, q.stitch(q.unstitch(x))[0])
+    w = torch.ones(8, 8)
+    w[:, :2] = 0  # a user weight with zeros: voxels covered only there get fill_value
+    y = fq.sliding_window(lambda p: p, x, 8, 8, weight=w, fill_value=5.0)
+    q = fq.Quilt((50, 50), 8, 8, weight=w, fill_value=5.0)
+    torch.testing.assert_close(y, q.stitch(q.unstitch(x))[0])
+    assert (y[0, 0, :, :2] == 5.0).all() and not torch.isnan(y).any()

@@ -209,11 +209,24 @@ at::Tensor grid_weight_sum_cpu(const at::Tensor& weight, at::IntArrayRef spatial
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "grid_weight_sum_cpu", [&] {
     const scalar_t* wp = w.const_data_ptr<scalar_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    // Row by row: the windows covering row (z, y) along z and y (closed form, index_math.h),
+    // each adding its weight row at every x-window start, in a fixed order.
     at::parallel_for(0, g.S[0] * g.S[1], 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const int64_t z = t / g.S[1], y = t % g.S[1];
-        for (int64_t x = 0; x < g.S[2]; ++x)
-          o[t * g.S[2] + x] = grid_voxel_weight_sum<scalar_t>(g, gg.step, wp, z, y, x);
+        scalar_t* row = o + t * g.S[2];
+        std::fill(row, row + g.S[2], scalar_t(0));
+        int64_t f0, l0, f1, l1;
+        grid_cover(z, g.S[0], g.W[0], gg.step[0], &f0, &l0);
+        grid_cover(y, g.S[1], g.W[1], gg.step[1], &f1, &l1);
+        for (int64_t i0 = f0; i0 <= l0; ++i0)
+          for (int64_t i1 = f1; i1 <= l1; ++i1) {
+            const int64_t a = z - grid_start(i0, g.S[0], g.W[0], gg.step[0]);
+            const int64_t b = y - grid_start(i1, g.S[1], g.W[1], gg.step[1]);
+            for (int64_t i2 = 0; i2 < gg.count[2]; ++i2)
+              add_row(row + grid_start(i2, g.S[2], g.W[2], gg.step[2]),
+                      wp + weight_offset(g, a, b, 0), g.W[2]);
+          }
       }
     });
   });

@@ -72,7 +72,7 @@ def sliding_window(
     N = x.shape[0]
     total = N * q.num_windows
     origins = q._origins(N, x.device)
-    acc = None
+    acc = buf = None
     out_dt = out_dtype
     bar = None
     if progress:
@@ -82,7 +82,10 @@ def sliding_window(
     with torch.no_grad():
         for lo in range(0, total, batch_size):
             hi = min(lo + batch_size, total)
-            patches = _ops.gather_windows(x, origins[lo:hi], q.window)
+            if buf is None or buf.shape[0] < hi - lo:  # reused: no page faults per batch
+                buf = torch.empty((hi - lo, x.shape[1], *q.window), dtype=x.dtype,
+                                  device=x.device)
+            patches = _ops.gather_windows_into(x, origins[lo:hi], buf[:hi - lo])
             y = model(patches.to(device, non_blocking=True))
             if not isinstance(y, torch.Tensor):
                 raise TypeError(f"model must return a tensor, got {type(y).__name__}")
@@ -96,12 +99,28 @@ def sliding_window(
                 raise TypeError(f"model output must be floating point, got {y.dtype}")
             if acc is None:
                 dt = torch.float64 if y.dtype == torch.float64 else torch.float32
-                acc = q.accumulator(N, y.shape[1], device=out_device, dtype=dt)
+                acc = torch.zeros((N, y.shape[1], *q.spatial_shape), dtype=dt,
+                                  device=out_device)
+                weight_t = q.weight_for(dt, out_device)
+                out_origins = origins.to(out_device)
                 out_dt = out_dt or y.dtype
-            acc.add(y, range(lo, hi))
+            yb = y if y.dtype in (dt, torch.float16, torch.bfloat16) and dt == torch.float32 \
+                else y.to(dt)
+            # Every window of the grid runs once, so the weight sum is the grid's (computed
+            # in closed form and cached): only the weighted predictions are scattered.
+            _ops.scatter_add_windows_(yb.to(out_device, non_blocking=True), out_origins[lo:hi],
+                                      acc, None, weight=weight_t)
             if bar is not None:
                 bar.update(hi - lo)
     if bar is not None:
         bar.close()
-    mean, _ = acc.finalize(dtype=out_dt)
-    return mean
+    ws = q.weight_sum(1, acc.dtype, out_device)[0]
+    inv = ws.clamp_min(torch.finfo(ws.dtype).tiny).reciprocal_()
+    covered = ws > 0
+    gaps = not bool(covered.all())  # gaps (allow_gaps) or a weight tensor with zeros
+    if gaps:
+        inv.masked_fill_(~covered, 0.0)
+    acc.mul_(inv)
+    if gaps and fill_value != 0:
+        acc.masked_fill_(~covered, fill_value)
+    return acc if acc.dtype == out_dt else acc.to(out_dt)
