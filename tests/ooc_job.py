@@ -11,7 +11,7 @@ import fastquilt as fq
 
 
 def model(p):
-    time.sleep(0.05)  # slow enough to be killed mid-run
+    time.sleep(0.1)  # slow enough to be killed mid-run
     return p * 2.0 + 1.0
 
 
