@@ -4,6 +4,7 @@ the model, accumulate the weighted predictions."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -29,7 +30,7 @@ def sliding_window(
     allow_gaps: bool = False,
     out=None,
     **zarr_options,
-):
+) -> torch.Tensor | Any:
     """Apply ``model`` to every window of ``x`` ``(N, C, *S)`` and stitch a weighted mean.
 
     Only ``batch_size`` windows exist at a time: peak memory is O(batch + output), not
@@ -41,7 +42,8 @@ def sliding_window(
     Out of core: with ``out=`` a path, or when ``x`` is a zarr / numpy memmap / dask array, the
     result is written to a zarr v3 array at ``out`` by
     :func:`fastquilt.outofcore.sliding_window_zarr` (bounded memory, resumable; extra keyword
-    arguments such as ``chunks``, ``unit``, ``compressors``, ``out_dtype`` go there).
+    arguments such as ``chunks``, ``unit``, ``shards``, ``compressors`` and ``client`` (a
+    ``dask.distributed.Client``) go there) and the opened zarr array is returned.
     """
     if out is not None or not isinstance(x, torch.Tensor):
         if out is None:
