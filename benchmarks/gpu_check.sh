@@ -4,7 +4,7 @@
 # (memcheck, racecheck) on a small case, and the GPU benchmark. Results go to $OUT (or
 # benchmarks/results/gpu_check/ when $OUT is unset). Each stage has its own time limit and
 # the script carries on past a failing stage; the summary lists each stage's status.
-# Optional wheels in .whl/ (qlty, zarr, monai, ...) are installed to /tmp/site when present.
+# Optional wheels in .whl/ (qlty, zarr, monai, ...) are installed to a temporary folder.
 set -u
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-benchmarks/results/gpu_check}"
@@ -31,11 +31,11 @@ stage() {  # stage NAME TIMEOUT_S COMMAND...
   nvcc --version | tail -n 2; } > "$OUT_DIR/log.txt" 2>&1
 cat "$OUT_DIR/log.txt"
 
-SITE=/tmp/fq_site
-rm -rf "$SITE"; mkdir -p "$SITE"
+SITE="$(mktemp -d)"
+
 if compgen -G ".whl/*.whl" > /dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl \
-    > /tmp/fq_wheels.log 2>&1 || echo "optional wheels: install failed"
+    > "$SITE/wheels.log" 2>&1 || echo "optional wheels: install failed"
 fi
 export PYTHONPATH="$SITE"
 

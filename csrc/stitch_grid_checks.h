@@ -75,6 +75,20 @@ inline void check_inv_weight_sum(const c10::optional<at::Tensor>& inv, const at:
                         patches.device()));
 }
 
+// All checks of stitch_grid_into (both backends): the grid, the out buffer and the hint.
+inline GridGeometry check_stitch_grid_into(const at::Tensor& patches,
+                                           const c10::optional<at::Tensor>& weight,
+                                           at::IntArrayRef step, const at::Tensor& out,
+                                           const c10::optional<at::Tensor>& inv_weight_sum,
+                                           const char* op) {
+  TORCH_CHECK_VALUE(out.dim() == patches.dim(), msg(op, ": out must be (N, C, *spatial), got ",
+                    out.sizes()));
+  const GridGeometry gg = check_stitch_grid(patches, weight, out.sizes().slice(2), step, op);
+  check_stitch_grid_out(patches, out, gg, op);
+  check_inv_weight_sum(inv_weight_sum, patches, out.sizes().slice(2), op);
+  return gg;
+}
+
 inline std::vector<int64_t> stitch_grid_out_shape(const at::Tensor& patches,
                                                   const c10::optional<at::Tensor>& weight,
                                                   at::IntArrayRef spatial, at::IntArrayRef step) {

@@ -172,11 +172,8 @@ void stitch_grid_into_cpu(const at::Tensor& patches, const c10::optional<at::Ten
                           at::IntArrayRef step, double fill_value, const at::Tensor& out,
                           const c10::optional<at::Tensor>& inv_weight_sum) {
   constexpr const char* op = "fastquilt.stitch_grid_into";
-  TORCH_CHECK_VALUE(out.dim() == patches.dim(), msg(op, ": out must be (N, C, *spatial), got ",
-                    out.sizes()));
-  const GridGeometry gg = check_stitch_grid(patches, weight, out.sizes().slice(2), step, op);
-  check_stitch_grid_out(patches, out, gg, op);
-  check_inv_weight_sum(inv_weight_sum, patches, out.sizes().slice(2), op);
+  const GridGeometry gg =
+      check_stitch_grid_into(patches, weight, step, out, inv_weight_sum, op);
   if (out.numel() == 0) return;
   const auto p = patches.contiguous();
   c10::optional<at::Tensor> w;
@@ -186,8 +183,7 @@ void stitch_grid_into_cpu(const at::Tensor& patches, const c10::optional<at::Ten
     stitch_grid_kernel<scalar_t, acc_t>(
         p.const_data_ptr<scalar_t>(), w.has_value() ? w->const_data_ptr<acc_t>() : nullptr,
         inv_weight_sum.has_value() ? inv_weight_sum->const_data_ptr<acc_t>() : nullptr,
-        out.mutable_data_ptr<scalar_t>(), gg,
-                                        static_cast<acc_t>(fill_value));
+        out.mutable_data_ptr<scalar_t>(), gg, static_cast<acc_t>(fill_value));
   });
 }
 

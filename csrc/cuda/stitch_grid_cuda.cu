@@ -91,13 +91,10 @@ void stitch_grid_into_cuda(const at::Tensor& patches, const c10::optional<at::Te
                            at::IntArrayRef step, double fill_value, const at::Tensor& out,
                            const c10::optional<at::Tensor>& inv_weight_sum) {
   constexpr const char* op = "fastquilt.stitch_grid_into";
-  TORCH_CHECK_VALUE(out.dim() == patches.dim(), msg(op, ": out must be (N, C, *spatial), got ",
-                    out.sizes()));
-  const GridGeometry gg = check_stitch_grid(patches, weight, out.sizes().slice(2), step, op);
-  check_stitch_grid_out(patches, out, gg, op);
   // inv_weight_sum is only a hint: the kernel sums the weights it reads anyway (no extra
   // memory traffic on the GPU), so it is validated and not used.
-  check_inv_weight_sum(inv_weight_sum, patches, out.sizes().slice(2), op);
+  const GridGeometry gg =
+      check_stitch_grid_into(patches, weight, step, out, inv_weight_sum, op);
   if (out.numel() == 0) return;
   c10::cuda::CUDAGuard guard(patches.device());
   const auto p = patches.contiguous();

@@ -22,6 +22,12 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def inverse_weight_sum(weight_sum: torch.Tensor) -> torch.Tensor:
+    """``1 / weight_sum``, and 0 where nothing covers a voxel (weight sum 0)."""
+    inv = weight_sum.clamp_min(torch.finfo(weight_sum.dtype).tiny).reciprocal()
+    return inv.masked_fill_(weight_sum <= 0, 0.0)
+
+
 def gather_windows(
     input: torch.Tensor,
     origins: torch.Tensor,
@@ -237,21 +243,8 @@ def _stitch_grid_setup(ctx, inputs, output):
     ctx.save_for_backward(weight)
 
 
-def _traced_grid_origins(spatial, window, step, num_images, device) -> torch.Tensor:
-    # Built from torch ops (not the cached tensor) so AOT autograd can trace the backward.
-    from .grid import axis_starts
-
-    axes = [torch.arange(num_images, device=device)]
-    axes += [
-        torch.tensor(axis_starts(S, w, s), dtype=torch.int64, device=device)
-        for S, w, s in zip(spatial, window, step)
-    ]
-    mesh = torch.meshgrid(*axes, indexing="ij")
-    return torch.stack([m.reshape(-1) for m in mesh], dim=1).contiguous()
-
-
 def _stitch_grid_backward(ctx, grad):
-    from .grid import grid_counts
+    from .grid import build_grid_origins, grid_counts
 
     (weight,) = ctx.saved_tensors
     if ctx.needs_input_grad[1]:
@@ -263,13 +256,12 @@ def _stitch_grid_backward(ctx, grad):
     for n in grid_counts(ctx.spatial, ctx.window, ctx.step):
         per_image *= n
     n_img = ctx.num_patches // per_image
-    origins = _traced_grid_origins(ctx.spatial, ctx.window, ctx.step, n_img, grad.device)
+    origins = build_grid_origins(ctx.spatial, ctx.window, ctx.step, n_img, grad.device)
     dt = acc_dtype(ctx.p_dtype)
     w = weight if weight is not None else grad.new_ones(ctx.window, dtype=dt)
     wsum = _ops.grid_weight_sum.default(w, ctx.spatial, ctx.step)  # deterministic
     # Uncovered voxels hold fill_value, which does not depend on the patches.
-    inv = torch.where(wsum > 0, 1.0 / wsum.clamp_min(torch.finfo(dt).tiny), 0.0)
-    scaled = grad.to(dt) * inv
+    scaled = grad.to(dt) * inverse_weight_sum(wsum)
     grad_p = _ops.gather_windows.default(scaled, origins, weight, ctx.window)
     return grad_p.to(ctx.p_dtype), None, None, None, None, None
 

@@ -78,8 +78,7 @@ class StitchAccumulator:
             dup = idx[self._seen[idx]].tolist()[:5] or "repeated within the batch"
             raise ValueError(f"windows already added (would be counted twice): {dup}")
         p = patches.detach()
-        if p.dtype != self.dtype and not (self.dtype == torch.float32 and p.dtype in
-                                          (torch.float16, torch.bfloat16)):
+        if _ops.acc_dtype(p.dtype) != self.dtype:  # fp16/bf16 go in as they are
             p = p.to(self.dtype)
         p = p.to(self.device, non_blocking=True)
         origins = self._all_origins[idx.to(self.device)]

@@ -188,23 +188,21 @@ def select_windows(
 
     values = lab[tuple(coords.T)]
     per_window = box_sums(lambda v: torch.ones_like(v, dtype=torch.bool))
-    interior = quilt.num_windows and int(torch.tensor(
-        [w - 2 * bb for w, bb in zip(quilt.window, quilt.border or (0,) * quilt.ndim)]).prod())
-    interior *= C
+    interior = C * int(torch.tensor(
+        [w - 2 * b for w, b in zip(quilt.window, quilt.border or (0,) * quilt.ndim)]).prod())
     keep = per_window >= min_labelled
     if min_fraction is not None:
         keep &= per_window >= min_fraction * interior
     want_classes = dict(class_min or {})
-    labelled_values = values
     if per_class_stats and not lab.is_floating_point() and lab.dtype != torch.bool:
-        present = torch.unique(labelled_values)
+        present = torch.unique(values)
         if present.numel() <= 64:
             for k in present.tolist():
                 want_classes.setdefault(k, None)
     classes: dict = {}
     for k, m in want_classes.items():
         per_k = box_sums(lambda v, k=k: v == k)
-        classes[k] = (int((labelled_values == k).sum()), per_k)
+        classes[k] = (int((values == k).sum()), per_k)
         if m is not None:
             keep &= per_k >= int(m)
     kept = torch.nonzero(keep).reshape(-1)
@@ -214,7 +212,7 @@ def select_windows(
     stats = CleaningStats(
         total_windows=int(N * quilt.num_windows),
         kept_windows=int(kept.numel()),
-        labelled_voxels=int(labelled_values.numel()),
+        labelled_voxels=int(values.numel()),
         labelled_voxels_in_kept=in_kept,
         labelled_occurrences=int(per_window[kept].sum()),
         window_voxels=int(torch.tensor(quilt.window).prod()) * C,

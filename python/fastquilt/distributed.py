@@ -78,14 +78,16 @@ def _check_env() -> None:
 
 def _produce(job, model, windows: list[int], dests: list[int], c_out: int, batch_size: int,
              device: str) -> dict:
-    """Run ``windows`` once and return ``{unit: (slices in the unit, weighted-sum piece)}``."""
+    """Run ``windows`` once; return ``{unit: (slices in the unit, weighted-sum piece,
+    weight-sum piece)}`` for the units ``dests`` their region reaches."""
     _check_env()
     model = resolve_model(model)
     starts = job.origins[windows, 1:]
     lo = starts.min(0).values.tolist()
     hi = (starts.max(0).values + torch.tensor(job.q.window)).tolist()
     shape = tuple(h - lo_ for lo_, h in zip(lo, hi))
-    buf = np.zeros((c_out, *shape), np.float32)
+    acc = np.zeros((1, c_out, *shape), np.float32)
+    wsum = np.zeros((1, *shape), np.float32)
     n = int(job.origins[windows[0], 0])
     # one read of the region these windows cover, instead of one read per window
     from .outofcore import _spatial_read
@@ -100,8 +102,7 @@ def _produce(job, model, windows: list[int], dests: list[int], c_out: int, batch
     for i in range(0, len(windows), batch_size):
         batch = windows[i:i + batch_size]
         pred = job.predict(model, [block(k) for k in batch], torch.device(device))
-        for j, k in enumerate(batch):
-            job.add_piece(buf, lo, k, pred[j])
+        job.scatter(acc, wsum, lo, batch, pred)  # whole windows: the region holds them all
     pieces = {}
     for uid in dests:
         un, box = job.units.box(uid)
@@ -115,7 +116,8 @@ def _produce(job, model, windows: list[int], dests: list[int], c_out: int, batch
             src.append(slice(a - lo_, e - lo_))
             dst.append(slice(a - b.start, e - b.start))
         else:
-            pieces[uid] = (tuple(dst), buf[(slice(None), *src)].copy())
+            pieces[uid] = (tuple(dst), acc[(0, slice(None), *src)].copy(),
+                           wsum[(0, *src)].copy())
     return pieces
 
 
@@ -127,12 +129,13 @@ def _probe(job, model, k: int, device: str) -> int:
 
 def _own(job, uid: int, c_out: int, *produced: dict) -> int:
     """Add the pieces reaching unit ``uid`` (fixed order), normalise, write once, mark done."""
-    acc = job.new_unit_buffer(uid, c_out)
+    acc, wsum = job.new_unit_buffers(uid, c_out)
     for pieces in produced:
         if uid in pieces:
-            dst, a = pieces[uid]
+            dst, a, w = pieces[uid]
             acc[(slice(None), *dst)] += a
-    job.finish(uid, acc)  # the weight sum is recomputed from the geometry
+            wsum[dst] += w  # weight sums come from the geometry, never from storage
+    job.finish(uid, acc, wsum)
     return uid
 
 
@@ -145,14 +148,13 @@ def run_distributed(client, job, model, batch_size: int, device, progress: bool)
     todo, remaining = job.plan(done)
     if not todo:
         return job.arr
-    job_f = client.scatter(job, broadcast=True, hash=False)
     model_f = (model if isinstance(model, ModelFactory)
                else client.scatter(model, broadcast=True, hash=False))
     # The output needs C_out: probe the model on one window, on a worker (the model may not
     # fit or run on the client).
-    c_out = client.submit(_probe, job_f, model_f, todo[0], device, pure=False).result()
+    c_out = client.submit(_probe, job, model_f, todo[0], device, pure=False).result()
     job.ensure_output(c_out)
-    job_f = client.scatter(job, broadcast=True, hash=False)  # now with the output opened
+    job_f = client.scatter(job, broadcast=True, hash=False)  # with the output opened
     # producers: windows grouped by the unit holding their start
     groups: dict[int, list[int]] = {}
     feeds: dict[int, set[int]] = {}
@@ -167,11 +169,13 @@ def run_distributed(client, job, model, batch_size: int, device, progress: bool)
                          device, key=f"fastquilt-produce-{job.out_path.name}-{p}", pure=False)
         for p, ks in sorted(groups.items())
     }
-    owners = []
-    for uid in sorted(remaining):
-        deps = [producers[p] for p in sorted(producers) if uid in feeds[p]]
-        owners.append(client.submit(_own, job_f, uid, c_out, *deps,
-                                    key=f"fastquilt-own-{job.out_path.name}-{uid}", pure=False))
+    fed_by: dict[int, list] = {}
+    for p in sorted(producers):
+        for uid in feeds[p]:
+            fed_by.setdefault(uid, []).append(producers[p])
+    owners = [client.submit(_own, job_f, uid, c_out, *fed_by[uid],
+                            key=f"fastquilt-own-{job.out_path.name}-{uid}", pure=False)
+              for uid in sorted(remaining)]
     bar = None
     if progress:
         from tqdm.auto import tqdm

@@ -35,15 +35,21 @@ def grid_counts(
     return tuple(axis_count(int(S), int(w), int(s)) for S, w, s in zip(spatial_shape, window, step))
 
 
-@functools.lru_cache(maxsize=64)
-def _origins_cpu(spatial: tuple, window: tuple, step: tuple, num_images: int) -> torch.Tensor:
-    axes = [torch.arange(num_images, dtype=torch.int64)]
+def build_grid_origins(spatial, window, step, num_images: int, device=None) -> torch.Tensor:
+    """Origins ``[n, start_0, ...]`` built from torch ops (traceable by torch.compile / AOT
+    autograd); :func:`grid_origins` caches them."""
+    axes = [torch.arange(num_images, dtype=torch.int64, device=device)]
     axes += [
-        torch.tensor(axis_starts(S, w, s), dtype=torch.int64)
+        torch.tensor(axis_starts(S, w, s), dtype=torch.int64, device=device)
         for S, w, s in zip(spatial, window, step)
     ]
     mesh = torch.meshgrid(*axes, indexing="ij")  # image slowest, last axis fastest (qlty order)
     return torch.stack([m.reshape(-1) for m in mesh], dim=1).contiguous()
+
+
+@functools.lru_cache(maxsize=64)
+def _origins_cpu(spatial: tuple, window: tuple, step: tuple, num_images: int) -> torch.Tensor:
+    return build_grid_origins(spatial, window, step, num_images)
 
 
 def grid_origins(

@@ -2,12 +2,12 @@
 zarr v3 array, without read-modify-write of storage, resumable after a kill.
 
 Design ("chunk owner", see shared/notes/out-of-core.md): the output is cut into *units*, blocks
-of whole zarr chunks (or shards). Windows run once each, in raster order; each window's weighted
-prediction is added, piece by piece, into RAM buffers of the units it touches. When the last
-window touching a unit has run, the unit is normalised by its weight sum (recomputed from the
-geometry, never stored), written once, and a done-marker is written. Only one writer ever
-touches a chunk. About one plane of units is open at a time. A killed run resumes with the same
-call: finished units are skipped, and only windows touching unfinished units are recomputed.
+of whole zarr chunks (or shards). Windows run once each, in raster order; their weighted
+predictions and weights are scatter-added (the C++ op) into a RAM slab of about one plane of
+units. When no later window can touch a unit, it is divided by its weight sum (recomputed from
+the geometry, never stored), written once, and a done-marker is written. Only one writer ever
+touches a chunk. A killed run resumes with the same call: finished units are skipped, and only
+windows touching unfinished units are recomputed.
 """
 
 from __future__ import annotations
@@ -169,7 +169,6 @@ class _Job:
         self.origins = self.q.grid.origins(self.N)
         self.w_np = self.q.weight.to(torch.float32).numpy()
         self.w_t = torch.from_numpy(self.w_np)
-        self._wsum_cache: dict = {}
         self.x = _Memmap(x) if isinstance(x, np.memmap) else x
         self.arr = None
 
@@ -293,51 +292,23 @@ class _Job:
                 f"{', '.join(map(str, self.q.window))}), got {tuple(y.shape)}")
         return y.detach().to("cpu", torch.float32)
 
-    def add_piece(self, acc: np.ndarray, region_lo, window_k: int, pred: torch.Tensor) -> None:
-        """acc[box] += weight * pred for window ``k``, clipped to the buffer ``acc``
-        (``(C_out, *region)`` starting at ``region_lo``). One fused pass over the piece."""
-        o = self.origins[window_k].tolist()
-        src, dst = [], []
-        for s, w, lo, size in zip(o[1:], self.q.window, region_lo, acc.shape[1:]):
-            a, b = max(s, lo), min(s + w, lo + size)
-            src.append(slice(a - s, b - s))
-            dst.append(slice(a - lo, b - lo))
-        torch.from_numpy(acc)[(slice(None), *dst)].addcmul_(
-            pred[(slice(None), *src)], self.w_t[tuple(src)])
-
-    def new_unit_buffer(self, uid: int, c_out: int) -> np.ndarray:
+    def new_unit_buffers(self, uid: int, c_out: int) -> tuple[np.ndarray, np.ndarray]:
+        """Zeroed weighted-sum ``(C_out, *unit)`` and weight-sum ``(*unit)`` buffers."""
         _, box = self.units.box(uid)
-        return np.zeros((c_out, *(b.stop - b.start for b in box)), np.float32)
+        shape = tuple(b.stop - b.start for b in box)
+        return np.zeros((c_out, *shape), np.float32), np.zeros(shape, np.float32)
 
-    def unit_weight_sum(self, uid: int) -> np.ndarray:
-        """Weight sum over a unit, recomputed from the geometry (never stored): the windows
-        touching it form a sub-grid, scattered by the C++ op. Cached per relative layout."""
+    def scatter(self, acc: np.ndarray, wsum: np.ndarray, region_lo, ks, pred: torch.Tensor):
+        """Add windows ``ks`` (their predictions ``pred``, weighted) and their weights into
+        ``acc`` ``(1, C_out, *region)`` / ``wsum`` ``(1, *region)`` starting at ``region_lo``;
+        every window lies inside the region. The C++ scatter-add, all cores."""
         from . import _ops
 
-        _, box = self.units.box(uid)
-        rel_starts, region_lo = [], []
-        for d, b in enumerate(box):
-            st = np.asarray(self.q.grid.starts[d])
-            w = self.q.window[d]
-            sel = st[(st < b.stop) & (st + w > b.start)]
-            region_lo.append(int(sel.min()))
-            rel_starts.append(tuple(int(v) - int(sel.min()) for v in sel))
-        key = (tuple(rel_starts), tuple(b.start - lo for b, lo in zip(box, region_lo)),
-               tuple(b.stop - b.start for b in box))
-        cached = self._wsum_cache.get(key)
-        if cached is None:
-            region = tuple(max(r) + w for r, w in zip(rel_starts, self.q.window))
-            mesh = np.meshgrid(*[np.asarray(r) for r in rel_starts], indexing="ij")
-            org = torch.from_numpy(np.stack([np.zeros(mesh[0].size, np.int64)]
-                                            + [m.reshape(-1).astype(np.int64) for m in mesh], 1))
-            empty = torch.empty((org.shape[0], 0, *self.q.window))
-            _, ws = _ops.scatter_add_windows(empty, org, region, 1, weight=self.w_t)
-            crop = tuple(slice(off, off + size) for off, size in zip(key[1], key[2]))
-            cached = ws[0][crop].numpy().copy()
-            if len(self._wsum_cache) >= 8:  # bounded: a few layouts repeat along each axis
-                self._wsum_cache.pop(next(iter(self._wsum_cache)))
-            self._wsum_cache[key] = cached
-        return cached
+        rel = self.origins[ks].clone()
+        rel[:, 0] = 0
+        rel[:, 1:] -= torch.as_tensor(region_lo, dtype=torch.int64)
+        _ops.scatter_add_windows_(pred, rel, torch.from_numpy(acc), torch.from_numpy(wsum),
+                                  weight=self.w_t)
 
     def normalise(self, acc: np.ndarray, wsum: np.ndarray) -> np.ndarray:
         """``acc / wsum`` in place (``fill_value`` where nothing covers a voxel)."""
@@ -348,14 +319,13 @@ class _Job:
             acc = np.where(wsum > 0, acc, np.float32(self.fill_value))
         return acc
 
-    def finish(self, uid: int, acc: np.ndarray, wsum=None) -> None:
-        """Write a complete unit once, then mark it done. ``acc`` is divided by ``wsum``
-        (default: the unit's weight sum recomputed from the geometry) unless ``wsum`` is
-        ``"normalised"``."""
+    def finish(self, uid: int, acc: np.ndarray, wsum: np.ndarray) -> None:
+        """Divide a complete unit by its weight sum, write it once, then mark it done."""
+        self.write_unit(uid, self.normalise(acc, wsum))
+
+    def write_unit(self, uid: int, mean: np.ndarray) -> None:
+        """Write a finished unit once, then mark it done (idempotent)."""
         n, box = self.units.box(uid)
-        if wsum is None:
-            wsum = self.unit_weight_sum(uid)
-        mean = acc if isinstance(wsum, str) else self.normalise(acc, wsum)
         try:
             self.arr[(n, slice(None), *box)] = mean.astype(self.out_dtype, copy=False)
         except Exception as e:
@@ -377,16 +347,12 @@ class _Slab:
         self.U, self.w = job.unit[0], job.q.window[0]
         self.H = min(job.spatial[0], self.U + self.w)
         self.acc = np.zeros((1, c_out, self.H, *job.spatial[1:]), np.float32)
-        self.acc_t = torch.from_numpy(self.acc)
         # weight sums come from the same scatter (geometry only; never stored on disk)
         self.wsum = np.zeros((1, self.H, *job.spatial[1:]), np.float32)
-        self.wsum_t = torch.from_numpy(self.wsum)
         self.n, self.lo, self.start, self.flushed = None, 0, -1, 0
         self.next_unit_plane = 0  # index (along axis 0) of the first unit plane not yet written
 
     def add(self, ks: list[int], pred: torch.Tensor) -> list:
-        from . import _ops
-
         out = []
         org = self.job.origins[ks]
         i = 0
@@ -401,11 +367,8 @@ class _Slab:
             j = i + 1  # a run of windows of this image and plane start
             while j < len(ks) and int(org[j, 0]) == n and int(org[j, 1]) == s0:
                 j += 1
-            rel = org[i:j].clone()
-            rel[:, 0] = 0
-            rel[:, 1] -= self.lo
-            _ops.scatter_add_windows_(pred[i:j], rel, self.acc_t, self.wsum_t,
-                                      weight=self.job.w_t)
+            self.job.scatter(self.acc, self.wsum, [self.lo] + [0] * (org.shape[1] - 2),
+                             ks[i:j], pred[i:j])
             i = j
         return out
 
@@ -421,7 +384,7 @@ class _Slab:
             z = slice(box[0].start - self.lo, box[0].stop - self.lo)
             # normalise here, so the writer queue holds only finished data
             out.append((uid, self.job.normalise(self.acc[(0, slice(None), z, *box[1:])].copy(),
-                                                self.wsum[(0, z, *box[1:])]), "normalised"))
+                                                self.wsum[(0, z, *box[1:])])))
         self.flushed += len(out)
         return out
 
@@ -517,10 +480,10 @@ def sliding_window_zarr(
     max_pending = int(np.prod(job.units.counts[1:]))  # one plane of units
 
     def submit(units):
-        for uid, acc, wsum in units:
+        for uid, mean in units:
             while len(writes) >= max_pending:  # back-pressure: memory stays bounded
                 writes.pop(0).result()
-            writes.append(writer.submit(job.finish, uid, acc, wsum))
+            writes.append(writer.submit(job.write_unit, uid, mean))
 
     try:
         windows = job.windows_by_row(todo, reader)
@@ -569,4 +532,4 @@ def progress_of(out: str | os.PathLike) -> dict:
     meta = dict(arr.attrs)["fastquilt"]
     units = _Units(arr.shape[0], tuple(arr.shape[2:]), tuple(meta["unit"]))
     return {"done": len(_Progress(out_path).done()), "total": units.total(),
-            "metadata": json.loads(json.dumps(meta))}
+            "metadata": dict(meta)}

@@ -8,7 +8,7 @@ import torch
 
 from . import _ops
 from .accumulator import StitchAccumulator
-from .grid import Grid, grid_origins
+from .grid import Grid, build_grid_origins, grid_origins
 from .weights import check_border, make_weight, normalize_border
 
 
@@ -96,9 +96,8 @@ class Quilt:
 
     def _origins(self, num_images: int, device) -> torch.Tensor:
         if torch.compiler.is_compiling():  # traced: built from torch ops inside the graph
-            return _ops._traced_grid_origins(
-                self.spatial_shape, self.window, self.step, num_images, device
-            )
+            return build_grid_origins(self.spatial_shape, self.window, self.step, num_images,
+                                      device)
         return grid_origins(self.spatial_shape, self.window, self.step, num_images, device)
 
     def weight_sum(self, num_images: int, dtype=torch.float32, device="cpu") -> torch.Tensor:
@@ -113,14 +112,13 @@ class Quilt:
         return ws.expand(num_images, *self.spatial_shape)
 
     def _inv_weight_sum(self, dtype, device) -> torch.Tensor:
-        """1 / weight sum (0 where uncovered), cached: a hint for the CPU stitch kernel."""
+        """1 / weight sum (0 where uncovered), cached: the CPU stitch kernel's hint and the
+        sliding window's normalisation."""
         key = ("inv", _ops.acc_dtype(dtype), torch.device(device))
         inv = self._wsums.get(key)
         if inv is None:
-            ws = self.weight_sum(1, dtype, device)[0]
-            inv = torch.where(ws > 0, 1.0 / ws.clamp_min(torch.finfo(ws.dtype).tiny), 0.0)
-            self._wsums[key] = inv.contiguous()
-            inv = self._wsums[key]
+            inv = _ops.inverse_weight_sum(self.weight_sum(1, dtype, device)[0])
+            self._wsums[key] = inv
         return inv
 
     # ---- checks -----------------------------------------------------------------------------

@@ -106,8 +106,7 @@ def sliding_window(
                 weight_t = q.weight_for(dt, out_device)
                 out_origins = origins.to(out_device)
                 out_dt = out_dt or y.dtype
-            yb = y if y.dtype in (dt, torch.float16, torch.bfloat16) and dt == torch.float32 \
-                else y.to(dt)
+            yb = y if _ops.acc_dtype(y.dtype) == dt else y.to(dt)
             # Every window of the grid runs once, so the weight sum is the grid's (computed
             # in closed form and cached): only the weighted predictions are scattered.
             _ops.scatter_add_windows_(yb.to(out_device, non_blocking=True), out_origins[lo:hi],
@@ -116,13 +115,10 @@ def sliding_window(
                 bar.update(hi - lo)
     if bar is not None:
         bar.close()
-    ws = q.weight_sum(1, acc.dtype, out_device)[0]
-    inv = ws.clamp_min(torch.finfo(ws.dtype).tiny).reciprocal_()
-    covered = ws > 0
-    gaps = not bool(covered.all())  # gaps (allow_gaps) or a weight tensor with zeros
-    if gaps:
-        inv.masked_fill_(~covered, 0.0)
+    inv = q._inv_weight_sum(acc.dtype, out_device)  # 0 where no weight covers a voxel
     acc.mul_(inv)
-    if gaps and fill_value != 0:
-        acc.masked_fill_(~covered, fill_value)
+    if fill_value != 0:  # gaps (allow_gaps) or a weight tensor with zeros
+        uncovered = inv == 0
+        if bool(uncovered.any()):
+            acc.masked_fill_(uncovered, fill_value)
     return acc if acc.dtype == out_dt else acc.to(out_dt)
