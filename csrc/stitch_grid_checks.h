@@ -6,13 +6,6 @@
 
 namespace fastquilt {
 
-struct GridGeometry {
-  Geometry g;
-  int64_t step[3];
-  int64_t count[3];     // windows per normalised axis
-  int64_t num_windows;  // per image
-};
-
 // The grid of (spatial, window, step) normalised to three axes; N is left for the caller.
 inline GridGeometry make_grid_geometry(int64_t C, at::IntArrayRef spatial, at::IntArrayRef window,
                                        at::IntArrayRef step) {

@@ -19,7 +19,17 @@ CASES = [
     ((40, 33), (8, 6), (10, 9)),  # gaps
     ((19, 23, 21), (8, 8, 8), (5, 6, 4)),
     ((33, 34, 35), (16, 13, 9), (8, 8, 8)),  # odd widths: unaligned rows
+    ((24, 16, 40), (8, 8, 16), (4, 8, 8)),  # rows of whole 16-byte vectors: vector paths
 ]
+
+
+def _at_odd_offset(t):
+    """A contiguous copy of t that starts one element into its storage: a view whose data
+    pointer is not 16-byte aligned, like x[1:] of an odd-sized batch."""
+    buf = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
+    v = buf[1:].view(t.shape)
+    v.copy_(t)
+    return v
 
 
 def _rand(shape, dtype, gen):
@@ -77,6 +87,40 @@ def test_scatter_and_stitch_grid_cuda_equal_cpu(case, dtype):
     # deterministic: bit-identical run to run
     assert torch.equal(fq.stitch_grid(p.cuda(), spatial, step, weight=w.cuda()),
                        fq.stitch_grid(p.cuda(), spatial, step, weight=w.cuda()))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64, torch.uint8])
+def test_views_at_odd_offsets(dtype):
+    """Inputs, patches and outputs that are views at an odd element offset: the kernels must
+    not use 16-byte vector accesses on them (a misaligned address aborts the CUDA context)."""
+    spatial, window, step = (24, 16, 40), (8, 8, 16), (4, 8, 8)
+    gen = torch.Generator().manual_seed(3)
+    x = _rand((2, 3, *spatial), dtype, gen)
+    org = torch.as_tensor(ref.origins(spatial, window, step, 2))
+    org_c = org.cuda()
+    want = fq.gather_windows(x, org, window)
+    x_v = _at_odd_offset(x.cuda())
+    assert x_v.data_ptr() % 16 != 0
+    assert torch.equal(fq.gather_windows(x_v, org_c, window).cpu(), want)
+    out_v = _at_odd_offset(torch.empty_like(want, device="cuda"))
+    fq.gather_windows_into(x_v, org_c, out_v)
+    assert torch.equal(out_v.cpu(), want)
+    if not dtype.is_floating_point:
+        return
+    tol = dict(rtol=8e-3, atol=8e-3) if dtype == torch.bfloat16 else dict(rtol=1e-5, atol=1e-6)
+    p_v = _at_odd_offset(want.cuda())
+    mean_cpu = fq.stitch_grid(want, spatial, step)
+    torch.testing.assert_close(fq.stitch_grid(p_v, spatial, step).cpu().float(),
+                               mean_cpu.float(), **tol)
+    mean_v = _at_odd_offset(torch.empty_like(mean_cpu, device="cuda"))
+    fq.stitch_grid_into(p_v, step, mean_v)
+    torch.testing.assert_close(mean_v.cpu().float(), mean_cpu.float(), **tol)
+    acc_cpu, ws_cpu = fq.scatter_add_windows(want, org, spatial, 2)
+    acc_v = _at_odd_offset(torch.zeros_like(acc_cpu, device="cuda"))
+    ws_v = _at_odd_offset(torch.zeros_like(ws_cpu, device="cuda"))
+    fq.scatter_add_windows_(p_v, org_c, acc_v, ws_v)
+    torch.testing.assert_close(acc_v.cpu(), acc_cpu, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ws_v.cpu(), ws_cpu)
 
 
 def test_streaming_accumulate_on_cuda_and_accumulators_on_cpu():

@@ -1,46 +1,32 @@
 // CUDA gather of strided windows: input (N, C, *S) -> patches (M, C, *window).
-// One thread moves one 16-byte chunk of a window row (vector load/store when the row is
-// aligned, scalar otherwise): reads and writes are coalesced along x, and the row index math
-// is paid once per chunk, not per element. One launch, current stream, no host sync.
+// Work unit: a 16-byte chunk of a window row (vector load/store when input, output and the
+// row offsets are aligned, scalar otherwise), so reads and writes are coalesced along x and
+// the index math is paid once per chunk. Each thread moves kChunks chunks, loading all of
+// them before storing, to keep more bytes in flight. The body (gather_chunks in
+// include/fastquilt/window_chunk.h) is host-device code that the CPU tests run.
+// One launch, current stream, no host sync.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
 #include "cuda/cuda_common.cuh"
+#include "fastquilt/window_chunk.h"
 
 namespace fastquilt::cuda {
 namespace {
 
+constexpr int kChunks = 4;
+
 template <typename scalar_t, typename acc_t>
 __global__ void gather_kernel(const scalar_t* __restrict__ in, const int64_t* __restrict__ org,
                               const acc_t* __restrict__ weight, scalar_t* __restrict__ out,
-                              Geometry g, int64_t D, int64_t M) {
-  using V = Vec16<scalar_t>;
-  constexpr int kV = V::kSize;
-  const int64_t W2 = g.W[2];
-  const int64_t chunks_per_row = (W2 + kV - 1) / kV;
-  const int64_t total = M * g.C * g.W[0] * g.W[1] * chunks_per_row;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t row = fast_div(i, chunks_per_row);
-    const int64_t x0 = (i - row * chunks_per_row) * kV;
-    int64_t m, c, a, b;
-    split_patch_row(row, g, &m, &c, &a, &b);
-    int64_t o[4];
-    load_origin(org, m, D, o);
-    CUDA_KERNEL_ASSERT(origin_in_bounds(g, o) && "fastquilt.gather_windows: origin out of bounds");
-    const int64_t src = image_offset(g, o[0], c, o[1] + a, o[2] + b, o[3] + x0);
-    const int64_t dst = patch_offset(g, m, c, a, b, x0);
-    const int64_t n = W2 - x0 < kV ? W2 - x0 : kV;
-    if (weight == nullptr && n == kV && src % kV == 0 && dst % kV == 0) {
-      *reinterpret_cast<V*>(out + dst) = *reinterpret_cast<const V*>(in + src);
-    } else {
-      const acc_t* w = weight == nullptr ? nullptr : weight + weight_offset(g, a, b, x0);
-      for (int64_t k = 0; k < n; ++k) {
-        if (w == nullptr) out[dst + k] = in[src + k];
-        else out[dst + k] = static_cast<scalar_t>(static_cast<acc_t>(in[src + k]) * w[k]);
-      }
-    }
+                              Geometry g, int64_t D, int64_t total, bool vec) {
+  const int64_t per_block = int64_t(blockDim.x) * kChunks;
+  for (int64_t first = blockIdx.x * per_block + threadIdx.x; first < total;
+       first += int64_t(gridDim.x) * per_block) {
+    const bool ok = gather_chunks<kChunks>(in, org, weight, out, g, D, total, vec, first,
+                                           int64_t(blockDim.x));
+    CUDA_KERNEL_ASSERT(ok && "fastquilt.gather_windows: origin out of bounds");
   }
 }
 
@@ -66,11 +52,14 @@ void gather_windows_into_cuda(const at::Tensor& input, const at::Tensor& origins
     if constexpr (std::is_floating_point_v<acc_t>) {
       if (w.has_value()) wp = w->const_data_ptr<acc_t>();
     }
-    constexpr int kV = Vec16<scalar_t>::kSize;
-    const int64_t work = M * g.C * g.W[0] * g.W[1] * ((g.W[2] + kV - 1) / kV);
-    gather_kernel<scalar_t, acc_t><<<blocks_for(work), kThreads, 0, stream>>>(
+    const int64_t total = window_chunk_count<Vec16<scalar_t>::kSize>(g, M);
+    // Inputs and outputs may be views at any element offset: vector access needs both
+    // base pointers 16-byte aligned (the chunk offsets are checked per chunk).
+    const bool vec = aligned16(in.const_data_ptr()) && aligned16(out.const_data_ptr());
+    gather_kernel<scalar_t, acc_t><<<blocks_for((total + kChunks - 1) / kChunks), kThreads, 0,
+                                     stream>>>(
         in.const_data_ptr<scalar_t>(), org.const_data_ptr<int64_t>(), wp,
-        out.mutable_data_ptr<scalar_t>(), g, D, M);
+        out.mutable_data_ptr<scalar_t>(), g, D, total, vec);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }

@@ -1,13 +1,15 @@
 // CUDA weighted scatter-add with atomics: acc[n, c, o + i] += w[i] * patches[m, c, i] (and the
 // weight sum for c == 0), for any list of window origins, in float32 (float64 for float64).
-// One thread handles one 16-byte chunk of a patch row: a vector load of the patch, then
-// atomics (float4 atomics on sm_90 when the target is aligned).
+// One thread handles four elements of a patch row (window_chunk in
+// include/fastquilt/window_chunk.h, host-device index math the CPU tests run), then adds them
+// with atomics: one float4 atomic on sm_90 when the target is 16-byte aligned.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/Atomic.cuh>
 #include <torch/library.h>
 
 #include "cuda/cuda_common.cuh"
+#include "fastquilt/window_chunk.h"
 
 namespace fastquilt::cuda {
 namespace {
@@ -29,39 +31,40 @@ template <typename scalar_t, typename acc_t>
 __global__ void scatter_kernel(const scalar_t* __restrict__ patches,
                                const int64_t* __restrict__ org, const acc_t* __restrict__ weight,
                                acc_t* __restrict__ acc, acc_t* __restrict__ wsum, Geometry g,
-                               int64_t D, int64_t M) {
+                               int64_t D, int64_t total, bool vec) {
   constexpr int kV = 4;  // elements per thread: one float4 of accumulator
-  const int64_t W2 = g.W[2];
-  const int64_t chunks_per_row = (W2 + kV - 1) / kV;
-  const int64_t total = M * g.C * g.W[0] * g.W[1] * chunks_per_row;
-  const Geometry g1{g.N, 1, {g.S[0], g.S[1], g.S[2]}, {g.W[0], g.W[1], g.W[2]}};
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t row = fast_div(i, chunks_per_row);
-    const int64_t x0 = (i - row * chunks_per_row) * kV;
-    int64_t m, c, a, b;
-    split_patch_row(row, g, &m, &c, &a, &b);
-    int64_t o[4];
-    load_origin(org, m, D, o);
-    CUDA_KERNEL_ASSERT(origin_in_bounds(g, o) && "fastquilt.scatter_add_windows: origin out of bounds");
-    const scalar_t* src = patches + patch_offset(g, m, c, a, b, x0);
-    const acc_t* w = weight == nullptr ? nullptr : weight + weight_offset(g, a, b, x0);
-    const int64_t dst = image_offset(g, o[0], c, o[1] + a, o[2] + b, o[3] + x0);
-    const int64_t n = W2 - x0 < kV ? W2 - x0 : kV;
+    WindowChunk ch;
+    const bool ok = window_chunk<kV>(g, org, D, i, &ch);
+    CUDA_KERNEL_ASSERT(ok && "fastquilt.scatter_add_windows: origin out of bounds");
+    if (!ok) continue;
+    const scalar_t* src = patches + ch.patch;
+    const acc_t* w = weight == nullptr ? nullptr : weight + ch.weight;
+    const int n = ch.len;
     acc_t v[kV], wv[kV];
+#pragma unroll
     for (int k = 0; k < kV; ++k) {
       wv[k] = k < n ? (w == nullptr ? acc_t(1) : w[k]) : acc_t(0);
       v[k] = k < n ? static_cast<acc_t>(src[k]) * wv[k] : acc_t(0);
     }
+    // Short chunks (row ends) add element by element; the fixed trip count keeps v and wv
+    // in registers.
     if (n == kV) {
-      add4(acc + dst, v, dst % kV == 0);
+      add4(acc + ch.image, v, vec && ch.image % kV == 0);
     } else {
-      for (int k = 0; k < n; ++k) gpuAtomicAdd(acc + dst + k, v[k]);
+#pragma unroll
+      for (int k = 0; k < kV; ++k)
+        if (k < n) gpuAtomicAdd(acc + ch.image + k, v[k]);
     }
-    if (wsum != nullptr && c == 0) {
-      const int64_t wd = image_offset(g1, o[0], 0, o[1] + a, o[2] + b, o[3] + x0);
-      if (n == kV) add4(wsum + wd, wv, wd % kV == 0);
-      else for (int k = 0; k < n; ++k) gpuAtomicAdd(wsum + wd + k, wv[k]);
+    if (wsum != nullptr && ch.c == 0) {
+      if (n == kV) {
+        add4(wsum + ch.voxel, wv, vec && ch.voxel % kV == 0);
+      } else {
+#pragma unroll
+        for (int k = 0; k < kV; ++k)
+          if (k < n) gpuAtomicAdd(wsum + ch.voxel + k, wv[k]);
+      }
     }
   }
 }
@@ -70,20 +73,15 @@ __global__ void scatter_kernel(const scalar_t* __restrict__ patches,
 template <typename acc_t>
 __global__ void weight_sum_kernel(const int64_t* __restrict__ org, const acc_t* __restrict__ weight,
                                   acc_t* __restrict__ wsum, Geometry g, int64_t D, int64_t M) {
+  // One-element chunks of a one-channel geometry: one thread per window voxel.
   const Geometry g1{g.N, 1, {g.S[0], g.S[1], g.S[2]}, {g.W[0], g.W[1], g.W[2]}};
-  const int64_t per_window = g.W[0] * g.W[1] * g.W[2];
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < M * per_window;
+  const int64_t total = window_chunk_count<1>(g1, M);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t m = i / per_window;
-    int64_t r = i - m * per_window;
-    const int64_t x = r % g.W[2]; r /= g.W[2];
-    const int64_t b = r % g.W[1];
-    const int64_t a = r / g.W[1];
-    int64_t o[4];
-    load_origin(org, m, D, o);
-    CUDA_KERNEL_ASSERT(origin_in_bounds(g, o) && "fastquilt.scatter_add_windows: origin out of bounds");
-    gpuAtomicAdd(wsum + image_offset(g1, o[0], 0, o[1] + a, o[2] + b, o[3] + x),
-                 weight == nullptr ? acc_t(1) : weight[weight_offset(g, a, b, x)]);
+    WindowChunk ch;
+    const bool ok = window_chunk<1>(g1, org, D, i, &ch);
+    CUDA_KERNEL_ASSERT(ok && "fastquilt.scatter_add_windows: origin out of bounds");
+    if (ok) gpuAtomicAdd(wsum + ch.voxel, weight == nullptr ? acc_t(1) : weight[ch.weight]);
   }
 }
 
@@ -112,10 +110,13 @@ void scatter_add_windows_inplace_cuda(const at::Tensor& patches, const at::Tenso
     const acc_t* wp = w.has_value() ? w->const_data_ptr<acc_t>() : nullptr;
     acc_t* ws = weight_sum.has_value() ? weight_sum->mutable_data_ptr<acc_t>() : nullptr;
     if (g.C > 0 && p.numel() > 0) {
-      const int64_t work = M * g.C * g.W[0] * g.W[1] * ((g.W[2] + 3) / 4);
-      scatter_kernel<scalar_t, acc_t><<<blocks_for(work), kThreads, 0, stream>>>(
+      const int64_t total = window_chunk_count<4>(g, M);
+      // acc / weight_sum may be views at any element offset: float4 atomics need both base
+      // pointers 16-byte aligned (the chunk offsets are checked per chunk).
+      const bool vec = aligned16(acc.const_data_ptr()) && (ws == nullptr || aligned16(ws));
+      scatter_kernel<scalar_t, acc_t><<<blocks_for(total), kThreads, 0, stream>>>(
           p.const_data_ptr<scalar_t>(), org.const_data_ptr<int64_t>(), wp,
-          acc.mutable_data_ptr<acc_t>(), ws, g, D, M);
+          acc.mutable_data_ptr<acc_t>(), ws, g, D, total, vec);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     } else if (ws != nullptr) {
       const int64_t work = M * g.W[0] * g.W[1] * g.W[2];

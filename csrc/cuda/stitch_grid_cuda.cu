@@ -1,90 +1,28 @@
-// CUDA deterministic stitch for a full regular grid, fused with the division. Each output
-// voxel sums, in a fixed order, the windows covering it — found in closed form per axis by
-// grid_cover() (index_math.h, the code the CPU kernel runs) — and writes sum(w p) / sum(w)
-// once. No atomics, no accumulator buffers: bit-identical run to run.
-// Layout: one block per output row (n, c, z, y) (grid-stride), threads along x.
+// CUDA deterministic stitch for a full regular grid, fused with the division. Each thread
+// computes 16 bytes of output (stitch_grid_chunk in include/fastquilt/stitch_grid_chunk.h,
+// host-device code the CPU tests run): it sums, in a fixed order, the windows covering its
+// voxels -- found in closed form per axis by grid_cover(), the code the CPU kernel runs --
+// and writes sum(w p) / sum(w) once. No atomics, no accumulator buffers: bit-identical run
+// to run.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
 #include "cuda/cuda_common.cuh"
+#include "fastquilt/stitch_grid_chunk.h"
 #include "stitch_grid_checks.h"
 
 namespace fastquilt::cuda {
 namespace {
 
-constexpr int kRowThreads = 128;
-constexpr int kMaxPairs = 64;  // (z, y) window pairs per row kept in shared memory
-
 template <typename scalar_t, typename acc_t>
 __global__ void stitch_grid_kernel(const scalar_t* __restrict__ patches,
                                    const acc_t* __restrict__ weight, scalar_t* __restrict__ out,
-                                   GridGeometry gg, acc_t fill) {
-  // Per row, the windows covering it along z and y are the same for every x: their patch-row
-  // and weight-row offsets are computed once per block into shared memory.
-  __shared__ int64_t s_pbase[kMaxPairs];
-  __shared__ int64_t s_wbase[kMaxPairs];
-  const Geometry& g = gg.g;
-  const int64_t rows = g.N * g.C * g.S[0] * g.S[1];
-  const int64_t win_stride = g.C * g.W[0] * g.W[1] * g.W[2];  // between consecutive windows
-  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    int64_t t = fast_div(row, g.S[1]);
-    const int64_t y = row - t * g.S[1];
-    int64_t u = fast_div(t, g.S[0]);
-    const int64_t z = t - u * g.S[0];
-    const int64_t n = fast_div(u, g.C);
-    const int64_t c = u - n * g.C;
-    int64_t f0, l0, f1, l1;
-    grid_cover(z, g.S[0], g.W[0], gg.step[0], &f0, &l0);
-    grid_cover(y, g.S[1], g.W[1], gg.step[1], &f1, &l1);
-    const int64_t n0 = l0 >= f0 ? l0 - f0 + 1 : 0, n1 = l1 >= f1 ? l1 - f1 + 1 : 0;
-    const int64_t pairs = n0 * n1;
-    scalar_t* o = out + image_offset(g, n, c, z, y, 0);
-    const bool cached = pairs <= kMaxPairs;  // uniform across the block
-    if (cached) {
-      __syncthreads();  // the previous row is done with the shared arrays
-      for (int64_t k = threadIdx.x; k < pairs; k += blockDim.x) {
-        const int64_t i0 = f0 + k / n1, i1 = f1 + k % n1;
-        const int64_t a = z - grid_start(i0, g.S[0], g.W[0], gg.step[0]);
-        const int64_t b = y - grid_start(i1, g.S[1], g.W[1], gg.step[1]);
-        const int64_t m0 = n * gg.num_windows + (i0 * gg.count[1] + i1) * gg.count[2];
-        s_pbase[k] = patch_offset(g, m0, c, a, b, 0);
-        s_wbase[k] = weight_offset(g, a, b, 0);
-      }
-      __syncthreads();
-    }
-    for (int64_t x = threadIdx.x; x < g.S[2]; x += blockDim.x) {
-      int64_t f2, l2;
-      grid_cover(x, g.S[2], g.W[2], gg.step[2], &f2, &l2);
-      acc_t num = 0, den = 0;
-      if (cached) {
-        for (int64_t k = 0; k < pairs; ++k) {
-          const scalar_t* p = patches + s_pbase[k];
-          for (int64_t i2 = f2; i2 <= l2; ++i2) {
-            const int64_t xx = x - grid_start(i2, g.S[2], g.W[2], gg.step[2]);
-            const acc_t w = weight == nullptr ? acc_t(1) : weight[s_wbase[k] + xx];
-            num += static_cast<acc_t>(p[i2 * win_stride + xx]) * w;
-            den += w;
-          }
-        }
-      } else {  // many overlapping windows (tiny steps): compute the offsets on the fly
-        for (int64_t i0 = f0; i0 <= l0; ++i0) {
-          const int64_t a = z - grid_start(i0, g.S[0], g.W[0], gg.step[0]);
-          for (int64_t i1 = f1; i1 <= l1; ++i1) {
-            const int64_t b = y - grid_start(i1, g.S[1], g.W[1], gg.step[1]);
-            const int64_t m0 = n * gg.num_windows + (i0 * gg.count[1] + i1) * gg.count[2];
-            for (int64_t i2 = f2; i2 <= l2; ++i2) {
-              const int64_t xx = x - grid_start(i2, g.S[2], g.W[2], gg.step[2]);
-              const acc_t w = weight == nullptr ? acc_t(1) : weight[weight_offset(g, a, b, xx)];
-              num += static_cast<acc_t>(patches[patch_offset(g, m0 + i2, c, a, b, xx)]) * w;
-              den += w;
-            }
-          }
-        }
-      }
-      o[x] = static_cast<scalar_t>(den > acc_t(0) ? num / den : fill);
-    }
-  }
+                                   GridGeometry gg, acc_t fill, StitchVectorAccess vec,
+                                   int64_t total) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x)
+    stitch_grid_chunk(patches, weight, out, gg, fill, vec, i);
 }
 
 void stitch_grid_into_cuda(const at::Tensor& patches, const c10::optional<at::Tensor>& weight,
@@ -101,14 +39,15 @@ void stitch_grid_into_cuda(const at::Tensor& patches, const c10::optional<at::Te
   c10::optional<at::Tensor> w;
   if (weight.has_value()) w = weight->contiguous();
   auto stream = c10::cuda::getCurrentCUDAStream();
-  const int64_t rows = gg.g.N * gg.g.C * gg.g.S[0] * gg.g.S[1];
-  const unsigned int blocks =
-      static_cast<unsigned int>(std::min<int64_t>(rows, int64_t(1) << 20));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "stitch_grid_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    stitch_grid_kernel<scalar_t, acc_t><<<blocks, kRowThreads, 0, stream>>>(
-        p.const_data_ptr<scalar_t>(), w.has_value() ? w->const_data_ptr<acc_t>() : nullptr,
-        out.mutable_data_ptr<scalar_t>(), gg, static_cast<acc_t>(fill_value));
+    const acc_t* wp = w.has_value() ? w->const_data_ptr<acc_t>() : nullptr;
+    const int64_t total = stitch_chunk_count<scalar_t>(gg.g);
+    const auto vec = stitch_vector_access<scalar_t>(p.const_data_ptr(), wp, out.const_data_ptr(),
+                                                    gg.g);
+    stitch_grid_kernel<scalar_t, acc_t><<<blocks_for(total), kThreads, 0, stream>>>(
+        p.const_data_ptr<scalar_t>(), wp, out.mutable_data_ptr<scalar_t>(), gg,
+        static_cast<acc_t>(fill_value), vec, total);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -129,9 +68,10 @@ __global__ void grid_weight_sum_kernel(const scalar_t* __restrict__ weight,
   const int64_t total = g.S[0] * g.S[1] * g.S[2];
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t x = i % g.S[2];
-    const int64_t t = i / g.S[2];
-    out[i] = grid_voxel_weight_sum<scalar_t>(g, gg.step, weight, t / g.S[1], t % g.S[1], x);
+    const int64_t t = div_index(i, g.S[2]);
+    const int64_t z = div_index(t, g.S[1]);
+    out[i] = grid_voxel_weight_sum<scalar_t>(g, gg.step, weight, z, t - z * g.S[1],
+                                             i - t * g.S[2]);
   }
 }
 

@@ -9,8 +9,10 @@
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define FQ_HD __host__ __device__ __forceinline__
+#define FQ_UNROLL _Pragma("unroll")
 #else
 #define FQ_HD inline
+#define FQ_UNROLL
 #endif
 
 namespace fastquilt {
@@ -21,6 +23,24 @@ struct Geometry {
   int64_t S[3];      // spatial size
   int64_t W[3];      // window size
 };
+
+// A regular (qlty step-back) grid of windows over a Geometry.
+struct GridGeometry {
+  Geometry g;
+  int64_t step[3];
+  int64_t count[3];     // windows per normalised axis
+  int64_t num_windows;  // per image
+};
+
+// a / b for a >= 0, b > 0. On the GPU a 64-bit division is a ~70-instruction software
+// routine; the kernels divide indices that almost always fit 32 bits, so they take the
+// hardware 32-bit path then (the branch is uniform across a warp).
+FQ_HD int64_t div_index(int64_t a, int64_t b) {
+#if defined(__CUDA_ARCH__)
+  if (a <= 0xFFFFFFFFll && b <= 0xFFFFFFFFll) return int64_t(uint32_t(a) / uint32_t(b));
+#endif
+  return a / b;
+}
 
 // Offset of element (n, c, z, y, x) in a contiguous (N, C, S0, S1, S2) tensor.
 FQ_HD int64_t image_offset(const Geometry& g, int64_t n, int64_t c, int64_t z, int64_t y,
@@ -43,7 +63,7 @@ FQ_HD int64_t weight_offset(const Geometry& g, int64_t a, int64_t b, int64_t x) 
 
 // Number of windows: ceil((S - w) / s) + 1; the last one ends exactly at S.
 FQ_HD int64_t grid_count(int64_t S, int64_t w, int64_t s) {
-  return S <= w ? 1 : (S - w + s - 1) / s + 1;
+  return S <= w ? 1 : div_index(S - w + s - 1, s) + 1;
 }
 
 // Start of window i: i * s, stepped back to S - w so that no window leaves the image.
@@ -59,10 +79,10 @@ FQ_HD void grid_cover(int64_t p, int64_t S, int64_t w, int64_t s, int64_t* first
                       int64_t* last) {
   const int64_t n = grid_count(S, w, s);
   // first: smallest i with start_i + w > p. The last window (start S - w) always qualifies.
-  int64_t f = p < w ? 0 : (p - w) / s + 1;
+  int64_t f = p < w ? 0 : div_index(p - w, s) + 1;
   *first = f < n - 1 ? f : n - 1;
   // last: largest i with start_i <= p. Regular windows i <= n - 2 start below S - w.
-  *last = p >= S - w ? n - 1 : p / s;
+  *last = p >= S - w ? n - 1 : div_index(p, s);
 }
 
 // Sum over the grid windows covering voxel (z, y, x) of the window weight at that voxel, in a

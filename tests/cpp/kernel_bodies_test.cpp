@@ -1,0 +1,317 @@
+// Runs the CUDA kernel bodies (include/fastquilt/window_chunk.h, stitch_grid_chunk.h) on the
+// CPU, for every thread of an emulated launch, against float64 references: random 2D/3D
+// shapes, windows, steps (with gaps), channels, dtypes of 1, 2, 4 and 8 bytes, aligned and
+// misaligned base pointers, short block and grid sizes (grid-stride loops, K chunks per
+// thread). Vector accesses assert 16-byte alignment on the host (vec_access.h), so a wrong
+// alignment decision fails here; built with AddressSanitizer, so an out-of-bounds access fails.
+// Driven by tests/test_kernel_bodies.py. Exit status 0 = all cases passed.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "fastquilt/stitch_grid_chunk.h"
+#include "fastquilt/window_chunk.h"
+
+using namespace fastquilt;
+
+namespace {
+
+// A 2-byte float (bfloat16 by truncation): exercises the 8-element vectors of half/bf16.
+struct bf16 {
+  uint16_t bits;
+  bf16() = default;
+  bf16(float f) {  // NOLINT: implicit like c10::BFloat16
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    bits = uint16_t(u >> 16);
+  }
+  operator float() const {
+    const uint32_t u = uint32_t(bits) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+};
+
+template <typename T> struct AccOf { using type = T; };
+template <> struct AccOf<bf16> { using type = float; };
+template <> struct AccOf<uint8_t> { using type = uint8_t; };
+template <typename T> using acc_of = typename AccOf<T>::type;
+
+int failures = 0;
+std::mt19937_64 rng(12345);
+
+int64_t rand_int(int64_t lo, int64_t hi) {  // inclusive
+  return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+}
+double rand_unit() { return std::uniform_real_distribution<double>(-1, 1)(rng); }
+
+void fail(const std::string& what) {
+  if (++failures <= 20) std::printf("FAIL %s\n", what.c_str());
+}
+
+// A buffer whose data starts `shift` elements after a 64-byte boundary (shift 1: misaligned
+// base pointer, as for a tensor view at an odd offset).
+template <typename T>
+struct Buffer {
+  std::vector<unsigned char> raw;
+  T* data;
+  Buffer(int64_t n, int shift) : raw((n + shift) * sizeof(T) + 64) {
+    const uintptr_t p = reinterpret_cast<uintptr_t>(raw.data());
+    data = reinterpret_cast<T*>((p + 63) / 64 * 64) + shift;
+  }
+};
+
+struct Case {
+  Geometry g;
+  int64_t D;
+  int64_t step[3];
+  std::string name;
+};
+
+Case random_case(int V, bool aligned_rows) {
+  Case k;
+  k.D = rand_int(0, 1) ? 3 : 2;
+  Geometry& g = k.g;
+  g.N = rand_int(1, 2);
+  g.C = rand_int(1, 3);
+  for (int d = 0; d < 3; ++d) {
+    if (k.D == 2 && d == 1) { g.S[1] = g.W[1] = 1; k.step[1] = 1; continue; }
+    g.W[d] = rand_int(1, 12);
+    g.S[d] = g.W[d] + rand_int(0, 25);
+    k.step[d] = rand_int(1, g.W[d] + 3);  // > W: gaps
+  }
+  if (aligned_rows) {  // rows a whole number of vectors: the vector paths run
+    g.W[2] = V * rand_int(1, 3);
+    g.S[2] = g.W[2] + V * rand_int(0, 4);
+    k.step[2] = V * rand_int(1, 2);
+  }
+  k.name = "N" + std::to_string(g.N) + " C" + std::to_string(g.C) + " S" +
+           std::to_string(g.S[0]) + "x" + std::to_string(g.S[1]) + "x" + std::to_string(g.S[2]) +
+           " W" + std::to_string(g.W[0]) + "x" + std::to_string(g.W[1]) + "x" +
+           std::to_string(g.W[2]) + " step" + std::to_string(k.step[0]) + "," +
+           std::to_string(k.step[1]) + "," + std::to_string(k.step[2]);
+  return k;
+}
+
+GridGeometry grid_of(const Case& k) {
+  GridGeometry gg;
+  gg.g = k.g;
+  gg.num_windows = 1;
+  for (int d = 0; d < 3; ++d) {
+    gg.step[d] = k.step[d];
+    gg.count[d] = grid_count(k.g.S[d], k.g.W[d], k.step[d]);
+    gg.num_windows *= gg.count[d];
+  }
+  return gg;
+}
+
+// Origins rows [n, start...] (1 + D columns): the full grid in qlty order, or random windows.
+std::vector<int64_t> make_origins(const Case& k, bool grid, int64_t* M) {
+  std::vector<int64_t> org;
+  const Geometry& g = k.g;
+  auto push = [&](int64_t n, int64_t a, int64_t b, int64_t c) {
+    org.push_back(n);
+    org.push_back(a);
+    if (k.D == 3) org.push_back(b);
+    org.push_back(c);
+  };
+  if (grid) {
+    const GridGeometry gg = grid_of(k);
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t i0 = 0; i0 < gg.count[0]; ++i0)
+        for (int64_t i1 = 0; i1 < gg.count[1]; ++i1)
+          for (int64_t i2 = 0; i2 < gg.count[2]; ++i2)
+            push(n, grid_start(i0, g.S[0], g.W[0], k.step[0]),
+                 grid_start(i1, g.S[1], g.W[1], k.step[1]),
+                 grid_start(i2, g.S[2], g.W[2], k.step[2]));
+  } else {
+    for (int64_t m = rand_int(1, 9); m > 0; --m)
+      push(rand_int(0, g.N - 1), rand_int(0, g.S[0] - g.W[0]), rand_int(0, g.S[1] - g.W[1]),
+           rand_int(0, g.S[2] - g.W[2]));
+  }
+  *M = int64_t(org.size()) / (1 + k.D);
+  return org;
+}
+
+template <typename T>
+T random_value() {
+  if constexpr (std::is_same_v<T, uint8_t>) return T(rand_int(0, 255));
+  else return T(float(rand_unit()));
+}
+
+// ---- gather: gather_chunks for every thread of an emulated launch vs plain loops ----
+template <typename T>
+void check_gather(const Case& k, bool grid, bool weighted, int shift_in, int shift_out,
+                  bool bad_origin) {
+  using acc_t = acc_of<T>;
+  constexpr int V = Vec16<T>::kSize;
+  constexpr int K = 4;
+  const Geometry& g = k.g;
+  int64_t M;
+  std::vector<int64_t> org = make_origins(k, grid, &M);
+  if (bad_origin) org[org.size() - 1] = g.S[2] - g.W[2] + 1;  // last window leaves the image
+  const int64_t vol = g.S[0] * g.S[1] * g.S[2], wvol = g.W[0] * g.W[1] * g.W[2];
+  Buffer<T> in(g.N * g.C * vol, shift_in), out(M * g.C * wvol, shift_out);
+  std::vector<acc_t> w(wvol);
+  for (int64_t i = 0; i < g.N * g.C * vol; ++i) in.data[i] = random_value<T>();
+  for (auto& v : w) v = acc_t(std::fabs(rand_unit()));
+  const T sentinel = T(7);
+  for (int64_t i = 0; i < M * g.C * wvol; ++i) out.data[i] = sentinel;
+  const acc_t* wp = weighted ? w.data() : nullptr;
+  const bool vec = aligned16(in.data) && aligned16(out.data);
+  const int64_t total = window_chunk_count<V>(g, M);
+  const int64_t block = rand_int(1, 3) * 32, grid_blocks = rand_int(1, 4);
+  bool ok = true;
+  for (int64_t b = 0; b < grid_blocks; ++b)
+    for (int64_t t = 0; t < block; ++t)
+      for (int64_t first = b * block * K + t; first < total; first += grid_blocks * block * K)
+        ok = gather_chunks<K>(in.data, org.data(), wp, out.data, g, k.D, total, vec, first,
+                              block) && ok;
+  const std::string what = "gather " + k.name + (weighted ? " weighted" : "") +
+                           (vec ? " vec" : " scalar") + " sizeof " + std::to_string(sizeof(T));
+  if (ok == bad_origin) fail(what + ": bounds flag " + std::to_string(ok));
+  for (int64_t m = 0; m < M; ++m) {
+    const int64_t* r = &org[m * (1 + k.D)];
+    const int64_t n = r[0], o0 = r[1], o1 = k.D == 3 ? r[2] : 0, o2 = r[k.D];
+    const bool inside = o2 + g.W[2] <= g.S[2];
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t a = 0; a < g.W[0]; ++a)
+        for (int64_t bb = 0; bb < g.W[1]; ++bb)
+          for (int64_t x = 0; x < g.W[2]; ++x) {
+            const T got = out.data[patch_offset(g, m, c, a, bb, x)];
+            if (!inside) {  // skipped, not written
+              if (!(got == sentinel)) { fail(what + ": wrote a bad window"); return; }
+              continue;
+            }
+            const T v = in.data[image_offset(g, n, c, o0 + a, o1 + bb, o2 + x)];
+            const T want = weighted ? T(acc_t(acc_t(v) * w[weight_offset(g, a, bb, x)])) : v;
+            if (std::memcmp(&got, &want, sizeof(T)) != 0) { fail(what); return; }
+          }
+  }
+}
+
+// ---- scatter-add index math: window_chunk<4> offsets, added serially vs plain loops ----
+void check_scatter_offsets(const Case& k, bool grid) {
+  const Geometry& g = k.g;
+  int64_t M;
+  const std::vector<int64_t> org = make_origins(k, grid, &M);
+  const int64_t vol = g.S[0] * g.S[1] * g.S[2], wvol = g.W[0] * g.W[1] * g.W[2];
+  std::vector<double> p(M * g.C * wvol), w(wvol), acc(g.N * g.C * vol, 0), ws(g.N * vol, 0);
+  std::vector<double> racc(acc), rws(ws);
+  for (auto& v : p) v = rand_unit();
+  for (auto& v : w) v = std::fabs(rand_unit());
+  for (int64_t i = 0; i < window_chunk_count<4>(g, M); ++i) {
+    WindowChunk ch;
+    if (!window_chunk<4>(g, org.data(), k.D, i, &ch)) { fail("scatter bounds " + k.name); return; }
+    for (int j = 0; j < ch.len; ++j) {
+      acc[ch.image + j] += p[ch.patch + j] * w[ch.weight + j];
+      if (ch.c == 0) ws[ch.voxel + j] += w[ch.weight + j];
+    }
+  }
+  for (int64_t m = 0; m < M; ++m) {
+    const int64_t* r = &org[m * (1 + k.D)];
+    const int64_t n = r[0], o0 = r[1], o1 = k.D == 3 ? r[2] : 0, o2 = r[k.D];
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t a = 0; a < g.W[0]; ++a)
+        for (int64_t b = 0; b < g.W[1]; ++b)
+          for (int64_t x = 0; x < g.W[2]; ++x) {
+            const double wv = w[weight_offset(g, a, b, x)];
+            racc[image_offset(g, n, c, o0 + a, o1 + b, o2 + x)] +=
+                p[patch_offset(g, m, c, a, b, x)] * wv;
+            if (c == 0) rws[((n * g.S[0] + o0 + a) * g.S[1] + o1 + b) * g.S[2] + o2 + x] += wv;
+          }
+  }
+  for (size_t i = 0; i < acc.size(); ++i)
+    if (std::fabs(acc[i] - racc[i]) > 1e-12) { fail("scatter " + k.name); return; }
+  for (size_t i = 0; i < ws.size(); ++i)
+    if (std::fabs(ws[i] - rws[i]) > 1e-12) { fail("scatter weight sum " + k.name); return; }
+}
+
+// ---- deterministic grid stitch: stitch_grid_chunk for every chunk vs float64 ----
+template <typename T>
+void check_stitch(const Case& k, bool weighted, int shift_p, int shift_w, int shift_out) {
+  using acc_t = acc_of<T>;
+  const GridGeometry gg = grid_of(k);
+  const Geometry& g = gg.g;
+  const int64_t M = g.N * gg.num_windows;
+  const int64_t vol = g.S[0] * g.S[1] * g.S[2], wvol = g.W[0] * g.W[1] * g.W[2];
+  Buffer<T> p(M * g.C * wvol, shift_p), out(g.N * g.C * vol, shift_out);
+  Buffer<acc_t> w(wvol, shift_w);
+  for (int64_t i = 0; i < M * g.C * wvol; ++i) p.data[i] = T(float(rand_unit()));
+  for (int64_t i = 0; i < wvol; ++i)  // some zero weights: voxels with no weight get the fill
+    w.data[i] = rand_int(0, 4) == 0 ? acc_t(0) : acc_t(std::fabs(rand_unit()) + 0.05);
+  for (int64_t i = 0; i < g.N * g.C * vol; ++i) out.data[i] = T(1e30f);
+  const acc_t* wp = weighted ? w.data : nullptr;
+  const acc_t fill = acc_t(-5);
+  const StitchVectorAccess vec = stitch_vector_access<T>(p.data, wp, out.data, g);
+  const int64_t total = stitch_chunk_count<T>(g);
+  for (int64_t i = 0; i < total; ++i) stitch_grid_chunk(p.data, wp, out.data, gg, fill, vec, i);
+  const std::string what = "stitch " + k.name + (weighted ? " weighted" : "") +
+                           (vec.load ? " vload" : "") + (vec.store ? " vstore" : "") +
+                           " sizeof " + std::to_string(sizeof(T));
+  const double tol = sizeof(T) == 2 ? 1.0 / 64 : sizeof(T) == 4 ? 1e-5 : 1e-12;
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t z = 0; z < g.S[0]; ++z)
+        for (int64_t y = 0; y < g.S[1]; ++y)
+          for (int64_t x = 0; x < g.S[2]; ++x) {
+            double num = 0, den = 0;
+            for (int64_t i0 = 0; i0 < gg.count[0]; ++i0)
+              for (int64_t i1 = 0; i1 < gg.count[1]; ++i1)
+                for (int64_t i2 = 0; i2 < gg.count[2]; ++i2) {
+                  const int64_t a = z - grid_start(i0, g.S[0], g.W[0], k.step[0]);
+                  const int64_t b = y - grid_start(i1, g.S[1], g.W[1], k.step[1]);
+                  const int64_t xx = x - grid_start(i2, g.S[2], g.W[2], k.step[2]);
+                  if (a < 0 || a >= g.W[0] || b < 0 || b >= g.W[1] || xx < 0 || xx >= g.W[2])
+                    continue;
+                  const int64_t m = n * gg.num_windows + (i0 * gg.count[1] + i1) * gg.count[2] + i2;
+                  const double wv = weighted ? double(w.data[weight_offset(g, a, b, xx)]) : 1.0;
+                  num += double(acc_t(p.data[patch_offset(g, m, c, a, b, xx)])) * wv;
+                  den += wv;
+                }
+            const double want = den > 0 ? num / den : double(fill);
+            const double got = double(acc_t(out.data[image_offset(g, n, c, z, y, x)]));
+            if (!(std::fabs(got - want) <= tol * (1 + std::fabs(want)))) {
+              fail(what + " at n" + std::to_string(n) + " c" + std::to_string(c) + " z" +
+                   std::to_string(z) + " y" + std::to_string(y) + " x" + std::to_string(x) +
+                   ": got " + std::to_string(got) + " want " + std::to_string(want));
+              return;
+            }
+          }
+}
+
+template <typename T>
+void run_dtype(int cases) {
+  constexpr int V = Vec16<T>::kSize;
+  for (int i = 0; i < cases; ++i) {
+    const bool aligned_rows = i % 2 == 0;
+    const Case k = random_case(V, aligned_rows);
+    const int si = i % 5 == 4 ? 1 : 0, so = i % 7 == 6 ? 1 : 0;  // some misaligned views
+    const bool floating = !std::is_same_v<T, uint8_t>;
+    check_gather<T>(k, i % 3 != 0, floating && i % 2 == 1, si, so, false);
+    if (i % 10 == 0) check_gather<T>(k, false, false, 0, 0, true);
+    if constexpr (!std::is_same_v<T, uint8_t>)
+      check_stitch<T>(k, i % 4 != 3, si, i % 11 == 10 ? 1 : 0, so);
+  }
+}
+
+}  // namespace
+
+int main() {
+  for (int i = 0; i < 60; ++i) check_scatter_offsets(random_case(4, i % 2 == 0), i % 3 != 0);
+  run_dtype<double>(60);
+  run_dtype<float>(80);
+  run_dtype<bf16>(60);
+  run_dtype<uint8_t>(40);
+  if (failures) {
+    std::printf("%d failures\n", failures);
+    return 1;
+  }
+  std::printf("kernel bodies: all cases passed\n");
+  return 0;
+}
