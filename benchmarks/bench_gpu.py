@@ -2,6 +2,15 @@
 copy of the same bytes, and against MONAI / qlty when installed. Ratios measured in one run.
 
 Workload (issue 3): (1, 1, 512^3), window 64, step 32, float32 and bfloat16.
+
+Each op's bandwidth is the bytes it must move at least, divided by its time, against the
+bandwidth of a device-to-device copy of the patches measured in the same run:
+  gather       reads the windows P and writes the patches P                 -> 2 P
+  scatter_add  reads the patches P and adds each element into an fp32/fp64
+               accumulator element (P_acc bytes of atomics)                  -> P + P_acc
+  stitch_grid  reads the patches P and writes the output image O             -> P + O
+(P_acc = P for float32; for bfloat16 P_acc = 2 P. The stitch's O is ~ P / 6.6 here.)
+`--report results.json` reprints a stored run with these definitions.
 """
 
 from __future__ import annotations
@@ -33,6 +42,45 @@ def cuda_time(fn, reps: int = 5, warmup: int = 2) -> float:
     return sorted(times)[len(times) // 2]
 
 
+OPS = ("gather", "scatter_atomic", "stitch_grid")
+
+
+def derive(r: dict) -> None:
+    """Adds each op's minimal bytes, bandwidth and fraction of the copy bandwidth to r."""
+    P = r["patch_GB"] * 1e9
+    acc_size = 8 if r["dtype"] == "float64" else 4
+    elem = {"float64": 8, "float32": 4}.get(r["dtype"], 2)
+    out_bytes = r.get("out_GB", r["shape"][0] * r["shape"][1] * r["shape"][2] * elem / 1e9) * 1e9
+    nbytes = {"gather": 2 * P, "scatter_atomic": P + P * acc_size / elem,
+              "stitch_grid": P + out_bytes}
+    copy_bw = 2 * P / r["copy_s"]
+    r["copy_TBps"] = copy_bw / 1e12
+    for k in OPS:
+        r[f"{k}_GB"] = nbytes[k] / 1e9
+        r[f"{k}_TBps"] = nbytes[k] / r[f"{k}_s"] / 1e12
+        r[f"{k}_frac_of_copy_bw"] = nbytes[k] / r[f"{k}_s"] / copy_bw
+        r.pop(f"{k}_frac_of_copy", None)  # older runs: time ratio to the copy
+
+
+def report(device: str, r: dict) -> None:
+    print(f"\n{device}  {r['dtype']}  {tuple(r['shape'])} w{r['window']} s{r['step']}  "
+          f"{r['windows']} windows, {r['patch_GB']:.2f} GB of patches")
+    print(f"  d2d copy of the patch bytes : {r['copy_s'] * 1e3:8.2f} ms "
+          f"({r['copy_TBps']:.2f} TB/s read+write)")
+    for k in OPS:
+        print(f"  {k:28s}: {r[k + '_s'] * 1e3:8.2f} ms, {r[k + '_GB']:5.2f} GB moved, "
+              f"{r[k + '_TBps']:.2f} TB/s = {100 * r[k + '_frac_of_copy_bw']:5.1f}% of copy "
+              "bandwidth")
+    print(f"  sliding_window identity     : {r['fq_sliding_window_identity_s'] * 1e3:8.2f} ms")
+    for k in ("speedup_vs_monai", "speedup_vs_qlty"):
+        if k in r:
+            print(f"  {k:28s}: {r[k]:8.1f}x")
+    for k in ("monai", "qlty"):
+        if k in r:
+            print(f"  {k}: {r[k]}")
+    print(f"  round-trip max error        : {r['roundtrip_max_err']:.2e}")
+
+
 def run(size: int, window: int, step: int, dtype: torch.dtype, with_peers: bool) -> dict:
     shape = (size,) * 3
     q = fq.Quilt(shape, window, step, border=8, border_weight=0.1)
@@ -56,10 +104,8 @@ def run(size: int, window: int, step: int, dtype: torch.dtype, with_peers: bool)
     r["fq_sliding_window_identity_s"] = cuda_time(
         lambda: fq.sliding_window(lambda p: p, x, window, step, batch_size=64, weight=None,
                                   border=8), reps=2, warmup=1)
-    copy_bw = 2 * pbytes / r["copy_s"]
-    r["copy_TBps"] = copy_bw / 1e12
-    for k in ("gather", "scatter_atomic", "stitch_grid"):
-        r[f"{k}_frac_of_copy"] = r["copy_s"] / r[f"{k}_s"]
+    r["out_GB"] = out.numel() * out.element_size() / 1e9
+    derive(r)
     # correctness of what was timed
     mean, _ = q.stitch(q.unstitch(x))
     r["roundtrip_max_err"] = float((mean.float() - x.float()).abs().max())
@@ -98,27 +144,21 @@ def main() -> None:
     ap.add_argument("--step", type=int, default=32)
     ap.add_argument("--json", default=None)
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--report", default=None, help="reprint a stored results JSON and exit")
     a = ap.parse_args()
+    if a.report:
+        with open(a.report) as f:
+            res = json.load(f)
+        for r in res["runs"]:
+            derive(r)
+            report(res["device"], r)
+        return
     res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
            "python": platform.python_version(), "runs": []}
     for dtype in (torch.float32, torch.bfloat16):
         r = run(a.size, a.window, a.step, dtype, not a.no_peers)
         res["runs"].append(r)
-        print(f"\n{res['device']}  {r['dtype']}  {r['shape']} w{r['window']} s{r['step']}  "
-              f"{r['windows']} windows, {r['patch_GB']:.2f} GB of patches")
-        print(f"  d2d copy of the patch bytes : {r['copy_s'] * 1e3:8.2f} ms "
-              f"({r['copy_TBps']:.2f} TB/s read+write)")
-        for k in ("gather", "scatter_atomic", "stitch_grid"):
-            print(f"  {k:28s}: {r[k + '_s'] * 1e3:8.2f} ms = "
-                  f"{100 * r[k + '_frac_of_copy']:5.1f}% of copy bandwidth")
-        print(f"  sliding_window identity     : {r['fq_sliding_window_identity_s'] * 1e3:8.2f} ms")
-        for k in ("speedup_vs_monai", "speedup_vs_qlty"):
-            if k in r:
-                print(f"  {k:28s}: {r[k]:8.1f}x")
-        for k in ("monai", "qlty"):
-            if k in r:
-                print(f"  {k}: {r[k]}")
-        print(f"  round-trip max error        : {r['roundtrip_max_err']:.2e}")
+        report(res["device"], r)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)
