@@ -17,14 +17,15 @@ namespace {
 
 constexpr int kChunks = 4;
 
-template <typename scalar_t, typename acc_t>
+// I: index type, int32_t when the input and the patches have fewer than 2^31 elements.
+template <typename I, typename scalar_t, typename acc_t>
 __global__ void gather_kernel(const scalar_t* __restrict__ in, const int64_t* __restrict__ org,
                               const acc_t* __restrict__ weight, scalar_t* __restrict__ out,
-                              Geometry g, int64_t D, int64_t total, bool vec) {
+                              Geometry g, int D, int64_t total, bool vec) {
   const int64_t per_block = int64_t(blockDim.x) * kChunks;
   for (int64_t first = blockIdx.x * per_block + threadIdx.x; first < total;
        first += int64_t(gridDim.x) * per_block) {
-    const bool ok = gather_chunks<kChunks>(in, org, weight, out, g, D, total, vec, first,
+    const bool ok = gather_chunks<kChunks, I>(in, org, weight, out, g, D, total, vec, first,
                                            int64_t(blockDim.x));
     CUDA_KERNEL_ASSERT(ok && "fastquilt.gather_windows: origin out of bounds");
   }
@@ -43,7 +44,7 @@ void gather_windows_into_cuda(const at::Tensor& input, const at::Tensor& origins
   const auto org = origins.contiguous();
   c10::optional<at::Tensor> w;
   if (weight.has_value()) w = weight->contiguous();
-  const int64_t D = static_cast<int64_t>(window.size());
+  const int D = static_cast<int>(window.size());
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_ALL_TYPES_AND3(at::kHalf, at::kBFloat16, at::kBool, in.scalar_type(),
                              "gather_windows_cuda", [&] {
@@ -56,8 +57,10 @@ void gather_windows_into_cuda(const at::Tensor& input, const at::Tensor& origins
     // Inputs and outputs may be views at any element offset: vector access needs both
     // base pointers 16-byte aligned (the chunk offsets are checked per chunk).
     const bool vec = aligned16(in.const_data_ptr()) && aligned16(out.const_data_ptr());
-    gather_kernel<scalar_t, acc_t><<<blocks_for((total + kChunks - 1) / kChunks), kThreads, 0,
-                                     stream>>>(
+    const bool fits32 = in.numel() <= INT32_MAX && out.numel() <= INT32_MAX;
+    auto kernel = fits32 ? gather_kernel<int32_t, scalar_t, acc_t>
+                         : gather_kernel<int64_t, scalar_t, acc_t>;
+    kernel<<<blocks_for((total + kChunks - 1) / kChunks), kThreads, 0, stream>>>(
         in.const_data_ptr<scalar_t>(), org.const_data_ptr<int64_t>(), wp,
         out.mutable_data_ptr<scalar_t>(), g, D, total, vec);
     C10_CUDA_KERNEL_LAUNCH_CHECK();

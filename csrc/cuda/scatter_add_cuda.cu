@@ -27,16 +27,17 @@ __device__ __forceinline__ void add4(acc_t* dst, const acc_t v[4], bool aligned)
   for (int k = 0; k < 4; ++k) gpuAtomicAdd(dst + k, v[k]);
 }
 
-template <typename scalar_t, typename acc_t>
+// I: index type, int32_t when the patches and the accumulator have fewer than 2^31 elements.
+template <typename I, typename scalar_t, typename acc_t>
 __global__ void scatter_kernel(const scalar_t* __restrict__ patches,
                                const int64_t* __restrict__ org, const acc_t* __restrict__ weight,
                                acc_t* __restrict__ acc, acc_t* __restrict__ wsum, Geometry g,
-                               int64_t D, int64_t total, bool vec) {
+                               int D, int64_t total, bool vec) {
   constexpr int kV = 4;  // elements per thread: one float4 of accumulator
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
-    WindowChunk ch;
-    const bool ok = window_chunk<kV>(g, org, D, i, &ch);
+    WindowChunk<I> ch;
+    const bool ok = window_chunk<kV>(g, org, D, I(i), &ch);
     CUDA_KERNEL_ASSERT(ok && "fastquilt.scatter_add_windows: origin out of bounds");
     if (!ok) continue;
     const scalar_t* src = patches + ch.patch;
@@ -72,13 +73,13 @@ __global__ void scatter_kernel(const scalar_t* __restrict__ patches,
 // Weight sum alone (patches with zero channels).
 template <typename acc_t>
 __global__ void weight_sum_kernel(const int64_t* __restrict__ org, const acc_t* __restrict__ weight,
-                                  acc_t* __restrict__ wsum, Geometry g, int64_t D, int64_t M) {
+                                  acc_t* __restrict__ wsum, Geometry g, int D, int64_t M) {
   // One-element chunks of a one-channel geometry: one thread per window voxel.
   const Geometry g1{g.N, 1, {g.S[0], g.S[1], g.S[2]}, {g.W[0], g.W[1], g.W[2]}};
   const int64_t total = window_chunk_count<1>(g1, M);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
-    WindowChunk ch;
+    WindowChunk<int64_t> ch;
     const bool ok = window_chunk<1>(g1, org, D, i, &ch);
     CUDA_KERNEL_ASSERT(ok && "fastquilt.scatter_add_windows: origin out of bounds");
     if (ok) gpuAtomicAdd(wsum + ch.voxel, weight == nullptr ? acc_t(1) : weight[ch.weight]);
@@ -99,7 +100,7 @@ void scatter_add_windows_inplace_cuda(const at::Tensor& patches, const at::Tenso
   // (raise, like ATen's own atomic kernels). Quilt.stitch's grid stitch is deterministic.
   at::globalContext().alertNotDeterministic("fastquilt.scatter_add_windows (CUDA, atomics)");
   c10::cuda::CUDAGuard guard(patches.device());
-  const int64_t D = patches.dim() - 2;
+  const int D = static_cast<int>(patches.dim()) - 2;
   const auto p = patches.contiguous();
   const auto org = origins.contiguous();
   c10::optional<at::Tensor> w;
@@ -114,7 +115,10 @@ void scatter_add_windows_inplace_cuda(const at::Tensor& patches, const at::Tenso
       // acc / weight_sum may be views at any element offset: float4 atomics need both base
       // pointers 16-byte aligned (the chunk offsets are checked per chunk).
       const bool vec = aligned16(acc.const_data_ptr()) && (ws == nullptr || aligned16(ws));
-      scatter_kernel<scalar_t, acc_t><<<blocks_for(total), kThreads, 0, stream>>>(
+      const bool fits32 = p.numel() <= INT32_MAX && acc.numel() <= INT32_MAX;
+      auto kernel = fits32 ? scatter_kernel<int32_t, scalar_t, acc_t>
+                           : scatter_kernel<int64_t, scalar_t, acc_t>;
+      kernel<<<blocks_for(total), kThreads, 0, stream>>>(
           p.const_data_ptr<scalar_t>(), org.const_data_ptr<int64_t>(), wp,
           acc.mutable_data_ptr<acc_t>(), ws, g, D, total, vec);
       C10_CUDA_KERNEL_LAUNCH_CHECK();

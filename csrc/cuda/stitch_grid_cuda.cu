@@ -15,14 +15,15 @@
 namespace fastquilt::cuda {
 namespace {
 
-template <typename scalar_t, typename acc_t>
+// I: index type, int32_t when the patches and the output have fewer than 2^31 elements.
+template <typename I, typename scalar_t, typename acc_t>
 __global__ void stitch_grid_kernel(const scalar_t* __restrict__ patches,
                                    const acc_t* __restrict__ weight, scalar_t* __restrict__ out,
                                    GridGeometry gg, acc_t fill, StitchVectorAccess vec,
                                    int64_t total) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x)
-    stitch_grid_chunk(patches, weight, out, gg, fill, vec, i);
+    stitch_grid_chunk<I>(patches, weight, out, gg, fill, vec, I(i));
 }
 
 void stitch_grid_into_cuda(const at::Tensor& patches, const c10::optional<at::Tensor>& weight,
@@ -45,7 +46,10 @@ void stitch_grid_into_cuda(const at::Tensor& patches, const c10::optional<at::Te
     const int64_t total = stitch_chunk_count<scalar_t>(gg.g);
     const auto vec = stitch_vector_access<scalar_t>(p.const_data_ptr(), wp, out.const_data_ptr(),
                                                     gg.g);
-    stitch_grid_kernel<scalar_t, acc_t><<<blocks_for(total), kThreads, 0, stream>>>(
+    const bool fits32 = p.numel() <= INT32_MAX && out.numel() <= INT32_MAX;
+    auto kernel = fits32 ? stitch_grid_kernel<int32_t, scalar_t, acc_t>
+                         : stitch_grid_kernel<int64_t, scalar_t, acc_t>;
+    kernel<<<blocks_for(total), kThreads, 0, stream>>>(
         p.const_data_ptr<scalar_t>(), wp, out.mutable_data_ptr<scalar_t>(), gg,
         static_cast<acc_t>(fill_value), vec, total);
     C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -145,7 +145,7 @@ T random_value() {
 }
 
 // ---- gather: gather_chunks for every thread of an emulated launch vs plain loops ----
-template <typename T>
+template <typename T, typename I>
 void check_gather(const Case& k, bool grid, bool weighted, int shift_in, int shift_out,
                   bool bad_origin) {
   using acc_t = acc_of<T>;
@@ -170,10 +170,11 @@ void check_gather(const Case& k, bool grid, bool weighted, int shift_in, int shi
   for (int64_t b = 0; b < grid_blocks; ++b)
     for (int64_t t = 0; t < block; ++t)
       for (int64_t first = b * block * K + t; first < total; first += grid_blocks * block * K)
-        ok = gather_chunks<K>(in.data, org.data(), wp, out.data, g, k.D, total, vec, first,
-                              block) && ok;
+        ok = gather_chunks<K, I>(in.data, org.data(), wp, out.data, g, int(k.D), total, vec,
+                                 first, block) && ok;
   const std::string what = "gather " + k.name + (weighted ? " weighted" : "") +
-                           (vec ? " vec" : " scalar") + " sizeof " + std::to_string(sizeof(T));
+                           (vec ? " vec" : " scalar") + " sizeof " + std::to_string(sizeof(T)) +
+                           " index bytes " + std::to_string(sizeof(I));
   if (ok == bad_origin) fail(what + ": bounds flag " + std::to_string(ok));
   for (int64_t m = 0; m < M; ++m) {
     const int64_t* r = &org[m * (1 + k.D)];
@@ -196,6 +197,7 @@ void check_gather(const Case& k, bool grid, bool weighted, int shift_in, int shi
 }
 
 // ---- scatter-add index math: window_chunk<4> offsets, added serially vs plain loops ----
+template <typename I>
 void check_scatter_offsets(const Case& k, bool grid) {
   const Geometry& g = k.g;
   int64_t M;
@@ -206,8 +208,8 @@ void check_scatter_offsets(const Case& k, bool grid) {
   for (auto& v : p) v = rand_unit();
   for (auto& v : w) v = std::fabs(rand_unit());
   for (int64_t i = 0; i < window_chunk_count<4>(g, M); ++i) {
-    WindowChunk ch;
-    if (!window_chunk<4>(g, org.data(), k.D, i, &ch)) { fail("scatter bounds " + k.name); return; }
+    WindowChunk<I> ch;
+    if (!window_chunk<4>(g, org.data(), int(k.D), I(i), &ch)) { fail("scatter bounds " + k.name); return; }
     for (int j = 0; j < ch.len; ++j) {
       acc[ch.image + j] += p[ch.patch + j] * w[ch.weight + j];
       if (ch.c == 0) ws[ch.voxel + j] += w[ch.weight + j];
@@ -233,7 +235,7 @@ void check_scatter_offsets(const Case& k, bool grid) {
 }
 
 // ---- deterministic grid stitch: stitch_grid_chunk for every chunk vs float64 ----
-template <typename T>
+template <typename T, typename I>
 void check_stitch(const Case& k, bool weighted, int shift_p, int shift_w, int shift_out) {
   using acc_t = acc_of<T>;
   const GridGeometry gg = grid_of(k);
@@ -250,10 +252,11 @@ void check_stitch(const Case& k, bool weighted, int shift_p, int shift_w, int sh
   const acc_t fill = acc_t(-5);
   const StitchVectorAccess vec = stitch_vector_access<T>(p.data, wp, out.data, g);
   const int64_t total = stitch_chunk_count<T>(g);
-  for (int64_t i = 0; i < total; ++i) stitch_grid_chunk(p.data, wp, out.data, gg, fill, vec, i);
+  for (int64_t i = 0; i < total; ++i) stitch_grid_chunk<I>(p.data, wp, out.data, gg, fill, vec, I(i));
   const std::string what = "stitch " + k.name + (weighted ? " weighted" : "") +
                            (vec.load ? " vload" : "") + (vec.store ? " vstore" : "") +
-                           " sizeof " + std::to_string(sizeof(T));
+                           " sizeof " + std::to_string(sizeof(T)) + " index bytes " +
+                           std::to_string(sizeof(I));
   const double tol = sizeof(T) == 2 ? 1.0 / 64 : sizeof(T) == 4 ? 1e-5 : 1e-12;
   for (int64_t n = 0; n < g.N; ++n)
     for (int64_t c = 0; c < g.C; ++c)
@@ -285,6 +288,7 @@ void check_stitch(const Case& k, bool weighted, int shift_p, int shift_w, int sh
           }
 }
 
+// Every case runs with 32-bit and 64-bit index math (the kernels pick one per launch).
 template <typename T>
 void run_dtype(int cases) {
   constexpr int V = Vec16<T>::kSize;
@@ -293,17 +297,26 @@ void run_dtype(int cases) {
     const Case k = random_case(V, aligned_rows);
     const int si = i % 5 == 4 ? 1 : 0, so = i % 7 == 6 ? 1 : 0;  // some misaligned views
     const bool floating = !std::is_same_v<T, uint8_t>;
-    check_gather<T>(k, i % 3 != 0, floating && i % 2 == 1, si, so, false);
-    if (i % 10 == 0) check_gather<T>(k, false, false, 0, 0, true);
-    if constexpr (!std::is_same_v<T, uint8_t>)
-      check_stitch<T>(k, i % 4 != 3, si, i % 11 == 10 ? 1 : 0, so);
+    const bool weighted = floating && i % 2 == 1;
+    check_gather<T, int32_t>(k, i % 3 != 0, weighted, si, so, false);
+    check_gather<T, int64_t>(k, i % 3 != 0, weighted, si, so, false);
+    if (i % 10 == 0) check_gather<T, int32_t>(k, false, false, 0, 0, true);
+    if constexpr (!std::is_same_v<T, uint8_t>) {
+      const int sw = i % 11 == 10 ? 1 : 0;
+      check_stitch<T, int32_t>(k, i % 4 != 3, si, sw, so);
+      check_stitch<T, int64_t>(k, i % 4 != 3, si, sw, so);
+    }
   }
 }
 
 }  // namespace
 
 int main() {
-  for (int i = 0; i < 60; ++i) check_scatter_offsets(random_case(4, i % 2 == 0), i % 3 != 0);
+  for (int i = 0; i < 60; ++i) {
+    const Case k = random_case(4, i % 2 == 0);
+    check_scatter_offsets<int32_t>(k, i % 3 != 0);
+    check_scatter_offsets<int64_t>(k, i % 3 != 0);
+  }
   run_dtype<double>(60);
   run_dtype<float>(80);
   run_dtype<bf16>(60);

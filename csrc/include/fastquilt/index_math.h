@@ -32,57 +32,76 @@ struct GridGeometry {
   int64_t num_windows;  // per image
 };
 
+// Index arithmetic runs in an integer type I: int64_t in general; the CUDA kernels use
+// int32_t when every offset of a launch fits (decided on the host), which halves the
+// registers and instructions their index math needs. Offsets below are nested products of
+// non-negative terms bounded by the tensor's element count, so they fit I when it does.
+template <typename T>
+struct same_type { using type = T; };
+template <typename T>
+using same_t = typename same_type<T>::type;  // a parameter that does not take part in deduction
+
 // a / b for a >= 0, b > 0. On the GPU a 64-bit division is a ~70-instruction software
-// routine; the kernels divide indices that almost always fit 32 bits, so they take the
-// hardware 32-bit path then (the branch is uniform across a warp).
-FQ_HD int64_t div_index(int64_t a, int64_t b) {
+// routine; indices almost always fit 32 bits, and then the hardware 32-bit path is taken
+// (the branch is uniform across a warp).
+template <typename I>
+FQ_HD I div_index(I a, same_t<I> b) {
+  if constexpr (sizeof(I) == 4) {
+    return I(uint32_t(a) / uint32_t(b));
+  } else {
 #if defined(__CUDA_ARCH__)
-  if (a <= 0xFFFFFFFFll && b <= 0xFFFFFFFFll) return int64_t(uint32_t(a) / uint32_t(b));
+    if (a <= 0xFFFFFFFFll && b <= 0xFFFFFFFFll) return I(uint32_t(a) / uint32_t(b));
 #endif
-  return a / b;
+    return a / b;
+  }
 }
 
 // Offset of element (n, c, z, y, x) in a contiguous (N, C, S0, S1, S2) tensor.
-FQ_HD int64_t image_offset(const Geometry& g, int64_t n, int64_t c, int64_t z, int64_t y,
-                           int64_t x) {
-  return (((n * g.C + c) * g.S[0] + z) * g.S[1] + y) * g.S[2] + x;
+template <typename I>
+FQ_HD I image_offset(const Geometry& g, I n, same_t<I> c, same_t<I> z, same_t<I> y,
+                     same_t<I> x) {
+  return (((n * I(g.C) + c) * I(g.S[0]) + z) * I(g.S[1]) + y) * I(g.S[2]) + x;
 }
 
 // Offset of element (m, c, a, b, x) in contiguous patches (M, C, W0, W1, W2).
-FQ_HD int64_t patch_offset(const Geometry& g, int64_t m, int64_t c, int64_t a, int64_t b,
-                           int64_t x) {
-  return (((m * g.C + c) * g.W[0] + a) * g.W[1] + b) * g.W[2] + x;
+template <typename I>
+FQ_HD I patch_offset(const Geometry& g, I m, same_t<I> c, same_t<I> a, same_t<I> b,
+                     same_t<I> x) {
+  return (((m * I(g.C) + c) * I(g.W[0]) + a) * I(g.W[1]) + b) * I(g.W[2]) + x;
 }
 
 // Offset of element (a, b, x) in a contiguous weight (W0, W1, W2).
-FQ_HD int64_t weight_offset(const Geometry& g, int64_t a, int64_t b, int64_t x) {
-  return (a * g.W[1] + b) * g.W[2] + x;
+template <typename I>
+FQ_HD I weight_offset(const Geometry& g, I a, same_t<I> b, same_t<I> x) {
+  return (a * I(g.W[1]) + b) * I(g.W[2]) + x;
 }
 
 // ---- qlty's step-back grid along one axis (size S, window w, step s; S >= w, s >= 1) ----
 
 // Number of windows: ceil((S - w) / s) + 1; the last one ends exactly at S.
-FQ_HD int64_t grid_count(int64_t S, int64_t w, int64_t s) {
-  return S <= w ? 1 : div_index(S - w + s - 1, s) + 1;
+template <typename I>
+FQ_HD I grid_count(I S, same_t<I> w, same_t<I> s) {
+  return S <= w ? I(1) : div_index<I>(S - w + s - 1, s) + 1;
 }
 
 // Start of window i: i * s, stepped back to S - w so that no window leaves the image.
-FQ_HD int64_t grid_start(int64_t i, int64_t S, int64_t w, int64_t s) {
-  const int64_t a = i * s;
+template <typename I>
+FQ_HD I grid_start(I i, same_t<I> S, same_t<I> w, same_t<I> s) {
+  const I a = i * s;
   return a < S - w ? a : S - w;
 }
 
 // Closed-form range [*first, *last] of the grid windows that cover position p (0 <= p < S).
 // Starts are non-decreasing, so the covering windows are contiguous; the range is empty
 // (*first > *last) only when s > w leaves p uncovered.
-FQ_HD void grid_cover(int64_t p, int64_t S, int64_t w, int64_t s, int64_t* first,
-                      int64_t* last) {
-  const int64_t n = grid_count(S, w, s);
+template <typename I>
+FQ_HD void grid_cover(I p, same_t<I> S, same_t<I> w, same_t<I> s, I* first, I* last) {
+  const I n = grid_count<I>(S, w, s);
   // first: smallest i with start_i + w > p. The last window (start S - w) always qualifies.
-  int64_t f = p < w ? 0 : div_index(p - w, s) + 1;
+  const I f = p < w ? I(0) : div_index<I>(p - w, s) + 1;
   *first = f < n - 1 ? f : n - 1;
   // last: largest i with start_i <= p. Regular windows i <= n - 2 start below S - w.
-  *last = p >= S - w ? n - 1 : div_index(p, s);
+  *last = p >= S - w ? n - 1 : div_index<I>(p, s);
 }
 
 // Sum over the grid windows covering voxel (z, y, x) of the window weight at that voxel, in a

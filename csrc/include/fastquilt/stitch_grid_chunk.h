@@ -4,8 +4,9 @@
 //
 // Why chunks: one thread per voxel paid the covering-window search and the offset math per
 // voxel and issued 4-byte loads one after another. A chunk pays them once for V voxels,
-// reads each covering window's part of the chunk with one 16-byte load (when aligned) and
-// keeps the V sums in registers; the order of the sums per voxel is still fixed
+// reads each covering window's part of the chunk with one 16-byte load (when aligned), issues
+// the loads of several windows before summing them and keeps the V sums in registers; the
+// order of the sums per voxel is still fixed
 // (windows by increasing (i0, i1, i2)), so the result is bit-identical run to run.
 #pragma once
 #include "fastquilt/index_math.h"
@@ -36,83 +37,106 @@ FQ_HD int64_t stitch_chunk_count(const Geometry& g) {
 
 // Output chunk i: out = sum(w * p) / sum(w) over the grid windows covering each voxel
 // (found in closed form per axis by grid_cover), fill where the sum of weights is 0.
-// weight == nullptr: every window weighs 1.
-template <typename scalar_t, typename acc_t>
+// weight == nullptr: every window weighs 1. I: index type (int32_t when the patches and the
+// output have fewer than 2^31 elements).
+template <typename I, typename scalar_t, typename acc_t>
 FQ_HD void stitch_grid_chunk(const scalar_t* patches, const acc_t* weight, scalar_t* out,
-                             const GridGeometry& gg, acc_t fill, StitchVectorAccess vec,
-                             int64_t i) {
+                             const GridGeometry& gg, acc_t fill, StitchVectorAccess vec, I i) {
   constexpr int V = Vec16<scalar_t>::kSize;
   const Geometry& g = gg.g;
-  const int64_t per_row = (g.S[2] + V - 1) / V;
-  const int64_t row = div_index(i, per_row);
-  const int64_t x0 = (i - row * per_row) * V;
-  const int len = int(g.S[2] - x0 < V ? g.S[2] - x0 : V);
-  const int64_t t = div_index(row, g.S[1]);
-  const int64_t y = row - t * g.S[1];
-  const int64_t u = div_index(t, g.S[0]);
-  const int64_t z = t - u * g.S[0];
-  const int64_t n = div_index(u, g.C);
-  const int64_t c = u - n * g.C;
+  const I S0 = I(g.S[0]), S1 = I(g.S[1]), S2 = I(g.S[2]);
+  const I W0 = I(g.W[0]), W1 = I(g.W[1]), W2 = I(g.W[2]);
+  const I s0 = I(gg.step[0]), s1 = I(gg.step[1]), s2 = I(gg.step[2]);
+  const I per_row = (S2 + V - 1) / V;
+  const I row = div_index<I>(i, per_row);
+  const I x0 = (i - row * per_row) * V;
+  const int len = int(S2 - x0 < V ? S2 - x0 : V);
+  const I t = div_index<I>(row, S1);
+  const I y = row - t * S1;
+  const I u = div_index<I>(t, S0);
+  const I z = t - u * S0;
+  const I n = div_index<I>(u, I(g.C));
+  const I c = u - n * I(g.C);
 
-  int64_t f0, l0, f1, l1, f2, l2, unused;
-  grid_cover(z, g.S[0], g.W[0], gg.step[0], &f0, &l0);
-  grid_cover(y, g.S[1], g.W[1], gg.step[1], &f1, &l1);
+  I f0, l0, f1, l1, f2, l2, unused;
+  grid_cover<I>(z, S0, W0, s0, &f0, &l0);
+  grid_cover<I>(y, S1, W1, s1, &f1, &l1);
   // Windows touching the chunk: from the first covering x0 to the last covering its end.
-  grid_cover(x0, g.S[2], g.W[2], gg.step[2], &f2, &unused);
-  grid_cover(x0 + len - 1, g.S[2], g.W[2], gg.step[2], &unused, &l2);
+  grid_cover<I>(x0, S2, W2, s2, &f2, &unused);
+  grid_cover<I>(x0 + len - 1, S2, W2, s2, &unused, &l2);
 
-  const int64_t win_stride = g.C * g.W[0] * g.W[1] * g.W[2];  // consecutive windows along x
+  const I win_stride = I(g.C) * W0 * W1 * W2;  // between consecutive windows along x
   acc_t num[V], den[V];
-FQ_UNROLL
+  FQ_UNROLL
   for (int k = 0; k < V; ++k) num[k] = den[k] = acc_t(0);
-  for (int64_t i0 = f0; i0 <= l0; ++i0) {
-    const int64_t a = z - grid_start(i0, g.S[0], g.W[0], gg.step[0]);
-    for (int64_t i1 = f1; i1 <= l1; ++i1) {
-      const int64_t b = y - grid_start(i1, g.S[1], g.W[1], gg.step[1]);
-      const int64_t m0 = n * gg.num_windows + (i0 * gg.count[1] + i1) * gg.count[2];
-      const scalar_t* prow = patches + patch_offset(g, m0, c, a, b, 0);
-      const acc_t* wrow = weight == nullptr ? nullptr : weight + weight_offset(g, a, b, 0);
-      for (int64_t i2 = f2; i2 <= l2; ++i2) {
-        const int64_t xx = x0 - grid_start(i2, g.S[2], g.W[2], gg.step[2]);  // may be < 0
-        const scalar_t* p = prow + i2 * win_stride;
-        if (vec.load && len == V && xx >= 0 && xx + V <= g.W[2] && xx % V == 0) {
-          scalar_t pv[V];
-          acc_t wv[V];
-          load_vec(p + xx, pv);
-          if (wrow != nullptr) {
-            load_vec(wrow + xx, wv);
-          } else {
-FQ_UNROLL
-            for (int k = 0; k < V; ++k) wv[k] = acc_t(1);
-          }
-FQ_UNROLL
-          for (int k = 0; k < V; ++k) {
-            num[k] += static_cast<acc_t>(pv[k]) * wv[k];
-            den[k] += wv[k];
-          }
-        } else {  // chunk straddles the window's edge, or unaligned rows
-          // Fixed trip count, so that num/den stay in registers (a dynamic index would put
-          // them in local memory on the GPU).
-FQ_UNROLL
-          for (int k = 0; k < V; ++k) {
-            const int64_t xk = xx + k;
-            if (k >= len || xk < 0 || xk >= g.W[2]) continue;
-            const acc_t w = wrow == nullptr ? acc_t(1) : wrow[xk];
-            num[k] += static_cast<acc_t>(p[xk]) * w;
-            den[k] += w;
-          }
+  // The covering windows (i0, i1, i2), in lexicographic order, in batches of kBatch: a batch
+  // issues all its patch loads before it sums them, so a thread has kBatch loads in flight
+  // rather than one (the usual grid, step = window / 2 in 3D, has 8 covering windows).
+  constexpr int kBatch = 4;
+  const I n0 = l0 - f0 + 1, n1 = l1 - f1 + 1, n2 = l2 - f2 + 1;
+  const I windows = n0 > 0 && n1 > 0 && n2 > 0 ? n0 * n1 * n2 : I(0);
+  I j0 = 0, j1 = 0, j2 = 0;  // position of the next window in the (n0, n1, n2) box
+  for (I t0 = 0; t0 < windows; t0 += kBatch) {
+    I po[kBatch];      // patch offset of the chunk start (window coordinate xx, may be < 0)
+    I wo[kBatch];      // weight offset of the same element (weight != nullptr)
+    I xx[kBatch];      // chunk start in window coordinates
+    bool fast[kBatch];  // whole aligned vector inside the window: loaded up front
+    Vec16<scalar_t> pv[kBatch];
+    FQ_UNROLL
+    for (int j = 0; j < kBatch; ++j) {
+      fast[j] = false;
+      po[j] = wo[j] = xx[j] = 0;
+      if (t0 + j >= windows) continue;
+      const I i0 = f0 + j0, i1 = f1 + j1, i2 = f2 + j2;
+      if (++j2 == n2) { j2 = 0; if (++j1 == n1) { j1 = 0; ++j0; } }
+      const I a = z - grid_start<I>(i0, S0, W0, s0);
+      const I b = y - grid_start<I>(i1, S1, W1, s1);
+      const I m0 = n * I(gg.num_windows) + (i0 * I(gg.count[1]) + i1) * I(gg.count[2]);
+      xx[j] = x0 - grid_start<I>(i2, S2, W2, s2);
+      po[j] = patch_offset<I>(g, m0, c, a, b, xx[j]) + i2 * win_stride;
+      wo[j] = weight_offset<I>(g, a, b, xx[j]);
+      // (xx + V <= W2 implies len == V: windows lie inside the image)
+      fast[j] = vec.load && xx[j] >= 0 && xx[j] + V <= W2 && xx[j] % V == 0;
+      if (fast[j]) pv[j] = load16(patches + po[j]);
+    }
+    FQ_UNROLL
+    for (int j = 0; j < kBatch; ++j) {
+      if (t0 + j >= windows) continue;
+      if (fast[j]) {
+        acc_t wv[V];
+        if (weight != nullptr) {
+          load_vec(weight + wo[j], wv);
+        } else {
+          FQ_UNROLL
+          for (int k = 0; k < V; ++k) wv[k] = acc_t(1);
+        }
+        FQ_UNROLL
+        for (int k = 0; k < V; ++k) {
+          num[k] += static_cast<acc_t>(pv[j].v[k]) * wv[k];
+          den[k] += wv[k];
+        }
+      } else {  // chunk straddles the window's edge, or unaligned rows
+        // Fixed trip count, so that num/den stay in registers (a dynamic index would put
+        // them in local memory on the GPU).
+        FQ_UNROLL
+        for (int k = 0; k < V; ++k) {
+          const I xk = xx[j] + k;
+          if (k >= len || xk < 0 || xk >= W2) continue;
+          const acc_t wk = weight == nullptr ? acc_t(1) : weight[wo[j] + k];
+          num[k] += static_cast<acc_t>(patches[po[j] + k]) * wk;
+          den[k] += wk;
         }
       }
     }
   }
   scalar_t r[V];
-FQ_UNROLL
+  FQ_UNROLL
   for (int k = 0; k < V; ++k) r[k] = static_cast<scalar_t>(den[k] > acc_t(0) ? num[k] / den[k] : fill);
-  scalar_t* o = out + image_offset(g, n, c, z, y, x0);
+  scalar_t* o = out + image_offset<I>(g, n, c, z, y, x0);
   if (vec.store && len == V) {
     store_vec(o, r);
   } else {
-FQ_UNROLL
+    FQ_UNROLL
     for (int k = 0; k < V; ++k)
       if (k < len) o[k] = r[k];
   }

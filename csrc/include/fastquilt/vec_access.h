@@ -49,10 +49,10 @@ template <typename T, int V>
 FQ_HD void load_vec(const T* p, T (&r)[V]) {
   static_assert((V * sizeof(T)) % 16 == 0, "load_vec moves whole 16-byte units");
   constexpr int kPer = Vec16<T>::kSize;
-FQ_UNROLL
+  FQ_UNROLL
   for (int u = 0; u < V / kPer; ++u) {
     const Vec16<T> t = load16(p + u * kPer);
-FQ_UNROLL
+    FQ_UNROLL
     for (int k = 0; k < kPer; ++k) r[u * kPer + k] = t.v[k];
   }
 }
@@ -62,10 +62,10 @@ template <typename T, int V>
 FQ_HD void store_vec(T* p, const T (&r)[V]) {
   static_assert((V * sizeof(T)) % 16 == 0, "store_vec moves whole 16-byte units");
   constexpr int kPer = Vec16<T>::kSize;
-FQ_UNROLL
+  FQ_UNROLL
   for (int u = 0; u < V / kPer; ++u) {
     Vec16<T> t;
-FQ_UNROLL
+    FQ_UNROLL
     for (int k = 0; k < kPer; ++k) t.v[k] = r[u * kPer + k];
     store16(p + u * kPer, t);
   }

@@ -11,44 +11,44 @@
 namespace fastquilt {
 
 // Where chunk i of the patches (M, C, W0, W1, W2), cut into chunks of V elements along each
-// row (the last chunk of a row may be shorter), lies.
+// row (the last chunk of a row may be shorter), lies. Offsets in the index type I.
+template <typename I>
 struct WindowChunk {
-  int64_t patch;   // offset in the patches (M, C, *W)
-  int64_t image;   // offset in the image batch (N, C, *S)
-  int64_t voxel;   // offset in a one-channel (N, 1, *S) tensor: the weight sum
-  int64_t weight;  // offset in the weight (*W)
-  int64_t c;       // channel
-  int len;         // elements: V, fewer at the end of a row, 0 for no chunk
+  I patch;   // offset in the patches (M, C, *W)
+  I image;   // offset in the image batch (N, C, *S)
+  I voxel;   // offset in a one-channel (N, 1, *S) tensor: the weight sum
+  I weight;  // offset in the weight (*W)
+  I c;       // channel
+  int len;   // elements: V, fewer at the end of a row, 0 for no chunk
 };
 
 // Fills *ch for chunk i. Origins are rows [n, start_0, ..., start_{D-1}] (D = 2 or 3 spatial
 // axes; 2D is normalised to (Y, 1, X)). Returns false, with ch->len = 0 so that nothing is
-// accessed, when the window's origin leaves the image.
-template <int V>
-FQ_HD bool window_chunk(const Geometry& g, const int64_t* org, int64_t D, int64_t i,
-                        WindowChunk* ch) {
-  *ch = WindowChunk{0, 0, 0, 0, 0, 0};
-  const int64_t per_row = (g.W[2] + V - 1) / V;
-  const int64_t row = div_index(i, per_row);
-  const int64_t x = (i - row * per_row) * V;
-  const int64_t t = div_index(row, g.W[1]);
-  const int64_t b = row - t * g.W[1];
-  const int64_t u = div_index(t, g.W[0]);
-  const int64_t a = t - u * g.W[0];
-  const int64_t m = div_index(u, g.C);
-  const int64_t c = u - m * g.C;
-  const int64_t* r = org + m * (1 + D);
+// accessed, when the window's origin leaves the image (checked in 64 bits: origins are data).
+template <int V, typename I>
+FQ_HD bool window_chunk(const Geometry& g, const int64_t* org, int D, I i, WindowChunk<I>* ch) {
+  *ch = WindowChunk<I>{0, 0, 0, 0, 0, 0};
+  const I per_row = (I(g.W[2]) + V - 1) / V;
+  const I row = div_index<I>(i, per_row);
+  const I x = (i - row * per_row) * V;
+  const I t = div_index<I>(row, I(g.W[1]));
+  const I b = row - t * I(g.W[1]);
+  const I u = div_index<I>(t, I(g.W[0]));
+  const I a = t - u * I(g.W[0]);
+  const I m = div_index<I>(u, I(g.C));
+  const I c = u - m * I(g.C);
+  const int64_t* r = org + int64_t(m) * (1 + D);
   const int64_t n = r[0], o0 = r[1], o1 = D == 3 ? r[2] : 0, o2 = r[D];
   if (!(n >= 0 && n < g.N && o0 >= 0 && o0 + g.W[0] <= g.S[0] && o1 >= 0 &&
         o1 + g.W[1] <= g.S[1] && o2 >= 0 && o2 + g.W[2] <= g.S[2]))
     return false;
-  const int64_t z = o0 + a, y = o1 + b, xi = o2 + x;
-  ch->patch = patch_offset(g, m, c, a, b, x);
-  ch->image = image_offset(g, n, c, z, y, xi);
-  ch->voxel = ((n * g.S[0] + z) * g.S[1] + y) * g.S[2] + xi;
-  ch->weight = weight_offset(g, a, b, x);
+  const I z = I(o0) + a, y = I(o1) + b, xi = I(o2) + x;
+  ch->patch = patch_offset<I>(g, m, c, a, b, x);
+  ch->image = image_offset<I>(g, I(n), c, z, y, xi);
+  ch->voxel = ((I(n) * I(g.S[0]) + z) * I(g.S[1]) + y) * I(g.S[2]) + xi;
+  ch->weight = weight_offset<I>(g, a, b, x);
   ch->c = c;
-  ch->len = int(g.W[2] - x < V ? g.W[2] - x : V);
+  ch->len = int(I(g.W[2]) - x < V ? I(g.W[2]) - x : V);
   return true;
 }
 
@@ -63,32 +63,32 @@ FQ_HD int64_t window_chunk_count(const Geometry& g, int64_t M) {
 // loads are issued before the first store, so a thread keeps K x 16 bytes in flight.
 // `vec`: input and output pointers are 16-byte aligned (vector accesses allowed where the
 // chunk offsets are too). Returns false if an origin was out of bounds (its chunks skipped).
-template <int K, typename scalar_t, typename acc_t>
+template <int K, typename I, typename scalar_t, typename acc_t>
 FQ_HD bool gather_chunks(const scalar_t* in, const int64_t* org, const acc_t* weight,
-                         scalar_t* out, const Geometry& g, int64_t D, int64_t total, bool vec,
+                         scalar_t* out, const Geometry& g, int D, int64_t total, bool vec,
                          int64_t first, int64_t stride) {
   constexpr int V = Vec16<scalar_t>::kSize;
-  WindowChunk ch[K];
+  WindowChunk<I> ch[K];
   bool whole[K];
   Vec16<scalar_t> val[K];  // kept packed: 16 bytes of registers per chunk for any dtype
   bool ok = true;
-FQ_UNROLL
+  FQ_UNROLL
   for (int k = 0; k < K; ++k) {
     const int64_t i = first + k * stride;
-    ch[k] = WindowChunk{0, 0, 0, 0, 0, 0};
-    if (i < total) ok = window_chunk<V>(g, org, D, i, &ch[k]) && ok;
+    ch[k] = WindowChunk<I>{0, 0, 0, 0, 0, 0};
+    if (i < total) ok = window_chunk<V>(g, org, D, I(i), &ch[k]) && ok;
     whole[k] = vec && ch[k].len == V && ch[k].image % V == 0 && ch[k].patch % V == 0;
   }
-FQ_UNROLL
+  FQ_UNROLL
   for (int k = 0; k < K; ++k)
     if (whole[k]) val[k] = load16(in + ch[k].image);
-FQ_UNROLL
+  FQ_UNROLL
   for (int k = 0; k < K; ++k) {
     if (whole[k]) {
       if constexpr (std::is_floating_point_v<acc_t>) {  // only float data has a weight
         if (weight != nullptr) {
           const acc_t* w = weight + ch[k].weight;
-FQ_UNROLL
+          FQ_UNROLL
           for (int j = 0; j < V; ++j)
             val[k].v[j] = static_cast<scalar_t>(static_cast<acc_t>(val[k].v[j]) * w[j]);
         }
