@@ -16,16 +16,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+SANITIZERS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+
+
+def _build(cxx, exe, extra):
+    return subprocess.run(
+        [cxx, "-std=c++17", "-O1", "-g", *extra, "-Wall", "-Wextra", "-Werror",
+         "-I", str(ROOT / "csrc" / "include"),
+         str(ROOT / "tests" / "cpp" / "kernel_bodies_test.cpp"), "-o", str(exe)],
+        capture_output=True, text=True, timeout=300)
+
+
 def test_cuda_kernel_bodies_on_cpu(tmp_path):
     cxx = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")
     assert cxx, "a C++ compiler is needed (the extension build uses it too); set CXX"
     exe = tmp_path / "kernel_bodies_test"
-    build = subprocess.run(
-        [cxx, "-std=c++17", "-O1", "-g", "-fsanitize=address,undefined",
-         "-fno-sanitize-recover=all", "-Wall", "-Wextra", "-Werror",
-         "-I", str(ROOT / "csrc" / "include"),
-         str(ROOT / "tests" / "cpp" / "kernel_bodies_test.cpp"), "-o", str(exe)],
-        capture_output=True, text=True, timeout=300)
+    build = _build(cxx, exe, SANITIZERS)
+    if build.returncode != 0 and "san" in build.stderr and "cannot find" in build.stderr:
+        # A toolchain without the sanitizer runtimes (seen on minimal GPU images): the
+        # alignment asserts and the references still run; CI's toolchain has them.
+        print("kernel bodies: sanitizer runtimes missing, built without them")
+        build = _build(cxx, exe, [])
     assert build.returncode == 0, build.stdout + build.stderr
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
