@@ -33,7 +33,7 @@ def test_cuda_kernel_bodies_on_cpu(tmp_path):
     exe = tmp_path / "kernel_bodies_test"
     build = _build(cxx, exe, SANITIZERS)
     if build.returncode != 0 and "san" in build.stderr and "cannot find" in build.stderr:
-        # A toolchain without the sanitizer runtimes (seen on minimal GPU images): the
+        # A toolchain without the sanitizer runtimes (possible on minimal GPU images): the
         # alignment asserts and the references still run; CI's toolchain has them.
         print("kernel bodies: sanitizer runtimes missing, built without them")
         build = _build(cxx, exe, [])

@@ -65,17 +65,17 @@ at::Tensor stitch_grid_cuda(const at::Tensor& patches, const c10::optional<at::T
   return out;
 }
 
-template <typename scalar_t>
+template <typename I, typename scalar_t>
 __global__ void grid_weight_sum_kernel(const scalar_t* __restrict__ weight,
                                        scalar_t* __restrict__ out, GridGeometry gg) {
   const Geometry& g = gg.g;
   const int64_t total = g.S[0] * g.S[1] * g.S[2];
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t t = div_index(i, g.S[2]);
-    const int64_t z = div_index(t, g.S[1]);
-    out[i] = grid_voxel_weight_sum<scalar_t>(g, gg.step, weight, z, t - z * g.S[1],
-                                             i - t * g.S[2]);
+    const I t = div_index<I>(I(i), I(g.S[2]));
+    const I z = div_index<I>(t, I(g.S[1]));
+    out[i] = grid_voxel_weight_sum<scalar_t, I>(g, gg.step, weight, z, t - z * I(g.S[1]),
+                                                I(i) - t * I(g.S[2]));
   }
 }
 
@@ -88,7 +88,9 @@ at::Tensor grid_weight_sum_cuda(const at::Tensor& weight, at::IntArrayRef spatia
   const auto w = weight.contiguous();
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "grid_weight_sum_cuda", [&] {
-    grid_weight_sum_kernel<scalar_t><<<blocks_for(out.numel()), kThreads, 0, stream>>>(
+    auto kernel = out.numel() <= INT32_MAX ? grid_weight_sum_kernel<int32_t, scalar_t>
+                                           : grid_weight_sum_kernel<int64_t, scalar_t>;
+    kernel<<<blocks_for(out.numel()), kThreads, 0, stream>>>(
         w.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), gg);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

@@ -1,8 +1,8 @@
-// Runs the CUDA kernel bodies (include/fastquilt/window_chunk.h, stitch_grid_chunk.h) on the
-// CPU, for every thread of an emulated launch, against float64 references: random 2D/3D
-// shapes, windows, steps (with gaps), channels, dtypes of 1, 2, 4 and 8 bytes, aligned and
-// misaligned base pointers, short block and grid sizes (grid-stride loops, K chunks per
-// thread). Vector accesses assert 16-byte alignment on the host (vec_access.h), so a wrong
+// Runs the CUDA kernel bodies (include/fastquilt/window_chunk.h, stitch_grid_chunk.h and
+// grid_voxel_weight_sum in index_math.h) on the CPU, for every thread of an emulated launch,
+// against float64 references: random 2D/3D shapes, windows, steps (with gaps), channels,
+// dtypes of 1, 2, 4 and 8 bytes, 32- and 64-bit index math, aligned and misaligned base
+// pointers, short block and grid sizes (grid-stride loops, K chunks per thread). Vector accesses assert 16-byte alignment on the host (vec_access.h), so a wrong
 // alignment decision fails here; built with AddressSanitizer, so an out-of-bounds access fails.
 // Driven by tests/test_kernel_bodies.py. Exit status 0 = all cases passed.
 #include <cmath>
@@ -277,6 +277,14 @@ void check_stitch(const Case& k, bool weighted, int shift_p, int shift_w, int sh
                   num += double(acc_t(p.data[patch_offset(g, m, c, a, b, xx)])) * wv;
                   den += wv;
                 }
+            // the CUDA grid_weight_sum body, same voxel
+            const double ws = double(grid_voxel_weight_sum<acc_t, I>(g, gg.step, wp, I(z), I(y),
+                                                                   I(x)));
+            if (!(std::fabs(ws - den) <= 1e-5 * (1 + den))) {
+              fail("grid_voxel_weight_sum " + what + ": got " + std::to_string(ws) + " want " +
+                   std::to_string(den));
+              return;
+            }
             const double want = den > 0 ? num / den : double(fill);
             const double got = double(acc_t(out.data[image_offset(g, n, c, z, y, x)]));
             if (!(std::fabs(got - want) <= tol * (1 + std::fabs(want)))) {

@@ -105,23 +105,27 @@ FQ_HD void grid_cover(I p, same_t<I> S, same_t<I> w, same_t<I> s, I* first, I* l
 }
 
 // Sum over the grid windows covering voxel (z, y, x) of the window weight at that voxel, in a
-// fixed order (weight == nullptr: window count). Used by grid_weight_sum on CPU and GPU.
-template <typename acc_t>
+// fixed order (weight == nullptr: window count): the body of the CUDA grid_weight_sum (the
+// CPU kernel sums by rows), run on the CPU by tests/cpp/kernel_bodies_test.cpp.
+template <typename acc_t, typename I = int64_t>
 FQ_HD acc_t grid_voxel_weight_sum(const Geometry& g, const int64_t step[3], const acc_t* weight,
-                                  int64_t z, int64_t y, int64_t x) {
-  int64_t f0, l0, f1, l1, f2, l2;
-  grid_cover(z, g.S[0], g.W[0], step[0], &f0, &l0);
-  grid_cover(y, g.S[1], g.W[1], step[1], &f1, &l1);
-  grid_cover(x, g.S[2], g.W[2], step[2], &f2, &l2);
+                                  I z, same_t<I> y, same_t<I> x) {
+  const I S0 = I(g.S[0]), S1 = I(g.S[1]), S2 = I(g.S[2]);
+  const I W0 = I(g.W[0]), W1 = I(g.W[1]), W2 = I(g.W[2]);
+  const I s0 = I(step[0]), s1 = I(step[1]), s2 = I(step[2]);
+  I f0, l0, f1, l1, f2, l2;
+  grid_cover<I>(z, S0, W0, s0, &f0, &l0);
+  grid_cover<I>(y, S1, W1, s1, &f1, &l1);
+  grid_cover<I>(x, S2, W2, s2, &f2, &l2);
   acc_t sum = 0;
-  for (int64_t i0 = f0; i0 <= l0; ++i0) {
-    const int64_t a = z - grid_start(i0, g.S[0], g.W[0], step[0]);
-    for (int64_t i1 = f1; i1 <= l1; ++i1) {
-      const int64_t b = y - grid_start(i1, g.S[1], g.W[1], step[1]);
-      for (int64_t i2 = f2; i2 <= l2; ++i2)
+  for (I i0 = f0; i0 <= l0; ++i0) {
+    const I a = z - grid_start<I>(i0, S0, W0, s0);
+    for (I i1 = f1; i1 <= l1; ++i1) {
+      const I b = y - grid_start<I>(i1, S1, W1, s1);
+      for (I i2 = f2; i2 <= l2; ++i2)
         sum += weight == nullptr
                    ? acc_t(1)
-                   : weight[weight_offset(g, a, b, x - grid_start(i2, g.S[2], g.W[2], step[2]))];
+                   : weight[weight_offset<I>(g, a, b, x - grid_start<I>(i2, S2, W2, s2))];
     }
   }
   return sum;
