@@ -194,14 +194,41 @@ def test_device_mismatch_errors():
                           weight=torch.ones(8, 8))
 
 
-def test_atomic_scatter_alerts_in_deterministic_mode():
-    p = torch.ones(1, 1, 4, 4, device="cuda")
-    org = torch.zeros(1, 3, dtype=torch.int64, device="cuda")
+def test_scatter_deterministic_mode_is_bit_identical():
+    """Under torch.use_deterministic_algorithms(True) the CUDA scatter-add adds sets of
+    pairwise disjoint windows, one launch each: bit-identical run to run, for a grid, for
+    windows in random order, without channels (weight sum only), and through
+    sliding_window; and equal to the CPU op within rounding."""
+    spatial, window, step = (40, 36, 44), (16, 12, 16), (6, 5, 7)
+    gen = torch.Generator().manual_seed(5)
+    org = torch.as_tensor(ref.origins(spatial, window, step, 2))
+    perm = torch.randperm(org.shape[0], generator=gen)
+    p = torch.randn((org.shape[0], 2, *window), generator=gen)
+    w = torch.rand(window, generator=gen) + 0.1
+    x = torch.randn(1, 1, 48, 50, 46, generator=gen)
+    def net(t):  # channel change, no library kernels of its own that could be nondeterministic
+        return torch.cat([t, 2 * t + 1], 1)
+
     torch.use_deterministic_algorithms(True)
     try:
-        with pytest.raises(RuntimeError, match="scatter_add_windows"):
-            fq.scatter_add_windows(p, org, (8, 8), 1)
-        q = fq.Quilt((8, 8), 4, 4)  # the grid stitch stays available: it is deterministic
-        q.stitch(q.unstitch(torch.ones(1, 1, 8, 8, device="cuda")))
+        def scatter(pp, oo):
+            return fq.scatter_add_windows(pp.cuda(), oo.cuda(), spatial, 2, weight=w.cuda())
+
+        grid = [scatter(p, org) for _ in range(3)]
+        shuffled = [scatter(p[perm], org[perm]) for _ in range(3)]
+        no_channels = [scatter(p[:, :0], org)[1] for _ in range(2)]
+        slid = [fq.sliding_window(net, x.cuda(), 16, 12, batch_size=5) for _ in range(2)]
     finally:
         torch.use_deterministic_algorithms(False)
+    for runs in (grid, shuffled):
+        for acc, ws in runs[1:]:
+            assert torch.equal(acc, runs[0][0]) and torch.equal(ws, runs[0][1])
+    assert torch.equal(no_channels[0], no_channels[1])
+    assert torch.equal(slid[0], slid[1])
+    acc_cpu, ws_cpu = fq.scatter_add_windows(p, org, spatial, 2, weight=w)
+    for acc, ws in (grid[0], shuffled[0]):
+        torch.testing.assert_close(acc.cpu(), acc_cpu, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ws.cpu(), ws_cpu, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(no_channels[0].cpu(), ws_cpu, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(slid[0].cpu(), fq.sliding_window(net, x, 16, 12, 5),
+                               rtol=1e-4, atol=1e-4)

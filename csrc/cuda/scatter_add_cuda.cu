@@ -2,13 +2,16 @@
 // weight sum for c == 0), for any list of window origins, in float32 (float64 for float64).
 // One thread handles four elements of a patch row (window_chunk in
 // include/fastquilt/window_chunk.h, host-device index math the CPU tests run), then adds them
-// with atomics: one float4 atomic on sm_90 when the target is 16-byte aligned.
+// with atomics: one float4 atomic on sm_90 when the target is 16-byte aligned. Under
+// torch.use_deterministic_algorithms(True) the windows are added in sets of pairwise disjoint
+// windows (include/fastquilt/disjoint_groups.h), one launch per set: bit-identical run to run.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/Atomic.cuh>
 #include <torch/library.h>
 
 #include "cuda/cuda_common.cuh"
+#include "fastquilt/disjoint_groups.h"
 #include "fastquilt/window_chunk.h"
 
 namespace fastquilt::cuda {
@@ -31,13 +34,14 @@ __device__ __forceinline__ void add4(acc_t* dst, const acc_t v[4], bool aligned)
 template <typename I, typename scalar_t, typename acc_t>
 __global__ void scatter_kernel(const scalar_t* __restrict__ patches,
                                const int64_t* __restrict__ org, const acc_t* __restrict__ weight,
-                               acc_t* __restrict__ acc, acc_t* __restrict__ wsum, Geometry g,
-                               int D, int64_t total, bool vec) {
+                               const int64_t* __restrict__ sel, acc_t* __restrict__ acc,
+                               acc_t* __restrict__ wsum, Geometry g, int D, int64_t total,
+                               bool vec) {
   constexpr int kV = 4;  // elements per thread: one float4 of accumulator
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
     WindowChunk<I> ch;
-    const bool ok = window_chunk<kV>(g, org, D, I(i), &ch);
+    const bool ok = window_chunk<kV>(g, org, sel, D, I(i), &ch);
     CUDA_KERNEL_ASSERT(ok && "fastquilt.scatter_add_windows: origin out of bounds");
     if (!ok) continue;
     const scalar_t* src = patches + ch.patch;
@@ -73,14 +77,15 @@ __global__ void scatter_kernel(const scalar_t* __restrict__ patches,
 // Weight sum alone (patches with zero channels).
 template <typename acc_t>
 __global__ void weight_sum_kernel(const int64_t* __restrict__ org, const acc_t* __restrict__ weight,
-                                  acc_t* __restrict__ wsum, Geometry g, int D, int64_t M) {
+                                  const int64_t* __restrict__ sel, acc_t* __restrict__ wsum,
+                                  Geometry g, int D, int64_t M) {
   // One-element chunks of a one-channel geometry: one thread per window voxel.
   const Geometry g1{g.N, 1, {g.S[0], g.S[1], g.S[2]}, {g.W[0], g.W[1], g.W[2]}};
   const int64_t total = window_chunk_count<1>(g1, M);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
     WindowChunk<int64_t> ch;
-    const bool ok = window_chunk<1>(g1, org, D, i, &ch);
+    const bool ok = window_chunk<1>(g1, org, sel, D, i, &ch);
     CUDA_KERNEL_ASSERT(ok && "fastquilt.scatter_add_windows: origin out of bounds");
     if (ok) gpuAtomicAdd(wsum + ch.voxel, weight == nullptr ? acc_t(1) : weight[ch.weight]);
   }
@@ -96,9 +101,6 @@ void scatter_add_windows_inplace_cuda(const at::Tensor& patches, const at::Tenso
   check_accumulators(patches, acc, weight_sum, op);
   const int64_t M = origins.size(0);
   if (M == 0) return;
-  // Atomics make float sums order-dependent: honour torch.use_deterministic_algorithms(True)
-  // (raise, like ATen's own atomic kernels). Quilt.stitch's grid stitch is deterministic.
-  at::globalContext().alertNotDeterministic("fastquilt.scatter_add_windows (CUDA, atomics)");
   c10::cuda::CUDAGuard guard(patches.device());
   const int D = static_cast<int>(patches.dim()) - 2;
   const auto p = patches.contiguous();
@@ -110,24 +112,43 @@ void scatter_add_windows_inplace_cuda(const at::Tensor& patches, const at::Tenso
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t* wp = w.has_value() ? w->const_data_ptr<acc_t>() : nullptr;
     acc_t* ws = weight_sum.has_value() ? weight_sum->mutable_data_ptr<acc_t>() : nullptr;
-    if (g.C > 0 && p.numel() > 0) {
-      const int64_t total = window_chunk_count<4>(g, M);
-      // acc / weight_sum may be views at any element offset: float4 atomics need both base
-      // pointers 16-byte aligned (the chunk offsets are checked per chunk).
-      const bool vec = aligned16(acc.const_data_ptr()) && (ws == nullptr || aligned16(ws));
-      const bool fits32 = p.numel() <= INT32_MAX && acc.numel() <= INT32_MAX;
-      auto kernel = fits32 ? scatter_kernel<int32_t, scalar_t, acc_t>
-                           : scatter_kernel<int64_t, scalar_t, acc_t>;
-      kernel<<<blocks_for(total), kThreads, 0, stream>>>(
-          p.const_data_ptr<scalar_t>(), org.const_data_ptr<int64_t>(), wp,
-          acc.mutable_data_ptr<acc_t>(), ws, g, D, total, vec);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    } else if (ws != nullptr) {
-      const int64_t work = M * g.W[0] * g.W[1] * g.W[2];
-      weight_sum_kernel<acc_t><<<blocks_for(work), kThreads, 0, stream>>>(
-          org.const_data_ptr<int64_t>(), wp, ws, g, D, M);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    // Adds the windows sel[0 .. count) (all M windows for sel == nullptr) in one launch.
+    auto launch = [&](const int64_t* sel, int64_t count) {
+      if (g.C > 0 && p.numel() > 0) {
+        const int64_t total = window_chunk_count<4>(g, count);
+        // acc / weight_sum may be views at any element offset: float4 atomics need both base
+        // pointers 16-byte aligned (the chunk offsets are checked per chunk).
+        const bool vec = aligned16(acc.const_data_ptr()) && (ws == nullptr || aligned16(ws));
+        const bool fits32 = p.numel() <= INT32_MAX && acc.numel() <= INT32_MAX;
+        auto kernel = fits32 ? scatter_kernel<int32_t, scalar_t, acc_t>
+                             : scatter_kernel<int64_t, scalar_t, acc_t>;
+        kernel<<<blocks_for(total), kThreads, 0, stream>>>(
+            p.const_data_ptr<scalar_t>(), org.const_data_ptr<int64_t>(), wp, sel,
+            acc.mutable_data_ptr<acc_t>(), ws, g, D, total, vec);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      } else if (ws != nullptr) {
+        const int64_t work = count * g.W[0] * g.W[1] * g.W[2];
+        weight_sum_kernel<acc_t><<<blocks_for(work), kThreads, 0, stream>>>(
+            org.const_data_ptr<int64_t>(), wp, sel, ws, g, D, count);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+    };
+    if (!at::globalContext().deterministicAlgorithms()) {
+      launch(nullptr, M);
+      return;
     }
+    // torch.use_deterministic_algorithms(True): atomics alone make float sums depend on the
+    // scheduling. Group the windows into sets of pairwise disjoint windows (on the host: one
+    // device-to-host copy of the origins) and launch the sets one after another: each
+    // accumulator element then gets at most one add per launch, in the same order every run.
+    const auto org_host = org.cpu();
+    const auto window = patches.sizes().slice(2);
+    const WindowGroups groups =
+        disjoint_window_groups(org_host.const_data_ptr<int64_t>(), M, D, window.data());
+    const auto order = at::tensor(groups.order, org_host.options()).to(org.device());
+    for (size_t k = 0; k + 1 < groups.bounds.size(); ++k)
+      launch(order.const_data_ptr<int64_t>() + groups.bounds[k],
+             groups.bounds[k + 1] - groups.bounds[k]);
   });
 }
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "fastquilt/disjoint_groups.h"
 #include "fastquilt/stitch_grid_chunk.h"
 #include "fastquilt/window_chunk.h"
 
@@ -207,12 +208,32 @@ void check_scatter_offsets(const Case& k, bool grid) {
   std::vector<double> racc(acc), rws(ws);
   for (auto& v : p) v = rand_unit();
   for (auto& v : w) v = std::fabs(rand_unit());
-  for (int64_t i = 0; i < window_chunk_count<4>(g, M); ++i) {
-    WindowChunk<I> ch;
-    if (!window_chunk<4>(g, org.data(), int(k.D), I(i), &ch)) { fail("scatter bounds " + k.name); return; }
-    for (int j = 0; j < ch.len; ++j) {
-      acc[ch.image + j] += p[ch.patch + j] * w[ch.weight + j];
-      if (ch.c == 0) ws[ch.voxel + j] += w[ch.weight + j];
+  // As the deterministic CUDA path launches them: sets of pairwise disjoint windows, each
+  // set a launch over the selected windows (sel). Checked: the sets partition the windows,
+  // keep their order, and no voxel is written twice within a set.
+  const int64_t Wd[3] = {g.W[0], k.D == 3 ? g.W[1] : g.W[2], g.W[2]};
+  const WindowGroups groups = disjoint_window_groups(org.data(), M, int(k.D), Wd);
+  std::vector<int> seen(M, 0);
+  for (int64_t m : groups.order) seen[m] += 1;
+  for (int64_t m = 0; m < M; ++m)
+    if (seen[m] != 1) { fail("groups: window not exactly once " + k.name); return; }
+  for (size_t q = 0; q + 1 < groups.bounds.size(); ++q) {
+    const int64_t* sel = groups.order.data() + groups.bounds[q];
+    const int64_t count = groups.bounds[q + 1] - groups.bounds[q];
+    for (int64_t j = 1; j < count; ++j)
+      if (sel[j] <= sel[j - 1]) { fail("groups: order " + k.name); return; }
+    std::vector<char> hit(acc.size(), 0);
+    for (int64_t i = 0; i < window_chunk_count<4>(g, count); ++i) {
+      WindowChunk<I> ch;
+      if (!window_chunk<4>(g, org.data(), sel, int(k.D), I(i), &ch)) {
+        fail("scatter bounds " + k.name);
+        return;
+      }
+      for (int j = 0; j < ch.len; ++j) {
+        if (hit[ch.image + j]++) { fail("groups: overlapping windows in a set " + k.name); return; }
+        acc[ch.image + j] += p[ch.patch + j] * w[ch.weight + j];
+        if (ch.c == 0) ws[ch.voxel + j] += w[ch.weight + j];
+      }
     }
   }
   for (int64_t m = 0; m < M; ++m) {

@@ -23,10 +23,13 @@ struct WindowChunk {
 };
 
 // Fills *ch for chunk i. Origins are rows [n, start_0, ..., start_{D-1}] (D = 2 or 3 spatial
-// axes; 2D is normalised to (Y, 1, X)). Returns false, with ch->len = 0 so that nothing is
-// accessed, when the window's origin leaves the image (checked in 64 bits: origins are data).
+// axes; 2D is normalised to (Y, 1, X)). sel: nullptr, or the windows the chunks run over
+// (chunk i of the k-th selected window is chunk i of window sel[k]). Returns false, with
+// ch->len = 0 so that nothing is accessed, when the window's origin leaves the image
+// (checked in 64 bits: origins are data).
 template <int V, typename I>
-FQ_HD bool window_chunk(const Geometry& g, const int64_t* org, int D, I i, WindowChunk<I>* ch) {
+FQ_HD bool window_chunk(const Geometry& g, const int64_t* org, const int64_t* sel, int D, I i,
+                        WindowChunk<I>* ch) {
   *ch = WindowChunk<I>{0, 0, 0, 0, 0, 0};
   const I per_row = (I(g.W[2]) + V - 1) / V;
   const I row = div_index<I>(i, per_row);
@@ -35,8 +38,9 @@ FQ_HD bool window_chunk(const Geometry& g, const int64_t* org, int D, I i, Windo
   const I b = row - t * I(g.W[1]);
   const I u = div_index<I>(t, I(g.W[0]));
   const I a = t - u * I(g.W[0]);
-  const I m = div_index<I>(u, I(g.C));
-  const I c = u - m * I(g.C);
+  const I k = div_index<I>(u, I(g.C));
+  const I c = u - k * I(g.C);
+  const I m = sel == nullptr ? k : I(sel[k]);
   const int64_t* r = org + int64_t(m) * (1 + D);
   const int64_t n = r[0], o0 = r[1], o1 = D == 3 ? r[2] : 0, o2 = r[D];
   if (!(n >= 0 && n < g.N && o0 >= 0 && o0 + g.W[0] <= g.S[0] && o1 >= 0 &&
@@ -76,7 +80,7 @@ FQ_HD bool gather_chunks(const scalar_t* in, const int64_t* org, const acc_t* we
   for (int k = 0; k < K; ++k) {
     const int64_t i = first + k * stride;
     ch[k] = WindowChunk<I>{0, 0, 0, 0, 0, 0};
-    if (i < total) ok = window_chunk<V>(g, org, D, I(i), &ch[k]) && ok;
+    if (i < total) ok = window_chunk<V>(g, org, nullptr, D, I(i), &ch[k]) && ok;
     whole[k] = vec && ch[k].len == V && ch[k].image % V == 0 && ch[k].patch % V == 0;
   }
   FQ_UNROLL
