@@ -8,6 +8,8 @@ bandwidth of a device-to-device copy of the patches measured in the same run:
   gather       reads the windows P and writes the patches P                 -> 2 P
   scatter_add  reads the patches P and adds each element into an fp32/fp64
                accumulator element (P_acc bytes of atomics)                  -> P + P_acc
+               (atomic: one launch; deterministic: torch.use_deterministic_algorithms,
+               one launch per set of disjoint windows)
   stitch_grid  reads the patches P and writes the output image O             -> P + O
 (P_acc = P for float32; for bfloat16 P_acc = 2 P. The stitch's O is ~ P / 6.6 here.)
 `--report results.json` reprints a stored run with these definitions.
@@ -42,7 +44,7 @@ def cuda_time(fn, reps: int = 5, warmup: int = 2) -> float:
     return sorted(times)[len(times) // 2]
 
 
-OPS = ("gather", "scatter_atomic", "stitch_grid")
+OPS = ("gather", "scatter_atomic", "scatter_deterministic", "stitch_grid")
 
 
 def derive(r: dict) -> None:
@@ -51,11 +53,15 @@ def derive(r: dict) -> None:
     acc_size = 8 if r["dtype"] == "float64" else 4
     elem = {"float64": 8, "float32": 4}.get(r["dtype"], 2)
     out_bytes = r.get("out_GB", r["shape"][0] * r["shape"][1] * r["shape"][2] * elem / 1e9) * 1e9
-    nbytes = {"gather": 2 * P, "scatter_atomic": P + P * acc_size / elem,
+    scatter_bytes = P + P * acc_size / elem
+    nbytes = {"gather": 2 * P, "scatter_atomic": scatter_bytes,
+              "scatter_deterministic": scatter_bytes,
               "stitch_grid": P + out_bytes}
     copy_bw = 2 * P / r["copy_s"]
     r["copy_TBps"] = copy_bw / 1e12
     for k in OPS:
+        if f"{k}_s" not in r:  # older runs lack some ops
+            continue
         r[f"{k}_GB"] = nbytes[k] / 1e9
         r[f"{k}_TBps"] = nbytes[k] / r[f"{k}_s"] / 1e12
         r[f"{k}_frac_of_copy_bw"] = nbytes[k] / r[f"{k}_s"] / copy_bw
@@ -67,7 +73,7 @@ def report(device: str, r: dict) -> None:
           f"{r['windows']} windows, {r['patch_GB']:.2f} GB of patches")
     print(f"  d2d copy of the patch bytes : {r['copy_s'] * 1e3:8.2f} ms "
           f"({r['copy_TBps']:.2f} TB/s read+write)")
-    for k in OPS:
+    for k in (k for k in OPS if k + "_s" in r):
         print(f"  {k:28s}: {r[k + '_s'] * 1e3:8.2f} ms, {r[k + '_GB']:5.2f} GB moved, "
               f"{r[k + '_TBps']:.2f} TB/s = {100 * r[k + '_frac_of_copy_bw']:5.1f}% of copy "
               "bandwidth")
@@ -98,6 +104,12 @@ def run(size: int, window: int, step: int, dtype: torch.dtype, with_peers: bool)
     r["gather_s"] = cuda_time(lambda: q.unstitch(x, out=patches))
     r["scatter_atomic_s"] = cuda_time(
         lambda: fq.scatter_add_windows_(patches, org, acc, None, weight=w))
+    torch.use_deterministic_algorithms(True)  # disjoint window sets, one launch each
+    try:
+        r["scatter_deterministic_s"] = cuda_time(
+            lambda: fq.scatter_add_windows_(patches, org, acc, None, weight=w))
+    finally:
+        torch.use_deterministic_algorithms(False)
     r["stitch_grid_s"] = cuda_time(lambda: q.stitch(patches, out=out))
     # fastquilt aggregation for the peers' comparison: unstitch + stitch (preallocated)
     r["fq_unstitch_stitch_s"] = r["gather_s"] + r["stitch_grid_s"]
