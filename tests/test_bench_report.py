@@ -1,0 +1,37 @@
+"""The GPU benchmark's bandwidth definitions, on the stored H200 run (no GPU needed): each
+op's bytes are what it must move, so the stitch (reads P, writes O) is not credited with 2P."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STORED = ROOT / "benchmarks" / "results" / "gpu_check_2026-11-26_h200" / "bench_gpu.json"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_gpu  # noqa: E402
+
+
+def test_derive_uses_the_bytes_each_op_moves():
+    run = json.loads(STORED.read_text())["runs"][0]  # float32
+    bench_gpu.derive(run)
+    P = run["patch_GB"]
+    O = 512**3 * 4 / 1e9
+    assert abs(run["gather_GB"] - 2 * P) < 1e-9
+    assert abs(run["scatter_atomic_GB"] - 2 * P) < 1e-9  # float32: one fp32 atomic per element
+    assert abs(run["stitch_grid_GB"] - (P + O)) < 1e-9
+    copy_bw = 2 * P * 1e9 / run["copy_s"]
+    want = (P + O) * 1e9 / run["stitch_grid_s"] / copy_bw
+    assert abs(run["stitch_grid_frac_of_copy_bw"] - want) < 1e-12
+    assert "stitch_grid_frac_of_copy" not in run  # the old time ratio is dropped
+    bf16 = json.loads(STORED.read_text())["runs"][1]
+    bench_gpu.derive(bf16)
+    assert abs(bf16["scatter_atomic_GB"] - 3 * bf16["patch_GB"]) < 1e-9  # bf16 in, fp32 atomics
+
+
+def test_report_reprints_a_stored_run():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--report",
+                          str(STORED)], capture_output=True, text=True, check=True).stdout
+    assert out.count("% of copy bandwidth") == 6  # 3 ops x 2 dtypes in the stored run
+    assert "14.2% of copy bandwidth" in out  # fp32 grid stitch of that run
