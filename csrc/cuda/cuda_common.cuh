@@ -9,7 +9,6 @@
 #include <algorithm>
 
 #include "fastquilt/index_math.h"
-#include "fastquilt/vec_access.h"
 #include "op_checks.h"
 
 namespace fastquilt::cuda {
