@@ -5,9 +5,9 @@
 // Why chunks: one thread per voxel paid the covering-window search and the offset math per
 // voxel and issued 4-byte loads one after another. A chunk pays them once for V voxels,
 // reads each covering window's part of the chunk with one 16-byte load (when aligned), issues
-// the loads of several windows before summing them and keeps the V sums in registers; the
-// order of the sums per voxel is still fixed
-// (windows by increasing (i0, i1, i2)), so the result is bit-identical run to run.
+// the loads of several windows before summing them and keeps the V sums in registers. The
+// order of the sums per voxel is still fixed (windows by increasing (i0, i1, i2)), so the
+// result is bit-identical run to run.
 #pragma once
 #include "fastquilt/index_math.h"
 #include "fastquilt/vec_access.h"
