@@ -338,9 +338,27 @@ void run_dtype(int cases) {
   }
 }
 
+// The deterministic CUDA scatter launches once per set: for qlty's 3D half-overlap grid
+// (512^3, window 64, step 32: 3375 windows) the greedy colouring finds the optimum, 2^3 sets.
+void check_group_count() {
+  std::vector<int64_t> org;
+  const int64_t S = 512, w = 64, s = 32, n = grid_count<int64_t>(S, w, s);
+  for (int64_t a = 0; a < n; ++a)
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t c = 0; c < n; ++c)
+        for (int64_t v : {int64_t(0), grid_start<int64_t>(a, S, w, s),
+                          grid_start<int64_t>(b, S, w, s), grid_start<int64_t>(c, S, w, s)})
+          org.push_back(v);
+  const int64_t W[3] = {w, w, w};
+  const WindowGroups groups = disjoint_window_groups(org.data(), n * n * n, 3, W);
+  if (groups.bounds.size() != 9)
+    fail("groups: " + std::to_string(groups.bounds.size() - 1) + " sets for the 512^3 grid");
+}
+
 }  // namespace
 
 int main() {
+  check_group_count();
   for (int i = 0; i < 60; ++i) {
     const Case k = random_case(4, i % 2 == 0);
     check_scatter_offsets<int32_t>(k, i % 3 != 0);
