@@ -44,6 +44,7 @@ template <> struct AccOf<uint8_t> { using type = uint8_t; };
 template <typename T> using acc_of = typename AccOf<T>::type;
 
 int failures = 0;
+int checks = 0;  // cases run
 std::mt19937_64 rng(12345);
 
 int64_t rand_int(int64_t lo, int64_t hi) {  // inclusive
@@ -149,6 +150,7 @@ T random_value() {
 template <typename T, typename I>
 void check_gather(const Case& k, bool grid, bool weighted, int shift_in, int shift_out,
                   bool bad_origin) {
+  ++checks;
   using acc_t = acc_of<T>;
   constexpr int V = Vec16<T>::kSize;
   constexpr int K = 4;
@@ -200,6 +202,7 @@ void check_gather(const Case& k, bool grid, bool weighted, int shift_in, int shi
 // ---- scatter-add index math: window_chunk<4> offsets, added serially vs plain loops ----
 template <typename I>
 void check_scatter_offsets(const Case& k, bool grid) {
+  ++checks;
   const Geometry& g = k.g;
   int64_t M;
   const std::vector<int64_t> org = make_origins(k, grid, &M);
@@ -258,6 +261,7 @@ void check_scatter_offsets(const Case& k, bool grid) {
 // ---- deterministic grid stitch: stitch_grid_chunk for every chunk vs float64 ----
 template <typename T, typename I>
 void check_stitch(const Case& k, bool weighted, int shift_p, int shift_w, int shift_out) {
+  ++checks;
   using acc_t = acc_of<T>;
   const GridGeometry gg = grid_of(k);
   const Geometry& g = gg.g;
@@ -341,6 +345,7 @@ void run_dtype(int cases) {
 // The deterministic CUDA scatter launches once per set: for qlty's 3D half-overlap grid
 // (512^3, window 64, step 32: 3375 windows) the greedy colouring finds the optimum, 2^3 sets.
 void check_group_count() {
+  ++checks;
   std::vector<int64_t> org;
   const int64_t S = 512, w = 64, s = 32, n = grid_count<int64_t>(S, w, s);
   for (int64_t a = 0; a < n; ++a)
@@ -372,6 +377,6 @@ int main() {
     std::printf("%d failures\n", failures);
     return 1;
   }
-  std::printf("kernel bodies: all cases passed\n");
+  std::printf("kernel bodies: all cases passed (%d cases)\n", checks);
   return 0;
 }
