@@ -1,10 +1,23 @@
-"""A small run of every CUDA kernel, for compute-sanitizer (memcheck / racecheck)."""
+"""A small run of every CUDA kernel, for compute-sanitizer (memcheck / racecheck): unaligned
+and aligned (vector-path) rows, tensors that are views at odd element offsets, 32-bit index
+math, and the deterministic scatter-add (disjoint window sets)."""
 
 import torch
 
 import fastquilt as fq
 
-for shape, window, step in [((37, 45), (16, 12), (7, 5)), ((19, 23, 21), (8, 8, 8), (5, 6, 9))]:
+
+def at_odd_offset(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy of t starting one element into its storage (not 16-byte aligned)."""
+    buf = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
+    v = buf[1:].view(t.shape)
+    v.copy_(t)
+    return v
+
+
+CASES = [((37, 45), (16, 12), (7, 5)), ((19, 23, 21), (8, 8, 8), (5, 6, 9)),
+         ((24, 16, 40), (8, 8, 16), (4, 8, 8))]
+for shape, window, step in CASES:
     for dtype in (torch.float32, torch.bfloat16, torch.float64):
         q = fq.Quilt(shape, window, step, border=2, allow_gaps=True)
         x = torch.randn(2, 3, *shape, device="cuda").to(dtype)
@@ -16,5 +29,16 @@ for shape, window, step in [((37, 45), (16, 12), (7, 5)), ((19, 23, 21), (8, 8, 
         fq.scatter_add_windows(p[:, :0], org, shape, 2, weight=w)
         fq.gather_windows(x, org, window, weight=w)
         fq.gather_windows(x.to(torch.uint8), org, window)
+        # views at odd offsets: every kernel must fall back from its vector path
+        x_v, p_v = at_odd_offset(x), at_odd_offset(p)
+        fq.gather_windows_into(x_v, org, at_odd_offset(torch.empty_like(p)))
+        fq.stitch_grid_into(p_v, q.step, at_odd_offset(torch.empty_like(x)))
+        fq.scatter_add_windows_(p_v, org, at_odd_offset(torch.zeros_like(acc)),
+                                at_odd_offset(torch.zeros_like(wsum)), weight=w)
+        torch.use_deterministic_algorithms(True)  # one launch per set of disjoint windows
+        try:
+            fq.scatter_add_windows(p, org, shape, 2, weight=w)
+        finally:
+            torch.use_deterministic_algorithms(False)
 torch.cuda.synchronize()
 print("sanitizer case done")
