@@ -4,7 +4,11 @@
 # (memcheck, racecheck) on a small case, and the GPU benchmark. Results go to $OUT (or
 # benchmarks/results/gpu_check/ when $OUT is unset). Each stage has its own time limit and
 # the script carries on past a failing stage; the summary lists each stage's status.
-# Optional wheels in .whl/ (qlty, zarr, monai, ...) are installed to a temporary folder.
+# Optional wheels in .whl/ (qlty, zarr, monai, ...) are installed to a temporary folder; the
+# GPU machine is offline, so fetch them here for its Python (3.12) and carry .whl/ along:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
+#     qlty==1.5.0 zarr numcodecs donfig google-crc32c monai
+# The peers' numbers (qlty, MONAI) need them; everything else runs without.
 set -u
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-benchmarks/results/gpu_check}"
