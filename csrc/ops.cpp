@@ -41,5 +41,5 @@ TORCH_LIBRARY(fastquilt, m) {
       "Tensor(a!) out, Tensor? inv_weight_sum=None) -> ()");
   // Weight sum of a full grid, per voxel in closed form: (*S) in the weight's dtype and device.
   // Deterministic (no atomics), so the grid stitch's backward is reproducible on the GPU too.
-  m.def("grid_weight_sum(Tensor weight, SymInt[] spatial_size, SymInt[] step) -> Tensor");
+  m.def("grid_weight_sum(Tensor weight, SymInt[] spatial_size, SymInt[] step, bool inverse=False) -> Tensor");
 }

@@ -299,6 +299,28 @@ def test_grid_weight_sum_matches_reference(case, dtype, device):
     _, want = ref.scatter(np.zeros((len(ref.origins(spatial, window, step, 1)), 0, *window)),
                           ref.origins(spatial, window, step, 1), spatial, 1, w.double().numpy())
     np.testing.assert_allclose(got.cpu().double().numpy(), want[0], rtol=1e-6)
+    # inverse=True: 1 / sum in the same pass, 0 where uncovered (the gaps case has some)
+    inv = fq.grid_weight_sum(w.to(device), spatial, step, inverse=True).cpu().double().numpy()
+    with np.errstate(divide="ignore"):
+        want_inv = np.where(want[0] > 0, 1 / want[0], 0.0)
+    np.testing.assert_allclose(inv, want_inv, rtol=1e-6)
+    assert torch.equal(fq.grid_weight_sum(w.to(device), spatial, step, inverse=True),
+                       torch.where(got > 0, 1 / got, torch.zeros_like(got)))
     torch.library.opcheck(_ops._ops.grid_weight_sum.default, (w, list(spatial), list(step)))
+    torch.library.opcheck(_ops._ops.grid_weight_sum.default,
+                          (w, list(spatial), list(step), True))
     with pytest.raises(ValueError, match="step must be >= 1"):
         fq.grid_weight_sum(w, spatial, [0] * len(step))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_grid_weight_sum_inverse_of_tiny_and_zero_sums(dtype, device):
+    """Weights of 0 leave voxels uncovered (inverse 0); sums below the smallest normal number
+    are clamped to it, so the inverse stays finite."""
+    tiny = torch.finfo(dtype).tiny
+    w = torch.full((4, 4), tiny / 4, dtype=dtype)
+    w[:, :2] = 0
+    inv = fq.grid_weight_sum(w.to(device), (8, 8), (4, 4), inverse=True).cpu()
+    assert torch.isfinite(inv).all()
+    assert (inv[:, [0, 1, 4, 5]] == 0).all()
+    assert torch.equal(inv[:, [2, 3, 6, 7]], torch.full((8, 4), 1 / tiny, dtype=dtype))

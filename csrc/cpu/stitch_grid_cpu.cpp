@@ -196,7 +196,7 @@ at::Tensor stitch_grid_cpu(const at::Tensor& patches, const c10::optional<at::Te
 }
 
 at::Tensor grid_weight_sum_cpu(const at::Tensor& weight, at::IntArrayRef spatial_size,
-                               at::IntArrayRef step) {
+                               at::IntArrayRef step, bool inverse) {
   const GridGeometry gg = check_grid_weight_sum(weight, spatial_size, step,
                                                 "fastquilt.grid_weight_sum");
   auto out = at::empty(spatial_size, weight.options());
@@ -223,6 +223,8 @@ at::Tensor grid_weight_sum_cpu(const at::Tensor& weight, at::IntArrayRef spatial
               add_row(row + grid_start(i2, g.S[2], g.W[2], gg.step[2]),
                       wp + weight_offset(g, a, b, 0), g.W[2]);
           }
+        if (inverse)  // while the row is in cache: no second pass over the volume
+          for (int64_t x = 0; x < g.S[2]; ++x) row[x] = inverse_or_zero(row[x]);
       }
     });
   });

@@ -67,20 +67,23 @@ at::Tensor stitch_grid_cuda(const at::Tensor& patches, const c10::optional<at::T
 
 template <typename I, typename scalar_t>
 __global__ void grid_weight_sum_kernel(const scalar_t* __restrict__ weight,
-                                       scalar_t* __restrict__ out, GridGeometry gg) {
+                                       scalar_t* __restrict__ out, GridGeometry gg,
+                                       bool inverse) {
   const Geometry& g = gg.g;
   const int64_t total = g.S[0] * g.S[1] * g.S[2];
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
     const I t = div_index<I>(I(i), I(g.S[2]));
     const I z = div_index<I>(t, I(g.S[1]));
-    out[i] = grid_voxel_weight_sum<scalar_t, I>(g, gg.step, weight, z, t - z * I(g.S[1]),
-                                                I(i) - t * I(g.S[2]));
+    const scalar_t s = grid_voxel_weight_sum<scalar_t, I>(g, gg.step, weight, z,
+                                                          t - z * I(g.S[1]),
+                                                          I(i) - t * I(g.S[2]));
+    out[i] = inverse ? inverse_or_zero(s) : s;
   }
 }
 
 at::Tensor grid_weight_sum_cuda(const at::Tensor& weight, at::IntArrayRef spatial_size,
-                                at::IntArrayRef step) {
+                                at::IntArrayRef step, bool inverse) {
   const GridGeometry gg = check_grid_weight_sum(weight, spatial_size, step,
                                                 "fastquilt.grid_weight_sum");
   c10::cuda::CUDAGuard guard(weight.device());
@@ -91,7 +94,7 @@ at::Tensor grid_weight_sum_cuda(const at::Tensor& weight, at::IntArrayRef spatia
     auto kernel = out.numel() <= INT32_MAX ? grid_weight_sum_kernel<int32_t, scalar_t>
                                            : grid_weight_sum_kernel<int64_t, scalar_t>;
     kernel<<<blocks_for(out.numel()), kThreads, 0, stream>>>(
-        w.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), gg);
+        w.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), gg, inverse);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;

@@ -22,12 +22,6 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def inverse_weight_sum(weight_sum: torch.Tensor) -> torch.Tensor:
-    """``1 / weight_sum``, and 0 where nothing covers a voxel (weight sum 0)."""
-    inv = weight_sum.clamp_min(torch.finfo(weight_sum.dtype).tiny).reciprocal()
-    return inv.masked_fill_(weight_sum <= 0, 0.0)
-
-
 def gather_windows(
     input: torch.Tensor,
     origins: torch.Tensor,
@@ -114,11 +108,16 @@ def stitch_grid_into(
 
 
 def grid_weight_sum(
-    weight: torch.Tensor, spatial_size: Sequence[int], step: Sequence[int]
+    weight: torch.Tensor, spatial_size: Sequence[int], step: Sequence[int], inverse: bool = False
 ) -> torch.Tensor:
     """Weight sum ``(*S)`` of a full grid of windows weighted by ``weight`` (float32/64),
-    computed per voxel in closed form: deterministic on every device."""
-    return _ops.grid_weight_sum.default(weight, list(spatial_size), list(step))
+    computed per voxel in closed form: deterministic on every device.
+
+    ``inverse=True`` returns ``1 / weight sum`` instead (the sum clamped to the smallest normal
+    number; 0 where nothing covers a voxel), computed in the same pass: the normalisation of
+    the weighted mean.
+    """
+    return _ops.grid_weight_sum.default(weight, list(spatial_size), list(step), bool(inverse))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,7 +165,7 @@ def _stitch_grid_into_fake(patches, weight, step, fill_value, out, inv_weight_su
 
 
 @torch.library.register_fake("fastquilt::grid_weight_sum")
-def _grid_weight_sum_fake(weight, spatial_size, step):
+def _grid_weight_sum_fake(weight, spatial_size, step, inverse=False):
     return weight.new_empty(tuple(spatial_size))
 
 
@@ -259,9 +258,10 @@ def _stitch_grid_backward(ctx, grad):
     origins = build_grid_origins(ctx.spatial, ctx.window, ctx.step, n_img, grad.device)
     dt = acc_dtype(ctx.p_dtype)
     w = weight if weight is not None else grad.new_ones(ctx.window, dtype=dt)
-    wsum = _ops.grid_weight_sum.default(w, ctx.spatial, ctx.step)  # deterministic
-    # Uncovered voxels hold fill_value, which does not depend on the patches.
-    scaled = grad.to(dt) * inverse_weight_sum(wsum)
+    # 1 / weight sum, deterministic. Uncovered voxels hold fill_value, which does not depend
+    # on the patches: their inverse is 0.
+    inv = _ops.grid_weight_sum.default(w, ctx.spatial, ctx.step, True)
+    scaled = grad.to(dt) * inv
     grad_p = _ops.gather_windows.default(scaled, origins, weight, ctx.window)
     return grad_p.to(ctx.p_dtype), None, None, None, None, None
 

@@ -117,7 +117,9 @@ class Quilt:
         key = ("inv", _ops.acc_dtype(dtype), torch.device(device))
         inv = self._wsums.get(key)
         if inv is None:
-            inv = _ops.inverse_weight_sum(self.weight_sum(1, dtype, device)[0])
+            dt = _ops.acc_dtype(dtype)
+            inv = _ops.grid_weight_sum(self.weight_for(dt, device), self.spatial_shape,
+                                       self.step, inverse=True)
             self._wsums[key] = inv
         return inv
 

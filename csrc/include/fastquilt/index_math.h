@@ -5,6 +5,7 @@
 // (N, C, Y, 1, X) with windows (wy, 1, wx): the last axis stays the contiguous row axis and
 // the first axis gives enough independent work to parallelise over.
 #pragma once
+#include <cfloat>
 #include <cstdint>
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
@@ -101,6 +102,14 @@ FQ_HD void grid_cover(I p, same_t<I> S, same_t<I> w, same_t<I> s, I* first, I* l
   *first = f < n - 1 ? f : n - 1;
   // last: largest i with start_i <= p. Regular windows i <= n - 2 start below S - w.
   *last = p >= S - w ? n - 1 : div_index<I>(p, s);
+}
+
+// 1 / s for a weight sum s > 0 (s clamped to the smallest normal number, so the result stays
+// finite), 0 where no weight covers the voxel (s <= 0): the normalisation of a weighted mean.
+template <typename T>
+FQ_HD T inverse_or_zero(T s) {
+  const T tiny = sizeof(T) == 4 ? T(FLT_MIN) : T(DBL_MIN);
+  return s > T(0) ? T(1) / (s > tiny ? s : tiny) : T(0);
 }
 
 // Sum over the grid windows covering voxel (z, y, x) of the window weight at that voxel, in a
