@@ -49,7 +49,7 @@ stage build 300 env CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" FASTQUILT_BUILD_CUDA="
 "$PY" -c "import fastquilt, torch; torch.ops.fastquilt.gather_windows.default; print('import ok')" \
   2>&1 | tee -a "$OUT_DIR/log.txt"
 
-stage tests 240 "$PY" -m pytest -q -p no:cacheprovider -rs tests
+stage tests 300 "$PY" -m pytest -q -p no:cacheprovider -rs tests
 stage bench 150 "$PY" benchmarks/bench_gpu.py --json "$OUT_DIR/bench_gpu.json"
 stage memcheck 100 compute-sanitizer --tool memcheck --error-exitcode 9 "$PY" benchmarks/sanitizer_case.py
 stage racecheck 80 compute-sanitizer --tool racecheck --error-exitcode 9 "$PY" benchmarks/sanitizer_case.py
