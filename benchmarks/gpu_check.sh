@@ -50,7 +50,12 @@ stage build 300 env CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" FASTQUILT_BUILD_CUDA="
   2>&1 | tee -a "$OUT_DIR/log.txt"
 
 stage tests 300 "$PY" -m pytest -q -p no:cacheprovider -rs tests
-stage bench 150 "$PY" benchmarks/bench_gpu.py --json "$OUT_DIR/bench_gpu.json"
+# The benchmark, then the last stored GPU run reprinted with the same definitions, so one log
+# compares the kernels before and after (files coming back from $OUT are limited: no new file).
+PREVIOUS="$(ls -d benchmarks/results/gpu_check_*/bench_gpu.json 2>/dev/null | sort | tail -n 1)"
+stage bench 150 bash -c '"$1" benchmarks/bench_gpu.py --json "$2" && if [ -n "$3" ]; then
+  echo; echo "--- previous stored run: $3"; "$1" benchmarks/bench_gpu.py --report "$3"; fi' \
+  _ "$PY" "$OUT_DIR/bench_gpu.json" "$PREVIOUS"
 stage memcheck 100 compute-sanitizer --tool memcheck --error-exitcode 9 "$PY" benchmarks/sanitizer_case.py
 stage racecheck 80 compute-sanitizer --tool racecheck --error-exitcode 9 "$PY" benchmarks/sanitizer_case.py
 echo "=== summary"; cat "$SUMMARY"
