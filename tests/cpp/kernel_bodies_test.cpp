@@ -2,8 +2,10 @@
 // grid_voxel_weight_sum in index_math.h) on the CPU, for every thread of an emulated launch,
 // against float64 references: random 2D/3D shapes, windows, steps (with gaps), channels,
 // dtypes of 1, 2, 4 and 8 bytes, 32- and 64-bit index math, aligned and misaligned base
-// pointers, short block and grid sizes (grid-stride loops, K chunks per thread). Vector accesses assert 16-byte alignment on the host (vec_access.h), so a wrong
-// alignment decision fails here; built with AddressSanitizer, so an out-of-bounds access fails.
+// pointers, short block and grid sizes (grid-stride loops, K chunks per thread). Vector
+// accesses assert 16-byte alignment on the host (vec_access.h), so a wrong alignment decision
+// fails here; built with AddressSanitizer, so an out-of-bounds access fails. Also the disjoint
+// window sets of the deterministic scatter-add (disjoint_groups.h).
 // Driven by tests/test_kernel_bodies.py. Exit status 0 = all cases passed.
 #include <cmath>
 #include <cstdint>
@@ -277,7 +279,8 @@ void check_stitch(const Case& k, bool weighted, int shift_p, int shift_w, int sh
   const acc_t fill = acc_t(-5);
   const StitchVectorAccess vec = stitch_vector_access<T>(p.data, wp, out.data, g);
   const int64_t total = stitch_chunk_count<T>(g);
-  for (int64_t i = 0; i < total; ++i) stitch_grid_chunk<I>(p.data, wp, out.data, gg, fill, vec, I(i));
+  for (int64_t i = 0; i < total; ++i)
+    stitch_grid_chunk<I>(p.data, wp, out.data, gg, fill, vec, I(i));
   const std::string what = "stitch " + k.name + (weighted ? " weighted" : "") +
                            (vec.load ? " vload" : "") + (vec.store ? " vstore" : "") +
                            " sizeof " + std::to_string(sizeof(T)) + " index bytes " +

@@ -131,7 +131,8 @@ FQ_HD void stitch_grid_chunk(const scalar_t* patches, const acc_t* weight, scala
   }
   scalar_t r[V];
   FQ_UNROLL
-  for (int k = 0; k < V; ++k) r[k] = static_cast<scalar_t>(den[k] > acc_t(0) ? num[k] / den[k] : fill);
+  for (int k = 0; k < V; ++k)
+    r[k] = static_cast<scalar_t>(den[k] > acc_t(0) ? num[k] / den[k] : fill);
   scalar_t* o = out + image_offset<I>(g, n, c, z, y, x0);
   if (vec.store && len == V) {
     store_vec(o, r);

@@ -74,7 +74,7 @@ FQ_HD bool gather_chunks(const scalar_t* in, const int64_t* org, const acc_t* we
   constexpr int V = Vec16<scalar_t>::kSize;
   WindowChunk<I> ch[K];
   bool whole[K];
-  Vec16<scalar_t> val[K];  // kept packed: 16 bytes of registers per chunk for any dtype
+  Vec16<scalar_t> val[K];  // one 16-byte vector per chunk
   bool ok = true;
   FQ_UNROLL
   for (int k = 0; k < K; ++k) {
