@@ -189,11 +189,4 @@ inline void check_accumulators(const at::Tensor& patches, const at::Tensor& acc,
   }
 }
 
-// Origins as a (M, 4) row [n, o0, o1, o2] in the normalised 3-axis geometry.
-inline void normalised_origin(const int64_t* row, int64_t D, int64_t out[4]) {
-  out[0] = row[0];
-  if (D == 3) { out[1] = row[1]; out[2] = row[2]; out[3] = row[3]; }
-  else { out[1] = row[1]; out[2] = 0; out[3] = row[2]; }
-}
-
 }  // namespace fastquilt

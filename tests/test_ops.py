@@ -130,8 +130,7 @@ def test_stitch_grid_matches_reference(case, dtype, device):
     fq.stitch_grid_into(p, step, out, weight=w.to(device), fill_value=-3.0)
     assert torch.equal(out, mean)
     # with the precomputed 1 / weight-sum hint (what Quilt passes on the CPU)
-    ws = fq.grid_weight_sum(w.to(device), spatial, step)
-    inv = torch.where(ws > 0, 1 / ws.clamp_min(1e-30), 0.0)
+    inv = fq.grid_weight_sum(w.to(device), spatial, step, inverse=True)
     hinted = fq.stitch_grid(p, spatial, step, weight=w.to(device), fill_value=-3.0,
                             inv_weight_sum=inv)
     np.testing.assert_allclose(hinted.cpu().double().numpy(), want, rtol=TOL[dtype],

@@ -9,6 +9,7 @@
 
 #include "cpu/cpu_common.h"
 #include "cpu/row_kernels.h"
+#include "out_of_place.h"
 
 namespace fastquilt::cpu {
 namespace {
@@ -62,17 +63,10 @@ void gather_windows_into_cpu(const at::Tensor& input, const at::Tensor& origins,
   });
 }
 
-at::Tensor gather_windows_cpu(const at::Tensor& input, const at::Tensor& origins,
-                              const c10::optional<at::Tensor>& weight, at::IntArrayRef window) {
-  auto out = empty_patches(input, origins, window);
-  gather_windows_into_cpu(input, origins, weight, out);
-  return out;
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastquilt, CPU, m) {
-  m.impl("gather_windows", &gather_windows_cpu);
+  m.impl("gather_windows", &gather_windows_via<&gather_windows_into_cpu>);
   m.impl("gather_windows_into", &gather_windows_into_cpu);
 }
 

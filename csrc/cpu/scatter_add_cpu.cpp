@@ -13,6 +13,7 @@
 
 #include "cpu/cpu_common.h"
 #include "cpu/row_kernels.h"
+#include "out_of_place.h"
 
 namespace fastquilt::cpu {
 namespace {
@@ -113,22 +114,10 @@ void scatter_add_windows_inplace_cpu(const at::Tensor& patches, const at::Tensor
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> scatter_add_windows_cpu(const at::Tensor& patches,
-                                                           const at::Tensor& origins,
-                                                           const c10::optional<at::Tensor>& weight,
-                                                           at::IntArrayRef spatial_size,
-                                                           int64_t num_images) {
-  constexpr const char* op = "fastquilt.scatter_add_windows";
-  check_scatter(patches, origins, weight, spatial_size, num_images, op);
-  auto [acc, wsum] = zero_accumulators(patches, spatial_size, num_images);
-  scatter_add_windows_inplace_cpu(patches, origins, weight, acc, wsum);
-  return {acc, wsum};
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastquilt, CPU, m) {
-  m.impl("scatter_add_windows", &scatter_add_windows_cpu);
+  m.impl("scatter_add_windows", &scatter_add_windows_via<&scatter_add_windows_inplace_cpu>);
   m.impl("scatter_add_windows_", &scatter_add_windows_inplace_cpu);
 }
 

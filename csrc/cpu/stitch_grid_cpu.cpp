@@ -13,7 +13,7 @@
 
 #include "cpu/cpu_common.h"
 #include "cpu/row_kernels.h"
-#include "stitch_grid_checks.h"
+#include "out_of_place.h"
 
 namespace fastquilt::cpu {
 namespace {
@@ -46,6 +46,35 @@ FQ_ALWAYS_INLINE void fused_axpy(acc_t* __restrict__ num, const scalar_t* const*
 #endif
 constexpr int64_t kAhead = 4;
 
+// The windows covering output row (n, z, y) along z and y, in the fixed (i0, i1) order:
+// f(m0, a, b) with m0 the pair's first window along x and (a, b) the row inside its windows.
+template <typename F>
+void for_each_covering_pair(const GridGeometry& gg, int64_t n, int64_t z, int64_t y, F&& f) {
+  const Geometry& g = gg.g;
+  int64_t f0, l0, f1, l1;
+  grid_cover(z, g.S[0], g.W[0], gg.step[0], &f0, &l0);
+  grid_cover(y, g.S[1], g.W[1], gg.step[1], &f1, &l1);
+  for (int64_t i0 = f0; i0 <= l0; ++i0)
+    for (int64_t i1 = f1; i1 <= l1; ++i1)
+      f(n * gg.num_windows + (i0 * gg.count[1] + i1) * gg.count[2],
+        z - grid_start(i0, g.S[0], g.W[0], gg.step[0]),
+        y - grid_start(i1, g.S[1], g.W[1], gg.step[1]));
+}
+
+// Weight sum of one output row: the weight rows of the P pairs covering it, each added at
+// every x-window start, in a fixed order; 1 / sum (inverse_or_zero) when `inverse`.
+template <typename acc_t>
+FQ_ALWAYS_INLINE void row_weight_sum(acc_t* row, const acc_t* const* wrow, int P,
+                                     const GridGeometry& gg, bool inverse) {
+  const Geometry& g = gg.g;
+  std::fill(row, row + g.S[2], acc_t(0));
+  for (int k = 0; k < P; ++k)
+    for (int64_t i2 = 0; i2 < gg.count[2]; ++i2)
+      add_row(row + grid_start(i2, g.S[2], g.W[2], gg.step[2]), wrow[k], g.W[2]);
+  if (inverse)  // while the row is in cache: no second pass
+    for (int64_t x = 0; x < g.S[2]; ++x) row[x] = inverse_or_zero(row[x]);
+}
+
 // Everything one output row (n, z, y) needs, for all channels, given the rows of the P windows
 // covering it along z and y. Inlined into two entry points below (AVX2+FMA and baseline).
 template <typename scalar_t, typename acc_t>
@@ -58,14 +87,7 @@ FQ_ALWAYS_INLINE void stitch_row(const scalar_t* const* prow, const acc_t* const
   const int64_t S2 = g.S[2], W2 = g.W[2];
   const acc_t* den = inv_row;  // 1 / weight sum of this row, 0 where nothing covers it
   if (den == nullptr) {
-    for (int64_t x = 0; x < S2; ++x) den_buf[x] = acc_t(0);
-    for (int64_t i2 = 0; i2 < gg.count[2]; ++i2) {
-      acc_t* __restrict__ d = den_buf + grid_start(i2, S2, W2, gg.step[2]);
-      for (int k = 0; k < P; ++k)
-        for (int64_t x = 0; x < W2; ++x) d[x] += wrow[k][x];
-    }
-    for (int64_t x = 0; x < S2; ++x)
-      den_buf[x] = den_buf[x] > acc_t(0) ? acc_t(1) / den_buf[x] : acc_t(0);
+    row_weight_sum(den_buf, wrow, P, gg, /*inverse=*/true);
     den = den_buf;
   }
   for (int64_t c = 0; c < g.C; ++c) {
@@ -138,19 +160,12 @@ void stitch_grid_kernel(const scalar_t* patches, const acc_t* weight, const acc_
       const int64_t y = t % g.S[1];
       const int64_t z = (t / g.S[1]) % g.S[0];
       const int64_t n = t / (g.S[1] * g.S[0]);
-      int64_t f0, l0, f1, l1;
-      grid_cover(z, g.S[0], g.W[0], gg.step[0], &f0, &l0);
-      grid_cover(y, g.S[1], g.W[1], gg.step[1], &f1, &l1);
       prow.clear();
       wrow.clear();
-      for (int64_t i0 = f0; i0 <= l0; ++i0)
-        for (int64_t i1 = f1; i1 <= l1; ++i1) {
-          const int64_t a = z - grid_start(i0, g.S[0], g.W[0], gg.step[0]);
-          const int64_t b = y - grid_start(i1, g.S[1], g.W[1], gg.step[1]);
-          const int64_t m0 = n * gg.num_windows + (i0 * gg.count[1] + i1) * gg.count[2];
-          prow.push_back(patches + patch_offset(g, m0, 0, a, b, 0));
-          wrow.push_back(wt + weight_offset(g, a, b, 0));
-        }
+      for_each_covering_pair(gg, n, z, y, [&](int64_t m0, int64_t a, int64_t b) {
+        prow.push_back(patches + patch_offset(g, m0, int64_t(0), a, b, int64_t(0)));
+        wrow.push_back(wt + weight_offset(g, a, b, int64_t(0)));
+      });
       const int P = static_cast<int>(prow.size());
       scalar_t* o = out + image_offset(g, n, 0, z, y, 0);
       const acc_t* inv_row =
@@ -187,14 +202,6 @@ void stitch_grid_into_cpu(const at::Tensor& patches, const c10::optional<at::Ten
   });
 }
 
-at::Tensor stitch_grid_cpu(const at::Tensor& patches, const c10::optional<at::Tensor>& weight,
-                           at::IntArrayRef spatial_size, at::IntArrayRef step,
-                           double fill_value, const c10::optional<at::Tensor>& inv_weight_sum) {
-  auto out = at::empty(stitch_grid_out_shape(patches, weight, spatial_size, step), patches.options());
-  stitch_grid_into_cpu(patches, weight, step, fill_value, out, inv_weight_sum);
-  return out;
-}
-
 at::Tensor grid_weight_sum_cpu(const at::Tensor& weight, at::IntArrayRef spatial_size,
                                at::IntArrayRef step, bool inverse) {
   const GridGeometry gg = check_grid_weight_sum(weight, spatial_size, step,
@@ -205,26 +212,15 @@ at::Tensor grid_weight_sum_cpu(const at::Tensor& weight, at::IntArrayRef spatial
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "grid_weight_sum_cpu", [&] {
     const scalar_t* wp = w.const_data_ptr<scalar_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    // Row by row: the windows covering row (z, y) along z and y (closed form, index_math.h),
-    // each adding its weight row at every x-window start, in a fixed order.
+    // Row by row, the same sums as the grid stitch (closed-form covering windows).
     at::parallel_for(0, g.S[0] * g.S[1], 1, [&](int64_t begin, int64_t end) {
+      std::vector<const scalar_t*> wrow;
       for (int64_t t = begin; t < end; ++t) {
-        const int64_t z = t / g.S[1], y = t % g.S[1];
-        scalar_t* row = o + t * g.S[2];
-        std::fill(row, row + g.S[2], scalar_t(0));
-        int64_t f0, l0, f1, l1;
-        grid_cover(z, g.S[0], g.W[0], gg.step[0], &f0, &l0);
-        grid_cover(y, g.S[1], g.W[1], gg.step[1], &f1, &l1);
-        for (int64_t i0 = f0; i0 <= l0; ++i0)
-          for (int64_t i1 = f1; i1 <= l1; ++i1) {
-            const int64_t a = z - grid_start(i0, g.S[0], g.W[0], gg.step[0]);
-            const int64_t b = y - grid_start(i1, g.S[1], g.W[1], gg.step[1]);
-            for (int64_t i2 = 0; i2 < gg.count[2]; ++i2)
-              add_row(row + grid_start(i2, g.S[2], g.W[2], gg.step[2]),
-                      wp + weight_offset(g, a, b, 0), g.W[2]);
-          }
-        if (inverse)  // while the row is in cache: no second pass over the volume
-          for (int64_t x = 0; x < g.S[2]; ++x) row[x] = inverse_or_zero(row[x]);
+        wrow.clear();
+        for_each_covering_pair(gg, 0, t / g.S[1], t % g.S[1], [&](int64_t, int64_t a, int64_t b) {
+          wrow.push_back(wp + weight_offset(g, a, b, int64_t(0)));
+        });
+        row_weight_sum(o + t * g.S[2], wrow.data(), static_cast<int>(wrow.size()), gg, inverse);
       }
     });
   });
@@ -235,7 +231,7 @@ at::Tensor grid_weight_sum_cpu(const at::Tensor& weight, at::IntArrayRef spatial
 
 TORCH_LIBRARY_IMPL(fastquilt, CPU, m) {
   m.impl("grid_weight_sum", &grid_weight_sum_cpu);
-  m.impl("stitch_grid", &stitch_grid_cpu);
+  m.impl("stitch_grid", &stitch_grid_via<&stitch_grid_into_cpu>);
   m.impl("stitch_grid_into", &stitch_grid_into_cpu);
 }
 

@@ -11,6 +11,7 @@
 
 #include "cuda/cuda_common.cuh"
 #include "fastquilt/window_chunk.h"
+#include "out_of_place.h"
 
 namespace fastquilt::cuda {
 namespace {
@@ -67,17 +68,10 @@ void gather_windows_into_cuda(const at::Tensor& input, const at::Tensor& origins
   });
 }
 
-at::Tensor gather_windows_cuda(const at::Tensor& input, const at::Tensor& origins,
-                               const c10::optional<at::Tensor>& weight, at::IntArrayRef window) {
-  auto out = empty_patches(input, origins, window);
-  gather_windows_into_cuda(input, origins, weight, out);
-  return out;
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastquilt, CUDA, m) {
-  m.impl("gather_windows", &gather_windows_cuda);
+  m.impl("gather_windows", &gather_windows_via<&gather_windows_into_cuda>);
   m.impl("gather_windows_into", &gather_windows_into_cuda);
 }
 

@@ -13,6 +13,7 @@
 #include "cuda/cuda_common.cuh"
 #include "fastquilt/disjoint_groups.h"
 #include "fastquilt/window_chunk.h"
+#include "out_of_place.h"
 
 namespace fastquilt::cuda {
 namespace {
@@ -28,6 +29,19 @@ __device__ __forceinline__ void add4(acc_t* dst, const acc_t v[4], bool aligned)
   }
 #endif
   for (int k = 0; k < 4; ++k) gpuAtomicAdd(dst + k, v[k]);
+}
+
+// Adds v[0 .. n) at dst: add4 for a whole chunk, element atomics at the end of a row (the
+// fixed trip count keeps v in registers).
+template <typename acc_t>
+__device__ __forceinline__ void add_chunk(acc_t* dst, const acc_t v[4], int n, bool aligned) {
+  if (n == 4) {
+    add4(dst, v, aligned);
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k)
+    if (k < n) gpuAtomicAdd(dst + k, v[k]);
 }
 
 // I: index type, int32_t when the patches and the accumulator have fewer than 2^31 elements.
@@ -53,24 +67,8 @@ __global__ void scatter_kernel(const scalar_t* __restrict__ patches,
       wv[k] = k < n ? (w == nullptr ? acc_t(1) : w[k]) : acc_t(0);
       v[k] = k < n ? static_cast<acc_t>(src[k]) * wv[k] : acc_t(0);
     }
-    // Short chunks (row ends) add element by element; the fixed trip count keeps v and wv
-    // in registers.
-    if (n == kV) {
-      add4(acc + ch.image, v, vec && ch.image % kV == 0);
-    } else {
-#pragma unroll
-      for (int k = 0; k < kV; ++k)
-        if (k < n) gpuAtomicAdd(acc + ch.image + k, v[k]);
-    }
-    if (wsum != nullptr && ch.c == 0) {
-      if (n == kV) {
-        add4(wsum + ch.voxel, wv, vec && ch.voxel % kV == 0);
-      } else {
-#pragma unroll
-        for (int k = 0; k < kV; ++k)
-          if (k < n) gpuAtomicAdd(wsum + ch.voxel + k, wv[k]);
-      }
-    }
+    add_chunk(acc + ch.image, v, n, vec && ch.image % kV == 0);
+    if (wsum != nullptr && ch.c == 0) add_chunk(wsum + ch.voxel, wv, n, vec && ch.voxel % kV == 0);
   }
 }
 
@@ -152,19 +150,10 @@ void scatter_add_windows_inplace_cuda(const at::Tensor& patches, const at::Tenso
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> scatter_add_windows_cuda(
-    const at::Tensor& patches, const at::Tensor& origins, const c10::optional<at::Tensor>& weight,
-    at::IntArrayRef spatial_size, int64_t num_images) {
-  check_scatter(patches, origins, weight, spatial_size, num_images, "fastquilt.scatter_add_windows");
-  auto [acc, wsum] = zero_accumulators(patches, spatial_size, num_images);
-  scatter_add_windows_inplace_cuda(patches, origins, weight, acc, wsum);
-  return {acc, wsum};
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastquilt, CUDA, m) {
-  m.impl("scatter_add_windows", &scatter_add_windows_cuda);
+  m.impl("scatter_add_windows", &scatter_add_windows_via<&scatter_add_windows_inplace_cuda>);
   m.impl("scatter_add_windows_", &scatter_add_windows_inplace_cuda);
 }
 

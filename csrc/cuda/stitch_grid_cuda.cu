@@ -10,7 +10,7 @@
 
 #include "cuda/cuda_common.cuh"
 #include "fastquilt/stitch_grid_chunk.h"
-#include "stitch_grid_checks.h"
+#include "out_of_place.h"
 
 namespace fastquilt::cuda {
 namespace {
@@ -56,15 +56,6 @@ void stitch_grid_into_cuda(const at::Tensor& patches, const c10::optional<at::Te
   });
 }
 
-at::Tensor stitch_grid_cuda(const at::Tensor& patches, const c10::optional<at::Tensor>& weight,
-                            at::IntArrayRef spatial_size, at::IntArrayRef step,
-                            double fill_value, const c10::optional<at::Tensor>& inv_weight_sum) {
-  auto out = at::empty(stitch_grid_out_shape(patches, weight, spatial_size, step),
-                       patches.options());
-  stitch_grid_into_cuda(patches, weight, step, fill_value, out, inv_weight_sum);
-  return out;
-}
-
 template <typename I, typename scalar_t>
 __global__ void grid_weight_sum_kernel(const scalar_t* __restrict__ weight,
                                        scalar_t* __restrict__ out, GridGeometry gg,
@@ -104,7 +95,7 @@ at::Tensor grid_weight_sum_cuda(const at::Tensor& weight, at::IntArrayRef spatia
 
 TORCH_LIBRARY_IMPL(fastquilt, CUDA, m) {
   m.impl("grid_weight_sum", &grid_weight_sum_cuda);
-  m.impl("stitch_grid", &stitch_grid_cuda);
+  m.impl("stitch_grid", &stitch_grid_via<&stitch_grid_into_cuda>);
   m.impl("stitch_grid_into", &stitch_grid_into_cuda);
 }
 

@@ -117,8 +117,7 @@ class Quilt:
         key = ("inv", _ops.acc_dtype(dtype), torch.device(device))
         inv = self._wsums.get(key)
         if inv is None:
-            dt = _ops.acc_dtype(dtype)
-            inv = _ops.grid_weight_sum(self.weight_for(dt, device), self.spatial_shape,
+            inv = _ops.grid_weight_sum(self.weight_for(key[1], key[2]), self.spatial_shape,
                                        self.step, inverse=True)
             self._wsums[key] = inv
         return inv

@@ -76,6 +76,15 @@ FQ_HD I weight_offset(const Geometry& g, I a, same_t<I> b, same_t<I> x) {
   return (a * I(g.W[1]) + b) * I(g.W[2]) + x;
 }
 
+// Origin row [n, start_0, ..., start_{D-1}] (D = 2 or 3) as [n, o0, o1, o2] in the normalised
+// 3-axis geometry (2D: o1 = 0).
+FQ_HD void normalised_origin(const int64_t* row, int64_t D, int64_t out[4]) {
+  out[0] = row[0];
+  out[1] = row[1];
+  out[2] = D == 3 ? row[2] : 0;
+  out[3] = row[D];
+}
+
 // ---- qlty's step-back grid along one axis (size S, window w, step s; S >= w, s >= 1) ----
 
 // Number of windows: ceil((S - w) / s) + 1; the last one ends exactly at S.

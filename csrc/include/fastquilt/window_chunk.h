@@ -41,12 +41,13 @@ FQ_HD bool window_chunk(const Geometry& g, const int64_t* org, const int64_t* se
   const I k = div_index<I>(u, I(g.C));
   const I c = u - k * I(g.C);
   const I m = sel == nullptr ? k : I(sel[k]);
-  const int64_t* r = org + int64_t(m) * (1 + D);
-  const int64_t n = r[0], o0 = r[1], o1 = D == 3 ? r[2] : 0, o2 = r[D];
-  if (!(n >= 0 && n < g.N && o0 >= 0 && o0 + g.W[0] <= g.S[0] && o1 >= 0 &&
-        o1 + g.W[1] <= g.S[1] && o2 >= 0 && o2 + g.W[2] <= g.S[2]))
+  int64_t o[4];
+  normalised_origin(org + int64_t(m) * (1 + D), D, o);
+  const int64_t n = o[0];
+  if (!(n >= 0 && n < g.N && o[1] >= 0 && o[1] + g.W[0] <= g.S[0] && o[2] >= 0 &&
+        o[2] + g.W[1] <= g.S[1] && o[3] >= 0 && o[3] + g.W[2] <= g.S[2]))
     return false;
-  const I z = I(o0) + a, y = I(o1) + b, xi = I(o2) + x;
+  const I z = I(o[1]) + a, y = I(o[2]) + b, xi = I(o[3]) + x;
   ch->patch = patch_offset<I>(g, m, c, a, b, x);
   ch->image = image_offset<I>(g, I(n), c, z, y, xi);
   ch->voxel = ((I(n) * I(g.S[0]) + z) * I(g.S[1]) + y) * I(g.S[2]) + xi;
