@@ -111,9 +111,12 @@ inline void check_float_patches(const at::Tensor& patches, const char* op) {
                     patches.sizes()));
 }
 
-// The caller's buffer for gather_windows_into: (M, C, *window), input dtype, contiguous.
-inline void check_gather_out(const at::Tensor& input, const at::Tensor& origins,
-                             const at::Tensor& out, const char* op) {
+// All checks of gather_windows_into (both backends): the gather of out's window size and the
+// caller's buffer, (M, C, *window), input dtype, contiguous.
+inline Geometry check_gather_into(const at::Tensor& input, const at::Tensor& origins,
+                                  const c10::optional<at::Tensor>& weight, const at::Tensor& out,
+                                  const char* op) {
+  const Geometry g = check_gather(input, origins, weight, out.sizes().slice(2), op);
   TORCH_CHECK_VALUE(out.dim() == input.dim() && out.size(0) == origins.size(0) &&
                         out.size(1) == input.size(1),
                     msg(op, ": out must have shape (M, C, *window) = (", origins.size(0), ", ",
@@ -122,6 +125,7 @@ inline void check_gather_out(const at::Tensor& input, const at::Tensor& origins,
                    out.scalar_type(), " differs from input dtype ", input.scalar_type()));
   TORCH_CHECK_VALUE(out.is_contiguous(), msg(op, ": out must be contiguous"));
   TORCH_CHECK_VALUE(out.device() == input.device(), msg(op, ": out must be on ", input.device()));
+  return g;
 }
 
 // A new (M, C, *window) buffer for gather_windows.
@@ -165,8 +169,15 @@ inline Geometry check_scatter(const at::Tensor& patches, const at::Tensor& origi
   return make_geometry(num_images, patches.size(1), spatial, window);
 }
 
-inline void check_accumulators(const at::Tensor& patches, const at::Tensor& acc,
-                               const c10::optional<at::Tensor>& wsum, const char* op) {
+// All checks of the in-place scatter-add (both backends): the scatter into acc's spatial size
+// and the accumulators, acc (N, C, *S) and weight_sum (N, *S), contiguous, float32/64.
+inline Geometry check_scatter_inplace(const at::Tensor& patches, const at::Tensor& origins,
+                                      const c10::optional<at::Tensor>& weight,
+                                      const at::Tensor& acc,
+                                      const c10::optional<at::Tensor>& wsum, const char* op) {
+  TORCH_CHECK_VALUE(acc.dim() >= 2, msg(op, ": acc must be (N, C, *spatial), got ", acc.sizes()));
+  const Geometry g =
+      check_scatter(patches, origins, weight, acc.sizes().slice(2), acc.size(0), op);
   const auto adt = acc_dtype(patches.scalar_type());
   TORCH_CHECK_TYPE(acc.scalar_type() == adt, msg(op, ": acc must be ", adt, " for ",
                    patches.scalar_type(), " patches, got ", acc.scalar_type()));
@@ -187,6 +198,7 @@ inline void check_accumulators(const at::Tensor& patches, const at::Tensor& acc,
     TORCH_CHECK_VALUE(w.device() == patches.device(), msg(op, ": weight_sum is on ", w.device(),
                       " but patches are on ", patches.device()));
   }
+  return g;
 }
 
 }  // namespace fastquilt

@@ -43,8 +43,7 @@ void gather_windows_into_cpu(const at::Tensor& input, const at::Tensor& origins,
                              const c10::optional<at::Tensor>& weight, const at::Tensor& out) {
   constexpr const char* op = "fastquilt.gather_windows";
   auto window = out.sizes().slice(2);
-  const Geometry g = check_gather(input, origins, weight, window, op);
-  check_gather_out(input, origins, out, op);
+  const Geometry g = check_gather_into(input, origins, weight, out, op);
   const int64_t D = static_cast<int64_t>(window.size());
   const auto org = load_origins(origins, g, D, op);
   const int64_t M = origins.size(0);

@@ -92,9 +92,7 @@ void scatter_add_windows_inplace_cpu(const at::Tensor& patches, const at::Tensor
                                      const at::Tensor& acc,
                                      const c10::optional<at::Tensor>& weight_sum) {
   constexpr const char* op = "fastquilt.scatter_add_windows_";
-  TORCH_CHECK_VALUE(acc.dim() >= 2, msg(op, ": acc must be (N, C, *spatial), got ", acc.sizes()));
-  const Geometry g = check_scatter(patches, origins, weight, acc.sizes().slice(2), acc.size(0), op);
-  check_accumulators(patches, acc, weight_sum, op);
+  const Geometry g = check_scatter_inplace(patches, origins, weight, acc, weight_sum, op);
   const int64_t D = patches.dim() - 2;
   const auto org = load_origins(origins, g, D, op);
   const int64_t M = origins.size(0);
