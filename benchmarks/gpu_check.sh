@@ -49,7 +49,8 @@ stage build 300 env CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" FASTQUILT_BUILD_CUDA="
 "$PY" -c "import fastquilt, torch; torch.ops.fastquilt.gather_windows.default; print('import ok')" \
   2>&1 | tee -a "$OUT_DIR/log.txt"
 
-stage tests 300 "$PY" -m pytest -q -p no:cacheprovider -rs tests
+# FQ_GPU_TESTS: the test files to run (default: all), e.g. tests/test_cuda.py for a rerun.
+stage tests 300 "$PY" -m pytest -q -p no:cacheprovider -rs ${FQ_GPU_TESTS:-tests}
 # The benchmark, then the last stored GPU run reprinted with the same definitions, so one log
 # compares the kernels before and after (files coming back from $OUT are limited: no new file).
 PREVIOUS="$(ls -d benchmarks/results/gpu_check_*/bench_gpu.json 2>/dev/null | sort | tail -n 1)"

@@ -20,6 +20,8 @@ CASES = [
     ((19, 23, 21), (8, 8, 8), (5, 6, 4)),
     ((33, 34, 35), (16, 13, 9), (8, 8, 8)),  # odd widths: unaligned rows
     ((24, 16, 40), (8, 8, 16), (4, 8, 8)),  # rows of whole 16-byte vectors: vector paths
+    ((12, 10, 128), (8, 8, 64), (4, 2, 32)),  # stitch_grid's aligned fast path, every dtype
+    ((16, 96), (8, 32), (8, 64)),  # aligned fast path with gaps along x (fill)
 ]
 
 
