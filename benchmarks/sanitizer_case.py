@@ -1,6 +1,7 @@
 """A small run of every CUDA kernel, for compute-sanitizer (memcheck / racecheck): unaligned
-and aligned (vector-path) rows, the grid stitch's aligned fast path, tensors that are views at odd element offsets, 32-bit index
-math, and the deterministic scatter-add (disjoint window sets)."""
+and aligned (vector-path) rows, the grid stitch's aligned fast path, tensors that are views at
+odd element offsets, 32-bit index math, and the deterministic scatter-add (disjoint window
+sets)."""
 
 import torch
 
