@@ -7,7 +7,7 @@
 # Optional wheels in .whl/ (qlty, zarr, monai, ...) are installed to a temporary folder; the
 # GPU machine is offline, so fetch them here for its Python (3.12) and carry .whl/ along:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
-#     qlty==1.5.0 zarr numcodecs donfig google-crc32c monai
+#     qlty==1.5.0 zarr numcodecs donfig google-crc32c monai dask toolz cloudpickle partd locket fsspec
 # The peers' numbers (qlty, MONAI) need them; everything else runs without.
 set -u
 cd "$(dirname "$0")/.."

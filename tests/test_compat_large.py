@@ -7,6 +7,7 @@ import torch
 from fastquilt.compat_large import LargeNCYXQuilt, LargeNCZYXQuilt
 
 qlty = pytest.importorskip("qlty", reason="qlty 1.5.0 is a test dependency")
+pytest.importorskip("dask", reason="qlty's Large quilts read their results back through dask")
 
 
 def run_loop(quilt, x, fn, with_var=False):

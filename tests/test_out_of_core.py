@@ -79,7 +79,9 @@ def test_dask_input(tmp_path):
 def test_kill_and_resume_recomputes_only_unfinished_units(tmp_path):
     x, _ = make_input(tmp_path, shape=(1, 1, 48, 48, 48))
     src, dst = tmp_path / "in.zarr", tmp_path / "out.zarr"
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    # keep the caller's PYTHONPATH (where zarr and fastquilt may be installed)
+    paths = [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
     proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "ooc_job.py"),
                              str(src), str(dst)], env=env)
     marker_dir = tmp_path / "out.zarr.fastquilt-progress"

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from . import _ops
+from ._transfer import to_device
 
 if TYPE_CHECKING:
     from .quilt import Quilt
@@ -80,7 +81,7 @@ class StitchAccumulator:
         p = patches.detach()
         if _ops.acc_dtype(p.dtype) != self.dtype:  # fp16/bf16 go in as they are
             p = p.to(self.dtype)
-        p = p.to(self.device, non_blocking=True)
+        p = to_device(p, self.device)
         origins = self._all_origins[idx.to(self.device)]
         _ops.scatter_add_windows_(p, origins, self.acc, self.weight_sum, weight=self._weight)
         self._seen[idx] = True

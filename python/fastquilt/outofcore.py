@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._transfer import to_device
 from .quilt import Quilt
 
 FORMAT_VERSION = 1
@@ -280,7 +281,7 @@ class _Job:
 
     def predict(self, model, blocks: list[np.ndarray], device) -> torch.Tensor:
         """Predictions ``(B, C_out, *window)`` float32 on the CPU for a batch of windows."""
-        xb = torch.from_numpy(np.stack(blocks)).to(device, non_blocking=True)
+        xb = to_device(torch.from_numpy(np.stack(blocks)), device)
         with torch.no_grad():
             y = model(xb)
         if not isinstance(y, torch.Tensor):

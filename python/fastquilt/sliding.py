@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from . import _ops
+from ._transfer import to_device
 from .quilt import Quilt
 
 
@@ -88,7 +89,7 @@ def sliding_window(
                 buf = torch.empty((hi - lo, x.shape[1], *q.window), dtype=x.dtype,
                                   device=x.device)
             patches = _ops.gather_windows_into(x, origins[lo:hi], buf[:hi - lo])
-            y = model(patches.to(device, non_blocking=True))
+            y = model(to_device(patches, device))
             if not isinstance(y, torch.Tensor):
                 raise TypeError(f"model must return a tensor, got {type(y).__name__}")
             if y.dim() != x.dim() or y.shape[0] != hi - lo or tuple(y.shape[2:]) != q.window:
@@ -109,7 +110,7 @@ def sliding_window(
             yb = y if _ops.acc_dtype(y.dtype) == dt else y.to(dt)
             # Every window of the grid runs once, so the weight sum is the grid's (computed
             # in closed form and cached): only the weighted predictions are scattered.
-            _ops.scatter_add_windows_(yb.to(out_device, non_blocking=True), out_origins[lo:hi],
+            _ops.scatter_add_windows_(to_device(yb, out_device), out_origins[lo:hi],
                                       acc, None, weight=weight_t)
             if bar is not None:
                 bar.update(hi - lo)
