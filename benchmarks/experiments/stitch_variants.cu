@@ -1,4 +1,13 @@
-// Stitch variants microbenchmark (standalone, no torch).
+// Experiment that chose the CUDA grid stitch's chunk shape (stitch_grid_chunk_aligned): the
+// kernel as it was ("prod": 16 bytes per thread, general body) against a fast-path-only body
+// with V voxels per thread, KB windows per batch of loads, weights loaded with the patches (HW)
+// or later, load policy LP (0 plain, 1 evict-first, 2 L2 only) and MINB blocks per SM, on the
+// benchmark grid (512^3, window 64, step 32), fp32 and bf16, against a d2d copy in the same run.
+// Standalone (no torch), ~10 s on a GPU machine, from the repository root:
+//   nvcc -O3 -std=c++17 -arch=sm_90 -Icsrc/include benchmarks/experiments/stitch_variants.cu \
+//     -o /tmp/sv && /tmp/sv
+// Results of the runs that chose it: benchmarks/results/gpu_check_2026-11-26_h200_aligned/
+// stitch_variants.txt. Kept as a record and for the next tuning, not built by CI.
 #include <cuda_bf16.h>
 #include <cstdio>
 #include <vector>
