@@ -19,7 +19,8 @@ def at_odd_offset(t: torch.Tensor) -> torch.Tensor:
 CASES = [((37, 45), (16, 12), (7, 5)), ((19, 23, 21), (8, 8, 8), (5, 6, 9)),
          ((24, 16, 40), (8, 8, 16), (4, 8, 8)),
          ((12, 10, 128), (8, 8, 64), (4, 2, 32)),  # stitch's aligned fast path, every dtype
-         ((16, 96), (8, 32), (8, 64))]  # aligned with gaps along x
+         ((16, 96), (8, 32), (8, 64)),  # aligned with gaps along x
+         ((12, 10, 136), (8, 8, 64), (4, 2, 32)), ((6, 132), (8, 64), (4, 32))]  # split rows
 for shape, window, step in CASES:
     for dtype in (torch.float32, torch.bfloat16, torch.float64):
         q = fq.Quilt(shape, window, step, border=2, allow_gaps=True)

@@ -22,6 +22,8 @@ CASES = [
     ((24, 16, 40), (8, 8, 16), (4, 8, 8)),  # rows of whole 16-byte vectors: vector paths
     ((12, 10, 128), (8, 8, 64), (4, 2, 32)),  # stitch_grid's aligned fast path, every dtype
     ((16, 96), (8, 32), (8, 64)),  # aligned fast path with gaps along x (fill)
+    ((12, 10, 136), (8, 8, 64), (4, 2, 32)),  # fast path left of the last window: 16-bit types
+    ((6, 132), (8, 64), (4, 32)),  # the same for 32-bit types
 ]
 
 

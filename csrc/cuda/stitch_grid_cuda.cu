@@ -1,9 +1,9 @@
 // CUDA deterministic stitch for a full regular grid, fused with the division. Each thread
-// computes a chunk of output (stitch_grid_chunk, or stitch_grid_chunk_aligned on aligned grids,
-// in include/fastquilt/stitch_grid_chunk.h, host-device code the CPU tests run): it sums, in a fixed order, the windows covering its
-// voxels -- found in closed form per axis by grid_cover(), the code the CPU kernel runs --
-// and writes sum(w p) / sum(w) once. No atomics, no accumulator buffers: bit-identical run
-// to run.
+// computes a chunk of output (stitch_grid_chunk, or stitch_grid_chunk_aligned on the columns
+// where the grid is aligned; host-device code in include/fastquilt/stitch_grid_chunk.h that
+// the CPU tests run): it sums, in a fixed order, the windows covering its voxels -- found in
+// closed form per axis by grid_cover(), the code the CPU kernel runs -- and writes
+// sum(w p) / sum(w) once. No atomics, no accumulator buffers: bit-identical run to run.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
@@ -20,22 +20,22 @@ template <typename I, typename scalar_t, typename acc_t>
 __global__ void stitch_grid_kernel(const scalar_t* __restrict__ patches,
                                    const acc_t* __restrict__ weight, scalar_t* __restrict__ out,
                                    GridGeometry gg, acc_t fill, StitchVectorAccess vec,
-                                   int64_t total) {
+                                   ColumnRange cols, int64_t total) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x)
-    stitch_grid_chunk<I>(patches, weight, out, gg, fill, vec, I(i));
+    stitch_grid_chunk<I>(patches, weight, out, gg, fill, vec, cols, I(i));
 }
 
-// The fast path for aligned grids (stitch_grid_aligned). Two blocks per SM at least: the
-// longer chunks of 2-byte types would otherwise take more registers than pay off (measured).
+// The fast path (stitch_aligned_columns_end). Two blocks per SM at least: the longer chunks
+// of 2-byte types would otherwise take more registers than pay off (measured).
 template <typename I, typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads, 2)
     stitch_grid_aligned_kernel(const scalar_t* __restrict__ patches,
                                const acc_t* __restrict__ weight, scalar_t* __restrict__ out,
-                               GridGeometry gg, acc_t fill, int64_t total) {
+                               GridGeometry gg, acc_t fill, ColumnRange cols, int64_t total) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x)
-    stitch_grid_chunk_aligned<I>(patches, weight, out, gg, fill, I(i));
+    stitch_grid_chunk_aligned<I>(patches, weight, out, gg, fill, cols, I(i));
 }
 
 void stitch_grid_into_cuda(const at::Tensor& patches, const c10::optional<at::Tensor>& weight,
@@ -57,23 +57,27 @@ void stitch_grid_into_cuda(const at::Tensor& patches, const c10::optional<at::Te
     const acc_t* wp = w.has_value() ? w->const_data_ptr<acc_t>() : nullptr;
     const bool fits32 = p.numel() <= INT32_MAX && out.numel() <= INT32_MAX;
     const acc_t fill = static_cast<acc_t>(fill_value);
-    if (stitch_grid_aligned<scalar_t>(p.const_data_ptr(), wp, out.const_data_ptr(), gg)) {
-      const int64_t total = stitch_aligned_chunk_count<scalar_t>(gg.g);
+    const scalar_t* src = p.const_data_ptr<scalar_t>();
+    scalar_t* dst = out.mutable_data_ptr<scalar_t>();
+    // Columns [0, split) on the fast path, [split, S2) on the general one; both sum in the
+    // same order, so where the split falls does not change a bit of the result.
+    const int64_t split = stitch_aligned_columns_end<scalar_t>(src, wp, dst, gg);
+    if (split > 0) {
+      const ColumnRange cols{0, split};
+      const int64_t total =
+          stitch_chunk_count(gg.g, cols, StitchAlignedShape<scalar_t>::kVoxels);
       auto kernel = fits32 ? stitch_grid_aligned_kernel<int32_t, scalar_t, acc_t>
                            : stitch_grid_aligned_kernel<int64_t, scalar_t, acc_t>;
-      kernel<<<blocks_for(total), kThreads, 0, stream>>>(
-          p.const_data_ptr<scalar_t>(), wp, out.mutable_data_ptr<scalar_t>(), gg, fill, total);
+      kernel<<<blocks_for(total), kThreads, 0, stream>>>(src, wp, dst, gg, fill, cols, total);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      return;
     }
-    const int64_t total = stitch_chunk_count<scalar_t>(gg.g);
-    const auto vec = stitch_vector_access<scalar_t>(p.const_data_ptr(), wp, out.const_data_ptr(),
-                                                    gg.g);
+    if (split == gg.g.S[2]) return;
+    const ColumnRange cols{split, gg.g.S[2]};
+    const int64_t total = stitch_chunk_count(gg.g, cols, Vec16<scalar_t>::kSize);
+    const auto vec = stitch_vector_access<scalar_t>(src, wp, dst, gg.g);
     auto kernel = fits32 ? stitch_grid_kernel<int32_t, scalar_t, acc_t>
                          : stitch_grid_kernel<int64_t, scalar_t, acc_t>;
-    kernel<<<blocks_for(total), kThreads, 0, stream>>>(
-        p.const_data_ptr<scalar_t>(), wp, out.mutable_data_ptr<scalar_t>(), gg, fill, vec,
-        total);
+    kernel<<<blocks_for(total), kThreads, 0, stream>>>(src, wp, dst, gg, fill, vec, cols, total);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }

@@ -47,7 +47,8 @@ template <typename T> using acc_of = typename AccOf<T>::type;
 
 int failures = 0;
 int checks = 0;  // cases run
-int aligned_stitch_checks = 0;  // stitch cases that ran the aligned fast path
+int aligned_stitch_checks = 0;  // stitch cases with every column on the aligned fast path
+int split_stitch_checks = 0;    // stitch cases with the fast path left of the last window
 std::mt19937_64 rng(12345);
 
 int64_t rand_int(int64_t lo, int64_t hi) {  // inclusive
@@ -78,7 +79,10 @@ struct Case {
   std::string name;
 };
 
-Case random_case(int V, bool aligned_rows) {
+// aligned_rows: window rows and steps along x in whole units of V, image rows too, or, when
+// s_unit is given, image rows in whole units of s_unit that put the last (stepped-back) window
+// off the V grid.
+Case random_case(int V, bool aligned_rows, int s_unit = 0) {
   Case k;
   k.D = rand_int(0, 1) ? 3 : 2;
   Geometry& g = k.g;
@@ -92,7 +96,8 @@ Case random_case(int V, bool aligned_rows) {
   }
   if (aligned_rows) {  // rows a whole number of vectors: the vector paths run
     g.W[2] = V * rand_int(1, 3);
-    g.S[2] = g.W[2] + V * rand_int(0, 4);
+    g.S[2] = g.W[2] + (s_unit ? V * rand_int(1, 3) + s_unit * rand_int(1, V / s_unit - 1)
+                              : V * rand_int(0, 4));
     k.step[2] = V * rand_int(1, 2);
   }
   k.name = "N" + std::to_string(g.N) + " C" + std::to_string(g.C) + " S" +
@@ -278,27 +283,27 @@ void check_stitch(const Case& k, bool weighted, int shift_p, int shift_w, int sh
   for (int64_t i = 0; i < g.N * g.C * vol; ++i) out.data[i] = T(1e30f);
   const acc_t* wp = weighted ? w.data : nullptr;
   const acc_t fill = acc_t(-5);
-  // The launcher's choice: the aligned fast path where it applies, else the general body.
-  const bool aligned = stitch_grid_aligned<T>(p.data, wp, out.data, gg);
+  // The launcher's split: columns [0, split) on the aligned fast path, the rest on the
+  // general body.
+  const int64_t split = stitch_aligned_columns_end<T>(p.data, wp, out.data, gg);
   const StitchVectorAccess vec = stitch_vector_access<T>(p.data, wp, out.data, g);
-  if (aligned) {
-    ++aligned_stitch_checks;
-    const int64_t total = stitch_aligned_chunk_count<T>(g);
-    for (int64_t i = 0; i < total; ++i)
-      stitch_grid_chunk_aligned<I>(p.data, wp, out.data, gg, fill, I(i));
-    // Both paths sum in the same order: bit-identical outputs.
+  const ColumnRange fast{0, split}, rest{split, g.S[2]};
+  for (int64_t i = 0; i < stitch_chunk_count(g, fast, StitchAlignedShape<T>::kVoxels); ++i)
+    stitch_grid_chunk_aligned<I>(p.data, wp, out.data, gg, fill, fast, I(i));
+  for (int64_t i = 0; i < stitch_chunk_count(g, rest, Vec16<T>::kSize); ++i)
+    stitch_grid_chunk<I>(p.data, wp, out.data, gg, fill, vec, rest, I(i));
+  if (split > 0) {
+    ++(split == g.S[2] ? aligned_stitch_checks : split_stitch_checks);
+    // Both paths sum in the same order: bit-identical to the general body alone.
     Buffer<T> general(g.N * g.C * vol, shift_out);
-    for (int64_t i = 0; i < stitch_chunk_count<T>(g); ++i)
-      stitch_grid_chunk<I>(p.data, wp, general.data, gg, fill, vec, I(i));
+    const ColumnRange all{0, g.S[2]};
+    for (int64_t i = 0; i < stitch_chunk_count(g, all, Vec16<T>::kSize); ++i)
+      stitch_grid_chunk<I>(p.data, wp, general.data, gg, fill, vec, all, I(i));
     if (std::memcmp(general.data, out.data, g.N * g.C * vol * sizeof(T)) != 0)
       fail("stitch aligned != general " + k.name);
-  } else {
-    const int64_t total = stitch_chunk_count<T>(g);
-    for (int64_t i = 0; i < total; ++i)
-      stitch_grid_chunk<I>(p.data, wp, out.data, gg, fill, vec, I(i));
   }
   const std::string what = "stitch " + k.name + (weighted ? " weighted" : "") +
-                           (aligned ? " aligned" : "") +
+                           " aligned columns " + std::to_string(split) +
                            (vec.load ? " vload" : "") + (vec.store ? " vstore" : "") +
                            " sizeof " + std::to_string(sizeof(T)) + " index bytes " +
                            std::to_string(sizeof(I));
@@ -347,9 +352,10 @@ void run_dtype(int cases) {
   constexpr int V = Vec16<T>::kSize;
   for (int i = 0; i < cases; ++i) {
     const bool aligned_rows = i % 2 == 0;
-    // every fourth case: rows in whole chunks of the stitch's aligned fast path
+    // every fourth case: windows in whole chunks of the stitch's aligned fast path, the image
+    // too or (every eighth) only in 16-byte vectors (the fast path stops left of the last window)
     const int row_unit = i % 4 == 0 ? StitchAlignedShape<T>::kVoxels : V;
-    const Case k = random_case(row_unit, aligned_rows);
+    const Case k = random_case(row_unit, aligned_rows, i % 8 == 4 ? V : 0);
     const int si = i % 5 == 4 ? 1 : 0, so = i % 7 == 6 ? 1 : 0;  // some misaligned views
     const bool floating = !std::is_same_v<T, uint8_t>;
     const bool weighted = floating && i % 2 == 1;
@@ -395,13 +401,14 @@ int main() {
   run_dtype<float>(80);
   run_dtype<bf16>(60);
   run_dtype<uint8_t>(40);
-  if (aligned_stitch_checks < 40) fail("only " + std::to_string(aligned_stitch_checks) +
-                                       " stitch cases ran the aligned path");
+  if (aligned_stitch_checks < 20 || split_stitch_checks < 20)
+    fail(std::to_string(aligned_stitch_checks) + " all-aligned and " +
+         std::to_string(split_stitch_checks) + " split stitch cases: too few");
   if (failures) {
     std::printf("%d failures\n", failures);
     return 1;
   }
-  std::printf("kernel bodies: all cases passed (%d cases, %d on the aligned stitch path)\n", checks,
-              aligned_stitch_checks);
+  std::printf("kernel bodies: all cases passed (%d cases; stitch: %d all aligned, %d split)\n",
+              checks, aligned_stitch_checks, split_stitch_checks);
   return 0;
 }

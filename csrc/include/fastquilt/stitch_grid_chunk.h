@@ -28,44 +28,48 @@ inline StitchVectorAccess stitch_vector_access(const void* patches, const void* 
           aligned16(out) && g.S[2] % V == 0};
 }
 
-// Number of chunks: every output row (N, C, S0, S1) cut into ceil(S2 / V) chunks.
-template <typename scalar_t>
-FQ_HD int64_t stitch_chunk_count(const Geometry& g) {
-  constexpr int V = Vec16<scalar_t>::kSize;
-  return g.N * g.C * g.S[0] * g.S[1] * ((g.S[2] + V - 1) / V);
+// Output columns [begin, end) of every row (N, C, S0, S1), cut into chunks of V voxels (the
+// last one of a row may be shorter): the part of the output one launch of a stitch body covers.
+struct ColumnRange {
+  int64_t begin, end;
+};
+
+FQ_HD int64_t stitch_chunk_count(const Geometry& g, ColumnRange cols, int V) {
+  return g.N * g.C * g.S[0] * g.S[1] * ((cols.end - cols.begin + V - 1) / V);
 }
 
-// Position of output chunk i of V voxels: image n, channel c, voxel (z, y, x0..x0+V).
+// Position of chunk i of a launch over cols: image n, channel c, voxel (z, y, x0..x0+V).
 template <typename I>
 struct ChunkPosition {
   I n, c, z, y, x0;
 };
 
 template <typename I>
-FQ_HD ChunkPosition<I> chunk_position(const Geometry& g, I i, int V) {
-  const I S0 = I(g.S[0]), S1 = I(g.S[1]), S2 = I(g.S[2]);
-  const I per_row = (S2 + V - 1) / V;
+FQ_HD ChunkPosition<I> chunk_position(const Geometry& g, ColumnRange cols, int V, I i) {
+  const I S0 = I(g.S[0]), S1 = I(g.S[1]);
+  const I per_row = I((cols.end - cols.begin + V - 1) / V);
   const I row = div_index<I>(i, per_row);
   const I t = div_index<I>(row, S1);
   const I u = div_index<I>(t, S0);
   const I n = div_index<I>(u, I(g.C));
-  return {n, u - n * I(g.C), t - u * S0, row - t * S1, (i - row * per_row) * V};
+  return {n, u - n * I(g.C), t - u * S0, row - t * S1, I(cols.begin) + (i - row * per_row) * V};
 }
 
-// Output chunk i: out = sum(w * p) / sum(w) over the grid windows covering each voxel
-// (found in closed form per axis by grid_cover), fill where the sum of weights is 0.
-// weight == nullptr: every window weighs 1. I: index type (int32_t when the patches and the
-// output have fewer than 2^31 elements).
+// Output chunk i (of Vec16<scalar_t>::kSize voxels) of a launch over cols: out = sum(w * p) /
+// sum(w) over the grid windows covering each voxel (found in closed form per axis by
+// grid_cover), fill where the sum of weights is 0. weight == nullptr: every window weighs 1.
+// I: index type (int32_t when the patches and the output have fewer than 2^31 elements).
 template <typename I, typename scalar_t, typename acc_t>
 FQ_HD void stitch_grid_chunk(const scalar_t* patches, const acc_t* weight, scalar_t* out,
-                             const GridGeometry& gg, acc_t fill, StitchVectorAccess vec, I i) {
+                             const GridGeometry& gg, acc_t fill, StitchVectorAccess vec,
+                             ColumnRange cols, I i) {
   constexpr int V = Vec16<scalar_t>::kSize;
   const Geometry& g = gg.g;
   const I S0 = I(g.S[0]), S1 = I(g.S[1]), S2 = I(g.S[2]);
   const I W0 = I(g.W[0]), W1 = I(g.W[1]), W2 = I(g.W[2]);
   const I s0 = I(gg.step[0]), s1 = I(gg.step[1]), s2 = I(gg.step[2]);
-  const auto [n, c, z, y, x0] = chunk_position<I>(g, i, V);
-  const int len = int(S2 - x0 < V ? S2 - x0 : V);
+  const auto [n, c, z, y, x0] = chunk_position<I>(g, cols, V, i);
+  const int len = int(I(cols.end) - x0 < V ? I(cols.end) - x0 : V);
 
   I f0, l0, f1, l1, f2, l2, unused;
   grid_cover<I>(z, S0, W0, s0, &f0, &l0);
@@ -153,9 +157,9 @@ FQ_HD void stitch_grid_chunk(const scalar_t* patches, const acc_t* weight, scala
 }
 
 // ---- aligned grids: the fast path ----
-// When every window row, window start, image row and chunk is a whole number of chunks (and
-// the buffers 16-byte aligned), each covering window covers the whole chunk: no edge cases, no
-// per-window test, and a thread can take a longer chunk. Chunk shape and batch measured on the
+// Where window rows and window starts are whole chunks (and the buffers 16-byte aligned), each
+// covering window covers the whole chunk: no edge cases, no per-window test, and a thread can
+// take a longer chunk. Chunk shape and batch measured on the
 // H200 (benchmarks/experiments/stitch_variants.cu, 512^3 window 64 step 32): 32 bytes per
 // thread with two windows' loads (and weights) in flight for 4- and 8-byte types; 64 bytes per
 // thread, one window at a time for 2-byte types, whose longer chunks need the registers.
@@ -167,27 +171,29 @@ struct StitchAlignedShape {
   static constexpr bool kWeightsWithPatches = !kTwoByte;  // weights loaded in the same batch
 };
 
-// Whether the aligned fast path applies (decided on the host, once per launch).
+// Columns of the aligned fast path: [0, end), where each chunk lies under windows that all
+// cover it whole. It needs 16-byte-aligned buffers, window rows and steps that are whole
+// chunks and image rows of whole 16-byte vectors (aligned stores); when the last window,
+// stepped back to S2 - W2, is off the chunk grid, only the columns left of it qualify (the
+// general body takes the rest: a second launch). 0: no fast path. Decided on the host.
 template <typename scalar_t>
-inline bool stitch_grid_aligned(const void* patches, const void* weight, const void* out,
-                                const GridGeometry& gg) {
+inline int64_t stitch_aligned_columns_end(const void* patches, const void* weight,
+                                          const void* out, const GridGeometry& gg) {
   constexpr int64_t V = StitchAlignedShape<scalar_t>::kVoxels;
-  const Geometry& g = gg.g;
-  const int64_t S2 = g.S[2], W2 = g.W[2];
-  return aligned16(patches) && (weight == nullptr || aligned16(weight)) && aligned16(out) &&
-         S2 >= W2 && W2 % V == 0 && S2 % V == 0 && gg.step[2] % V == 0 && (S2 - W2) % V == 0;
+  const int64_t S2 = gg.g.S[2], W2 = gg.g.W[2];
+  const bool ok = aligned16(patches) && (weight == nullptr || aligned16(weight)) &&
+                  aligned16(out) && S2 >= W2 && W2 % V == 0 && gg.step[2] % V == 0 &&
+                  S2 % Vec16<scalar_t>::kSize == 0;
+  return !ok ? 0 : (S2 - W2) % V == 0 ? S2 : (S2 - W2) / V * V;
 }
 
-template <typename scalar_t>
-FQ_HD int64_t stitch_aligned_chunk_count(const Geometry& g) {
-  return g.N * g.C * g.S[0] * g.S[1] * (g.S[2] / StitchAlignedShape<scalar_t>::kVoxels);
-}
-
-// Output chunk i of an aligned grid (stitch_grid_aligned() true): the same sums, in the same
-// order, as stitch_grid_chunk, so both paths give bit-identical results.
+// Output chunk i (of StitchAlignedShape<scalar_t>::kVoxels voxels) of a launch over the
+// columns [0, stitch_aligned_columns_end()): the same sums, in the same order, as
+// stitch_grid_chunk, so both paths give bit-identical results.
 template <typename I, typename scalar_t, typename acc_t>
 FQ_HD void stitch_grid_chunk_aligned(const scalar_t* patches, const acc_t* weight,
-                                     scalar_t* out, const GridGeometry& gg, acc_t fill, I i) {
+                                     scalar_t* out, const GridGeometry& gg, acc_t fill,
+                                     ColumnRange cols, I i) {
   using Shape = StitchAlignedShape<scalar_t>;
   constexpr int V = Shape::kVoxels, kBatch = Shape::kBatch;
   constexpr int kWeights = Shape::kWeightsWithPatches ? kBatch : 1;
@@ -195,7 +201,7 @@ FQ_HD void stitch_grid_chunk_aligned(const scalar_t* patches, const acc_t* weigh
   const I S0 = I(g.S[0]), S1 = I(g.S[1]), S2 = I(g.S[2]);
   const I W0 = I(g.W[0]), W1 = I(g.W[1]), W2 = I(g.W[2]);
   const I s0 = I(gg.step[0]), s1 = I(gg.step[1]), s2 = I(gg.step[2]);
-  const auto [n, c, z, y, x0] = chunk_position<I>(g, i, V);
+  const auto [n, c, z, y, x0] = chunk_position<I>(g, cols, V, i);
   I f0, l0, f1, l1, f2, l2;
   grid_cover<I>(z, S0, W0, s0, &f0, &l0);
   grid_cover<I>(y, S1, W1, s1, &f1, &l1);
