@@ -11,6 +11,10 @@ bandwidth of a device-to-device copy of the patches measured in the same run:
                (atomic: one launch; deterministic: torch.use_deterministic_algorithms,
                one launch per set of disjoint windows)
   stitch_grid  reads the patches P and writes the output image O             -> P + O
+               (stitch_grid: the aligned fast path on every column; _general: the same with
+               the patches at an odd element offset, so the general body everywhere;
+               _split: an image 16 bytes narrower, which puts the last window off the fast
+               path's chunk grid: fast path left of it, general body right of it)
 (P_acc = P for float32; for bfloat16 P_acc = 2 P. The stitch's O is ~ P / 6.6 here.)
 `--report results.json` reprints a stored run with these definitions.
 """
@@ -44,7 +48,8 @@ def cuda_time(fn, reps: int = 5, warmup: int = 2) -> float:
     return sorted(times)[len(times) // 2]
 
 
-OPS = ("gather", "scatter_atomic", "scatter_deterministic", "stitch_grid")
+OPS = ("gather", "scatter_atomic", "scatter_deterministic", "stitch_grid", "stitch_grid_general",
+       "stitch_grid_split")
 
 
 def derive(r: dict) -> None:
@@ -56,7 +61,8 @@ def derive(r: dict) -> None:
     scatter_bytes = P + P * acc_size / elem
     nbytes = {"gather": 2 * P, "scatter_atomic": scatter_bytes,
               "scatter_deterministic": scatter_bytes,
-              "stitch_grid": P + out_bytes}
+              "stitch_grid": P + out_bytes, "stitch_grid_general": P + out_bytes,
+              "stitch_grid_split": P + r.get("split_out_GB", 0) * 1e9}
     copy_bw = 2 * P / r["copy_s"]
     r["copy_TBps"] = copy_bw / 1e12
     for k in OPS:
@@ -77,6 +83,8 @@ def report(device: str, r: dict) -> None:
         print(f"  {k:28s}: {r[k + '_s'] * 1e3:8.2f} ms, {r[k + '_GB']:5.2f} GB moved, "
               f"{r[k + '_TBps']:.2f} TB/s = {100 * r[k + '_frac_of_copy_bw']:5.1f}% of copy "
               "bandwidth")
+    if "split_shape" in r:
+        print(f"  (stitch_grid_split: image {tuple(r['split_shape'])})")
     print(f"  sliding_window identity     : {r['fq_sliding_window_identity_s'] * 1e3:8.2f} ms")
     for k in ("speedup_vs_monai", "speedup_vs_qlty"):
         if k in r:
@@ -97,7 +105,9 @@ def run(size: int, window: int, step: int, dtype: torch.dtype, with_peers: bool)
     w = q.weight_for(dtype, x.device)
     acc = torch.zeros((1, 1, *shape), device="cuda", dtype=_ops.acc_dtype(dtype))
     pbytes = patches.numel() * patches.element_size()
-    src = torch.empty_like(patches)
+    flat = torch.empty(patches.numel() + 1, device="cuda", dtype=dtype)
+    src = flat[:patches.numel()].view(patches.shape)  # copy source
+    odd = flat[1:].view(patches.shape)  # patches at an odd element offset: no vector accesses
     r: dict = {"dtype": str(dtype).replace("torch.", ""), "shape": shape, "window": window,
                "step": step, "windows": q.num_windows, "patch_GB": pbytes / 1e9}
     r["copy_s"] = cuda_time(lambda: patches.copy_(src))
@@ -111,6 +121,14 @@ def run(size: int, window: int, step: int, dtype: torch.dtype, with_peers: bool)
     finally:
         torch.use_deterministic_algorithms(False)
     r["stitch_grid_s"] = cuda_time(lambda: q.stitch(patches, out=out))
+    r["stitch_grid_general_s"] = cuda_time(lambda: q.stitch(odd, out=out))
+    split_shape = (size, size, size - 16 // patches.element_size())
+    q_split = fq.Quilt(split_shape, window, step, border=8, border_weight=0.1)
+    assert q_split.num_windows == q.num_windows  # the same patches fit
+    out_split = torch.empty((1, 1, *split_shape), device="cuda", dtype=dtype)
+    r["stitch_grid_split_s"] = cuda_time(lambda: q_split.stitch(patches, out=out_split))
+    r["split_shape"] = split_shape
+    r["split_out_GB"] = out_split.numel() * out_split.element_size() / 1e9
     # fastquilt aggregation for the peers' comparison: unstitch + stitch (preallocated)
     r["fq_unstitch_stitch_s"] = r["gather_s"] + r["stitch_grid_s"]
     r["fq_sliding_window_identity_s"] = cuda_time(

@@ -30,6 +30,16 @@ def test_derive_uses_the_bytes_each_op_moves():
     assert abs(bf16["scatter_atomic_GB"] - 3 * bf16["patch_GB"]) < 1e-9  # bf16 in, fp32 atomics
 
 
+def test_stitch_variants_use_their_own_image_bytes():
+    run = json.loads(STORED.read_text())["runs"][0]
+    run.update(stitch_grid_general_s=2e-3, stitch_grid_split_s=1.5e-3,
+               split_shape=[512, 512, 508], split_out_GB=512 * 512 * 508 * 4 / 1e9)
+    bench_gpu.derive(run)
+    P = run["patch_GB"]
+    assert abs(run["stitch_grid_general_GB"] - (P + 512**3 * 4 / 1e9)) < 1e-9
+    assert abs(run["stitch_grid_split_GB"] - (P + 512 * 512 * 508 * 4 / 1e9)) < 1e-9
+
+
 def test_report_reprints_a_stored_run():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--report",
                           str(STORED)], capture_output=True, text=True, check=True).stdout
