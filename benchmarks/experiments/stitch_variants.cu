@@ -1,8 +1,10 @@
 // Experiment that chose the CUDA grid stitch's chunk shape (stitch_grid_chunk_aligned): the
-// kernel as it was ("prod": 16 bytes per thread, general body) against a fast-path-only body
-// with V voxels per thread, KB windows per batch of loads, weights loaded with the patches (HW)
-// or later, load policy LP (0 plain, 1 evict-first, 2 L2 only) and MINB blocks per SM, on the
-// benchmark grid (512^3, window 64, step 32), fp32 and bf16, against a d2d copy in the same run.
+// shipped bodies (general: 16 bytes per thread; aligned fast path) against fast-path-only
+// variants with V voxels per thread, KB windows per batch of loads, weights loaded with the
+// patches (HW) or later, load policy LP (0 plain, 1 evict-first, 2 L2 only), MINB blocks per SM
+// and IW (a precomputed 1 / weight sum instead of summing weights), on the benchmark grid
+// (512^3, window 64, step 32), fp32 and bf16, against a d2d copy in the same run. The list below
+// holds the candidates not yet measured (for fp16/bf16, which reach 56% of copy bandwidth).
 // Standalone (no torch), ~10 s on a GPU machine, from the repository root:
 //   nvcc -O3 -std=c++17 -arch=sm_90 -Icsrc/include benchmarks/experiments/stitch_variants.cu \
 //     -o /tmp/sv && /tmp/sv
@@ -27,10 +29,12 @@ __device__ __forceinline__ V_t ld(const V_t* p) {
   else { unsigned r = LP == 1 ? __ldcs(reinterpret_cast<const unsigned*>(p)) : __ldcg(reinterpret_cast<const unsigned*>(p)); return *reinterpret_cast<V_t*>(&r); }
 }
 
-// Variant body: V elements per thread, batches of KB windows, weights loaded with the patches (HW).
-template <typename I, typename T, typename acc_t, int V, int KB, bool HW, int LP>
+// Variant body: V elements per thread, batches of KB windows, weights loaded with the patches (HW),
+// IW: no weight sum per thread, the output multiplied by a precomputed 1 / weight sum instead
+// (one more fp32 read per voxel, V fewer registers and adds per window).
+template <typename I, typename T, typename acc_t, int V, int KB, bool HW, int LP, bool IW>
 __device__ __forceinline__ void chunk_v(const T* __restrict__ patches, const acc_t* __restrict__ weight, T* __restrict__ out,
-                        const GridGeometry& gg, acc_t fill, I i) {
+                        const acc_t* __restrict__ inv, const GridGeometry& gg, acc_t fill, I i) {
   const Geometry& g = gg.g;
   const I S0 = I(g.S[0]), S1 = I(g.S[1]), S2 = I(g.S[2]);
   const I W0 = I(g.W[0]), W1 = I(g.W[1]), W2 = I(g.W[2]);
@@ -82,25 +86,40 @@ __device__ __forceinline__ void chunk_v(const T* __restrict__ patches, const acc
       if (HW) w = wv[j];
       else w = *reinterpret_cast<const VecN<acc_t, V>*>(weight + I(wv[j].v[0]));
 #pragma unroll
-      for (int k = 0; k < V; ++k) { num[k] += static_cast<acc_t>(pv[j].v[k]) * w.v[k]; den[k] += w.v[k]; }
+      for (int k = 0; k < V; ++k) { num[k] += static_cast<acc_t>(pv[j].v[k]) * w.v[k]; if (!IW) den[k] += w.v[k]; }
     }
   }
   VecN<T, V> r;
+  if (IW) {
+    const VecN<acc_t, V> iv = *reinterpret_cast<const VecN<acc_t, V>*>(inv + (z * S1 + y) * S2 + x0);
 #pragma unroll
-  for (int k = 0; k < V; ++k) r.v[k] = static_cast<T>(den[k] > acc_t(0) ? num[k] / den[k] : fill);
+    for (int k = 0; k < V; ++k) r.v[k] = static_cast<T>(num[k] * iv.v[k]);
+  } else {
+#pragma unroll
+    for (int k = 0; k < V; ++k) r.v[k] = static_cast<T>(den[k] > acc_t(0) ? num[k] / den[k] : fill);
+  }
   *reinterpret_cast<VecN<T, V>*>(out + image_offset<I>(g, n, c, z, y, x0)) = r;
 }
 
-template <typename T, int V, int KB, bool HW, int LP, int MINB>
-__global__ void __launch_bounds__(256, MINB) k_var(const T* p, const float* w, T* o, GridGeometry gg, int64_t total) {
+template <typename T, int V, int KB, bool HW, int LP, int MINB, bool IW>
+__global__ void __launch_bounds__(256, MINB) k_var(const T* p, const float* w, T* o, const float* inv, GridGeometry gg, int64_t total) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
-    chunk_v<int32_t, T, float, V, KB, HW, LP>(p, w, o, gg, 0.f, int32_t(i));
+    chunk_v<int32_t, T, float, V, KB, HW, LP, IW>(p, w, o, inv, gg, 0.f, int32_t(i));
 }
 
+// The shipped bodies: the general one (16 bytes per thread) and the aligned fast path.
 template <typename T, int MINB>
 __global__ void __launch_bounds__(256, MINB) k_prod(const T* __restrict__ p, const float* __restrict__ w, T* __restrict__ o, GridGeometry gg, StitchVectorAccess vec, int64_t total) {
+  const ColumnRange all{0, gg.g.S[2]};
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
-    stitch_grid_chunk<int32_t>(p, w, o, gg, 0.f, vec, int32_t(i));
+    stitch_grid_chunk<int32_t>(p, w, o, gg, 0.f, vec, all, int32_t(i));
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256, 2) k_aligned(const T* __restrict__ p, const float* __restrict__ w, T* __restrict__ o, GridGeometry gg, int64_t total) {
+  const ColumnRange all{0, gg.g.S[2]};
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
+    stitch_grid_chunk_aligned<int32_t>(p, w, o, gg, 0.f, all, int32_t(i));
 }
 
 template <typename F>
@@ -123,10 +142,12 @@ void run(const char* name) {
   for (int d = 0; d < 3; ++d) { gg.g.S[d] = 512; gg.g.W[d] = 64; gg.step[d] = 32; gg.count[d] = 15; }
   gg.num_windows = 3375;
   const size_t P = size_t(3375) * 64 * 64 * 64, O = size_t(512) * 512 * 512;
-  T *p, *o, *o2, *cp; float* w;
+  T *p, *o, *o2, *cp; float *w, *inv;
   CK(cudaMalloc(&p, P * sizeof(T))); CK(cudaMalloc(&cp, P * sizeof(T)));
   CK(cudaMalloc(&o, O * sizeof(T))); CK(cudaMalloc(&o2, O * sizeof(T)));
   CK(cudaMalloc(&w, 64 * 64 * 64 * 4));
+  CK(cudaMalloc(&inv, O * 4));
+  CK(cudaMemset(inv, 0, O * 4));  // values do not matter for the timing
   std::vector<float> hw(64 * 64 * 64);
   for (size_t k = 0; k < hw.size(); ++k) hw[k] = 0.1f + (k % 7) * 0.1f;
   CK(cudaMemcpy(w, hw.data(), hw.size() * 4, cudaMemcpyHostToDevice));
@@ -140,35 +161,36 @@ void run(const char* name) {
   };
   constexpr int V16 = 16 / sizeof(T);
   const StitchVectorAccess vec{true, true};
-  for (int threads : {256}) {
-    const int64_t total = O / V16;
-    const int blocks = int((total + threads - 1) / threads);
-    char buf[64]; snprintf(buf, 64, "prod threads=%d", threads);
-    report(buf, timeit([&] { k_prod<T, 1><<<blocks, threads>>>(p, w, o, gg, vec, total); }));
-  }
   {
     const int64_t total = O / V16; const int blocks = int((total + 255) / 256);
-    report("prod nullptr weight", timeit([&] { k_prod<T, 1><<<blocks, 256>>>(p, nullptr, o, gg, vec, total); }));
-    //, timeit([&] { k_prod<T, 4><<<blocks, 256>>>(p, w, o, gg, vec, total); }));
+    report("general body (shipped)", timeit([&] { k_prod<T, 1><<<blocks, 256>>>(p, w, o, gg, vec, total); }));
+    constexpr int VA = StitchAlignedShape<T>::kVoxels;
+    const int blocks_a = int((O / VA + 255) / 256);
+    report("aligned body (shipped)", timeit([&] { k_aligned<T><<<blocks_a, 256>>>(p, w, o2, gg, O / VA); }));
   }
-#define VAR(V, KB, HW, LP, MINB) { constexpr int VV = V; const int64_t total = O / VV; const int blocks = int((total + 255) / 256); \
-    report("var V=" #V " KB=" #KB " HW=" #HW " LP=" #LP " MINB=" #MINB, timeit([&] { k_var<T, VV, KB, HW, LP, MINB><<<blocks, 256>>>(p, w, o2, gg, total); })); }
-  VAR((V16 * 2), 2, false, 1, 1) VAR((V16 * 2), 1, false, 1, 1) VAR((V16 * 2), 2, false, 1, 2) VAR((V16 * 2), 2, false, 1, 3)
-  VAR((V16 * 2), 2, false, 0, 1) VAR((V16 * 2), 2, true, 1, 1)
-  VAR((V16 * 4), 1, false, 1, 1) VAR((V16 * 4), 2, false, 1, 1) VAR((V16 * 4), 1, false, 1, 2)
-  // check equal to prod
+#define VAR(V, KB, HW, LP, MINB, IW) { constexpr int VV = V; const int64_t total = O / VV; const int blocks = int((total + 255) / 256); \
+    report("var V=" #V " KB=" #KB " HW=" #HW " MINB=" #MINB " IW=" #IW, timeit([&] { k_var<T, VV, KB, HW, LP, MINB, IW><<<blocks, 256>>>(p, w, o2, inv, gg, total); })); }
+  // candidates for 2-byte types (the shipped shape is V=V16*4 KB=1 HW=false MINB=2)
+  VAR((V16 * 2), 1, true, 0, 2, false) VAR((V16 * 2), 1, true, 0, 3, false) VAR((V16 * 2), 2, true, 0, 2, false)
+  VAR((V16 * 4), 1, true, 0, 2, false)
+  VAR((V16 * 4), 1, true, 0, 2, true) VAR((V16 * 4), 1, false, 0, 2, true) VAR((V16 * 2), 2, true, 0, 2, true)
+  VAR((V16 * 2), 2, false, 0, 2, true) VAR((V16 * 4), 2, false, 0, 2, true)
+  // and for 4-byte types (shipped: V=V16*2 KB=2 HW=true MINB=2)
+  VAR((V16 * 2), 2, true, 0, 2, true) VAR((V16 * 2), 4, true, 0, 2, true) VAR((V16 * 2), 2, true, 0, 3, false)
+  // the two shipped bodies agree bit for bit
   {
     const int64_t total = O / V16; const int blocks = int((total + 255) / 256);
+    constexpr int VA = StitchAlignedShape<T>::kVoxels;
     k_prod<T, 1><<<blocks, 256>>>(p, w, o, gg, vec, total);
-    k_var<T, V16, 4, true, 1, 1><<<blocks, 256>>>(p, w, o2, gg, total);
+    k_aligned<T><<<int((O / VA + 255) / 256), 256>>>(p, w, o2, gg, O / VA);
     CK(cudaDeviceSynchronize());
     std::vector<T> a(O), b(O);
     CK(cudaMemcpy(a.data(), o, O * sizeof(T), cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(b.data(), o2, O * sizeof(T), cudaMemcpyDeviceToHost));
     size_t bad = 0; for (size_t k = 0; k < O; ++k) bad += memcmp(&a[k], &b[k], sizeof(T)) != 0;
-    printf("  variant vs prod: %zu differing voxels\n", bad);
+    printf("  aligned vs general body: %zu differing voxels\n", bad);
   }
-  cudaFree(p); cudaFree(cp); cudaFree(o); cudaFree(o2); cudaFree(w);
+  cudaFree(p); cudaFree(cp); cudaFree(o); cudaFree(o2); cudaFree(w); cudaFree(inv);
 }
 
 int main() {
