@@ -52,11 +52,17 @@ stage build 300 env CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" FASTQUILT_BUILD_CUDA="
 # FQ_GPU_TESTS: the test files to run (default: all), e.g. tests/test_cuda.py for a rerun.
 stage tests 300 "$PY" -m pytest -q -p no:cacheprovider -rs ${FQ_GPU_TESTS:-tests}
 # The benchmark, then the last stored GPU run reprinted with the same definitions, so one log
-# compares the kernels before and after (files coming back from $OUT are limited: no new file).
+# compares the kernels before and after, then the stitch's chunk-shape experiment
+# (benchmarks/experiments/stitch_variants.cu; files coming back from $OUT are limited: no new
+# file).
 PREVIOUS="$(ls -d benchmarks/results/gpu_check_*/bench_gpu.json 2>/dev/null | sort | tail -n 1)"
-stage bench 150 bash -c '"$1" benchmarks/bench_gpu.py --json "$2" && if [ -n "$3" ]; then
-  echo; echo "--- previous stored run: $3"; "$1" benchmarks/bench_gpu.py --report "$3"; fi' \
-  _ "$PY" "$OUT_DIR/bench_gpu.json" "$PREVIOUS"
+stage bench 200 bash -c '"$1" benchmarks/bench_gpu.py --json "$2"; rc=$?
+  if [ -n "$3" ]; then echo; echo "--- previous stored run: $3"
+    "$1" benchmarks/bench_gpu.py --report "$3"; fi
+  echo; echo "--- benchmarks/experiments/stitch_variants.cu"
+  nvcc -O3 -std=c++17 -arch=sm_90 -Icsrc/include benchmarks/experiments/stitch_variants.cu \
+    -o "$4/stitch_variants" && "$4/stitch_variants" || rc=1
+  exit $rc' _ "$PY" "$OUT_DIR/bench_gpu.json" "$PREVIOUS" "$SITE"
 stage memcheck 100 compute-sanitizer --tool memcheck --error-exitcode 9 "$PY" benchmarks/sanitizer_case.py
 stage racecheck 80 compute-sanitizer --tool racecheck --error-exitcode 9 "$PY" benchmarks/sanitizer_case.py
 echo "=== summary"; cat "$SUMMARY"
