@@ -159,9 +159,9 @@ FQ_HD void stitch_grid_chunk(const scalar_t* patches, const acc_t* weight, scala
 // ---- aligned grids: the fast path ----
 // Where window rows and window starts are whole chunks (and the buffers 16-byte aligned), each
 // covering window covers the whole chunk: no edge cases, no per-window test, and a thread can
-// take a longer chunk. Chunk shape and batch measured on the
-// H200 (benchmarks/experiments/stitch_variants.cu, 512^3 window 64 step 32): 32 bytes per
-// thread with two windows' loads (and weights) in flight for 4- and 8-byte types; 64 bytes per
+// take a longer chunk. Chunk shape and batch measured on the H200
+// (benchmarks/experiments/stitch_variants.cu, 512^3 window 64 step 32): 32 bytes per thread
+// with two windows' loads (and weights) in flight for 4- and 8-byte types; 64 bytes per
 // thread, one window at a time for 2-byte types, whose longer chunks need the registers.
 template <typename scalar_t>
 struct StitchAlignedShape {
