@@ -7,7 +7,7 @@
 // holds the candidates not yet measured (for fp16/bf16, which reach 56% of copy bandwidth).
 // Standalone (no torch), ~10 s on a GPU machine, from the repository root:
 //   nvcc -O3 -std=c++17 -arch=sm_90 -Icsrc/include benchmarks/experiments/stitch_variants.cu \
-//     -o /tmp/sv && /tmp/sv
+//     -o build/stitch_variants && build/stitch_variants
 // Results of the runs that chose it: benchmarks/results/gpu_check_2026-11-26_h200_aligned/
 // stitch_variants.txt. Kept as a record and for the next tuning, not built by CI.
 #include <cuda_bf16.h>
