@@ -9,6 +9,7 @@
 
 #include "cpu/cpu_common.h"
 #include "cpu/row_kernels.h"
+#include "optional_tensor.h"
 #include "out_of_place.h"
 
 namespace fastquilt::cpu {
@@ -49,13 +50,12 @@ void gather_windows_into_cpu(const at::Tensor& input, const at::Tensor& origins,
   const int64_t M = origins.size(0);
   if (M == 0 || out.numel() == 0) return;
   const auto in = input.contiguous();
-  c10::optional<at::Tensor> w;
-  if (weight.has_value()) w = weight->contiguous();
+  const auto w = contiguous_or_none(weight);
   AT_DISPATCH_ALL_TYPES_AND3(at::kHalf, at::kBFloat16, at::kBool, in.scalar_type(), "gather_windows_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t* wp = nullptr;
     if constexpr (std::is_floating_point_v<acc_t>) {
-      if (w.has_value()) wp = w->const_data_ptr<acc_t>();
+      wp = data_or_null<acc_t>(w);
     }
     gather_kernel<scalar_t, acc_t>(in.const_data_ptr<scalar_t>(), org.data(), wp,
                                    out.mutable_data_ptr<scalar_t>(), g, M);

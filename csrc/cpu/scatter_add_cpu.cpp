@@ -13,6 +13,7 @@
 
 #include "cpu/cpu_common.h"
 #include "cpu/row_kernels.h"
+#include "optional_tensor.h"
 #include "out_of_place.h"
 
 namespace fastquilt::cpu {
@@ -99,11 +100,10 @@ void scatter_add_windows_inplace_cpu(const at::Tensor& patches, const at::Tensor
   if (M == 0) return;
   const PlaneIndex index(org, g, M);
   const auto p = patches.contiguous();
-  c10::optional<at::Tensor> w;
-  if (weight.has_value()) w = weight->contiguous();
+  const auto w = contiguous_or_none(weight);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "scatter_add_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const acc_t* wp = w.has_value() ? w->const_data_ptr<acc_t>() : nullptr;
+    const acc_t* wp = data_or_null<acc_t>(w);
     if (g.C > 0 && p.numel() > 0)
       scatter_kernel<scalar_t, acc_t>(p.const_data_ptr<scalar_t>(), org, index, wp,
                                       acc.mutable_data_ptr<acc_t>(), g);

@@ -13,6 +13,7 @@
 
 #include "cpu/cpu_common.h"
 #include "cpu/row_kernels.h"
+#include "optional_tensor.h"
 #include "out_of_place.h"
 
 namespace fastquilt::cpu {
@@ -191,13 +192,12 @@ void stitch_grid_into_cpu(const at::Tensor& patches, const c10::optional<at::Ten
       check_stitch_grid_into(patches, weight, step, out, inv_weight_sum, op);
   if (out.numel() == 0) return;
   const auto p = patches.contiguous();
-  c10::optional<at::Tensor> w;
-  if (weight.has_value()) w = weight->contiguous();
+  const auto w = contiguous_or_none(weight);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "stitch_grid_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     stitch_grid_kernel<scalar_t, acc_t>(
-        p.const_data_ptr<scalar_t>(), w.has_value() ? w->const_data_ptr<acc_t>() : nullptr,
-        inv_weight_sum.has_value() ? inv_weight_sum->const_data_ptr<acc_t>() : nullptr,
+        p.const_data_ptr<scalar_t>(), data_or_null<acc_t>(w),
+        data_or_null<acc_t>(inv_weight_sum),
         out.mutable_data_ptr<scalar_t>(), gg, static_cast<acc_t>(fill_value));
   });
 }

@@ -11,6 +11,7 @@
 
 #include "cuda/cuda_common.cuh"
 #include "fastquilt/window_chunk.h"
+#include "optional_tensor.h"
 #include "out_of_place.h"
 
 namespace fastquilt::cuda {
@@ -42,8 +43,7 @@ void gather_windows_into_cuda(const at::Tensor& input, const at::Tensor& origins
   c10::cuda::CUDAGuard guard(input.device());
   const auto in = input.contiguous();
   const auto org = origins.contiguous();
-  c10::optional<at::Tensor> w;
-  if (weight.has_value()) w = weight->contiguous();
+  const auto w = contiguous_or_none(weight);
   const int D = static_cast<int>(window.size());
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_ALL_TYPES_AND3(at::kHalf, at::kBFloat16, at::kBool, in.scalar_type(),
@@ -51,7 +51,7 @@ void gather_windows_into_cuda(const at::Tensor& input, const at::Tensor& origins
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t* wp = nullptr;
     if constexpr (std::is_floating_point_v<acc_t>) {
-      if (w.has_value()) wp = w->const_data_ptr<acc_t>();
+      wp = data_or_null<acc_t>(w);
     }
     const int64_t total = window_chunk_count<Vec16<scalar_t>::kSize>(g, M);
     // Inputs and outputs may be views at any element offset: vector access needs both

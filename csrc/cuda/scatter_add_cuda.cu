@@ -13,6 +13,7 @@
 #include "cuda/cuda_common.cuh"
 #include "fastquilt/disjoint_groups.h"
 #include "fastquilt/window_chunk.h"
+#include "optional_tensor.h"
 #include "out_of_place.h"
 
 namespace fastquilt::cuda {
@@ -101,13 +102,12 @@ void scatter_add_windows_inplace_cuda(const at::Tensor& patches, const at::Tenso
   const int D = static_cast<int>(patches.dim()) - 2;
   const auto p = patches.contiguous();
   const auto org = origins.contiguous();
-  c10::optional<at::Tensor> w;
-  if (weight.has_value()) w = weight->contiguous();
+  const auto w = contiguous_or_none(weight);
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "scatter_add_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const acc_t* wp = w.has_value() ? w->const_data_ptr<acc_t>() : nullptr;
-    acc_t* ws = weight_sum.has_value() ? weight_sum->mutable_data_ptr<acc_t>() : nullptr;
+    const acc_t* wp = data_or_null<acc_t>(w);
+    acc_t* ws = mutable_data_or_null<acc_t>(weight_sum);
     // Adds the windows sel[0 .. count) (all M windows for sel == nullptr) in one launch.
     auto launch = [&](const int64_t* sel, int64_t count) {
       if (g.C > 0 && p.numel() > 0) {

@@ -10,6 +10,7 @@
 
 #include "cuda/cuda_common.cuh"
 #include "fastquilt/stitch_grid_chunk.h"
+#include "optional_tensor.h"
 #include "out_of_place.h"
 
 namespace fastquilt::cuda {
@@ -49,12 +50,11 @@ void stitch_grid_into_cuda(const at::Tensor& patches, const c10::optional<at::Te
   if (out.numel() == 0) return;
   c10::cuda::CUDAGuard guard(patches.device());
   const auto p = patches.contiguous();
-  c10::optional<at::Tensor> w;
-  if (weight.has_value()) w = weight->contiguous();
+  const auto w = contiguous_or_none(weight);
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "stitch_grid_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const acc_t* wp = w.has_value() ? w->const_data_ptr<acc_t>() : nullptr;
+    const acc_t* wp = data_or_null<acc_t>(w);
     const bool fits32 = p.numel() <= INT32_MAX && out.numel() <= INT32_MAX;
     const acc_t fill = static_cast<acc_t>(fill_value);
     const scalar_t* src = p.const_data_ptr<scalar_t>();
