@@ -1,125 +1,167 @@
-// Experiment that chose the CUDA grid stitch's chunk shape (stitch_grid_chunk_aligned): the
-// shipped bodies (general: 16 bytes per thread; aligned fast path) against fast-path-only
-// variants with V voxels per thread, KB windows per batch of loads, weights loaded with the
-// patches (HW) or later, load policy LP (0 plain, 1 evict-first, 2 L2 only), MINB blocks per SM
-// and IW (a precomputed 1 / weight sum instead of summing weights), on the benchmark grid
-// (512^3, window 64, step 32), fp32 and bf16, against a d2d copy in the same run. The list below
-// holds the candidates not yet measured (for fp16/bf16, which reach 56% of copy bandwidth).
-// Standalone (no torch), ~10 s on a GPU machine, from the repository root:
+// Experiment that chooses the CUDA grid stitch's fast-path shape (StitchAlignedShape in
+// csrc/include/fastquilt/stitch_grid_chunk.h) on the benchmark grid (512^3, window 64, step 32),
+// fp32 and bf16, against a d2d copy of the patches in the same run:
+//   - the shipped bodies: general (16 bytes per thread) and aligned, with the shipped shape;
+//   - the aligned body with other shapes S<voxels per thread, windows per load batch, weights
+//     loaded with the patches, L2 prefetch distance, min blocks per SM>;
+//   - candidates with no shipped counterpart: "staged" (patches copied into shared memory D
+//     windows ahead with cp.async, so that the bytes in flight do not hold registers) and
+//     "IW" (no weight sums: the output multiplied by a precomputed 1 / weight sum, one more
+//     fp32 read per voxel).
+// Why these: the kernel is latency bound. Its bandwidth follows the patch bytes each SM has in
+// flight, and registers cap them (runs of 2026-11-26: fp32 71% of copy bandwidth at 96
+// registers / 2 blocks per SM, 86-89% at <= 80 / 3 blocks; bf16 56% at 128 / 2 blocks).
+// Every line also counts the voxels that differ from the general body (must be 0).
+// Standalone (no torch), ~15 s on a GPU machine, from the repository root:
 //   nvcc -O3 -std=c++17 -arch=sm_90 -Icsrc/include benchmarks/experiments/stitch_variants.cu \
 //     -o build/stitch_variants && build/stitch_variants
-// Results of the runs that chose it: benchmarks/results/gpu_check_2026-11-26_h200_aligned/
-// stitch_variants.txt. Kept as a record and for the next tuning, not built by CI.
+// Earlier runs: benchmarks/results/gpu_check_2026-11-26_h200_aligned/stitch_variants.txt.
+// Kept as a record and for the next tuning, not built by CI.
 #include <cuda_bf16.h>
+#include <cuda_pipeline.h>
+
 #include <cstdio>
+#include <cstring>
 #include <vector>
+
 #include "fastquilt/stitch_grid_chunk.h"
 using namespace fastquilt;
 
 #define CK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { printf("CUDA %s at %d\n", cudaGetErrorString(e), __LINE__); exit(1);} } while (0)
 
-template <typename T, int V> struct alignas(V * sizeof(T)) VecN { T v[V]; };
+template <int V, int KB, bool HW, int PF, int MINB>
+using S = StitchChunkShape<V, KB, HW, PF, MINB>;
 
-template <int LP, typename V_t>
-__device__ __forceinline__ V_t ld(const V_t* p) {
-  static_assert(sizeof(V_t) == 16 || sizeof(V_t) == 8 || sizeof(V_t) == 4 || sizeof(V_t) % 32 == 0, "size");
-  if constexpr (LP == 0 || sizeof(V_t) % 32 == 0) { return *p; }
-  else if constexpr (sizeof(V_t) == 16) { uint4 r = LP == 1 ? __ldcs(reinterpret_cast<const uint4*>(p)) : __ldcg(reinterpret_cast<const uint4*>(p)); return *reinterpret_cast<V_t*>(&r); }
-  else if constexpr (sizeof(V_t) == 8) { uint2 r = LP == 1 ? __ldcs(reinterpret_cast<const uint2*>(p)) : __ldcg(reinterpret_cast<const uint2*>(p)); return *reinterpret_cast<V_t*>(&r); }
-  else { unsigned r = LP == 1 ? __ldcs(reinterpret_cast<const unsigned*>(p)) : __ldcg(reinterpret_cast<const unsigned*>(p)); return *reinterpret_cast<V_t*>(&r); }
-}
-
-// Variant body: V elements per thread, batches of KB windows, weights loaded with the patches (HW),
-// IW: no weight sum per thread, the output multiplied by a precomputed 1 / weight sum instead
-// (one more fp32 read per voxel, V fewer registers and adds per window).
-template <typename I, typename T, typename acc_t, int V, int KB, bool HW, int LP, bool IW>
-__device__ __forceinline__ void chunk_v(const T* __restrict__ patches, const acc_t* __restrict__ weight, T* __restrict__ out,
-                        const acc_t* __restrict__ inv, const GridGeometry& gg, acc_t fill, I i) {
-  const Geometry& g = gg.g;
-  const I S0 = I(g.S[0]), S1 = I(g.S[1]), S2 = I(g.S[2]);
-  const I W0 = I(g.W[0]), W1 = I(g.W[1]), W2 = I(g.W[2]);
-  const I s0 = I(gg.step[0]), s1 = I(gg.step[1]), s2 = I(gg.step[2]);
-  const I per_row = (S2 + V - 1) / V;
-  const I row = div_index<I>(i, per_row);
-  const I x0 = (i - row * per_row) * V;
-  const I t = div_index<I>(row, S1);
-  const I y = row - t * S1;
-  const I u = div_index<I>(t, S0);
-  const I z = t - u * S0;
-  const I n = div_index<I>(u, I(g.C));
-  const I c = u - n * I(g.C);
-  I f0, l0, f1, l1, f2, l2, unused;
-  grid_cover<I>(z, S0, W0, s0, &f0, &l0);
-  grid_cover<I>(y, S1, W1, s1, &f1, &l1);
-  grid_cover<I>(x0, S2, W2, s2, &f2, &unused);
-  grid_cover<I>(x0 + V - 1, S2, W2, s2, &unused, &l2);
-  const I win_stride = I(g.C) * W0 * W1 * W2;
-  acc_t num[V], den[V];
-#pragma unroll
-  for (int k = 0; k < V; ++k) num[k] = den[k] = acc_t(0);
-  const I n0 = l0 - f0 + 1, n1 = l1 - f1 + 1, n2 = l2 - f2 + 1;
-  const I windows = n0 * n1 * n2;
-  I j0 = 0, j1 = 0, j2 = 0;
-  for (I t0 = 0; t0 < windows; t0 += KB) {
-    VecN<T, V> pv[KB];
-    VecN<acc_t, V> wv[KB];
-    bool ok[KB];
-#pragma unroll
-    for (int j = 0; j < KB; ++j) {
-      ok[j] = t0 + j < windows;
-      if (!ok[j]) continue;
-      const I i0 = f0 + j0, i1 = f1 + j1, i2 = f2 + j2;
-      if (++j2 == n2) { j2 = 0; if (++j1 == n1) { j1 = 0; ++j0; } }
-      const I a = z - grid_start<I>(i0, S0, W0, s0);
-      const I b = y - grid_start<I>(i1, S1, W1, s1);
-      const I m0 = n * I(gg.num_windows) + (i0 * I(gg.count[1]) + i1) * I(gg.count[2]);
-      const I xx = x0 - grid_start<I>(i2, S2, W2, s2);
-      // benchmark geometry: whole chunks inside windows only (step multiple of V)
-      pv[j] = ld<LP>(reinterpret_cast<const VecN<T, V>*>(patches + patch_offset<I>(g, m0, c, a, b, xx) + i2 * win_stride));
-      if (HW) wv[j] = *reinterpret_cast<const VecN<acc_t, V>*>(weight + weight_offset<I>(g, a, b, xx));
-      else { ok[j] = ok[j]; wv[j].v[0] = acc_t(weight_offset<I>(g, a, b, xx)); }
-    }
-#pragma unroll
-    for (int j = 0; j < KB; ++j) {
-      if (!ok[j]) continue;
-      VecN<acc_t, V> w;
-      if (HW) w = wv[j];
-      else w = *reinterpret_cast<const VecN<acc_t, V>*>(weight + I(wv[j].v[0]));
-#pragma unroll
-      for (int k = 0; k < V; ++k) { num[k] += static_cast<acc_t>(pv[j].v[k]) * w.v[k]; if (!IW) den[k] += w.v[k]; }
-    }
-  }
-  VecN<T, V> r;
-  if (IW) {
-    const VecN<acc_t, V> iv = *reinterpret_cast<const VecN<acc_t, V>*>(inv + (z * S1 + y) * S2 + x0);
-#pragma unroll
-    for (int k = 0; k < V; ++k) r.v[k] = static_cast<T>(num[k] * iv.v[k]);
-  } else {
-#pragma unroll
-    for (int k = 0; k < V; ++k) r.v[k] = static_cast<T>(den[k] > acc_t(0) ? num[k] / den[k] : fill);
-  }
-  *reinterpret_cast<VecN<T, V>*>(out + image_offset<I>(g, n, c, z, y, x0)) = r;
-}
-
-template <typename T, int V, int KB, bool HW, int LP, int MINB, bool IW>
-__global__ void __launch_bounds__(256, MINB) k_var(const T* p, const float* w, T* o, const float* inv, GridGeometry gg, int64_t total) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
-    chunk_v<int32_t, T, float, V, KB, HW, LP, IW>(p, w, o, inv, gg, 0.f, int32_t(i));
-}
-
-// The shipped bodies: the general one (16 bytes per thread) and the aligned fast path.
-template <typename T, int MINB>
-__global__ void __launch_bounds__(256, MINB) k_prod(const T* __restrict__ p, const float* __restrict__ w, T* __restrict__ o, GridGeometry gg, StitchVectorAccess vec, int64_t total) {
+// ---- the shipped bodies ----
+template <typename T>
+__global__ void __launch_bounds__(256, 1) k_general(const T* __restrict__ p, const float* __restrict__ w, T* __restrict__ o, GridGeometry gg, StitchVectorAccess vec, int64_t total) {
   const ColumnRange all{0, gg.g.S[2]};
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
     stitch_grid_chunk<int32_t>(p, w, o, gg, 0.f, vec, all, int32_t(i));
 }
 
-template <typename T>
-__global__ void __launch_bounds__(256, 2) k_aligned(const T* __restrict__ p, const float* __restrict__ w, T* __restrict__ o, GridGeometry gg, int64_t total) {
+template <typename T, typename Shape>
+__global__ void __launch_bounds__(256, Shape::kMinBlocks) k_shape(const T* __restrict__ p, const float* __restrict__ w, T* __restrict__ o, GridGeometry gg, int64_t total) {
   const ColumnRange all{0, gg.g.S[2]};
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
-    stitch_grid_chunk_aligned<int32_t>(p, w, o, gg, 0.f, all, int32_t(i));
+    stitch_grid_chunk_aligned<int32_t, T, float, Shape>(p, w, o, gg, 0.f, all, int32_t(i));
+}
+
+// ---- staged: each thread's patch chunks of the next D windows in its own shared-memory slots
+// (SLOTS >= D + 1; D + 2 leaves one window between the read of a slot and its refill).
+template <typename T, int V, int D, int SLOTS, int MINB>
+__global__ void __launch_bounds__(256, MINB) k_staged(const T* __restrict__ p, const float* __restrict__ w, T* __restrict__ o, GridGeometry gg, int64_t total) {
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  Vec16<T>* smem = reinterpret_cast<Vec16<T>*>(smem_bytes);
+  constexpr int U = V / Vec16<T>::kSize;  // 16-byte units per chunk
+  // unit u of slot s of this thread; a warp's threads touch consecutive units: no bank conflicts
+  auto unit = [&](int s, int u) { return smem + (s * U + u) * blockDim.x + threadIdx.x; };
+  const Geometry& g = gg.g;
+  const ColumnRange all{0, g.S[2]};
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const ChunkPosition<int32_t> pos = chunk_position<int32_t>(g, all, V, int32_t(i));
+    int32_t f0, l0, f1, l1, f2, l2;
+    grid_cover<int32_t>(pos.z, g.S[0], g.W[0], gg.step[0], &f0, &l0);
+    grid_cover<int32_t>(pos.y, g.S[1], g.W[1], gg.step[1], &f1, &l1);
+    grid_cover<int32_t>(pos.x0, g.S[2], g.W[2], gg.step[2], &f2, &l2);
+    const int32_t n1 = l1 - f1 + 1, n2 = l2 - f2 + 1, windows = (l0 - f0 + 1) * n1 * n2;
+    WindowCursor<int32_t> fetch, use;
+    int fetch_slot = 0, use_slot = 0;
+    auto issue = [&](int32_t t) {  // copy window t's chunk into the next slot, one group each
+      if (t < windows) {
+        const int32_t off = chunk_in_window<int32_t>(gg, pos, f0 + fetch.j0, f1 + fetch.j1, f2 + fetch.j2).patch;
+#pragma unroll
+        for (int u = 0; u < U; ++u) __pipeline_memcpy_async(unit(fetch_slot, u), p + off + u * Vec16<T>::kSize, 16);
+      }
+      fetch.next(n1, n2);
+      fetch_slot = fetch_slot + 1 == SLOTS ? 0 : fetch_slot + 1;
+      __pipeline_commit();  // empty groups past the end keep the wait count uniform
+    };
+    for (int d = 0; d < D; ++d) issue(d);
+    float num[V], den[V];
+#pragma unroll
+    for (int k = 0; k < V; ++k) num[k] = den[k] = 0.f;
+    for (int32_t t = 0; t < windows; ++t) {
+      issue(t + D);
+      const int32_t wo = chunk_in_window<int32_t>(gg, pos, f0 + use.j0, f1 + use.j1, f2 + use.j2).weight;
+      use.next(n1, n2);
+      float wv[V];
+      load_vec(w + wo, wv);  // L1/L2 hits; issued before the wait, so they overlap it
+      __pipeline_wait_prior(D);  // window t's group has landed
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const Vec16<T> pv = *unit(use_slot, u);
+#pragma unroll
+        for (int k = 0; k < Vec16<T>::kSize; ++k) {
+          num[u * Vec16<T>::kSize + k] += static_cast<float>(pv.v[k]) * wv[u * Vec16<T>::kSize + k];
+          den[u * Vec16<T>::kSize + k] += wv[u * Vec16<T>::kSize + k];
+        }
+      }
+      use_slot = use_slot + 1 == SLOTS ? 0 : use_slot + 1;
+    }
+    T r[V];
+#pragma unroll
+    for (int k = 0; k < V; ++k) r[k] = static_cast<T>(den[k] > 0.f ? num[k] / den[k] : 0.f);
+    store_vec(o + image_offset<int32_t>(g, pos.n, pos.c, pos.z, pos.y, pos.x0), r);
+  }
+}
+
+// ---- IW: no weight sums; out = sum(w p) * inv[z, y, x] (fp32 image of 1 / weight sum) ----
+template <typename T, int V, int KB, int MINB>
+__global__ void __launch_bounds__(256, MINB) k_iw(const T* __restrict__ p, const float* __restrict__ w, T* __restrict__ o, const float* __restrict__ inv, GridGeometry gg, int64_t total) {
+  const Geometry& g = gg.g;
+  const ColumnRange all{0, g.S[2]};
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const ChunkPosition<int32_t> pos = chunk_position<int32_t>(g, all, V, int32_t(i));
+    int32_t f0, l0, f1, l1, f2, l2;
+    grid_cover<int32_t>(pos.z, g.S[0], g.W[0], gg.step[0], &f0, &l0);
+    grid_cover<int32_t>(pos.y, g.S[1], g.W[1], gg.step[1], &f1, &l1);
+    grid_cover<int32_t>(pos.x0, g.S[2], g.W[2], gg.step[2], &f2, &l2);
+    const int32_t n1 = l1 - f1 + 1, n2 = l2 - f2 + 1, windows = (l0 - f0 + 1) * n1 * n2;
+    WindowCursor<int32_t> next;
+    float num[V];
+#pragma unroll
+    for (int k = 0; k < V; ++k) num[k] = 0.f;
+    for (int32_t t0 = 0; t0 < windows; t0 += KB) {
+      T pv[KB][V];
+      float wv[KB][V];
+#pragma unroll
+      for (int j = 0; j < KB; ++j) {
+        if (t0 + j >= windows) continue;
+        const ChunkInWindow<int32_t> at = chunk_in_window<int32_t>(gg, pos, f0 + next.j0, f1 + next.j1, f2 + next.j2);
+        next.next(n1, n2);
+        load_vec(p + at.patch, pv[j]);
+        load_vec(w + at.weight, wv[j]);
+      }
+#pragma unroll
+      for (int j = 0; j < KB; ++j) {
+        if (t0 + j >= windows) continue;
+#pragma unroll
+        for (int k = 0; k < V; ++k) num[k] += static_cast<float>(pv[j][k]) * wv[j][k];
+      }
+    }
+    float iv[V];
+    load_vec(inv + (pos.z * int32_t(g.S[1]) + pos.y) * int32_t(g.S[2]) + pos.x0, iv);
+    T r[V];
+#pragma unroll
+    for (int k = 0; k < V; ++k) r[k] = static_cast<T>(num[k] * iv[k]);
+    store_vec(o + image_offset<int32_t>(g, pos.n, pos.c, pos.z, pos.y, pos.x0), r);
+  }
+}
+
+// 1 / weight sum per voxel, for IW (whose products round differently from num / den: IW
+// lines show differing voxels)
+__global__ void inverse_weight_sum(const float* w, float* inv, GridGeometry gg) {
+  const Geometry& g = gg.g;
+  const int64_t n = g.S[0] * g.S[1] * g.S[2];
+  for (int64_t v = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; v < n; v += int64_t(gridDim.x) * blockDim.x)
+    inv[v] = inverse_or_zero(grid_voxel_weight_sum<float>(g, gg.step, w, v / (g.S[1] * g.S[2]), v / g.S[2] % g.S[1], v % g.S[2]));
+}
+
+template <typename T>
+__global__ void fill_patches(T* p, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    p[i] = static_cast<T>(float((i * 2654435761u) % 1000) * 1e-3f - 0.5f);
 }
 
 template <typename F>
@@ -135,8 +177,10 @@ float timeit(F f) {
   return best;
 }
 
+// staged: 0 the shipped bodies and shapes, and IW; 1 the staged candidates (run last: the
+// only hand-written shared-memory code here, so a fault there cannot cost the other lines).
 template <typename T>
-void run(const char* name) {
+void run(const char* name, bool staged) {
   GridGeometry gg{};
   gg.g.N = 1; gg.g.C = 1;
   for (int d = 0; d < 3; ++d) { gg.g.S[d] = 512; gg.g.W[d] = 64; gg.step[d] = 32; gg.count[d] = 15; }
@@ -147,53 +191,72 @@ void run(const char* name) {
   CK(cudaMalloc(&o, O * sizeof(T))); CK(cudaMalloc(&o2, O * sizeof(T)));
   CK(cudaMalloc(&w, 64 * 64 * 64 * 4));
   CK(cudaMalloc(&inv, O * 4));
-  CK(cudaMemset(inv, 0, O * 4));  // values do not matter for the timing
   std::vector<float> hw(64 * 64 * 64);
   for (size_t k = 0; k < hw.size(); ++k) hw[k] = 0.1f + (k % 7) * 0.1f;
   CK(cudaMemcpy(w, hw.data(), hw.size() * 4, cudaMemcpyHostToDevice));
-  CK(cudaMemset(p, 0x3c, P * sizeof(T)));
+  fill_patches<<<4096, 256>>>(p, P);
+  inverse_weight_sum<<<4096, 256>>>(w, inv, gg);  // for IW
   const double bytes = double(P + O) * sizeof(T);
   float tc = timeit([&] { cudaMemcpyAsync(cp, p, P * sizeof(T), cudaMemcpyDeviceToDevice); });
   const double copy_bw = 2.0 * P * sizeof(T) / (tc * 1e-3);
   printf("%s: copy %.3f ms (%.2f TB/s)\n", name, tc, copy_bw / 1e12);
+  std::vector<T> ref(O), got(O);
   auto report = [&](const char* v, float ms) {
-    printf("  %-34s %.3f ms  %5.1f%% of copy bw\n", v, ms, 100.0 * bytes / (ms * 1e-3) / copy_bw);
+    CK(cudaMemcpy(got.data(), o2, O * sizeof(T), cudaMemcpyDeviceToHost));
+    size_t bad = 0;
+    for (size_t k = 0; k < O; ++k) bad += memcmp(&ref[k], &got[k], sizeof(T)) != 0;
+    printf("  %-40s %.3f ms  %5.1f%% of copy bw  %zu voxels differ\n", v, ms,
+           100.0 * bytes / (ms * 1e-3) / copy_bw, bad);
+    CK(cudaMemset(o2, 0, O * sizeof(T)));
   };
   constexpr int V16 = 16 / sizeof(T);
-  const StitchVectorAccess vec{true, true};
   {
-    const int64_t total = O / V16; const int blocks = int((total + 255) / 256);
-    report("general body (shipped)", timeit([&] { k_prod<T, 1><<<blocks, 256>>>(p, w, o, gg, vec, total); }));
-    constexpr int VA = StitchAlignedShape<T>::kVoxels;
-    const int blocks_a = int((O / VA + 255) / 256);
-    report("aligned body (shipped)", timeit([&] { k_aligned<T><<<blocks_a, 256>>>(p, w, o2, gg, O / VA); }));
+    const int64_t total = O / V16;
+    const float ms = timeit([&] { k_general<T><<<int((total + 255) / 256), 256>>>(p, w, o, gg, StitchVectorAccess{true, true}, total); });
+    CK(cudaMemcpy(ref.data(), o, O * sizeof(T), cudaMemcpyDeviceToHost));
+    printf("  %-40s %.3f ms  %5.1f%% of copy bw  (the reference)\n", "general body (shipped)", ms, 100.0 * bytes / (ms * 1e-3) / copy_bw);
   }
-#define VAR(V, KB, HW, LP, MINB, IW) { constexpr int VV = V; const int64_t total = O / VV; const int blocks = int((total + 255) / 256); \
-    report("var V=" #V " KB=" #KB " HW=" #HW " MINB=" #MINB " IW=" #IW, timeit([&] { k_var<T, VV, KB, HW, LP, MINB, IW><<<blocks, 256>>>(p, w, o2, inv, gg, total); })); }
-  // candidates for 2-byte types (the shipped shape is V=V16*4 KB=1 HW=false MINB=2)
-  VAR((V16 * 2), 1, true, 0, 2, false) VAR((V16 * 2), 1, true, 0, 3, false) VAR((V16 * 2), 2, true, 0, 2, false)
-  VAR((V16 * 4), 1, true, 0, 2, false)
-  VAR((V16 * 4), 1, true, 0, 2, true) VAR((V16 * 4), 1, false, 0, 2, true) VAR((V16 * 2), 2, true, 0, 2, true)
-  VAR((V16 * 2), 2, false, 0, 2, true) VAR((V16 * 4), 2, false, 0, 2, true)
-  // and for 4-byte types (shipped: V=V16*2 KB=2 HW=true MINB=2)
-  VAR((V16 * 2), 2, true, 0, 2, true) VAR((V16 * 2), 4, true, 0, 2, true) VAR((V16 * 2), 2, true, 0, 3, false)
-  // the two shipped bodies agree bit for bit
-  {
-    const int64_t total = O / V16; const int blocks = int((total + 255) / 256);
-    constexpr int VA = StitchAlignedShape<T>::kVoxels;
-    k_prod<T, 1><<<blocks, 256>>>(p, w, o, gg, vec, total);
-    k_aligned<T><<<int((O / VA + 255) / 256), 256>>>(p, w, o2, gg, O / VA);
-    CK(cudaDeviceSynchronize());
-    std::vector<T> a(O), b(O);
-    CK(cudaMemcpy(a.data(), o, O * sizeof(T), cudaMemcpyDeviceToHost));
-    CK(cudaMemcpy(b.data(), o2, O * sizeof(T), cudaMemcpyDeviceToHost));
-    size_t bad = 0; for (size_t k = 0; k < O; ++k) bad += memcmp(&a[k], &b[k], sizeof(T)) != 0;
-    printf("  aligned vs general body: %zu differing voxels\n", bad);
+#define SHAPE(label, ...) { using Sh = __VA_ARGS__; const int64_t total = O / Sh::kVoxels; \
+    report(label, timeit([&] { k_shape<T, Sh><<<int((total + 255) / 256), 256>>>(p, w, o2, gg, total); })); }
+#define STAGED(V, D, SLOTS, MINB) { const int64_t total = O / (V); const int smem = (SLOTS) * (V) * int(sizeof(T)) * 256; \
+    CK(cudaFuncSetAttribute(k_staged<T, V, D, SLOTS, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem)); \
+    report("staged V=" #V " D=" #D " SLOTS=" #SLOTS " MINB=" #MINB, timeit([&] { k_staged<T, V, D, SLOTS, MINB><<<int((total + 255) / 256), 256, smem>>>(p, w, o2, gg, total); })); }
+#define IW(V, KB, MINB) { const int64_t total = O / (V); \
+    report("IW V=" #V " KB=" #KB " MINB=" #MINB, timeit([&] { k_iw<T, V, KB, MINB><<<int((total + 255) / 256), 256>>>(p, w, o2, inv, gg, total); })); }
+  if (staged) {
+    if constexpr (sizeof(T) == 2) {
+      STAGED(32, 1, 2, 2) STAGED(32, 2, 3, 2) STAGED(32, 2, 4, 2) STAGED(32, 3, 4, 2)
+      STAGED(16, 2, 3, 3) STAGED(16, 3, 4, 3) STAGED(16, 4, 6, 3)
+    } else {
+      STAGED(8, 2, 3, 3) STAGED(8, 3, 4, 3) STAGED(8, 4, 6, 3) STAGED(16, 2, 3, 2)
+    }
+  } else {
+    SHAPE("aligned body, shipped shape", StitchAlignedShape<T>)
+    if constexpr (sizeof(T) == 2) {  // shipped: S<32, 1, false, 0, 2>
+      SHAPE("S<32,1,0,PF1,2>", S<4 * V16, 1, false, 1, 2>)
+      SHAPE("S<32,1,0,PF2,2>", S<4 * V16, 1, false, 2, 2>)
+      SHAPE("S<32,1,0,PF4,2>", S<4 * V16, 1, false, 4, 2>)
+      SHAPE("S<16,1,0,PF0,3>", S<2 * V16, 1, false, 0, 3>)
+      SHAPE("S<16,1,0,PF2,3>", S<2 * V16, 1, false, 2, 3>)
+      SHAPE("S<16,2,1,PF2,2>", S<2 * V16, 2, true, 2, 2>)
+      SHAPE("S<8,2,1,PF2,3>", S<V16, 2, true, 2, 3>)
+      SHAPE("S<8,1,0,PF2,4>", S<V16, 1, false, 2, 4>)
+      IW(32, 1, 2) IW(16, 2, 2) IW(16, 1, 3)
+    } else {  // shipped: S<8, 2, true, 0, 3>
+      SHAPE("S<8,2,1,PF0,2> (before: 96 registers)", S<2 * V16, 2, true, 0, 2>)
+      SHAPE("S<8,2,1,PF2,3>", S<2 * V16, 2, true, 2, 3>)
+      SHAPE("S<8,2,1,PF4,3>", S<2 * V16, 2, true, 4, 3>)
+      SHAPE("S<8,1,1,PF2,4>", S<2 * V16, 1, true, 2, 4>)
+      SHAPE("S<4,2,1,PF2,4>", S<V16, 2, true, 2, 4>)
+      IW(8, 2, 3)
+    }
   }
   cudaFree(p); cudaFree(cp); cudaFree(o); cudaFree(o2); cudaFree(w); cudaFree(inv);
 }
 
 int main() {
-  run<float>("float32");
-  run<__nv_bfloat16>("bfloat16");
+  for (bool staged : {false, true}) {
+    run<float>(staged ? "float32, staged" : "float32", staged);
+    run<__nv_bfloat16>(staged ? "bfloat16, staged" : "bfloat16", staged);
+  }
 }

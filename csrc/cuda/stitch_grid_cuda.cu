@@ -27,10 +27,18 @@ __global__ void stitch_grid_kernel(const scalar_t* __restrict__ patches,
     stitch_grid_chunk<I>(patches, weight, out, gg, fill, vec, cols, I(i));
 }
 
-// The fast path (stitch_aligned_columns_end). Two blocks per SM at least: the longer chunks
-// of 2-byte types would otherwise take more registers than pay off (measured).
+// Minimum blocks per SM of the fast path, which caps its registers: the kernel is bound by
+// the patch bytes in flight, so threads per SM count more than the registers a looser cap
+// would give (measured: StitchAlignedShape). 64-bit index math (tensors of 2^31 elements or
+// more) needs more registers: two blocks there, where three would spill.
+template <typename I, typename scalar_t>
+constexpr int aligned_min_blocks() {
+  return sizeof(I) == 4 ? StitchAlignedShape<scalar_t>::kMinBlocks : 2;
+}
+
+// The fast path (stitch_aligned_columns_end).
 template <typename I, typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads, 2)
+__global__ void __launch_bounds__(kThreads, aligned_min_blocks<I, scalar_t>())
     stitch_grid_aligned_kernel(const scalar_t* __restrict__ patches,
                                const acc_t* __restrict__ weight, scalar_t* __restrict__ out,
                                GridGeometry gg, acc_t fill, ColumnRange cols, int64_t total) {

@@ -9,6 +9,8 @@
 // order of the sums per voxel is still fixed (windows by increasing (i0, i1, i2)), so the
 // result is bit-identical run to run.
 #pragma once
+#include <type_traits>
+
 #include "fastquilt/index_math.h"
 #include "fastquilt/vec_access.h"
 
@@ -55,6 +57,39 @@ FQ_HD ChunkPosition<I> chunk_position(const Geometry& g, ColumnRange cols, int V
   return {n, u - n * I(g.C), t - u * S0, row - t * S1, I(cols.begin) + (i - row * per_row) * V};
 }
 
+// Odometer over the (n0, n1, n2) box of the windows covering a chunk, in lexicographic order.
+template <typename I>
+struct WindowCursor {
+  I j0 = 0, j1 = 0, j2 = 0;
+  FQ_HD void next(I n1, I n2) {
+    if (++j2 == n2) {
+      j2 = 0;
+      if (++j1 == n1) { j1 = 0; ++j0; }
+    }
+  }
+};
+
+// Where the chunk at p lies in grid window (i0, i1, i2) of its image.
+template <typename I>
+struct ChunkInWindow {
+  I patch, weight;  // offsets of the chunk start (may lie left of the window: xx < 0)
+  I xx;             // chunk start in window coordinates
+};
+
+template <typename I>
+FQ_HD ChunkInWindow<I> chunk_in_window(const GridGeometry& gg, const ChunkPosition<I>& p, I i0,
+                                       I i1, I i2) {
+  const Geometry& g = gg.g;
+  const I W0 = I(g.W[0]), W1 = I(g.W[1]), W2 = I(g.W[2]);
+  const I a = p.z - grid_start<I>(i0, I(g.S[0]), W0, I(gg.step[0]));
+  const I b = p.y - grid_start<I>(i1, I(g.S[1]), W1, I(gg.step[1]));
+  const I xx = p.x0 - grid_start<I>(i2, I(g.S[2]), W2, I(gg.step[2]));
+  const I m0 = p.n * I(gg.num_windows) + (i0 * I(gg.count[1]) + i1) * I(gg.count[2]);
+  const I win_stride = I(g.C) * W0 * W1 * W2;  // between consecutive windows along x
+  return {patch_offset<I>(g, m0, p.c, a, b, xx) + i2 * win_stride, weight_offset<I>(g, a, b, xx),
+          xx};
+}
+
 // Output chunk i (of Vec16<scalar_t>::kSize voxels) of a launch over cols: out = sum(w * p) /
 // sum(w) over the grid windows covering each voxel (found in closed form per axis by
 // grid_cover), fill where the sum of weights is 0. weight == nullptr: every window weighs 1.
@@ -65,20 +100,17 @@ FQ_HD void stitch_grid_chunk(const scalar_t* patches, const acc_t* weight, scala
                              ColumnRange cols, I i) {
   constexpr int V = Vec16<scalar_t>::kSize;
   const Geometry& g = gg.g;
-  const I S0 = I(g.S[0]), S1 = I(g.S[1]), S2 = I(g.S[2]);
-  const I W0 = I(g.W[0]), W1 = I(g.W[1]), W2 = I(g.W[2]);
-  const I s0 = I(gg.step[0]), s1 = I(gg.step[1]), s2 = I(gg.step[2]);
-  const auto [n, c, z, y, x0] = chunk_position<I>(g, cols, V, i);
-  const int len = int(I(cols.end) - x0 < V ? I(cols.end) - x0 : V);
+  const I S2 = I(g.S[2]), W2 = I(g.W[2]), s2 = I(gg.step[2]);
+  const ChunkPosition<I> pos = chunk_position<I>(g, cols, V, i);
+  const int len = int(I(cols.end) - pos.x0 < V ? I(cols.end) - pos.x0 : V);
 
   I f0, l0, f1, l1, f2, l2, unused;
-  grid_cover<I>(z, S0, W0, s0, &f0, &l0);
-  grid_cover<I>(y, S1, W1, s1, &f1, &l1);
+  grid_cover<I>(pos.z, I(g.S[0]), I(g.W[0]), I(gg.step[0]), &f0, &l0);
+  grid_cover<I>(pos.y, I(g.S[1]), I(g.W[1]), I(gg.step[1]), &f1, &l1);
   // Windows touching the chunk: from the first covering x0 to the last covering its end.
-  grid_cover<I>(x0, S2, W2, s2, &f2, &unused);
-  grid_cover<I>(x0 + len - 1, S2, W2, s2, &unused, &l2);
+  grid_cover<I>(pos.x0, S2, W2, s2, &f2, &unused);
+  grid_cover<I>(pos.x0 + len - 1, S2, W2, s2, &unused, &l2);
 
-  const I win_stride = I(g.C) * W0 * W1 * W2;  // between consecutive windows along x
   acc_t num[V], den[V];
   FQ_UNROLL
   for (int k = 0; k < V; ++k) num[k] = den[k] = acc_t(0);
@@ -88,7 +120,7 @@ FQ_HD void stitch_grid_chunk(const scalar_t* patches, const acc_t* weight, scala
   constexpr int kBatch = 4;
   const I n0 = l0 - f0 + 1, n1 = l1 - f1 + 1, n2 = l2 - f2 + 1;
   const I windows = n0 > 0 && n1 > 0 && n2 > 0 ? n0 * n1 * n2 : I(0);
-  I j0 = 0, j1 = 0, j2 = 0;  // position of the next window in the (n0, n1, n2) box
+  WindowCursor<I> next;  // the next window, in the (n0, n1, n2) box
   for (I t0 = 0; t0 < windows; t0 += kBatch) {
     I po[kBatch];      // patch offset of the chunk start (window coordinate xx, may be < 0)
     I wo[kBatch];      // weight offset of the same element (weight != nullptr)
@@ -100,14 +132,12 @@ FQ_HD void stitch_grid_chunk(const scalar_t* patches, const acc_t* weight, scala
       fast[j] = false;
       po[j] = wo[j] = xx[j] = 0;
       if (t0 + j >= windows) continue;
-      const I i0 = f0 + j0, i1 = f1 + j1, i2 = f2 + j2;
-      if (++j2 == n2) { j2 = 0; if (++j1 == n1) { j1 = 0; ++j0; } }
-      const I a = z - grid_start<I>(i0, S0, W0, s0);
-      const I b = y - grid_start<I>(i1, S1, W1, s1);
-      const I m0 = n * I(gg.num_windows) + (i0 * I(gg.count[1]) + i1) * I(gg.count[2]);
-      xx[j] = x0 - grid_start<I>(i2, S2, W2, s2);
-      po[j] = patch_offset<I>(g, m0, c, a, b, xx[j]) + i2 * win_stride;
-      wo[j] = weight_offset<I>(g, a, b, xx[j]);
+      const ChunkInWindow<I> at =
+          chunk_in_window<I>(gg, pos, f0 + next.j0, f1 + next.j1, f2 + next.j2);
+      next.next(n1, n2);
+      po[j] = at.patch;
+      wo[j] = at.weight;
+      xx[j] = at.xx;
       // (xx + V <= W2 implies len == V: windows lie inside the image)
       fast[j] = vec.load && xx[j] >= 0 && xx[j] + V <= W2 && xx[j] % V == 0;
       if (fast[j]) pv[j] = load16(patches + po[j]);
@@ -146,7 +176,7 @@ FQ_HD void stitch_grid_chunk(const scalar_t* patches, const acc_t* weight, scala
   FQ_UNROLL
   for (int k = 0; k < V; ++k)
     r[k] = static_cast<scalar_t>(den[k] > acc_t(0) ? num[k] / den[k] : fill);
-  scalar_t* o = out + image_offset<I>(g, n, c, z, y, x0);
+  scalar_t* o = out + image_offset<I>(g, pos.n, pos.c, pos.z, pos.y, pos.x0);
   if (vec.store && len == V) {
     store_vec(o, r);
   } else {
@@ -159,27 +189,39 @@ FQ_HD void stitch_grid_chunk(const scalar_t* patches, const acc_t* weight, scala
 // ---- aligned grids: the fast path ----
 // Where window rows and window starts are whole chunks (and the buffers 16-byte aligned), each
 // covering window covers the whole chunk: no edge cases, no per-window test, and a thread can
-// take a longer chunk. Chunk shape and batch measured on the H200
-// (benchmarks/experiments/stitch_variants.cu, 512^3 window 64 step 32): 32 bytes per thread
-// with two windows' loads (and weights) in flight for 4- and 8-byte types; 64 bytes per
-// thread, one window at a time for 2-byte types, whose longer chunks need the registers.
-template <typename scalar_t>
-struct StitchAlignedShape {
-  static constexpr bool kTwoByte = sizeof(scalar_t) == 2;
-  static constexpr int kVoxels = (kTwoByte ? 4 : 2) * Vec16<scalar_t>::kSize;  // per thread
-  static constexpr int kBatch = kTwoByte ? 1 : 2;  // windows whose loads are issued together
-  static constexpr bool kWeightsWithPatches = !kTwoByte;  // weights loaded in the same batch
+// take a longer chunk.
+//
+// Chunk shape and load schedule of the fast path. The kernel is bound by the patch bytes it
+// has in flight (one DRAM round trip per batch of windows), which registers limit: more
+// voxels or windows per thread need more registers, so fewer threads fit on an SM.
+template <int Voxels, int Batch, bool WeightsWithPatches, int Prefetch, int MinBlocks>
+struct StitchChunkShape {
+  static constexpr int kVoxels = Voxels;  // output voxels per thread: whole 16-byte vectors
+  static constexpr int kBatch = Batch;    // windows whose patch loads are issued together
+  static constexpr bool kWeightsWithPatches = WeightsWithPatches;  // their weights as well
+  static constexpr int kPrefetch = Prefetch;  // L2 prefetch of the window this far ahead (0: off)
+  static constexpr int kMinBlocks = MinBlocks;  // blocks of 256 per SM: caps the registers
 };
+
+// The launcher's shapes, measured on the H200 (benchmarks/experiments/stitch_variants.cu,
+// 512^3 window 64 step 32): 32 bytes per thread with two windows' loads and weights in flight
+// for 4- and 8-byte types (86-89% of copy bandwidth at <= 80 registers, three blocks per SM;
+// 71% at 96 registers, two blocks); 64 bytes per thread, one window at a time, at most 128
+// registers for 2-byte types, whose longer chunks need them.
+template <typename scalar_t>
+using StitchAlignedShape = std::conditional_t<
+    sizeof(scalar_t) == 2, StitchChunkShape<4 * Vec16<scalar_t>::kSize, 1, false, 0, 2>,
+    StitchChunkShape<2 * Vec16<scalar_t>::kSize, 2, true, 0, sizeof(scalar_t) == 4 ? 3 : 2>>;
 
 // Columns of the aligned fast path: [0, end), where each chunk lies under windows that all
 // cover it whole. It needs 16-byte-aligned buffers, window rows and steps that are whole
 // chunks and image rows of whole 16-byte vectors (aligned stores); when the last window,
 // stepped back to S2 - W2, is off the chunk grid, only the columns left of it qualify (the
 // general body takes the rest: a second launch). 0: no fast path. Decided on the host.
-template <typename scalar_t>
+template <typename scalar_t, typename Shape = StitchAlignedShape<scalar_t>>
 inline int64_t stitch_aligned_columns_end(const void* patches, const void* weight,
                                           const void* out, const GridGeometry& gg) {
-  constexpr int64_t V = StitchAlignedShape<scalar_t>::kVoxels;
+  constexpr int64_t V = Shape::kVoxels;
   const int64_t S2 = gg.g.S[2], W2 = gg.g.W[2];
   const bool ok = aligned16(patches) && (weight == nullptr || aligned16(weight)) &&
                   aligned16(out) && S2 >= W2 && W2 % V == 0 && gg.step[2] % V == 0 &&
@@ -187,33 +229,39 @@ inline int64_t stitch_aligned_columns_end(const void* patches, const void* weigh
   return !ok ? 0 : (S2 - W2) % V == 0 ? S2 : (S2 - W2) / V * V;
 }
 
-// Output chunk i (of StitchAlignedShape<scalar_t>::kVoxels voxels) of a launch over the
-// columns [0, stitch_aligned_columns_end()): the same sums, in the same order, as
+// Output chunk i (of Shape::kVoxels voxels) of a launch over the columns
+// [0, stitch_aligned_columns_end<scalar_t, Shape>()): the same sums, in the same order, as
 // stitch_grid_chunk, so both paths give bit-identical results.
-template <typename I, typename scalar_t, typename acc_t>
+template <typename I, typename scalar_t, typename acc_t,
+          typename Shape = StitchAlignedShape<scalar_t>>
 FQ_HD void stitch_grid_chunk_aligned(const scalar_t* patches, const acc_t* weight,
                                      scalar_t* out, const GridGeometry& gg, acc_t fill,
                                      ColumnRange cols, I i) {
-  using Shape = StitchAlignedShape<scalar_t>;
-  constexpr int V = Shape::kVoxels, kBatch = Shape::kBatch;
+  constexpr int V = Shape::kVoxels, kBatch = Shape::kBatch, kAhead = Shape::kPrefetch;
   constexpr int kWeights = Shape::kWeightsWithPatches ? kBatch : 1;
+  static_assert(V % Vec16<scalar_t>::kSize == 0, "chunks are whole 16-byte vectors");
   const Geometry& g = gg.g;
-  const I S0 = I(g.S[0]), S1 = I(g.S[1]), S2 = I(g.S[2]);
-  const I W0 = I(g.W[0]), W1 = I(g.W[1]), W2 = I(g.W[2]);
-  const I s0 = I(gg.step[0]), s1 = I(gg.step[1]), s2 = I(gg.step[2]);
-  const auto [n, c, z, y, x0] = chunk_position<I>(g, cols, V, i);
+  const ChunkPosition<I> pos = chunk_position<I>(g, cols, V, i);
   I f0, l0, f1, l1, f2, l2;
-  grid_cover<I>(z, S0, W0, s0, &f0, &l0);
-  grid_cover<I>(y, S1, W1, s1, &f1, &l1);
-  grid_cover<I>(x0, S2, W2, s2, &f2, &l2);  // the windows covering x0 cover the whole chunk
+  grid_cover<I>(pos.z, I(g.S[0]), I(g.W[0]), I(gg.step[0]), &f0, &l0);
+  grid_cover<I>(pos.y, I(g.S[1]), I(g.W[1]), I(gg.step[1]), &f1, &l1);
+  // the windows covering x0 cover the whole chunk
+  grid_cover<I>(pos.x0, I(g.S[2]), I(g.W[2]), I(gg.step[2]), &f2, &l2);
 
-  const I win_stride = I(g.C) * W0 * W1 * W2;
   acc_t num[V], den[V];
   FQ_UNROLL
   for (int k = 0; k < V; ++k) num[k] = den[k] = acc_t(0);
   const I n0 = l0 - f0 + 1, n1 = l1 - f1 + 1, n2 = l2 - f2 + 1;
   const I windows = n0 > 0 && n1 > 0 && n2 > 0 ? n0 * n1 * n2 : I(0);
-  I j0 = 0, j1 = 0, j2 = 0;
+  WindowCursor<I> next, ahead;  // the next window to load; the next one to prefetch
+  if constexpr (kAhead > 0) {
+    // Windows 1 .. kAhead - 1 now; window t + kAhead when window t is loaded. Prefetches
+    // are hints into L2: they put patch bytes in flight without holding registers.
+    for (int d = 0; d < kAhead; ++d, ahead.next(n1, n2))
+      if (d > 0 && d < windows)
+        prefetch_l2(patches + chunk_in_window<I>(gg, pos, f0 + ahead.j0, f1 + ahead.j1,
+                                                 f2 + ahead.j2).patch, V * sizeof(scalar_t));
+  }
   for (I t0 = 0; t0 < windows; t0 += kBatch) {
     scalar_t pv[kBatch][V];
     acc_t wv[kWeights][V];
@@ -222,14 +270,17 @@ FQ_HD void stitch_grid_chunk_aligned(const scalar_t* patches, const acc_t* weigh
     for (int j = 0; j < kBatch; ++j) {
       wo[j] = 0;
       if (t0 + j >= windows) continue;
-      const I i0 = f0 + j0, i1 = f1 + j1, i2 = f2 + j2;
-      if (++j2 == n2) { j2 = 0; if (++j1 == n1) { j1 = 0; ++j0; } }
-      const I a = z - grid_start<I>(i0, S0, W0, s0);
-      const I b = y - grid_start<I>(i1, S1, W1, s1);
-      const I xx = x0 - grid_start<I>(i2, S2, W2, s2);
-      const I m0 = n * I(gg.num_windows) + (i0 * I(gg.count[1]) + i1) * I(gg.count[2]);
-      load_vec(patches + patch_offset<I>(g, m0, c, a, b, xx) + i2 * win_stride, pv[j]);
-      wo[j] = weight_offset<I>(g, a, b, xx);
+      const ChunkInWindow<I> at =
+          chunk_in_window<I>(gg, pos, f0 + next.j0, f1 + next.j1, f2 + next.j2);
+      next.next(n1, n2);
+      if constexpr (kAhead > 0) {
+        if (t0 + j + kAhead < windows)
+          prefetch_l2(patches + chunk_in_window<I>(gg, pos, f0 + ahead.j0, f1 + ahead.j1,
+                                                   f2 + ahead.j2).patch, V * sizeof(scalar_t));
+        ahead.next(n1, n2);
+      }
+      load_vec(patches + at.patch, pv[j]);
+      wo[j] = at.weight;
       if (Shape::kWeightsWithPatches && weight != nullptr) load_vec(weight + wo[j], wv[j % kWeights]);
     }
     FQ_UNROLL
@@ -253,7 +304,7 @@ FQ_HD void stitch_grid_chunk_aligned(const scalar_t* patches, const acc_t* weigh
   FQ_UNROLL
   for (int k = 0; k < V; ++k)
     r[k] = static_cast<scalar_t>(den[k] > acc_t(0) ? num[k] / den[k] : fill);
-  store_vec(out + image_offset<I>(g, n, c, z, y, x0), r);
+  store_vec(out + image_offset<I>(g, pos.n, pos.c, pos.z, pos.y, pos.x0), r);
 }
 
 }  // namespace fastquilt

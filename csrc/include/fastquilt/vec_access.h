@@ -71,4 +71,18 @@ FQ_HD void store_vec(T* p, const T (&r)[V]) {
   }
 }
 
+// Hint: start fetching the bytes [p, p + bytes) into L2 (one request per 32-byte sector), so
+// that their load later waits for L2, not DRAM, and holds no register meanwhile. On the host
+// (the CPU tests) it reads each sector's first byte instead, so that a prefetch outside the
+// buffer (on the GPU: a fetch of bytes no one loads) fails AddressSanitizer.
+template <typename T>
+FQ_HD void prefetch_l2(const T* p, int bytes) {
+  const char* b = reinterpret_cast<const char*>(p);
+#if defined(__CUDA_ARCH__)
+  for (int k = 0; k < bytes; k += 32) asm volatile("prefetch.global.L2 [%0];" ::"l"(b + k));
+#else
+  for (int k = 0; k < bytes; k += 32) (void)*reinterpret_cast<const volatile char*>(b + k);
+#endif
+}
+
 }  // namespace fastquilt
