@@ -3,11 +3,11 @@
 // fp32 and bf16, against a d2d copy of the patches in the same run:
 //   - the shipped bodies: general (16 bytes per thread) and aligned, with the shipped shape;
 //   - the aligned body with other shapes S<voxels per thread, windows per load batch, weights
-//     loaded with the patches, L2 prefetch distance, min blocks per SM>;
-//   - candidates with no shipped counterpart: "staged" (patches copied into shared memory D
-//     windows ahead with cp.async, so that the bytes in flight do not hold registers) and
-//     "IW" (no weight sums: the output multiplied by a precomputed 1 / weight sum, one more
-//     fp32 read per voxel).
+//     loaded with the patches, L2 prefetch distance, min blocks per SM, staging slots> (staged:
+//     the patches of the next windows copied into shared memory with cp.async, so that the
+//     bytes in flight hold no registers);
+//   - "IW", with no shipped counterpart: no weight sums, the output multiplied by a
+//     precomputed 1 / weight sum (one more fp32 read per voxel).
 // Why these: the kernel is latency bound. Its bandwidth follows the patch bytes each SM has in
 // flight, and registers cap them (runs of 2026-11-26: fp32 71% of copy bandwidth at 96
 // registers / 2 blocks per SM, 86-89% at <= 80 / 3 blocks; bf16 56% at 128 / 2 blocks).
@@ -29,8 +29,8 @@ using namespace fastquilt;
 
 #define CK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { printf("CUDA %s at %d\n", cudaGetErrorString(e), __LINE__); exit(1);} } while (0)
 
-template <int V, int KB, bool HW, int PF, int MINB>
-using S = StitchChunkShape<V, KB, HW, PF, MINB>;
+template <int V, int KB, bool HW, int PF, int MINB, int ST = 0>
+using S = StitchChunkShape<V, KB, HW, PF, MINB, ST>;
 
 // ---- the shipped bodies ----
 template <typename T>
@@ -42,68 +42,11 @@ __global__ void __launch_bounds__(256, 1) k_general(const T* __restrict__ p, con
 
 template <typename T, typename Shape>
 __global__ void __launch_bounds__(256, Shape::kMinBlocks) k_shape(const T* __restrict__ p, const float* __restrict__ w, T* __restrict__ o, GridGeometry gg, int64_t total) {
+  extern __shared__ __align__(16) unsigned char stage_bytes[];  // staging shapes' slots
+  Vec16<T>* stage = reinterpret_cast<Vec16<T>*>(stage_bytes) + threadIdx.x;
   const ColumnRange all{0, gg.g.S[2]};
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
-    stitch_grid_chunk_aligned<int32_t, T, float, Shape>(p, w, o, gg, 0.f, all, int32_t(i));
-}
-
-// ---- staged: each thread's patch chunks of the next D windows in its own shared-memory slots
-// (SLOTS >= D + 1; D + 2 leaves one window between the read of a slot and its refill).
-template <typename T, int V, int D, int SLOTS, int MINB>
-__global__ void __launch_bounds__(256, MINB) k_staged(const T* __restrict__ p, const float* __restrict__ w, T* __restrict__ o, GridGeometry gg, int64_t total) {
-  extern __shared__ __align__(16) unsigned char smem_bytes[];
-  Vec16<T>* smem = reinterpret_cast<Vec16<T>*>(smem_bytes);
-  constexpr int U = V / Vec16<T>::kSize;  // 16-byte units per chunk
-  // unit u of slot s of this thread; a warp's threads touch consecutive units: no bank conflicts
-  auto unit = [&](int s, int u) { return smem + (s * U + u) * blockDim.x + threadIdx.x; };
-  const Geometry& g = gg.g;
-  const ColumnRange all{0, g.S[2]};
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    const ChunkPosition<int32_t> pos = chunk_position<int32_t>(g, all, V, int32_t(i));
-    int32_t f0, l0, f1, l1, f2, l2;
-    grid_cover<int32_t>(pos.z, g.S[0], g.W[0], gg.step[0], &f0, &l0);
-    grid_cover<int32_t>(pos.y, g.S[1], g.W[1], gg.step[1], &f1, &l1);
-    grid_cover<int32_t>(pos.x0, g.S[2], g.W[2], gg.step[2], &f2, &l2);
-    const int32_t n1 = l1 - f1 + 1, n2 = l2 - f2 + 1, windows = (l0 - f0 + 1) * n1 * n2;
-    WindowCursor<int32_t> fetch, use;
-    int fetch_slot = 0, use_slot = 0;
-    auto issue = [&](int32_t t) {  // copy window t's chunk into the next slot, one group each
-      if (t < windows) {
-        const int32_t off = chunk_in_window<int32_t>(gg, pos, f0 + fetch.j0, f1 + fetch.j1, f2 + fetch.j2).patch;
-#pragma unroll
-        for (int u = 0; u < U; ++u) __pipeline_memcpy_async(unit(fetch_slot, u), p + off + u * Vec16<T>::kSize, 16);
-      }
-      fetch.next(n1, n2);
-      fetch_slot = fetch_slot + 1 == SLOTS ? 0 : fetch_slot + 1;
-      __pipeline_commit();  // empty groups past the end keep the wait count uniform
-    };
-    for (int d = 0; d < D; ++d) issue(d);
-    float num[V], den[V];
-#pragma unroll
-    for (int k = 0; k < V; ++k) num[k] = den[k] = 0.f;
-    for (int32_t t = 0; t < windows; ++t) {
-      issue(t + D);
-      const int32_t wo = chunk_in_window<int32_t>(gg, pos, f0 + use.j0, f1 + use.j1, f2 + use.j2).weight;
-      use.next(n1, n2);
-      float wv[V];
-      load_vec(w + wo, wv);  // L1/L2 hits; issued before the wait, so they overlap it
-      __pipeline_wait_prior(D);  // window t's group has landed
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const Vec16<T> pv = *unit(use_slot, u);
-#pragma unroll
-        for (int k = 0; k < Vec16<T>::kSize; ++k) {
-          num[u * Vec16<T>::kSize + k] += static_cast<float>(pv.v[k]) * wv[u * Vec16<T>::kSize + k];
-          den[u * Vec16<T>::kSize + k] += wv[u * Vec16<T>::kSize + k];
-        }
-      }
-      use_slot = use_slot + 1 == SLOTS ? 0 : use_slot + 1;
-    }
-    T r[V];
-#pragma unroll
-    for (int k = 0; k < V; ++k) r[k] = static_cast<T>(den[k] > 0.f ? num[k] / den[k] : 0.f);
-    store_vec(o + image_offset<int32_t>(g, pos.n, pos.c, pos.z, pos.y, pos.x0), r);
-  }
+    stitch_grid_chunk_aligned<int32_t, T, float, Shape>(p, w, o, gg, 0.f, all, int32_t(i), stage, int(blockDim.x));
 }
 
 // ---- IW: no weight sums; out = sum(w p) * inv[z, y, x] (fp32 image of 1 / weight sum) ----
@@ -177,8 +120,9 @@ float timeit(F f) {
   return best;
 }
 
-// staged: 0 the shipped bodies and shapes, and IW; 1 the staged candidates (run last: the
-// only hand-written shared-memory code here, so a fault there cannot cost the other lines).
+// staged: false: the shipped bodies and shapes, and IW; true: the staging shapes (run last:
+// their shared memory and cp.async have not run on a GPU before; a fault there cannot cost
+// the other lines).
 template <typename T>
 void run(const char* name, bool staged) {
   GridGeometry gg{};
@@ -217,18 +161,24 @@ void run(const char* name, bool staged) {
     printf("  %-40s %.3f ms  %5.1f%% of copy bw  (the reference)\n", "general body (shipped)", ms, 100.0 * bytes / (ms * 1e-3) / copy_bw);
   }
 #define SHAPE(label, ...) { using Sh = __VA_ARGS__; const int64_t total = O / Sh::kVoxels; \
-    report(label, timeit([&] { k_shape<T, Sh><<<int((total + 255) / 256), 256>>>(p, w, o2, gg, total); })); }
-#define STAGED(V, D, SLOTS, MINB) { const int64_t total = O / (V); const int smem = (SLOTS) * (V) * int(sizeof(T)) * 256; \
-    CK(cudaFuncSetAttribute(k_staged<T, V, D, SLOTS, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem)); \
-    report("staged V=" #V " D=" #D " SLOTS=" #SLOTS " MINB=" #MINB, timeit([&] { k_staged<T, V, D, SLOTS, MINB><<<int((total + 255) / 256), 256, smem>>>(p, w, o2, gg, total); })); }
+    constexpr int smem = stitch_stage_bytes<Sh, T>(256); \
+    CK(cudaFuncSetAttribute(k_shape<T, Sh>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem)); \
+    report(label, timeit([&] { k_shape<T, Sh><<<int((total + 255) / 256), 256, smem>>>(p, w, o2, gg, total); })); }
 #define IW(V, KB, MINB) { const int64_t total = O / (V); \
     report("IW V=" #V " KB=" #KB " MINB=" #MINB, timeit([&] { k_iw<T, V, KB, MINB><<<int((total + 255) / 256), 256>>>(p, w, o2, inv, gg, total); })); }
-  if (staged) {
+  if (staged) {  // S<voxels, 1, weights with patches, 0, min blocks, slots (windows ahead + 1)>
     if constexpr (sizeof(T) == 2) {
-      STAGED(32, 1, 2, 2) STAGED(32, 2, 3, 2) STAGED(32, 2, 4, 2) STAGED(32, 3, 4, 2)
-      STAGED(16, 2, 3, 3) STAGED(16, 3, 4, 3) STAGED(16, 4, 6, 3)
+      SHAPE("staged S<32,1,0,0,2,ST2>", S<4 * V16, 1, false, 0, 2, 2>)
+      SHAPE("staged S<32,1,0,0,2,ST3>", S<4 * V16, 1, false, 0, 2, 3>)
+      SHAPE("staged S<32,1,0,0,2,ST4>", S<4 * V16, 1, false, 0, 2, 4>)
+      SHAPE("staged S<16,1,0,0,3,ST3>", S<2 * V16, 1, false, 0, 3, 3>)
+      SHAPE("staged S<16,1,0,0,3,ST4>", S<2 * V16, 1, false, 0, 3, 4>)
+      SHAPE("staged S<16,1,0,0,3,ST6>", S<2 * V16, 1, false, 0, 3, 6>)
     } else {
-      STAGED(8, 2, 3, 3) STAGED(8, 3, 4, 3) STAGED(8, 4, 6, 3) STAGED(16, 2, 3, 2)
+      SHAPE("staged S<8,1,0,0,3,ST3>", S<2 * V16, 1, false, 0, 3, 3>)
+      SHAPE("staged S<8,1,0,0,3,ST4>", S<2 * V16, 1, false, 0, 3, 4>)
+      SHAPE("staged S<8,1,0,0,3,ST6>", S<2 * V16, 1, false, 0, 3, 6>)
+      SHAPE("staged S<16,1,0,0,2,ST3>", S<4 * V16, 1, false, 0, 2, 3>)
     }
   } else {
     SHAPE("aligned body, shipped shape", StitchAlignedShape<T>)

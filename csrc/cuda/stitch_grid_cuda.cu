@@ -42,9 +42,14 @@ __global__ void __launch_bounds__(kThreads, aligned_min_blocks<I, scalar_t>())
     stitch_grid_aligned_kernel(const scalar_t* __restrict__ patches,
                                const acc_t* __restrict__ weight, scalar_t* __restrict__ out,
                                GridGeometry gg, acc_t fill, ColumnRange cols, int64_t total) {
+  // The shape's staging slots, if it stages: dynamic shared memory, the block's threads
+  // interleaved (stitch_stage_bytes).
+  extern __shared__ __align__(16) unsigned char stage_bytes[];
+  Vec16<scalar_t>* stage = reinterpret_cast<Vec16<scalar_t>*>(stage_bytes) + threadIdx.x;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x)
-    stitch_grid_chunk_aligned<I>(patches, weight, out, gg, fill, cols, I(i));
+    stitch_grid_chunk_aligned<I>(patches, weight, out, gg, fill, cols, I(i), stage,
+                                 int(blockDim.x));
 }
 
 void stitch_grid_into_cuda(const at::Tensor& patches, const c10::optional<at::Tensor>& weight,
@@ -76,7 +81,11 @@ void stitch_grid_into_cuda(const at::Tensor& patches, const c10::optional<at::Te
           stitch_chunk_count(gg.g, cols, StitchAlignedShape<scalar_t>::kVoxels);
       auto kernel = fits32 ? stitch_grid_aligned_kernel<int32_t, scalar_t, acc_t>
                            : stitch_grid_aligned_kernel<int64_t, scalar_t, acc_t>;
-      kernel<<<blocks_for(total), kThreads, 0, stream>>>(src, wp, dst, gg, fill, cols, total);
+      constexpr int smem = stitch_stage_bytes<StitchAlignedShape<scalar_t>, scalar_t>(kThreads);
+      if constexpr (smem > 48 * 1024)  // above the default limit of dynamic shared memory
+        C10_CUDA_CHECK(
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+      kernel<<<blocks_for(total), kThreads, smem, stream>>>(src, wp, dst, gg, fill, cols, total);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
     if (split == gg.g.S[2]) return;

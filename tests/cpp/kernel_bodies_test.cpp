@@ -274,13 +274,21 @@ void check_aligned_shape(const T* p, const acc_t* w, const GridGeometry& gg, acc
                          ColumnRange fast, const T* general, const std::string& name) {
   const Geometry& g = gg.g;
   const int64_t rows = g.N * g.C * g.S[0] * g.S[1];
+  const std::string what = "stitch aligned (batch " + std::to_string(Shape::kBatch) +
+                           ", prefetch " + std::to_string(Shape::kPrefetch) + ", stages " +
+                           std::to_string(Shape::kStages) + ") ";
   Buffer<T> out(rows * g.S[2], 0);
-  for (int64_t i = 0; i < stitch_chunk_count(g, fast, Shape::kVoxels); ++i)
-    stitch_grid_chunk_aligned<I, T, acc_t, Shape>(p, w, out.data, gg, fill, fast, I(i));
+  // staging slots, interleaved with another thread's (stride 2), as the launcher lays them out
+  constexpr int kStride = 2;
+  std::vector<Vec16<T>> stage(Shape::kStages * Shape::kVoxels / Vec16<T>::kSize * kStride);
+  for (int64_t i = 0; i < stitch_chunk_count(g, fast, Shape::kVoxels); ++i) {
+    stitch_grid_chunk_aligned<I, T, acc_t, Shape>(p, w, out.data, gg, fill, fast, I(i),
+                                                  stage.data(), kStride);
+    if (host_async::pending() != 0) { fail(what + "left copies in flight " + name); return; }
+  }
   for (int64_t r = 0; r < rows; ++r)
     if (std::memcmp(general + r * g.S[2], out.data + r * g.S[2], fast.end * sizeof(T)) != 0) {
-      fail("stitch aligned (batch " + std::to_string(Shape::kBatch) + ", prefetch " +
-           std::to_string(Shape::kPrefetch) + ") != general " + name);
+      fail(what + "!= general " + name);
       return;
     }
 }
@@ -320,7 +328,8 @@ void check_stitch(const Case& k, bool weighted, int shift_p, int shift_w, int sh
     if (std::memcmp(general.data, out.data, g.N * g.C * vol * sizeof(T)) != 0)
       fail("stitch aligned != general " + k.name);
     // The other load schedules of the fast path (the experiment's): L2 prefetches ahead
-    // (host: reads that ASan checks stay in the patches), other batches; same sums.
+    // (host: reads that ASan checks stay in the patches), other batches, staging through
+    // deferred copies (async_copy.h); same sums.
     constexpr int VA = StitchAlignedShape<T>::kVoxels;
     check_aligned_shape<StitchChunkShape<VA, 2, true, 3, 2>, I>(p.data, wp, gg, fill, fast,
                                                                  general.data, k.name);
@@ -328,6 +337,12 @@ void check_stitch(const Case& k, bool weighted, int shift_p, int shift_w, int sh
                                                                   general.data, k.name);
     check_aligned_shape<StitchChunkShape<VA, 3, false, 2, 2>, I>(p.data, wp, gg, fill, fast,
                                                                   general.data, k.name);
+    check_aligned_shape<StitchChunkShape<VA, 1, false, 0, 2, 2>, I>(p.data, wp, gg, fill, fast,
+                                                                     general.data, k.name);
+    check_aligned_shape<StitchChunkShape<VA, 1, true, 0, 2, 3>, I>(p.data, wp, gg, fill, fast,
+                                                                    general.data, k.name);
+    check_aligned_shape<StitchChunkShape<VA, 1, false, 0, 2, 5>, I>(p.data, wp, gg, fill, fast,
+                                                                     general.data, k.name);
   }
   const std::string what = "stitch " + k.name + (weighted ? " weighted" : "") +
                            " aligned columns " + std::to_string(split) +

@@ -11,6 +11,7 @@
 #pragma once
 #include <type_traits>
 
+#include "fastquilt/async_copy.h"
 #include "fastquilt/index_math.h"
 #include "fastquilt/vec_access.h"
 
@@ -193,15 +194,28 @@ FQ_HD void stitch_grid_chunk(const scalar_t* patches, const acc_t* weight, scala
 //
 // Chunk shape and load schedule of the fast path. The kernel is bound by the patch bytes it
 // has in flight (one DRAM round trip per batch of windows), which registers limit: more
-// voxels or windows per thread need more registers, so fewer threads fit on an SM.
-template <int Voxels, int Batch, bool WeightsWithPatches, int Prefetch, int MinBlocks>
+// voxels or windows per thread need more registers, so fewer threads fit on an SM. Two
+// schedules put bytes in flight without registers: L2 prefetches of the windows ahead, and
+// staging (the next windows' chunks copied into the thread's shared-memory slots with
+// cp.async while it sums the current one; one window per batch, no prefetch).
+template <int Voxels, int Batch, bool WeightsWithPatches, int Prefetch, int MinBlocks,
+          int Stages = 0>
 struct StitchChunkShape {
   static constexpr int kVoxels = Voxels;  // output voxels per thread: whole 16-byte vectors
   static constexpr int kBatch = Batch;    // windows whose patch loads are issued together
   static constexpr bool kWeightsWithPatches = WeightsWithPatches;  // their weights as well
   static constexpr int kPrefetch = Prefetch;  // L2 prefetch of the window this far ahead (0: off)
   static constexpr int kMinBlocks = MinBlocks;  // blocks of 256 per SM: caps the registers
+  static constexpr int kStages = Stages;  // staging slots per thread (0: off): Stages - 1 ahead
+  static_assert(Stages == 0 || (Stages >= 2 && Batch == 1 && Prefetch == 0),
+                "staging takes one window per batch and no L2 prefetch");
 };
+
+// Shared memory a block of `threads` needs for Shape's staging slots.
+template <typename Shape, typename scalar_t>
+constexpr int stitch_stage_bytes(int threads) {
+  return Shape::kStages * Shape::kVoxels * int(sizeof(scalar_t)) * threads;
+}
 
 // The launcher's shapes, measured on the H200 (benchmarks/experiments/stitch_variants.cu,
 // 512^3 window 64 step 32): 32 bytes per thread with two windows' loads and weights in flight
@@ -229,14 +243,40 @@ inline int64_t stitch_aligned_columns_end(const void* patches, const void* weigh
   return !ok ? 0 : (S2 - W2) % V == 0 ? S2 : (S2 - W2) / V * V;
 }
 
+// num += w * p, den += w over one window's chunk.
+template <int V, typename scalar_t, typename acc_t>
+FQ_HD void add_window(acc_t (&num)[V], acc_t (&den)[V], const scalar_t (&p)[V],
+                      const acc_t (&w)[V]) {
+  FQ_UNROLL
+  for (int k = 0; k < V; ++k) {
+    num[k] += static_cast<acc_t>(p[k]) * w[k];
+    den[k] += w[k];
+  }
+}
+
+// w = the weights of a chunk at weight + offset (weight == nullptr: ones).
+template <int V, typename acc_t, typename I>
+FQ_HD void load_weights(const acc_t* weight, I offset, acc_t (&w)[V]) {
+  if (weight != nullptr) {
+    load_vec(weight + offset, w);
+  } else {
+    FQ_UNROLL
+    for (int k = 0; k < V; ++k) w[k] = acc_t(1);
+  }
+}
+
 // Output chunk i (of Shape::kVoxels voxels) of a launch over the columns
 // [0, stitch_aligned_columns_end<scalar_t, Shape>()): the same sums, in the same order, as
-// stitch_grid_chunk, so both paths give bit-identical results.
+// stitch_grid_chunk, so both paths give bit-identical results. Staging shapes need the
+// thread's Shape::kStages slots of kVoxels in shared memory: unit u (16 bytes) of slot s at
+// stage[(s * units + u) * stage_stride] (the launcher interleaves the threads of a block, so
+// that a warp's accesses are consecutive).
 template <typename I, typename scalar_t, typename acc_t,
           typename Shape = StitchAlignedShape<scalar_t>>
 FQ_HD void stitch_grid_chunk_aligned(const scalar_t* patches, const acc_t* weight,
                                      scalar_t* out, const GridGeometry& gg, acc_t fill,
-                                     ColumnRange cols, I i) {
+                                     ColumnRange cols, I i, Vec16<scalar_t>* stage = nullptr,
+                                     int stage_stride = 0) {
   constexpr int V = Shape::kVoxels, kBatch = Shape::kBatch, kAhead = Shape::kPrefetch;
   constexpr int kWeights = Shape::kWeightsWithPatches ? kBatch : 1;
   static_assert(V % Vec16<scalar_t>::kSize == 0, "chunks are whole 16-byte vectors");
@@ -253,50 +293,77 @@ FQ_HD void stitch_grid_chunk_aligned(const scalar_t* patches, const acc_t* weigh
   for (int k = 0; k < V; ++k) num[k] = den[k] = acc_t(0);
   const I n0 = l0 - f0 + 1, n1 = l1 - f1 + 1, n2 = l2 - f2 + 1;
   const I windows = n0 > 0 && n1 > 0 && n2 > 0 ? n0 * n1 * n2 : I(0);
-  WindowCursor<I> next, ahead;  // the next window to load; the next one to prefetch
-  if constexpr (kAhead > 0) {
-    // Windows 1 .. kAhead - 1 now; window t + kAhead when window t is loaded. Prefetches
-    // are hints into L2: they put patch bytes in flight without holding registers.
-    for (int d = 0; d < kAhead; ++d, ahead.next(n1, n2))
-      if (d > 0 && d < windows)
-        prefetch_l2(patches + chunk_in_window<I>(gg, pos, f0 + ahead.j0, f1 + ahead.j1,
-                                                 f2 + ahead.j2).patch, V * sizeof(scalar_t));
-  }
-  for (I t0 = 0; t0 < windows; t0 += kBatch) {
-    scalar_t pv[kBatch][V];
-    acc_t wv[kWeights][V];
-    I wo[kBatch];
-    FQ_UNROLL
-    for (int j = 0; j < kBatch; ++j) {
-      wo[j] = 0;
-      if (t0 + j >= windows) continue;
-      const ChunkInWindow<I> at =
-          chunk_in_window<I>(gg, pos, f0 + next.j0, f1 + next.j1, f2 + next.j2);
-      next.next(n1, n2);
-      if constexpr (kAhead > 0) {
-        if (t0 + j + kAhead < windows)
+  if constexpr (Shape::kStages > 0) {
+    constexpr int kUnits = V / Vec16<scalar_t>::kSize, kInFlight = Shape::kStages - 1;
+    WindowCursor<I> fetch, use;  // the next window to stage; the next one to sum
+    int fetch_slot = 0, use_slot = 0;
+    // Window t: staged kInFlight windows before it is summed, one commit group per window
+    // (empty past the last window, so that every wait counts the same groups).
+    for (I t = 0; t < windows + kInFlight; ++t) {
+      if (t < windows) {
+        const scalar_t* src = patches + chunk_in_window<I>(gg, pos, f0 + fetch.j0,
+                                                           f1 + fetch.j1, f2 + fetch.j2).patch;
+        FQ_UNROLL
+        for (int u = 0; u < kUnits; ++u)
+          copy16_async(stage + (fetch_slot * kUnits + u) * stage_stride,
+                       src + u * Vec16<scalar_t>::kSize);
+        fetch.next(n1, n2);
+        fetch_slot = fetch_slot + 1 == Shape::kStages ? 0 : fetch_slot + 1;
+      }
+      async_commit();
+      if (t < kInFlight) continue;  // the first windows are only staged
+      const I woff =
+          chunk_in_window<I>(gg, pos, f0 + use.j0, f1 + use.j1, f2 + use.j2).weight;
+      use.next(n1, n2);
+      acc_t w[V];
+      load_weights(weight, woff, w);  // L1/L2 hits, issued before the wait: they overlap it
+      async_wait_prior<kInFlight>();
+      scalar_t p[V];
+      FQ_UNROLL
+      for (int u = 0; u < kUnits; ++u) {
+        const Vec16<scalar_t> v = stage[(use_slot * kUnits + u) * stage_stride];
+        FQ_UNROLL
+        for (int k = 0; k < Vec16<scalar_t>::kSize; ++k) p[u * Vec16<scalar_t>::kSize + k] = v.v[k];
+      }
+      use_slot = use_slot + 1 == Shape::kStages ? 0 : use_slot + 1;
+      add_window(num, den, p, w);
+    }
+  } else {
+    WindowCursor<I> next, ahead;  // the next window to load; the next one to prefetch
+    if constexpr (kAhead > 0) {
+      // Windows 1 .. kAhead - 1 now; window t + kAhead when window t is loaded. Prefetches
+      // are hints into L2: they put patch bytes in flight without holding registers.
+      for (int d = 0; d < kAhead; ++d, ahead.next(n1, n2))
+        if (d > 0 && d < windows)
           prefetch_l2(patches + chunk_in_window<I>(gg, pos, f0 + ahead.j0, f1 + ahead.j1,
                                                    f2 + ahead.j2).patch, V * sizeof(scalar_t));
-        ahead.next(n1, n2);
-      }
-      load_vec(patches + at.patch, pv[j]);
-      wo[j] = at.weight;
-      if (Shape::kWeightsWithPatches && weight != nullptr) load_vec(weight + wo[j], wv[j % kWeights]);
     }
-    FQ_UNROLL
-    for (int j = 0; j < kBatch; ++j) {
-      if (t0 + j >= windows) continue;
-      acc_t(&w)[V] = wv[j % kWeights];
-      if (weight == nullptr) {
-        FQ_UNROLL
-        for (int k = 0; k < V; ++k) w[k] = acc_t(1);
-      } else if (!Shape::kWeightsWithPatches) {
-        load_vec(weight + wo[j], w);
+    for (I t0 = 0; t0 < windows; t0 += kBatch) {
+      scalar_t pv[kBatch][V];
+      acc_t wv[kWeights][V];
+      I wo[kBatch];
+      FQ_UNROLL
+      for (int j = 0; j < kBatch; ++j) {
+        wo[j] = 0;
+        if (t0 + j >= windows) continue;
+        const ChunkInWindow<I> at =
+            chunk_in_window<I>(gg, pos, f0 + next.j0, f1 + next.j1, f2 + next.j2);
+        next.next(n1, n2);
+        if constexpr (kAhead > 0) {
+          if (t0 + j + kAhead < windows)
+            prefetch_l2(patches + chunk_in_window<I>(gg, pos, f0 + ahead.j0, f1 + ahead.j1,
+                                                     f2 + ahead.j2).patch, V * sizeof(scalar_t));
+          ahead.next(n1, n2);
+        }
+        load_vec(patches + at.patch, pv[j]);
+        wo[j] = at.weight;
+        if (Shape::kWeightsWithPatches) load_weights(weight, wo[j], wv[j % kWeights]);
       }
       FQ_UNROLL
-      for (int k = 0; k < V; ++k) {
-        num[k] += static_cast<acc_t>(pv[j][k]) * w[k];
-        den[k] += w[k];
+      for (int j = 0; j < kBatch; ++j) {
+        if (t0 + j >= windows) continue;
+        if (!Shape::kWeightsWithPatches) load_weights(weight, wo[j], wv[0]);
+        add_window(num, den, pv[j], wv[j % kWeights]);
       }
     }
   }
