@@ -91,6 +91,28 @@ FQ_HD ChunkInWindow<I> chunk_in_window(const GridGeometry& gg, const ChunkPositi
           xx};
 }
 
+// num += w * p, den += w over one window's chunk.
+template <int V, typename scalar_t, typename acc_t>
+FQ_HD void add_window(acc_t (&num)[V], acc_t (&den)[V], const scalar_t (&p)[V],
+                      const acc_t (&w)[V]) {
+  FQ_UNROLL
+  for (int k = 0; k < V; ++k) {
+    num[k] += static_cast<acc_t>(p[k]) * w[k];
+    den[k] += w[k];
+  }
+}
+
+// w = the weights of a chunk at weight + offset (weight == nullptr: ones).
+template <int V, typename acc_t, typename I>
+FQ_HD void load_weights(const acc_t* weight, I offset, acc_t (&w)[V]) {
+  if (weight != nullptr) {
+    load_vec(weight + offset, w);
+  } else {
+    FQ_UNROLL
+    for (int k = 0; k < V; ++k) w[k] = acc_t(1);
+  }
+}
+
 // Output chunk i (of Vec16<scalar_t>::kSize voxels) of a launch over cols: out = sum(w * p) /
 // sum(w) over the grid windows covering each voxel (found in closed form per axis by
 // grid_cover), fill where the sum of weights is 0. weight == nullptr: every window weighs 1.
@@ -148,17 +170,8 @@ FQ_HD void stitch_grid_chunk(const scalar_t* patches, const acc_t* weight, scala
       if (t0 + j >= windows) continue;
       if (fast[j]) {
         acc_t wv[V];
-        if (weight != nullptr) {
-          load_vec(weight + wo[j], wv);
-        } else {
-          FQ_UNROLL
-          for (int k = 0; k < V; ++k) wv[k] = acc_t(1);
-        }
-        FQ_UNROLL
-        for (int k = 0; k < V; ++k) {
-          num[k] += static_cast<acc_t>(pv[j].v[k]) * wv[k];
-          den[k] += wv[k];
-        }
+        load_weights(weight, wo[j], wv);
+        add_window(num, den, pv[j].v, wv);
       } else {  // chunk straddles the window's edge, or unaligned rows
         // Fixed trip count, so that num/den stay in registers (a dynamic index would put
         // them in local memory on the GPU).
@@ -217,11 +230,12 @@ constexpr int stitch_stage_bytes(int threads) {
   return Shape::kStages * Shape::kVoxels * int(sizeof(scalar_t)) * threads;
 }
 
-// The launcher's shapes, measured on the H200 (benchmarks/experiments/stitch_variants.cu,
-// 512^3 window 64 step 32): 32 bytes per thread with two windows' loads and weights in flight
-// for 4- and 8-byte types (86-89% of copy bandwidth at <= 80 registers, three blocks per SM;
-// 71% at 96 registers, two blocks); 64 bytes per thread, one window at a time, at most 128
-// registers for 2-byte types, whose longer chunks need them.
+// The launcher's shapes, from measurements on the H200 (benchmarks/experiments/
+// stitch_variants.cu, 512^3 window 64 step 32): 32 bytes per thread with two windows' loads
+// and weights in flight for 4- and 8-byte types (fp32: 71% of copy bandwidth at 96 registers,
+// two blocks per SM; the experiment's variant of this shape at <= 80 registers, three blocks,
+// 86-89%: hence three blocks for 4-byte types, not yet timed in this body); 64 bytes per
+// thread, one window at a time, at most 128 registers for 2-byte types (56%).
 template <typename scalar_t>
 using StitchAlignedShape = std::conditional_t<
     sizeof(scalar_t) == 2, StitchChunkShape<4 * Vec16<scalar_t>::kSize, 1, false, 0, 2>,
@@ -241,28 +255,6 @@ inline int64_t stitch_aligned_columns_end(const void* patches, const void* weigh
                   aligned16(out) && S2 >= W2 && W2 % V == 0 && gg.step[2] % V == 0 &&
                   S2 % Vec16<scalar_t>::kSize == 0;
   return !ok ? 0 : (S2 - W2) % V == 0 ? S2 : (S2 - W2) / V * V;
-}
-
-// num += w * p, den += w over one window's chunk.
-template <int V, typename scalar_t, typename acc_t>
-FQ_HD void add_window(acc_t (&num)[V], acc_t (&den)[V], const scalar_t (&p)[V],
-                      const acc_t (&w)[V]) {
-  FQ_UNROLL
-  for (int k = 0; k < V; ++k) {
-    num[k] += static_cast<acc_t>(p[k]) * w[k];
-    den[k] += w[k];
-  }
-}
-
-// w = the weights of a chunk at weight + offset (weight == nullptr: ones).
-template <int V, typename acc_t, typename I>
-FQ_HD void load_weights(const acc_t* weight, I offset, acc_t (&w)[V]) {
-  if (weight != nullptr) {
-    load_vec(weight + offset, w);
-  } else {
-    FQ_UNROLL
-    for (int k = 0; k < V; ++k) w[k] = acc_t(1);
-  }
 }
 
 // Output chunk i (of Shape::kVoxels voxels) of a launch over the columns
