@@ -79,7 +79,8 @@ template <typename T>
 FQ_HD void prefetch_l2(const T* p, int bytes) {
   const char* b = reinterpret_cast<const char*>(p);
 #if defined(__CUDA_ARCH__)
-  for (int k = 0; k < bytes; k += 32) asm volatile("prefetch.global.L2 [%0];" ::"l"(b + k));
+  // generic addressing: p is a generic pointer to global memory
+  for (int k = 0; k < bytes; k += 32) asm volatile("prefetch.L2 [%0];" ::"l"(b + k));
 #else
   for (int k = 0; k < bytes; k += 32) (void)*reinterpret_cast<const volatile char*>(b + k);
 #endif
