@@ -174,6 +174,8 @@ void run(const char* name, bool staged) {
       SHAPE("staged S<16,1,0,0,3,ST3>", S<2 * V16, 1, false, 0, 3, 3>)
       SHAPE("staged S<16,1,0,0,3,ST4>", S<2 * V16, 1, false, 0, 3, 4>)
       SHAPE("staged S<16,1,0,0,3,ST6>", S<2 * V16, 1, false, 0, 3, 6>)
+      SHAPE("staged S<8,1,0,0,4,ST4>", S<V16, 1, false, 0, 4, 4>)
+      SHAPE("staged S<8,1,0,0,4,ST8>", S<V16, 1, false, 0, 4, 8>)
     } else {
       SHAPE("staged S<8,1,0,0,3,ST3>", S<2 * V16, 1, false, 0, 3, 3>)
       SHAPE("staged S<8,1,0,0,3,ST4>", S<2 * V16, 1, false, 0, 3, 4>)
