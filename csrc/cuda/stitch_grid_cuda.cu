@@ -27,18 +27,18 @@ __global__ void stitch_grid_kernel(const scalar_t* __restrict__ patches,
     stitch_grid_chunk<I>(patches, weight, out, gg, fill, vec, cols, I(i));
 }
 
-// Minimum blocks per SM of the fast path, which caps its registers: the kernel is bound by
-// the patch bytes in flight, so threads per SM count more than the registers a looser cap
+// Minimum blocks per SM of a fast-path shape, which caps its registers: the kernel is bound
+// by the patch bytes in flight, so threads per SM count more than the registers a looser cap
 // would give (measured: StitchAlignedShape). 64-bit index math (tensors of 2^31 elements or
-// more) needs more registers: two blocks there, where three would spill.
-template <typename I, typename scalar_t>
+// more) needs more registers: two blocks there, where more would spill.
+template <typename I, typename Shape>
 constexpr int aligned_min_blocks() {
-  return sizeof(I) == 4 ? StitchAlignedShape<scalar_t>::kMinBlocks : 2;
+  return sizeof(I) == 4 ? Shape::kMinBlocks : 2;
 }
 
-// The fast path (stitch_aligned_columns_end).
-template <typename I, typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads, aligned_min_blocks<I, scalar_t>())
+// The fast path (stitch_aligned_columns_end) with one of StitchAlignedShapes.
+template <typename I, typename scalar_t, typename acc_t, typename Shape>
+__global__ void __launch_bounds__(kThreads, aligned_min_blocks<I, Shape>())
     stitch_grid_aligned_kernel(const scalar_t* __restrict__ patches,
                                const acc_t* __restrict__ weight, scalar_t* __restrict__ out,
                                GridGeometry gg, acc_t fill, ColumnRange cols, int64_t total) {
@@ -48,8 +48,23 @@ __global__ void __launch_bounds__(kThreads, aligned_min_blocks<I, scalar_t>())
   Vec16<scalar_t>* stage = reinterpret_cast<Vec16<scalar_t>*>(stage_bytes) + threadIdx.x;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x)
-    stitch_grid_chunk_aligned<I>(patches, weight, out, gg, fill, cols, I(i), stage,
-                                 int(blockDim.x));
+    stitch_grid_chunk_aligned<I, scalar_t, acc_t, Shape>(patches, weight, out, gg, fill, cols,
+                                                         I(i), stage, int(blockDim.x));
+}
+
+// Launches the fast path with Shape over cols.
+template <typename Shape, typename scalar_t, typename acc_t>
+void launch_aligned(const scalar_t* src, const acc_t* wp, scalar_t* dst, const GridGeometry& gg,
+                    acc_t fill, ColumnRange cols, bool fits32, cudaStream_t stream) {
+  const int64_t total = stitch_chunk_count(gg.g, cols, Shape::kVoxels);
+  auto kernel = fits32 ? stitch_grid_aligned_kernel<int32_t, scalar_t, acc_t, Shape>
+                       : stitch_grid_aligned_kernel<int64_t, scalar_t, acc_t, Shape>;
+  constexpr int smem = stitch_stage_bytes<Shape, scalar_t>(kThreads);
+  if constexpr (smem > 48 * 1024)  // above the default limit of dynamic shared memory
+    C10_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  kernel<<<blocks_for(total), kThreads, smem, stream>>>(src, wp, dst, gg, fill, cols, total);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 void stitch_grid_into_cuda(const at::Tensor& patches, const c10::optional<at::Tensor>& weight,
@@ -72,22 +87,17 @@ void stitch_grid_into_cuda(const at::Tensor& patches, const c10::optional<at::Te
     const acc_t fill = static_cast<acc_t>(fill_value);
     const scalar_t* src = p.const_data_ptr<scalar_t>();
     scalar_t* dst = out.mutable_data_ptr<scalar_t>();
-    // Columns [0, split) on the fast path, [split, S2) on the general one; both sum in the
-    // same order, so where the split falls does not change a bit of the result.
-    const int64_t split = stitch_aligned_columns_end<scalar_t>(src, wp, dst, gg);
-    if (split > 0) {
-      const ColumnRange cols{0, split};
-      const int64_t total =
-          stitch_chunk_count(gg.g, cols, StitchAlignedShape<scalar_t>::kVoxels);
-      auto kernel = fits32 ? stitch_grid_aligned_kernel<int32_t, scalar_t, acc_t>
-                           : stitch_grid_aligned_kernel<int64_t, scalar_t, acc_t>;
-      constexpr int smem = stitch_stage_bytes<StitchAlignedShape<scalar_t>, scalar_t>(kThreads);
-      if constexpr (smem > 48 * 1024)  // above the default limit of dynamic shared memory
-        C10_CUDA_CHECK(
-            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-      kernel<<<blocks_for(total), kThreads, smem, stream>>>(src, wp, dst, gg, fill, cols, total);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
+    // Columns [0, split) on the fast path (the first of StitchAlignedShapes that fits), [split,
+    // S2) on the general one; all sum in the same order, so where the split falls and which
+    // shape runs do not change a bit of the result.
+    const AlignedChoice fast =
+        choose_aligned_shape<scalar_t>(StitchAlignedShapes<scalar_t>(), src, wp, dst, gg);
+    const int64_t split = fast.end;
+    if (fast.shape >= 0)
+      with_shape(StitchAlignedShapes<scalar_t>(), fast.shape, [&](auto shape) {
+        launch_aligned<decltype(shape)>(src, wp, dst, gg, fill, ColumnRange{0, split}, fits32,
+                                        stream);
+      });
     if (split == gg.g.S[2]) return;
     const ColumnRange cols{split, gg.g.S[2]};
     const int64_t total = stitch_chunk_count(gg.g, cols, Vec16<scalar_t>::kSize);

@@ -267,31 +267,44 @@ void check_scatter_offsets(const Case& k, bool grid) {
 }
 
 // ---- deterministic grid stitch: stitch_grid_chunk for every chunk vs float64 ----
-// The fast path with load schedule Shape over the columns `fast` must give, there, the bytes
-// of the general body's output `general`.
+// The fast path with shape Shape, on the columns it takes on this grid (if any), must give
+// there the bytes of the general body's output `general`. Returns whether it had columns.
 template <typename Shape, typename I, typename T, typename acc_t>
-void check_aligned_shape(const T* p, const acc_t* w, const GridGeometry& gg, acc_t fill,
-                         ColumnRange fast, const T* general, const std::string& name) {
+bool check_aligned_shape(const T* p, const acc_t* w, const GridGeometry& gg, acc_t fill,
+                         const T* general, const std::string& name) {
   const Geometry& g = gg.g;
   const int64_t rows = g.N * g.C * g.S[0] * g.S[1];
-  const std::string what = "stitch aligned (batch " + std::to_string(Shape::kBatch) +
-                           ", prefetch " + std::to_string(Shape::kPrefetch) + ", stages " +
-                           std::to_string(Shape::kStages) + ") ";
   Buffer<T> out(rows * g.S[2], 0);
+  const ColumnRange fast{0, stitch_aligned_columns_end<T, Shape>(p, w, out.data, gg)};
+  if (fast.end == 0) return false;
+  const std::string what = "stitch aligned (voxels " + std::to_string(Shape::kVoxels) +
+                           ", batch " + std::to_string(Shape::kBatch) + ", prefetch " +
+                           std::to_string(Shape::kPrefetch) + ", stages " +
+                           std::to_string(Shape::kStages) + ") ";
   // staging slots, interleaved with another thread's (stride 2), as the launcher lays them out
   constexpr int kStride = 2;
   std::vector<Vec16<T>> stage(Shape::kStages * Shape::kVoxels / Vec16<T>::kSize * kStride);
   for (int64_t i = 0; i < stitch_chunk_count(g, fast, Shape::kVoxels); ++i) {
     stitch_grid_chunk_aligned<I, T, acc_t, Shape>(p, w, out.data, gg, fill, fast, I(i),
                                                   stage.data(), kStride);
-    if (host_async::pending() != 0) { fail(what + "left copies in flight " + name); return; }
+    if (host_async::pending() != 0) { fail(what + "left copies in flight " + name); break; }
   }
   for (int64_t r = 0; r < rows; ++r)
     if (std::memcmp(general + r * g.S[2], out.data + r * g.S[2], fast.end * sizeof(T)) != 0) {
       fail(what + "!= general " + name);
-      return;
+      break;
     }
+  return true;
 }
+
+// kVoxels of the k-th shape of a list.
+template <typename... Shapes>
+constexpr int shape_voxels(ShapeList<Shapes...>, int k) {
+  constexpr int v[] = {Shapes::kVoxels...};
+  return v[k];
+}
+
+std::vector<int> chosen_shape_cases(3, 0);  // stitch cases per shape the launcher would pick
 
 template <typename T, typename I>
 void check_stitch(const Case& k, bool weighted, int shift_p, int shift_w, int shift_out) {
@@ -309,17 +322,25 @@ void check_stitch(const Case& k, bool weighted, int shift_p, int shift_w, int sh
   for (int64_t i = 0; i < g.N * g.C * vol; ++i) out.data[i] = T(1e30f);
   const acc_t* wp = weighted ? w.data : nullptr;
   const acc_t fill = acc_t(-5);
-  // The launcher's split: columns [0, split) on the aligned fast path, the rest on the
-  // general body.
-  const int64_t split = stitch_aligned_columns_end<T>(p.data, wp, out.data, gg);
+  // The launcher's choice: columns [0, split) on the first of StitchAlignedShapes with a fast
+  // path here, the rest on the general body.
+  const AlignedChoice choice =
+      choose_aligned_shape<T>(StitchAlignedShapes<T>(), p.data, wp, out.data, gg);
+  const int64_t split = choice.end;
   const StitchVectorAccess vec = stitch_vector_access<T>(p.data, wp, out.data, g);
   const ColumnRange fast{0, split}, rest{split, g.S[2]};
-  for (int64_t i = 0; i < stitch_chunk_count(g, fast, StitchAlignedShape<T>::kVoxels); ++i)
-    stitch_grid_chunk_aligned<I>(p.data, wp, out.data, gg, fill, fast, I(i));
+  if (choice.shape >= 0)
+    with_shape(StitchAlignedShapes<T>(), choice.shape, [&](auto shape) {
+      using Shape = decltype(shape);
+      for (int64_t i = 0; i < stitch_chunk_count(g, fast, Shape::kVoxels); ++i)
+        stitch_grid_chunk_aligned<I, T, acc_t, Shape>(p.data, wp, out.data, gg, fill, fast,
+                                                      I(i));
+    });
   for (int64_t i = 0; i < stitch_chunk_count(g, rest, Vec16<T>::kSize); ++i)
     stitch_grid_chunk<I>(p.data, wp, out.data, gg, fill, vec, rest, I(i));
   if (split > 0) {
     ++(split == g.S[2] ? aligned_stitch_checks : split_stitch_checks);
+    ++chosen_shape_cases[choice.shape];
     // Both paths sum in the same order: bit-identical to the general body alone.
     Buffer<T> general(g.N * g.C * vol, shift_out);
     const ColumnRange all{0, g.S[2]};
@@ -327,22 +348,29 @@ void check_stitch(const Case& k, bool weighted, int shift_p, int shift_w, int sh
       stitch_grid_chunk<I>(p.data, wp, general.data, gg, fill, vec, all, I(i));
     if (std::memcmp(general.data, out.data, g.N * g.C * vol * sizeof(T)) != 0)
       fail("stitch aligned != general " + k.name);
-    // The other load schedules of the fast path (the experiment's): L2 prefetches ahead
-    // (host: reads that ASan checks stay in the patches), other batches, staging through
-    // deferred copies (async_copy.h); same sums.
-    constexpr int VA = StitchAlignedShape<T>::kVoxels;
-    check_aligned_shape<StitchChunkShape<VA, 2, true, 3, 2>, I>(p.data, wp, gg, fill, fast,
-                                                                 general.data, k.name);
-    check_aligned_shape<StitchChunkShape<VA, 1, false, 1, 2>, I>(p.data, wp, gg, fill, fast,
-                                                                  general.data, k.name);
-    check_aligned_shape<StitchChunkShape<VA, 3, false, 2, 2>, I>(p.data, wp, gg, fill, fast,
-                                                                  general.data, k.name);
-    check_aligned_shape<StitchChunkShape<VA, 1, false, 0, 2, 2>, I>(p.data, wp, gg, fill, fast,
-                                                                     general.data, k.name);
-    check_aligned_shape<StitchChunkShape<VA, 1, true, 0, 2, 3>, I>(p.data, wp, gg, fill, fast,
+    // Every shape of the list that has a fast path here, chosen or not; and, with the chosen
+    // shape's chunk, the other load schedules (the experiment's): L2 prefetches ahead (host:
+    // reads that ASan checks stay in the patches), other batches, staging through deferred
+    // copies (async_copy.h). All must give the same bytes.
+    for (int s = 0; s < StitchAlignedShapes<T>::kSize; ++s)
+      with_shape(StitchAlignedShapes<T>(), s, [&](auto shape) {
+        check_aligned_shape<decltype(shape), I>(p.data, wp, gg, fill, general.data, k.name);
+      });
+    with_shape(StitchAlignedShapes<T>(), choice.shape, [&](auto shape) {
+      constexpr int VA = decltype(shape)::kVoxels;
+      check_aligned_shape<StitchChunkShape<VA, 2, true, 3, 2>, I>(p.data, wp, gg, fill,
+                                                                   general.data, k.name);
+      check_aligned_shape<StitchChunkShape<VA, 1, false, 1, 2>, I>(p.data, wp, gg, fill,
                                                                     general.data, k.name);
-    check_aligned_shape<StitchChunkShape<VA, 1, false, 0, 2, 5>, I>(p.data, wp, gg, fill, fast,
-                                                                     general.data, k.name);
+      check_aligned_shape<StitchChunkShape<VA, 3, false, 2, 2>, I>(p.data, wp, gg, fill,
+                                                                    general.data, k.name);
+      check_aligned_shape<StitchChunkShape<VA, 1, false, 0, 2, 2>, I>(p.data, wp, gg, fill,
+                                                                       general.data, k.name);
+      check_aligned_shape<StitchChunkShape<VA, 1, true, 0, 2, 3>, I>(p.data, wp, gg, fill,
+                                                                      general.data, k.name);
+      check_aligned_shape<StitchChunkShape<VA, 1, false, 0, 2, 5>, I>(p.data, wp, gg, fill,
+                                                                       general.data, k.name);
+    });
   }
   const std::string what = "stitch " + k.name + (weighted ? " weighted" : "") +
                            " aligned columns " + std::to_string(split) +
@@ -392,12 +420,18 @@ void check_stitch(const Case& k, bool weighted, int shift_p, int shift_w, int sh
 template <typename T>
 void run_dtype(int cases) {
   constexpr int V = Vec16<T>::kSize;
+  const std::vector<int> chosen_before = chosen_shape_cases;
   for (int i = 0; i < cases; ++i) {
     const bool aligned_rows = i % 2 == 0;
-    // every fourth case: windows in whole chunks of the stitch's aligned fast path, the image
-    // too or (every eighth) only in 16-byte vectors (the fast path stops left of the last window)
-    const int row_unit = i % 4 == 0 ? StitchAlignedShape<T>::kVoxels : V;
-    const Case k = random_case(row_unit, aligned_rows, i % 8 == 4 ? V : 0);
+    // aligned rows: windows in whole chunks of the stitch's first fast-path shape, of its second
+    // or of one 16-byte vector, in turn; the image too or, every other time for wider units,
+    // only in 16-byte vectors (the fast path stops left of the last window)
+    const int u = (i / 2) % 3;
+    const int row_unit = u == 0   ? StitchAlignedShape<T>::kVoxels
+                         : u == 1 ? shape_voxels(StitchAlignedShapes<T>(), 1)
+                                  : V;
+    const bool split_image = (i / 6) % 2 == 1 && row_unit > V;
+    const Case k = random_case(row_unit, aligned_rows, split_image ? V : 0);
     const int si = i % 5 == 4 ? 1 : 0, so = i % 7 == 6 ? 1 : 0;  // some misaligned views
     const bool floating = !std::is_same_v<T, uint8_t>;
     const bool weighted = floating && i % 2 == 1;
@@ -410,6 +444,12 @@ void run_dtype(int cases) {
       check_stitch<T, int64_t>(k, i % 4 != 3, si, sw, so);
     }
   }
+  if constexpr (!std::is_same_v<T, uint8_t>)
+    for (int s = 0; s < StitchAlignedShapes<T>::kSize; ++s)
+      if (chosen_shape_cases[s] - chosen_before[s] < 4)
+        fail("fast-path shape " + std::to_string(s) + " of sizeof " + std::to_string(sizeof(T)) +
+             " chosen in " + std::to_string(chosen_shape_cases[s] - chosen_before[s]) +
+             " stitch cases: too few");
 }
 
 // The deterministic CUDA scatter launches once per set: for qlty's 3D half-overlap grid
@@ -450,7 +490,9 @@ int main() {
     std::printf("%d failures\n", failures);
     return 1;
   }
-  std::printf("kernel bodies: all cases passed (%d cases; stitch: %d all aligned, %d split)\n",
-              checks, aligned_stitch_checks, split_stitch_checks);
+  std::printf("kernel bodies: all cases passed (%d cases; stitch: %d all aligned, %d split; "
+              "fast-path shapes chosen %d, %d, %d times)\n",
+              checks, aligned_stitch_checks, split_stitch_checks, chosen_shape_cases[0],
+              chosen_shape_cases[1], chosen_shape_cases[2]);
   return 0;
 }
