@@ -14,7 +14,10 @@ bandwidth of a device-to-device copy of the patches measured in the same run:
                (stitch_grid: the aligned fast path on every column; _general: the same with
                the patches at an odd element offset, so the general body everywhere;
                _split: an image 16 bytes narrower, which puts the last window off the fast
-               path's chunk grid: fast path left of it, general body right of it)
+               path's chunk grid: fast path left of it, general body right of it;
+               _w96s48 / _w48s24: other grids (the second image 480^3), views of the same
+               patch storage, each with its own P + O: bf16 takes the fast path's narrower
+               shapes there, 32 and 16 bytes per thread)
 (P_acc = P for float32; for bfloat16 P_acc = 2 P. The stitch's O is ~ P / 6.6 here.)
 `--report results.json` reprints a stored run with these definitions.
 """
@@ -49,7 +52,9 @@ def cuda_time(fn, reps: int = 5, warmup: int = 2) -> float:
 
 
 OPS = ("gather", "scatter_atomic", "scatter_deterministic", "stitch_grid", "stitch_grid_general",
-       "stitch_grid_split")
+       "stitch_grid_split", "stitch_grid_w96s48", "stitch_grid_w48s24")
+# Other grids timed by the stitch: (name, image size - the benchmark's size, window, step).
+OTHER_GRIDS = (("stitch_grid_w96s48", 0, 96, 48), ("stitch_grid_w48s24", -32, 48, 24))
 
 
 def derive(r: dict) -> None:
@@ -68,9 +73,10 @@ def derive(r: dict) -> None:
     for k in OPS:
         if f"{k}_s" not in r:  # older runs lack some ops
             continue
-        r[f"{k}_GB"] = nbytes[k] / 1e9
-        r[f"{k}_TBps"] = nbytes[k] / r[f"{k}_s"] / 1e12
-        r[f"{k}_frac_of_copy_bw"] = nbytes[k] / r[f"{k}_s"] / copy_bw
+        b = r.get(f"{k}_bytes", nbytes.get(k))  # other grids: their own bytes
+        r[f"{k}_GB"] = b / 1e9
+        r[f"{k}_TBps"] = b / r[f"{k}_s"] / 1e12
+        r[f"{k}_frac_of_copy_bw"] = b / r[f"{k}_s"] / copy_bw
         r.pop(f"{k}_frac_of_copy", None)  # older runs: time ratio to the copy
 
 
@@ -129,6 +135,15 @@ def run(size: int, window: int, step: int, dtype: torch.dtype, with_peers: bool)
     r["stitch_grid_split_s"] = cuda_time(lambda: q_split.stitch(patches, out=out_split))
     r["split_shape"] = split_shape
     r["split_out_GB"] = out_split.numel() * out_split.element_size() / 1e9
+    for name, dsize, wk, sk in OTHER_GRIDS:
+        qk = fq.Quilt((size + dsize,) * 3, wk, sk, border=8, border_weight=0.1)
+        n = qk.num_windows * wk ** 3
+        if size + dsize < wk or n > patches.numel():  # needs more than the patch storage
+            continue
+        pk = patches.view(-1)[:n].view(qk.num_windows, 1, *qk.window)
+        out_k = torch.empty((1, 1, *qk.spatial_shape), device="cuda", dtype=dtype)
+        r[f"{name}_s"] = cuda_time(lambda q_=qk, p_=pk, o_=out_k: q_.stitch(p_, out=o_))
+        r[f"{name}_bytes"] = (n + out_k.numel()) * out_k.element_size()
     # fastquilt aggregation for the peers' comparison: unstitch + stitch (preallocated)
     r["fq_unstitch_stitch_s"] = r["gather_s"] + r["stitch_grid_s"]
     r["fq_sliding_window_identity_s"] = cuda_time(

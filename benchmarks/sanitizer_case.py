@@ -1,5 +1,5 @@
 """A small run of every CUDA kernel, for compute-sanitizer (memcheck / racecheck): unaligned
-and aligned (vector-path) rows, the grid stitch's aligned fast path, tensors that are views at
+and aligned (vector-path) rows, the grid stitch's aligned fast path (each of its shapes), views at
 odd element offsets, 32-bit index math, and the deterministic scatter-add (disjoint window
 sets)."""
 
@@ -20,7 +20,9 @@ CASES = [((37, 45), (16, 12), (7, 5)), ((19, 23, 21), (8, 8, 8), (5, 6, 9)),
          ((24, 16, 40), (8, 8, 16), (4, 8, 8)),
          ((12, 10, 128), (8, 8, 64), (4, 2, 32)),  # stitch's aligned fast path, every dtype
          ((16, 96), (8, 32), (8, 64)),  # aligned with gaps along x
-         ((12, 10, 136), (8, 8, 64), (4, 2, 32)), ((6, 132), (8, 64), (4, 32))]  # split rows
+         ((12, 10, 136), (8, 8, 64), (4, 2, 32)), ((6, 132), (8, 64), (4, 32)),  # split rows
+         ((10, 96), (6, 32), (3, 16)), ((9, 40), (6, 12), (3, 4)),  # narrower fast-path shapes
+         ((9, 22), (6, 6), (3, 2))]
 for shape, window, step in CASES:
     for dtype in (torch.float32, torch.bfloat16, torch.float64):
         q = fq.Quilt(shape, window, step, border=2, allow_gaps=True)

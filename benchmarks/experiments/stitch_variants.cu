@@ -188,7 +188,8 @@ void run(const char* name, bool staged) {
       SHAPE("S<32,1,0,PF1,2>", S<4 * V16, 1, false, 1, 2>)
       SHAPE("S<32,1,0,PF2,2>", S<4 * V16, 1, false, 2, 2>)
       SHAPE("S<32,1,0,PF4,2>", S<4 * V16, 1, false, 4, 2>)
-      SHAPE("S<16,1,0,PF0,3>", S<2 * V16, 1, false, 0, 3>)
+      SHAPE("S<16,1,0,PF0,3> (shipped second shape)", S<2 * V16, 1, false, 0, 3>)
+      SHAPE("S<8,4,0,PF0,3> (shipped third shape)", S<V16, 4, false, 0, 3>)
       SHAPE("S<16,1,0,PF2,3>", S<2 * V16, 1, false, 2, 3>)
       SHAPE("S<16,2,1,PF2,2>", S<2 * V16, 2, true, 2, 2>)
       SHAPE("S<8,2,1,PF2,3>", S<V16, 2, true, 2, 3>)
@@ -200,6 +201,7 @@ void run(const char* name, bool staged) {
       SHAPE("S<8,2,1,PF4,3>", S<2 * V16, 2, true, 4, 3>)
       SHAPE("S<8,1,1,PF2,4>", S<2 * V16, 1, true, 2, 4>)
       SHAPE("S<4,2,1,PF2,4>", S<V16, 2, true, 2, 4>)
+      SHAPE("S<4,2,1,PF0,4> (shipped second shape)", S<V16, 2, true, 0, 4>)
       IW(8, 2, 3)
     }
   }
