@@ -1,7 +1,8 @@
 """The CUDA kernel bodies, run on the CPU.
 
 The per-thread work of the CUDA gather, scatter-add and grid stitch lives in host-device
-headers (csrc/include/fastquilt/window_chunk.h, stitch_grid_chunk.h). This test compiles
+headers (csrc/include/fastquilt/window_chunk.h, stitch_grid_chunk.h,
+stitch_grid_fast_path.h). This test compiles
 tests/cpp/kernel_bodies_test.cpp against them with AddressSanitizer and UBSan and runs every
 thread of emulated launches against float64 references; vector accesses assert 16-byte
 alignment on the host. It needs no GPU and no torch: the index math, alignment decisions and

@@ -1,5 +1,5 @@
 // Experiment that chooses the CUDA grid stitch's fast-path shape (StitchAlignedShape in
-// csrc/include/fastquilt/stitch_grid_chunk.h) on the benchmark grid (512^3, window 64, step 32),
+// csrc/include/fastquilt/stitch_grid_fast_path.h) on the benchmark grid (512^3, window 64, step 32),
 // fp32 and bf16, against a d2d copy of the patches in the same run:
 //   - the shipped bodies: general (16 bytes per thread) and aligned, with the shipped shape;
 //   - the aligned body with other shapes S<voxels per thread, windows per load batch, weights
@@ -24,7 +24,7 @@
 #include <cstring>
 #include <vector>
 
-#include "fastquilt/stitch_grid_chunk.h"
+#include "fastquilt/stitch_grid_fast_path.h"
 using namespace fastquilt;
 
 #define CK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { printf("CUDA %s at %d\n", cudaGetErrorString(e), __LINE__); exit(1);} } while (0)

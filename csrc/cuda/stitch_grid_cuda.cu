@@ -1,7 +1,7 @@
 // CUDA deterministic stitch for a full regular grid, fused with the division. Each thread
 // computes a chunk of output (stitch_grid_chunk, or stitch_grid_chunk_aligned on the columns
-// where the grid is aligned; host-device code in include/fastquilt/stitch_grid_chunk.h that
-// the CPU tests run): it sums, in a fixed order, the windows covering its voxels -- found in
+// where the grid is aligned; host-device code in include/fastquilt/stitch_grid_chunk.h and
+// stitch_grid_fast_path.h that the CPU tests run): it sums, in a fixed order, the windows covering its voxels -- found in
 // closed form per axis by grid_cover(), the code the CPU kernel runs -- and writes
 // sum(w p) / sum(w) once. No atomics, no accumulator buffers: bit-identical run to run.
 #include <ATen/Dispatch.h>
@@ -9,7 +9,7 @@
 #include <torch/library.h>
 
 #include "cuda/cuda_common.cuh"
-#include "fastquilt/stitch_grid_chunk.h"
+#include "fastquilt/stitch_grid_fast_path.h"
 #include "optional_tensor.h"
 #include "out_of_place.h"
 

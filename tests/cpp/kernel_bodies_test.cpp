@@ -1,11 +1,12 @@
-// Runs the CUDA kernel bodies (include/fastquilt/window_chunk.h, stitch_grid_chunk.h and
-// grid_voxel_weight_sum in index_math.h) on the CPU, for every thread of an emulated launch,
-// against float64 references: random 2D/3D shapes, windows, steps (with gaps), channels,
-// dtypes of 1, 2, 4 and 8 bytes, 32- and 64-bit index math, aligned and misaligned base
-// pointers, short block and grid sizes (grid-stride loops, K chunks per thread). Vector
-// accesses assert 16-byte alignment on the host (vec_access.h), so a wrong alignment decision
-// fails here; built with AddressSanitizer, so an out-of-bounds access fails. Also the disjoint
-// window sets of the deterministic scatter-add (disjoint_groups.h).
+// Runs the CUDA kernel bodies (include/fastquilt/window_chunk.h, stitch_grid_chunk.h,
+// stitch_grid_fast_path.h and grid_voxel_weight_sum in index_math.h) on the CPU, for every
+// thread of an emulated launch, against float64 references: random 2D/3D shapes, windows,
+// steps (with gaps), channels, dtypes of 1, 2, 4 and 8 bytes, 32- and 64-bit index math,
+// aligned and misaligned base pointers, short block and grid sizes (grid-stride loops, K
+// chunks per thread). Vector accesses assert 16-byte alignment on the host (vec_access.h), so
+// a wrong alignment decision fails here; built with AddressSanitizer, so an out-of-bounds
+// access fails. Also the disjoint window sets of the deterministic scatter-add
+// (disjoint_groups.h).
 // Driven by tests/test_kernel_bodies.py. Exit status 0 = all cases passed.
 #include <cmath>
 #include <cstdint>
@@ -16,7 +17,7 @@
 #include <vector>
 
 #include "fastquilt/disjoint_groups.h"
-#include "fastquilt/stitch_grid_chunk.h"
+#include "fastquilt/stitch_grid_fast_path.h"
 #include "fastquilt/window_chunk.h"
 
 using namespace fastquilt;
