@@ -145,12 +145,15 @@ void run(const char* name, bool staged) {
   const double copy_bw = 2.0 * P * sizeof(T) / (tc * 1e-3);
   printf("%s: copy %.3f ms (%.2f TB/s)\n", name, tc, copy_bw / 1e12);
   std::vector<T> ref(O), got(O);
+  const char* best = nullptr;  // fastest line whose output equals the general body's
+  float best_ms = 1e9;
   auto report = [&](const char* v, float ms) {
     CK(cudaMemcpy(got.data(), o2, O * sizeof(T), cudaMemcpyDeviceToHost));
     size_t bad = 0;
     for (size_t k = 0; k < O; ++k) bad += memcmp(&ref[k], &got[k], sizeof(T)) != 0;
     printf("  %-40s %.3f ms  %5.1f%% of copy bw  %zu voxels differ\n", v, ms,
            100.0 * bytes / (ms * 1e-3) / copy_bw, bad);
+    if (bad == 0 && ms < best_ms) { best = v; best_ms = ms; }
     CK(cudaMemset(o2, 0, O * sizeof(T)));
   };
   constexpr int V16 = 16 / sizeof(T);
@@ -205,6 +208,9 @@ void run(const char* name, bool staged) {
       IW(8, 2, 3)
     }
   }
+  if (best != nullptr)
+    printf("  fastest bit-identical line: %s, %.1f%% of copy bw\n", best,
+           100.0 * bytes / (best_ms * 1e-3) / copy_bw);
   cudaFree(p); cudaFree(cp); cudaFree(o); cudaFree(o2); cudaFree(w); cudaFree(inv);
 }
 
