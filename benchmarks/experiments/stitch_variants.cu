@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(256, MINB) k_iw(const T* __restrict__ p, const
     grid_cover<int32_t>(pos.y, g.S[1], g.W[1], gg.step[1], &f1, &l1);
     grid_cover<int32_t>(pos.x0, g.S[2], g.W[2], gg.step[2], &f2, &l2);
     const int32_t n1 = l1 - f1 + 1, n2 = l2 - f2 + 1, windows = (l0 - f0 + 1) * n1 * n2;
-    WindowCursor<int32_t> next;
+    WindowCursor<int32_t> next{f0, f1, f2, n1, n2};
     float num[V];
 #pragma unroll
     for (int k = 0; k < V; ++k) num[k] = 0.f;
@@ -71,8 +71,8 @@ __global__ void __launch_bounds__(256, MINB) k_iw(const T* __restrict__ p, const
 #pragma unroll
       for (int j = 0; j < KB; ++j) {
         if (t0 + j >= windows) continue;
-        const ChunkInWindow<int32_t> at = chunk_in_window<int32_t>(gg, pos, f0 + next.j0, f1 + next.j1, f2 + next.j2);
-        next.next(n1, n2);
+        const ChunkInWindow<int32_t> at = chunk_in_window<int32_t>(gg, pos, next);
+        next.next();
         load_vec(p + at.patch, pv[j]);
         load_vec(w + at.weight, wv[j]);
       }

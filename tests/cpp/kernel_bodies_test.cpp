@@ -305,6 +305,14 @@ constexpr int shape_voxels(ShapeList<Shapes...>, int k) {
   return v[k];
 }
 
+// The fast path's other load schedules for chunks of V voxels (the experiment's): batches of
+// 2 and 3 windows, L2 prefetch 1 to 3 windows ahead, staging in 2, 3 and 5 slots.
+template <int V>
+using OtherSchedules =
+    ShapeList<StitchChunkShape<V, 2, true, 3, 2>, StitchChunkShape<V, 1, false, 1, 2>,
+              StitchChunkShape<V, 3, false, 2, 2>, StitchChunkShape<V, 1, false, 0, 2, 2>,
+              StitchChunkShape<V, 1, true, 0, 2, 3>, StitchChunkShape<V, 1, false, 0, 2, 5>>;
+
 std::vector<int> chosen_shape_cases(3, 0);  // stitch cases per shape the launcher would pick
 
 template <typename T, typename I>
@@ -358,19 +366,11 @@ void check_stitch(const Case& k, bool weighted, int shift_p, int shift_w, int sh
         check_aligned_shape<decltype(shape), I>(p.data, wp, gg, fill, general.data, k.name);
       });
     with_shape(StitchAlignedShapes<T>(), choice.shape, [&](auto shape) {
-      constexpr int VA = decltype(shape)::kVoxels;
-      check_aligned_shape<StitchChunkShape<VA, 2, true, 3, 2>, I>(p.data, wp, gg, fill,
-                                                                   general.data, k.name);
-      check_aligned_shape<StitchChunkShape<VA, 1, false, 1, 2>, I>(p.data, wp, gg, fill,
-                                                                    general.data, k.name);
-      check_aligned_shape<StitchChunkShape<VA, 3, false, 2, 2>, I>(p.data, wp, gg, fill,
-                                                                    general.data, k.name);
-      check_aligned_shape<StitchChunkShape<VA, 1, false, 0, 2, 2>, I>(p.data, wp, gg, fill,
-                                                                       general.data, k.name);
-      check_aligned_shape<StitchChunkShape<VA, 1, true, 0, 2, 3>, I>(p.data, wp, gg, fill,
-                                                                      general.data, k.name);
-      check_aligned_shape<StitchChunkShape<VA, 1, false, 0, 2, 5>, I>(p.data, wp, gg, fill,
-                                                                       general.data, k.name);
+      using Schedules = OtherSchedules<decltype(shape)::kVoxels>;
+      for (int s = 0; s < Schedules::kSize; ++s)
+        with_shape(Schedules(), s, [&](auto schedule) {
+          check_aligned_shape<decltype(schedule), I>(p.data, wp, gg, fill, general.data, k.name);
+        });
     });
   }
   const std::string what = "stitch " + k.name + (weighted ? " weighted" : "") +

@@ -56,11 +56,14 @@ FQ_HD ChunkPosition<I> chunk_position(const Geometry& g, ColumnRange cols, int V
   return {n, u - n * I(g.C), t - u * S0, row - t * S1, I(cols.begin) + (i - row * per_row) * V};
 }
 
-// Odometer over the (n0, n1, n2) box of the windows covering a chunk, in lexicographic order.
+// The grid windows covering a chunk, a box of n0 x n1 x n2 windows from window (f0, f1, f2),
+// walked in lexicographic order (i0, i1, i2): the order of the sums, the same in every body.
 template <typename I>
 struct WindowCursor {
-  I j0 = 0, j1 = 0, j2 = 0;
-  FQ_HD void next(I n1, I n2) {
+  I f0, f1, f2;  // first covering window along each axis
+  I n1, n2;      // windows of the box along axes 1 and 2
+  I j0 = 0, j1 = 0, j2 = 0;  // the current window's position in the box
+  FQ_HD void next() {
     if (++j2 == n2) {
       j2 = 0;
       if (++j1 == n1) { j1 = 0; ++j0; }
@@ -68,7 +71,7 @@ struct WindowCursor {
   }
 };
 
-// Where the chunk at p lies in grid window (i0, i1, i2) of its image.
+// Where the chunk at p lies in the cursor's current window.
 template <typename I>
 struct ChunkInWindow {
   I patch, weight;  // offsets of the chunk start (may lie left of the window: xx < 0)
@@ -76,9 +79,10 @@ struct ChunkInWindow {
 };
 
 template <typename I>
-FQ_HD ChunkInWindow<I> chunk_in_window(const GridGeometry& gg, const ChunkPosition<I>& p, I i0,
-                                       I i1, I i2) {
+FQ_HD ChunkInWindow<I> chunk_in_window(const GridGeometry& gg, const ChunkPosition<I>& p,
+                                       const WindowCursor<I>& w) {
   const Geometry& g = gg.g;
+  const I i0 = w.f0 + w.j0, i1 = w.f1 + w.j1, i2 = w.f2 + w.j2;
   const I W0 = I(g.W[0]), W1 = I(g.W[1]), W2 = I(g.W[2]);
   const I a = p.z - grid_start<I>(i0, I(g.S[0]), W0, I(gg.step[0]));
   const I b = p.y - grid_start<I>(i1, I(g.S[1]), W1, I(gg.step[1]));
@@ -141,7 +145,7 @@ FQ_HD void stitch_grid_chunk(const scalar_t* patches, const acc_t* weight, scala
   constexpr int kBatch = 4;
   const I n0 = l0 - f0 + 1, n1 = l1 - f1 + 1, n2 = l2 - f2 + 1;
   const I windows = n0 > 0 && n1 > 0 && n2 > 0 ? n0 * n1 * n2 : I(0);
-  WindowCursor<I> next;  // the next window, in the (n0, n1, n2) box
+  WindowCursor<I> next{f0, f1, f2, n1, n2};  // the next window
   for (I t0 = 0; t0 < windows; t0 += kBatch) {
     I po[kBatch];      // patch offset of the chunk start (window coordinate xx, may be < 0)
     I wo[kBatch];      // weight offset of the same element (weight != nullptr)
@@ -153,9 +157,8 @@ FQ_HD void stitch_grid_chunk(const scalar_t* patches, const acc_t* weight, scala
       fast[j] = false;
       po[j] = wo[j] = xx[j] = 0;
       if (t0 + j >= windows) continue;
-      const ChunkInWindow<I> at =
-          chunk_in_window<I>(gg, pos, f0 + next.j0, f1 + next.j1, f2 + next.j2);
-      next.next(n1, n2);
+      const ChunkInWindow<I> at = chunk_in_window<I>(gg, pos, next);
+      next.next();
       po[j] = at.patch;
       wo[j] = at.weight;
       xx[j] = at.xx;

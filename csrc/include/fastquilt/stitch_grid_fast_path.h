@@ -74,7 +74,7 @@ using StitchAlignedShapes = std::conditional_t<
 // chunks and image rows of whole 16-byte vectors (aligned stores); when the last window,
 // stepped back to S2 - W2, is off the chunk grid, only the columns left of it qualify (the
 // general body takes the rest: a second launch). 0: no fast path. Decided on the host.
-template <typename scalar_t, typename Shape = StitchAlignedShape<scalar_t>>
+template <typename scalar_t, typename Shape>
 inline int64_t stitch_aligned_columns_end(const void* patches, const void* weight,
                                           const void* out, const GridGeometry& gg) {
   constexpr int64_t V = Shape::kVoxels;
@@ -121,8 +121,7 @@ inline void with_shape(ShapeList<Shapes...>, int index, F&& f) {
 // thread's Shape::kStages slots of kVoxels in shared memory: unit u (16 bytes) of slot s at
 // stage[(s * units + u) * stage_stride] (the launcher interleaves the threads of a block, so
 // that a warp's accesses are consecutive).
-template <typename I, typename scalar_t, typename acc_t,
-          typename Shape = StitchAlignedShape<scalar_t>>
+template <typename I, typename scalar_t, typename acc_t, typename Shape>
 FQ_HD void stitch_grid_chunk_aligned(const scalar_t* patches, const acc_t* weight,
                                      scalar_t* out, const GridGeometry& gg, acc_t fill,
                                      ColumnRange cols, I i, Vec16<scalar_t>* stage = nullptr,
@@ -145,26 +144,24 @@ FQ_HD void stitch_grid_chunk_aligned(const scalar_t* patches, const acc_t* weigh
   const I windows = n0 > 0 && n1 > 0 && n2 > 0 ? n0 * n1 * n2 : I(0);
   if constexpr (Shape::kStages > 0) {
     constexpr int kUnits = V / Vec16<scalar_t>::kSize, kInFlight = Shape::kStages - 1;
-    WindowCursor<I> fetch, use;  // the next window to stage; the next one to sum
+    WindowCursor<I> fetch{f0, f1, f2, n1, n2}, use = fetch;  // next to stage; next to sum
     int fetch_slot = 0, use_slot = 0;
     // Window t: staged kInFlight windows before it is summed, one commit group per window
     // (empty past the last window, so that every wait counts the same groups).
     for (I t = 0; t < windows + kInFlight; ++t) {
       if (t < windows) {
-        const scalar_t* src = patches + chunk_in_window<I>(gg, pos, f0 + fetch.j0,
-                                                           f1 + fetch.j1, f2 + fetch.j2).patch;
+        const scalar_t* src = patches + chunk_in_window<I>(gg, pos, fetch).patch;
         FQ_UNROLL
         for (int u = 0; u < kUnits; ++u)
           copy16_async(stage + (fetch_slot * kUnits + u) * stage_stride,
                        src + u * Vec16<scalar_t>::kSize);
-        fetch.next(n1, n2);
+        fetch.next();
         fetch_slot = fetch_slot + 1 == Shape::kStages ? 0 : fetch_slot + 1;
       }
       async_commit();
       if (t < kInFlight) continue;  // the first windows are only staged
-      const I woff =
-          chunk_in_window<I>(gg, pos, f0 + use.j0, f1 + use.j1, f2 + use.j2).weight;
-      use.next(n1, n2);
+      const I woff = chunk_in_window<I>(gg, pos, use).weight;
+      use.next();
       acc_t w[V];
       load_weights(weight, woff, w);  // L1/L2 hits, issued before the wait: they overlap it
       async_wait_prior<kInFlight>();
@@ -179,14 +176,13 @@ FQ_HD void stitch_grid_chunk_aligned(const scalar_t* patches, const acc_t* weigh
       add_window(num, den, p, w);
     }
   } else {
-    WindowCursor<I> next, ahead;  // the next window to load; the next one to prefetch
+    WindowCursor<I> next{f0, f1, f2, n1, n2}, ahead = next;  // next to load; to prefetch
     if constexpr (kAhead > 0) {
       // Windows 1 .. kAhead - 1 now; window t + kAhead when window t is loaded. Prefetches
       // are hints into L2: they put patch bytes in flight without holding registers.
-      for (int d = 0; d < kAhead; ++d, ahead.next(n1, n2))
+      for (int d = 0; d < kAhead; ++d, ahead.next())
         if (d > 0 && d < windows)
-          prefetch_l2(patches + chunk_in_window<I>(gg, pos, f0 + ahead.j0, f1 + ahead.j1,
-                                                   f2 + ahead.j2).patch, V * sizeof(scalar_t));
+          prefetch_l2(patches + chunk_in_window<I>(gg, pos, ahead).patch, V * sizeof(scalar_t));
     }
     for (I t0 = 0; t0 < windows; t0 += kBatch) {
       scalar_t pv[kBatch][V];
@@ -196,14 +192,12 @@ FQ_HD void stitch_grid_chunk_aligned(const scalar_t* patches, const acc_t* weigh
       for (int j = 0; j < kBatch; ++j) {
         wo[j] = 0;
         if (t0 + j >= windows) continue;
-        const ChunkInWindow<I> at =
-            chunk_in_window<I>(gg, pos, f0 + next.j0, f1 + next.j1, f2 + next.j2);
-        next.next(n1, n2);
+        const ChunkInWindow<I> at = chunk_in_window<I>(gg, pos, next);
+        next.next();
         if constexpr (kAhead > 0) {
           if (t0 + j + kAhead < windows)
-            prefetch_l2(patches + chunk_in_window<I>(gg, pos, f0 + ahead.j0, f1 + ahead.j1,
-                                                     f2 + ahead.j2).patch, V * sizeof(scalar_t));
-          ahead.next(n1, n2);
+            prefetch_l2(patches + chunk_in_window<I>(gg, pos, ahead).patch, V * sizeof(scalar_t));
+          ahead.next();
         }
         load_vec(patches + at.patch, pv[j]);
         wo[j] = at.weight;
