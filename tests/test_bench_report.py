@@ -45,3 +45,15 @@ def test_report_reprints_a_stored_run():
                           str(STORED)], capture_output=True, text=True, check=True).stdout
     assert out.count("% of copy bandwidth") == 6  # 3 ops x 2 dtypes in the stored run
     assert "14.2% of copy bandwidth" in out  # fp32 grid stitch of that run
+
+
+def test_other_grids_use_their_own_bytes():
+    run = json.loads(STORED.read_text())["runs"][1]  # bfloat16
+    n = 1000 * 96**3  # window 96 step 48 on 512^3: a view of the same patch storage
+    run.update(stitch_grid_w96s48_s=1e-3, stitch_grid_w96s48_bytes=(n + 512**3) * 2)
+    bench_gpu.derive(run)
+    assert abs(run["stitch_grid_w96s48_GB"] - (n + 512**3) * 2 / 1e9) < 1e-9
+    copy_bw = 2 * run["patch_GB"] * 1e9 / run["copy_s"]
+    want = (n + 512**3) * 2 / 1e-3 / copy_bw
+    assert abs(run["stitch_grid_w96s48_frac_of_copy_bw"] - want) < 1e-12
+    assert "stitch_grid_w48s24_GB" not in run  # not timed: not derived
