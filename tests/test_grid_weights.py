@@ -81,6 +81,11 @@ def test_smooth_weights():
         fq.make_weight(torch.full((4, 4), -1.0), (4, 4))
     with pytest.raises(ValueError, match="window's shape"):
         fq.make_weight(torch.ones(4, 5), (4, 4))
+    for top in (1e-40, 2.0**-65, 2.0**65):  # float32 products would underflow / overflow
+        with pytest.raises(ValueError, match=r"weight / weight.max\(\)"):
+            fq.make_weight(torch.full((4, 4), top), (4, 4))
+    for top in (2.0**-64, 2.0**64):  # the range's ends are accepted
+        assert fq.make_weight(torch.full((4, 4), top), (4, 4)).max().item() == top
 
 
 @pytest.mark.parametrize("weight", [None, "flat", "gaussian", "hann", "linear", "tensor"])

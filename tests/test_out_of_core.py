@@ -68,6 +68,19 @@ def test_memmap_and_2d_inputs(tmp_path):
     np.testing.assert_allclose(y[...], ref.double().numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_subnormal_weight_sum_gives_the_in_memory_result_not_inf(tmp_path):
+    # The image corner is covered only by the first window's corner weight, a subnormal: the
+    # out-of-core division must clamp like the C++ one (was 1 / wsum -> inf).
+    x = np.random.default_rng(3).standard_normal((1, 1, 24, 24)).astype(np.float32)
+    w = torch.ones(8, 8)
+    w[0, 0] = 1e-40
+    y = fq.sliding_window(lambda p: p, zarr.array(x), 8, 6, weight=w,
+                          out=tmp_path / "o.zarr", chunks=8, unit=8)
+    ref = fq.sliding_window(lambda p: p, torch.from_numpy(x), 8, 6, weight=w)
+    assert np.isfinite(y[...]).all()
+    np.testing.assert_array_equal(y[...], ref.numpy())
+
+
 def test_dask_input(tmp_path):
     da = pytest.importorskip("dask.array")
     x = np.random.default_rng(2).standard_normal((1, 1, 30, 30, 30)).astype(np.float32)

@@ -313,8 +313,10 @@ class _Job:
 
     def normalise(self, acc: np.ndarray, wsum: np.ndarray) -> np.ndarray:
         """``acc / wsum`` in place (``fill_value`` where nothing covers a voxel)."""
-        with np.errstate(divide="ignore"):
-            inv = np.where(wsum > 0, 1.0 / np.where(wsum > 0, wsum, 1), 0).astype(np.float32)
+        # 1 / max(wsum, smallest normal), 0 where uncovered: the C++ inverse_or_zero, so the
+        # out-of-core mean is the in-memory one and a subnormal sum never gives inf.
+        tiny = np.finfo(np.float32).tiny
+        inv = np.where(wsum > 0, 1.0 / np.maximum(wsum, tiny), 0).astype(np.float32)
         torch.from_numpy(acc).mul_(torch.from_numpy(inv))  # all cores, no temporaries
         if self.fill_value != 0 and not bool((wsum > 0).all()):
             acc = np.where(wsum > 0, acc, np.float32(self.fill_value))

@@ -116,6 +116,10 @@ def linear_weight(window: Sequence[int], dtype=torch.float32) -> torch.Tensor:
     return _separable(profiles).to(dtype)
 
 
+# Range of a weight tensor's largest value (see make_weight).
+_WEIGHT_MAX_RANGE = (2.0**-64, 2.0**64)
+
+
 def make_weight(
     weight,
     window: Sequence[int],
@@ -140,6 +144,14 @@ def make_weight(
         w = weight.detach()
         if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or not bool(w.sum() > 0):
             raise ValueError("weight tensor must be finite and >= 0 with a positive sum")
+        top = float(w.max())
+        if not _WEIGHT_MAX_RANGE[0] <= top <= _WEIGHT_MAX_RANGE[1]:
+            # float32 sums of weight * value underflow (or overflow) far from 1; the mean does
+            # not depend on the weights' scale, so rescaling loses nothing.
+            raise ValueError(
+                f"weight tensor's largest value {top:.3g} is outside [2**-64, 2**64], where "
+                "float32 sums lose precision; pass weight / weight.max() (same weighted mean)"
+            )
         return weight.to(dtype)
     if weight is None or weight == "border":
         return border_weight(window, border, border_weight_, dtype=dtype)
