@@ -3,6 +3,7 @@
 // most of them earlier with friendlier wording.
 #pragma once
 #include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
 
 #include <string>
 #include <type_traits>
@@ -85,6 +86,22 @@ inline void check_weight(const c10::optional<at::Tensor>& weight, at::ScalarType
                     " but the data is on ", like.device()));
 }
 
+// A buffer an op writes (contiguous) must not share memory with a tensor it reads: the kernels
+// read and write concurrently, so the result would be neither the old nor the new values.
+// Non-contiguous inputs are skipped: the kernels read a contiguous copy of them.
+inline void check_no_overlap(const at::Tensor& written, const char* written_name,
+                             const at::Tensor& read, const char* read_name, const char* op) {
+  if (!read.is_contiguous()) return;
+  TORCH_CHECK_VALUE(at::get_overlap_status(written, read) == at::MemOverlapStatus::No,
+                    msg(op, ": ", written_name, " shares memory with ", read_name,
+                        "; write into a separate buffer (or pass ", read_name, ".clone())"));
+}
+inline void check_no_overlap(const at::Tensor& written, const char* written_name,
+                             const c10::optional<at::Tensor>& read, const char* read_name,
+                             const char* op) {
+  if (read.has_value()) check_no_overlap(written, written_name, *read, read_name, op);
+}
+
 // gather: input (N, C, *S) -> patches (M, C, *window)
 inline Geometry check_gather(const at::Tensor& input, const at::Tensor& origins,
                              const c10::optional<at::Tensor>& weight, at::IntArrayRef window,
@@ -125,6 +142,8 @@ inline Geometry check_gather_into(const at::Tensor& input, const at::Tensor& ori
                    out.scalar_type(), " differs from input dtype ", input.scalar_type()));
   TORCH_CHECK_VALUE(out.is_contiguous(), msg(op, ": out must be contiguous"));
   TORCH_CHECK_VALUE(out.device() == input.device(), msg(op, ": out must be on ", input.device()));
+  check_no_overlap(out, "out", input, "input", op);
+  check_no_overlap(out, "out", weight, "weight", op);
   return g;
 }
 
@@ -197,7 +216,12 @@ inline Geometry check_scatter_inplace(const at::Tensor& patches, const at::Tenso
     TORCH_CHECK_VALUE(w.is_contiguous(), msg(op, ": weight_sum must be contiguous"));
     TORCH_CHECK_VALUE(w.device() == patches.device(), msg(op, ": weight_sum is on ", w.device(),
                       " but patches are on ", patches.device()));
+    check_no_overlap(w, "weight_sum", acc, "acc", op);
+    check_no_overlap(w, "weight_sum", patches, "patches", op);
+    check_no_overlap(w, "weight_sum", weight, "weight", op);
   }
+  check_no_overlap(acc, "acc", patches, "patches", op);
+  check_no_overlap(acc, "acc", weight, "weight", op);
   return g;
 }
 

@@ -79,6 +79,9 @@ inline GridGeometry check_stitch_grid_into(const at::Tensor& patches,
   const GridGeometry gg = check_stitch_grid(patches, weight, out.sizes().slice(2), step, op);
   check_stitch_grid_out(patches, out, gg, op);
   check_inv_weight_sum(inv_weight_sum, patches, out.sizes().slice(2), op);
+  check_no_overlap(out, "out", patches, "patches", op);
+  check_no_overlap(out, "out", weight, "weight", op);
+  check_no_overlap(out, "out", inv_weight_sum, "inv_weight_sum", op);
   return gg;
 }
 

@@ -289,6 +289,41 @@ def test_op_errors():
         fq.stitch_grid(torch.ones(4, 1, 4, 4), (8, 8), (0, 4))
 
 
+def test_written_buffers_must_not_share_memory_with_inputs(device):
+    # The kernels read and write concurrently: an out that aliases an input would hold neither
+    # the old nor the new values, so it is refused (views of disjoint parts of one buffer are
+    # fine).
+    q = fq.Quilt((16, 16), 8, 4)
+    org = q.positions(1).to(device)
+    buf = torch.randn(4096, device=device)
+    x = buf[:512].view(1, 2, 16, 16)
+    with pytest.raises(ValueError, match="out shares memory with input"):
+        fq.gather_windows_into(x, org, buf[256:256 + 9 * 2 * 64].view(9, 2, 8, 8))
+    p = fq.gather_windows_into(x, org, buf[512:512 + 9 * 2 * 64].view(9, 2, 8, 8))
+    assert torch.equal(p, fq.gather_windows(x, org, (8, 8)))
+    with pytest.raises(ValueError, match="out shares memory with patches"):
+        fq.stitch_grid_into(p, (4, 4), p.reshape(-1)[:512].view(1, 2, 16, 16))
+    p1 = p[:, :1].contiguous()
+    w_in = torch.ones(512, device=device)  # a weight and a buffer written, in one storage
+    w, written = w_in[:64].view(8, 8), w_in[:256].view(1, 1, 16, 16)
+    with pytest.raises(ValueError, match="out shares memory with weight"):
+        fq.stitch_grid_into(p1, (4, 4), written, w)
+    with pytest.raises(ValueError, match="acc shares memory with weight"):
+        fq.scatter_add_windows_(p1, org, written, None, w)
+    acc = torch.zeros(1, 2, 16, 16, device=device)
+    with pytest.raises(ValueError, match="weight_sum shares memory with acc"):
+        fq.scatter_add_windows_(p, org, acc, acc[:, 0])
+    with pytest.raises(ValueError, match="acc shares memory with patches"):
+        fq.scatter_add_windows_(p, org, p.reshape(-1)[:512].view(1, 2, 16, 16))
+    with pytest.raises(ValueError, match="weight_sum shares memory with patches"):
+        fq.scatter_add_windows_(p, org, acc, p.reshape(-1)[:256].view(1, 16, 16))
+    ws = w_in[256:512].view(1, 16, 16).zero_()  # disjoint from w: allowed
+    fq.scatter_add_windows_(p1, org, torch.zeros(1, 1, 16, 16, device=device), ws,
+                            w_in[:64].view(8, 8))
+    assert torch.equal(ws, fq.grid_weight_sum(torch.ones(8, 8, device=device), (16, 16),
+                                              (4, 4))[None])
+
+
 @pytest.mark.parametrize("case", CASES + [((40, 33), (8, 6), (10, 9))])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_grid_weight_sum_matches_reference(case, dtype, device):

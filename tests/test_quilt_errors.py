@@ -36,8 +36,19 @@ def test_out_buffers():
     mean, _ = q.stitch(p, out=out)
     assert mean.data_ptr() == out.data_ptr()
     torch.testing.assert_close(mean, x)
-    with pytest.raises(TypeError, match="out dtype"):
+    with pytest.raises(TypeError, match="out must be torch.float32 on cpu"):
         q.stitch(p, out=torch.empty_like(x).double())
+    # The ops take the window / image size from out, and the scatter path copies into it: a
+    # wrong shape must fail, not gather other windows or broadcast.
+    with pytest.raises(ValueError, match=r"out must have shape \(98, 3, 8, 8\)"):
+        q.unstitch(x, out=torch.empty(2 * q.num_windows, 3, 6, 6))
+    with pytest.raises(ValueError, match=r"out must have shape \(2, 3, 32, 32\)"):
+        q.stitch(p, out=torch.empty(2, 3, 32, 31))
+    qw = fq.Quilt((32, 32), 8, 4, weight=torch.ones(8, 8, requires_grad=True))
+    with torch.no_grad(), pytest.raises(ValueError, match=r"out must have shape"):
+        qw.stitch(p[:q.num_windows], out=torch.empty(2, 3, 32, 32))
+    with pytest.raises(TypeError, match="out must be a torch.Tensor"):
+        q.unstitch(x, out=buf.numpy())
     with pytest.raises(ValueError, match="out must be contiguous"):
         q.unstitch(x, out=torch.empty(3, 8, 8, 2 * q.num_windows).permute(3, 0, 1, 2))
 

@@ -154,6 +154,21 @@ class Quilt:
             )
         return patches.shape[0] // self.num_windows
 
+    @staticmethod
+    def _check_out(out, shape: tuple[int, ...], like: torch.Tensor) -> None:
+        # The ops take the window (or image) size from out's shape, and a copy into out would
+        # broadcast: a wrong out must fail here, not give other windows or repeated images.
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"out must be a torch.Tensor, got {type(out).__name__}")
+        if tuple(out.shape) != shape:
+            raise ValueError(f"out must have shape {shape} for these inputs, got "
+                             f"{tuple(out.shape)}")
+        if out.dtype != like.dtype or out.device != like.device:
+            raise TypeError(f"out must be {like.dtype} on {like.device} like the input, got "
+                            f"{out.dtype} on {out.device}")
+        if out.requires_grad and torch.is_grad_enabled():
+            raise ValueError("out= cannot be used when autograd is recording; drop out=")
+
     # ---- the two directions ----------------------------------------------------------------
     def unstitch(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Cut ``x`` ``(N, C, *S)`` into patches ``(N * num_windows, C, *window)``, qlty order.
@@ -164,8 +179,7 @@ class Quilt:
         self._check_image(x)
         origins = self._origins(x.shape[0], x.device)
         if out is not None:
-            if out.requires_grad and torch.is_grad_enabled():
-                raise ValueError("out= cannot be used when autograd is recording; drop out=")
+            self._check_out(out, (origins.shape[0], x.shape[1], *self.window), x)
             return _ops.gather_windows_into(x, origins, out)
         return _ops.gather_windows(x, origins, self.window)
 
@@ -179,6 +193,8 @@ class Quilt:
         Deterministic; differentiable in the patches (and in a weight tensor that requires grad).
         """
         N = self._check_patches(patches)
+        if out is not None:
+            self._check_out(out, (N, patches.shape[1], *self.spatial_shape), patches)
         dev = patches.device
         if self.weight.requires_grad:
             return self._stitch_scatter(patches, N, out)
@@ -187,8 +203,6 @@ class Quilt:
         if dev.type == "cpu" and not torch.compiler.is_compiling():
             inv = self._inv_weight_sum(patches.dtype, dev)
         if out is not None:
-            if out.requires_grad and torch.is_grad_enabled():
-                raise ValueError("out= cannot be used when autograd is recording; drop out=")
             mean = _ops.stitch_grid_into(patches, self.step, out, w, self.fill_value, inv)
         else:
             mean = _ops.stitch_grid(patches, self.spatial_shape, self.step, w, self.fill_value,
