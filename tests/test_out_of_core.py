@@ -138,6 +138,14 @@ def test_refusals_and_bad_input(tmp_path):
         fq.sliding_window(lambda p: p, z, 8, 6, out=other)
     with pytest.raises(ValueError, match="model output must have shape"):
         fq.sliding_window(lambda p: p[..., :4], z, 8, 6, out=tmp_path / "o2.zarr")
+    with pytest.raises(TypeError, match="out_dtype must be one of"):  # a mean truncated to 0
+        fq.sliding_window(lambda p: p, z, 8, 6, out=tmp_path / "o3.zarr", out_dtype="int32")
+    with pytest.raises(TypeError, match="bfloat16 cannot be stored in zarr"):
+        fq.sliding_window(lambda p: p, z, 8, 6, out=tmp_path / "o3.zarr",
+                          out_dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="device='tpu' is not a device"):
+        fq.sliding_window(lambda p: p, z, 8, 6, out=tmp_path / "o3.zarr", device="tpu")
+    assert not (tmp_path / "o3.zarr").exists()  # refused before anything is written
     with pytest.raises(ValueError, match="multiple of chunks"):
         fq.sliding_window(lambda p: p, z, 8, 6, out=tmp_path / "o3.zarr", chunks=8, unit=12)
     with pytest.raises(ValueError, match="give out="):

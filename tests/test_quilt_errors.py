@@ -59,3 +59,45 @@ def test_integer_and_bool_unstitch_keep_dtype():
         x = (torch.rand(1, 1, 16, 16) > 0.5).to(dtype)
         p = q.unstitch(x)
         assert p.dtype == dtype and torch.equal(p[0, 0], x[0, 0, :8, :8])
+
+
+def test_device_dtype_index_and_criteria_arguments():
+    # Each of these once ended in a torch RuntimeError / AssertionError / AttributeError or
+    # ZeroDivisionError, or was silently truncated; now a ValueError / TypeError naming it.
+    x = torch.randn(1, 1, 16, 16)
+    q = fq.Quilt((16, 16), 8, 4, border=1)
+    ident = lambda p: p  # noqa: E731
+    missing_cuda = "cuda:99" if torch.cuda.is_available() else "cuda"
+    with pytest.raises(ValueError, match="device='tpu' is not a device"):
+        fq.sliding_window(ident, x, 8, 4, device="tpu")
+    with pytest.raises(ValueError, match=r"out_device='cuda(:99)?' but .*CUDA"):
+        fq.sliding_window(ident, x, 8, 4, out_device=missing_cuda)
+    with pytest.raises(TypeError, match="device must be a torch.device"):
+        q.accumulator(1, 1, device=1.5)
+    with pytest.raises(TypeError, match="out_dtype must be one of torch.float16"):
+        fq.sliding_window(ident, x, 8, 4, out_dtype=torch.int32)  # a mean truncated to 0
+    for name in ("float16", torch.float16):
+        assert fq.sliding_window(ident, x, 8, 4, out_dtype=name).dtype == torch.float16
+    acc = q.accumulator(1, 1)
+    with pytest.raises(TypeError, match="indices must be integers"):
+        acc.add(q.unstitch(x)[:2], torch.tensor([0.0, 1.5]))
+    with pytest.raises(TypeError, match="indices must be integers"):
+        q.grid.origins(1, indices=[0.5])
+    with pytest.raises(TypeError, match="indices must be integers"):
+        fq.PatchDataset(x, None, q, indices=[True])
+    with pytest.raises(ValueError, match="step must be >= 1"):
+        fq.grid_origins((16, 16), (8, 8), (0, 4), 1)
+    with pytest.raises(TypeError, match="window must contain ints"):
+        fq.grid_origins((16, 16), (8.5, 8), (4, 4), 1)
+    with pytest.raises(ValueError, match="num_images must be a non-negative int"):
+        fq.grid_origins((16, 16), 8, 4, -1)
+    assert torch.equal(fq.grid_origins((16, 16), 8, 4, 1), q.positions(1))
+    labels = torch.randint(-1, 3, (1, 16, 16))
+    with pytest.raises(TypeError, match="class_min key must be a number"):
+        q.clean_pairs(x, labels, -1, class_min={"a": 1})
+    with pytest.raises(ValueError, match="class_min key=1.5 cannot be represented"):
+        q.clean_pairs(x, labels, -1, class_min={1.5: 1})
+    with pytest.raises(ValueError, match=r"class_min\[1\] must be an int >= 0"):
+        q.clean_pairs(x, labels, -1, class_min={1: -1})
+    with pytest.raises(TypeError, match="class_min must be a dict"):
+        q.clean_pairs(x, labels, -1, class_min=[1, 2])

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 
+import numpy as np
+import torch
+
 
 def per_axis(value, ndim: int, name: str, *, minimum: int | None = None) -> tuple[int, ...]:
     """``value`` (an int or a sequence of ``ndim`` ints) as a tuple of ``ndim`` ints."""
@@ -39,3 +42,60 @@ def spatial_shape_arg(shape) -> tuple[int, ...]:
             "pass x.shape[2:] for an (N, C, *spatial) tensor"
         )
     return per_axis(tuple(shape), len(shape), "spatial_shape", minimum=1)
+
+
+def device_arg(device, name: str = "device", *, here: bool = True) -> torch.device | None:
+    """``device`` (None, a str, an int or a ``torch.device``) as a ``torch.device``, or None.
+    ``here``: it must exist on this machine (False for a device on dask workers)."""
+    if device is None:
+        return None
+    if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+        raise TypeError(f"{name} must be a torch.device, a str like 'cuda:0' or None, got "
+                        f"{type(device).__name__}")
+    try:
+        d = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"{name}={device!r} is not a device ({e}); use e.g. 'cpu' or "
+                         "'cuda:0'") from None
+    if d.type == "cuda" and here:
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}={device!r} but CUDA is not available here "
+                             "(torch.cuda.is_available() is False); use 'cpu'")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise ValueError(f"{name}={device!r} but there are only "
+                             f"{torch.cuda.device_count()} CUDA devices")
+    return d
+
+
+# A weighted mean in an integer type would be truncated: outputs are floating point.
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def float_dtype_arg(dtype, name: str = "out_dtype") -> torch.dtype | None:
+    """``dtype`` (None, a floating ``torch.dtype``, its name like ``"float16"`` or a numpy
+    float dtype) as a ``torch.dtype``, or None."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, torch.dtype):
+        d = dtype
+    elif isinstance(dtype, str):
+        d = getattr(torch, dtype, None)
+    else:  # numpy dtypes and scalar types
+        try:
+            d = getattr(torch, np.dtype(dtype).name, None)
+        except TypeError:
+            d = None
+    if not any(d is f for f in FLOAT_DTYPES):
+        raise TypeError(f"{name} must be one of torch.float16, bfloat16, float32, float64 "
+                        f"(a weighted mean), got {dtype!r}")
+    return d
+
+
+def index_tensor(indices, name: str = "indices") -> torch.Tensor:
+    """Window indices (ints, a sequence or an integer tensor) as a flat int64 CPU tensor;
+    floats or bools raise instead of being truncated."""
+    t = torch.as_tensor(indices, device="cpu") if not isinstance(indices, torch.Tensor) \
+        else indices.detach().cpu()
+    if t.numel() and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
+        raise TypeError(f"{name} must be integers (window indices), got {t.dtype}")
+    return t.to(torch.int64).reshape(-1)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from . import _ops
+from ._args import device_arg, index_tensor
 from ._transfer import to_device
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ class StitchAccumulator:
         if not isinstance(channels, int) or channels < 1:
             raise ValueError(f"channels must be a positive int, got {channels!r}")
         self.quilt = quilt
-        self.device = torch.device(device if device is not None else "cpu")
+        self.device = device_arg(device) or torch.device("cpu")
         self.dtype = dtype
         S = quilt.spatial_shape
         self.acc = torch.zeros((num_images, channels, *S), dtype=dtype, device=self.device)
@@ -61,7 +62,7 @@ class StitchAccumulator:
     def add(self, patches: torch.Tensor, indices: torch.Tensor | Sequence[int]) -> None:
         """Add predictions ``patches`` ``(B, C, *window)`` of the windows with global indices
         ``indices`` (``n * num_windows + k``, as ``Quilt.unstitch`` orders them)."""
-        idx = torch.as_tensor(indices, dtype=torch.int64, device="cpu").reshape(-1)
+        idx = index_tensor(indices)
         if not isinstance(patches, torch.Tensor):
             raise TypeError(f"patches must be a torch.Tensor, got {type(patches).__name__}")
         want = (idx.numel(), self.acc.shape[1], *self.quilt.window)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import numbers
 from dataclasses import dataclass, field
 
 import torch
@@ -175,6 +176,13 @@ def select_windows(
         raise ValueError(f"min_labelled must be an int >= 1, got {min_labelled!r}")
     if min_fraction is not None and not (0.0 <= min_fraction <= 1.0):
         raise ValueError(f"min_fraction must be in [0, 1], got {min_fraction}")
+    if class_min is not None and not isinstance(class_min, dict):
+        raise TypeError(f"class_min must be a dict {{label value: minimum count}}, got "
+                        f"{type(class_min).__name__}")
+    for k, m in (class_min or {}).items():
+        check_missing_label(k, lab.dtype, name="class_min key")
+        if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 0:
+            raise ValueError(f"class_min[{k!r}] must be an int >= 0, got {m!r}")
     lab = lab.cpu()
     N, C = lab.shape[:2]
     valid = ~is_missing(lab, missing_label)

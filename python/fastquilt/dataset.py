@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ._args import index_tensor
 from .labels import check_missing_label, is_missing
 from .quilt import Quilt
 
@@ -93,7 +94,7 @@ class PatchDataset(torch.utils.data.Dataset):
             raise TypeError(f"unexpected arguments {sorted(criteria)}")
         if indices is None:
             indices = torch.arange(self.N * quilt.num_windows)
-        self.indices = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
+        self.indices = index_tensor(indices)
         self.origins = quilt.grid.origins(self.N, indices=self.indices)
         self.frame = quilt.border_mask() < 0.5
         self.augment, self.seed, self.dtype, self.epoch = augment, int(seed), dtype, 0

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._args import per_axis, spatial_shape_arg
+from ._args import index_tensor, per_axis, spatial_shape_arg
 
 
 def axis_count(size: int, window: int, step: int) -> int:
@@ -48,8 +48,16 @@ def build_grid_origins(spatial, window, step, num_images: int, device=None) -> t
 
 
 @functools.lru_cache(maxsize=64)
-def _origins_cpu(spatial: tuple, window: tuple, step: tuple, num_images: int) -> torch.Tensor:
-    return build_grid_origins(spatial, window, step, num_images)
+def _origins_cpu(spatial, window, step, num_images) -> torch.Tensor:
+    # Validated on a cache miss only (a Grid's checks; gaps allowed), so hits cost nothing.
+    g = Grid(spatial, window, step, allow_gaps=True)
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 0:
+        raise ValueError(f"num_images must be a non-negative int, got {num_images!r}")
+    return build_grid_origins(g.spatial_shape, g.window, g.step, num_images)
+
+
+def _hashable(v):
+    return tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
 
 
 def grid_origins(
@@ -61,14 +69,10 @@ def grid_origins(
 ) -> torch.Tensor:
     """int64 ``(num_images * n_windows, 1 + D)`` rows ``[n, start_0, ...]`` in qlty order.
 
-    The result may be a cached tensor: treat it as read-only.
+    ``window`` and ``step`` are ints or one per axis, checked like :class:`Grid`'s (gaps
+    allowed). The result may be a cached tensor: treat it as read-only.
     """
-    t = _origins_cpu(
-        tuple(int(v) for v in spatial_shape),
-        tuple(int(v) for v in window),
-        tuple(int(v) for v in step),
-        int(num_images),
-    )
+    t = _origins_cpu(_hashable(spatial_shape), _hashable(window), _hashable(step), num_images)
     return t.to(device) if device is not None else t
 
 
@@ -141,7 +145,7 @@ class Grid:
             raise ValueError(f"num_images must be a non-negative int, got {num_images!r}")
         full = grid_origins(self.spatial_shape, self.window, self.step, num_images)
         if indices is not None:
-            idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
+            idx = index_tensor(indices)
             total = full.shape[0]
             if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= total):
                 raise ValueError(

@@ -18,28 +18,29 @@ def is_missing(labels: torch.Tensor, missing_label) -> torch.Tensor:
     return labels == missing_label
 
 
-def check_missing_label(missing_label, dtype: torch.dtype):
-    """``missing_label`` as a value representable in ``dtype``, or a clear error."""
+def check_missing_label(missing_label, dtype: torch.dtype, name: str = "missing_label"):
+    """``missing_label`` (a label value called ``name``) as a value representable in ``dtype``,
+    or a clear error."""
     if missing_label is None:
         return None
     if isinstance(missing_label, bool) or not isinstance(missing_label, numbers.Real):
-        raise TypeError(f"missing_label must be a number, got {missing_label!r}")
+        raise TypeError(f"{name} must be a number, got {missing_label!r}")
     if isinstance(missing_label, float) and math.isnan(missing_label):
         if not dtype.is_floating_point:
             raise ValueError(
-                f"missing_label=nan cannot be stored in {dtype} labels; use an integer "
+                f"{name}=nan cannot be stored in {dtype} labels; use an integer "
                 "sentinel such as -1, or float labels"
             )
         return missing_label
     if dtype == torch.bool:
-        raise ValueError("bool labels cannot hold a separate missing_label; use int labels")
+        raise ValueError(f"bool labels cannot hold a separate {name}; use int labels")
     if not dtype.is_floating_point:
         info = torch.iinfo(dtype)
         if float(missing_label) != int(missing_label) or not (
             info.min <= int(missing_label) <= info.max
         ):
             raise ValueError(
-                f"missing_label={missing_label} cannot be represented in {dtype} labels "
+                f"{name}={missing_label} cannot be represented in {dtype} labels "
                 f"(range [{info.min}, {info.max}], integers only); cast the labels "
                 "(e.g. labels.to(torch.int16)) or choose another sentinel"
             )

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._args import device_arg, float_dtype_arg
 from ._transfer import to_device
 from .quilt import Quilt
 
@@ -79,6 +80,15 @@ def _metadata(x_shape, q: Quilt, unit, out_channels: int, out_dtype: str, weight
         "out_channels": int(out_channels),
         "dtype": str(np.dtype(out_dtype)),
     }))
+
+
+def zarr_dtype(out_dtype) -> str:
+    """The numpy name of a floating ``out_dtype`` that zarr can store (not bfloat16)."""
+    d = float_dtype_arg(out_dtype) or torch.float32
+    if d is torch.bfloat16:
+        raise TypeError("out_dtype bfloat16 cannot be stored in zarr (numpy has no bfloat16); "
+                        "use float16 or float32")
+    return str(d).replace("torch.", "")
 
 
 def _weight_desc(weight, border_weight: float) -> object:
@@ -460,14 +470,15 @@ def sliding_window_zarr(
         raise TypeError("model must be callable (a torch.nn.Module or function)")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    # On a cluster the device is the workers', which this machine may lack.
+    device = device_arg(device, here=client is None) or torch.device("cpu")
     job = _Job(x, out, window, step, weight, border, border_weight, chunks, unit, compressors,
-               out_dtype, fill_value, shards)
+               zarr_dtype(out_dtype), fill_value, shards)
     job.open_existing()
     if client is not None:
         from .distributed import run_distributed
 
         return run_distributed(client, job, model, batch_size, device, progress)
-    device = torch.device(device) if device is not None else torch.device("cpu")
     done = job.progress.done()
     todo, _ = job.plan(done)
     writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastquilt-writer")

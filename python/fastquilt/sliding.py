@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from . import _ops
+from ._args import device_arg, float_dtype_arg
 from ._transfer import to_device
 from .quilt import Quilt
 
@@ -54,7 +55,7 @@ def sliding_window(
         from .outofcore import sliding_window_zarr
 
         if out_dtype is not None:
-            zarr_options["out_dtype"] = str(out_dtype).replace("torch.", "")
+            zarr_options["out_dtype"] = out_dtype
         return sliding_window_zarr(model, x, out, window, step, batch_size, weight,
                                    border=border, border_weight=border_weight, device=device,
                                    fill_value=fill_value, progress=progress, **zarr_options)
@@ -70,8 +71,9 @@ def sliding_window(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     q = Quilt(x.shape[2:], window, step, border=border, border_weight=border_weight,
               weight=weight, allow_gaps=allow_gaps, fill_value=fill_value)
-    device = torch.device(device) if device is not None else x.device
-    out_device = torch.device(out_device) if out_device is not None else x.device
+    device = device_arg(device) or x.device
+    out_device = device_arg(out_device, "out_device") or x.device
+    out_dtype = float_dtype_arg(out_dtype)
     N = x.shape[0]
     total = N * q.num_windows
     origins = q._origins(N, x.device)
