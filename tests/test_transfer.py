@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 import fastquilt
-from fastquilt._transfer import to_device
+from fastquilt._transfer import copy_is_async, to_device
 
 
 class _RecordTo(torch.Tensor):
@@ -32,6 +32,30 @@ def test_to_device_waits_for_the_cpu_and_queues_for_cuda():
     if torch.cuda.is_available():
         to_device(t, "cuda")
         assert _RecordTo.calls[-1] is True
+
+
+class _Pinned(torch.Tensor):
+    def is_pinned(self, *args, **kwargs):
+        return True
+
+
+def test_a_pinned_source_is_copied_before_returning():
+    # The DMA reads a pinned source after the call returns: a caller refilling its pinned
+    # buffer at once would corrupt the copy. A pageable source is staged, so it may queue.
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    pageable = torch.arange(6.0)
+    assert copy_is_async(pageable, cuda)
+    assert not copy_is_async(pageable.as_subclass(_Pinned), cuda)
+    assert not copy_is_async(pageable, cpu)
+    if torch.cuda.is_available():
+        on_gpu = pageable.cuda()
+        assert not copy_is_async(on_gpu, cpu)
+        assert copy_is_async(on_gpu, cuda)
+        pinned = pageable.pin_memory()
+        assert not copy_is_async(pinned, cuda)
+        got = to_device(pinned, cuda)
+        pinned.fill_(-1.0)  # refilled at once, like a reused batch buffer
+        assert torch.equal(got.cpu(), torch.arange(6.0))
 
 
 def test_no_other_non_blocking_copy_in_the_package():
