@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .outofcore import _Units
+from ._ooc_store import Units
 from .quilt import Quilt
 
 
@@ -38,7 +38,7 @@ class _LargeQuilt:
         self._next = 0
         chunk = tuple(min(self._default_chunk, S) for S in self._q.spatial_shape)
         self._chunk = chunk
-        self._units = _Units(self.N, self._q.spatial_shape,
+        self._units = Units(self.N, self._q.spatial_shape,
                              tuple(min(2 * c, S) for c, S in zip(chunk, self._q.spatial_shape)))
         self._origins = self._q.grid.origins(self.N)
         self._w = self._q.weight.to(torch.float32).numpy()

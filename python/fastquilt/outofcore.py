@@ -12,12 +12,7 @@ windows touching unfinished units are recomputed.
 
 from __future__ import annotations
 
-import hashlib
-import itertools
-import json
-import math
 import os
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -25,11 +20,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._args import device_arg, float_dtype_arg
+from ._args import device_arg
+from ._ooc_slab import Slab
+from ._ooc_store import (  # noqa: F401  (progress_of: public here)
+    Progress,
+    Units,
+    progress_of,
+    store_metadata,
+    weight_desc,
+    zarr_dtype,
+)
 from ._transfer import to_device
 from .quilt import Quilt
-
-FORMAT_VERSION = 1
 
 
 def _spatial_read(x, n: int, sl: tuple) -> np.ndarray:
@@ -39,81 +41,6 @@ def _spatial_read(x, n: int, sl: tuple) -> np.ndarray:
     if isinstance(block, torch.Tensor):
         return block.numpy()
     return np.asarray(block)
-
-
-class _Units:
-    """The output cut into units of whole chunks: ids, boxes and the units a window touches."""
-
-    def __init__(self, N: int, spatial: tuple[int, ...], unit: tuple[int, ...]) -> None:
-        self.N, self.spatial, self.unit = N, spatial, unit
-        self.counts = tuple(math.ceil(S / u) for S, u in zip(spatial, unit))
-        self.per_image = int(np.prod(self.counts))
-
-    def total(self) -> int:
-        return self.N * self.per_image
-
-    def id(self, n: int, idx: Sequence[int]) -> int:
-        return n * self.per_image + int(np.ravel_multi_index(tuple(idx), self.counts))
-
-    def box(self, uid: int) -> tuple[int, tuple[slice, ...]]:
-        n, rest = divmod(uid, self.per_image)
-        idx = np.unravel_index(rest, self.counts)
-        return n, tuple(slice(i * u, min((i + 1) * u, S))
-                        for i, u, S in zip(idx, self.unit, self.spatial))
-
-    def touched(self, origin: Sequence[int], window: Sequence[int]) -> list[int]:
-        """Units that the window at ``origin`` ``[n, start...]`` overlaps."""
-        n, starts = origin[0], origin[1:]
-        ranges = [range(s // u, (s + w - 1) // u + 1) for s, w, u in zip(starts, window, self.unit)]
-        return [self.id(n, idx) for idx in itertools.product(*ranges)]
-
-
-def _metadata(x_shape, q: Quilt, unit, out_channels: int, out_dtype: str, weight_desc) -> dict:
-    return json.loads(json.dumps({
-        "format": FORMAT_VERSION,
-        "input_shape": list(x_shape),
-        "window": list(q.window),
-        "step": list(q.step),
-        "border": list(q.border) if q.border is not None else None,
-        "weight": weight_desc,
-        "unit": list(unit),
-        "out_channels": int(out_channels),
-        "dtype": str(np.dtype(out_dtype)),
-    }))
-
-
-def zarr_dtype(out_dtype) -> str:
-    """The numpy name of a floating ``out_dtype`` that zarr can store (not bfloat16)."""
-    d = float_dtype_arg(out_dtype) or torch.float32
-    if d is torch.bfloat16:
-        raise TypeError("out_dtype bfloat16 cannot be stored in zarr (numpy has no bfloat16); "
-                        "use float16 or float32")
-    return str(d).replace("torch.", "")
-
-
-def _weight_desc(weight, border_weight: float) -> object:
-    if isinstance(weight, torch.Tensor):
-        w = weight.detach().double().cpu().numpy()
-        return {"tensor_sha256": hashlib.sha256(w.tobytes()).hexdigest(), "shape": list(w.shape)}
-    return {"kind": weight or "border", "border_weight": float(border_weight)}
-
-
-class _Progress:
-    """Done-markers, one small file per finished unit, beside the output store."""
-
-    def __init__(self, out_path: Path) -> None:
-        self.dir = out_path.parent / (out_path.name + ".fastquilt-progress")
-
-    def done(self) -> set[int]:
-        if not self.dir.exists():
-            return set()
-        return {int(p.name[1:]) for p in self.dir.iterdir() if p.name.startswith("u")}
-
-    def mark(self, uid: int) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".tmp-{uid}-{threading.get_ident()}"
-        tmp.write_text("done")
-        os.replace(tmp, self.dir / f"u{uid}")  # atomic: a marker exists only once written
 
 
 class _Memmap:
@@ -173,9 +100,9 @@ class _Job:
                     f"unit {self.unit} must be a multiple of {name} {block} on every axis "
                     f"(axis {d}), so that no two units share a {name[:-1]}")
         self.out_path = Path(out)
-        self.progress = _Progress(self.out_path)
-        self.units = _Units(self.N, self.spatial, self.unit)
-        self.wdesc = _weight_desc(weight, border_weight)
+        self.progress = Progress(self.out_path)
+        self.units = Units(self.N, self.spatial, self.unit)
+        self.wdesc = weight_desc(weight, border_weight)
         self.out_dtype, self.fill_value, self.compressors = out_dtype, fill_value, compressors
         self.origins = self.q.grid.origins(self.N)
         self.w_np = self.q.weight.to(torch.float32).numpy()
@@ -208,7 +135,8 @@ class _Job:
                 f"resume into it (stored vs requested: {diff}); use a new output path")
 
     def metadata(self, out_channels: int) -> dict:
-        return _metadata(self.shape, self.q, self.unit, out_channels, self.out_dtype, self.wdesc)
+        return store_metadata(self.shape, self.q, self.unit, out_channels, self.out_dtype,
+                              self.wdesc)
 
     def ensure_output(self, c_out: int) -> None:
         import zarr
@@ -348,88 +276,6 @@ class _Job:
         self.progress.mark(uid)
 
 
-class _Slab:
-    """Weighted sums over the full-image planes ``[lo, lo + H)`` (axis 0) of one image, filled
-    by the C++ scatter-add with whole windows (no clipping, all cores). Windows come in raster
-    order, so once windows start at ``s`` every unit ending at or before ``s`` is complete: it
-    is cut out, handed to the writer, and the slab slides on. ``H = unit + window`` planes
-    suffice, so memory is about one plane of units."""
-
-    def __init__(self, job: _Job, c_out: int, done: set[int]) -> None:
-        self.job, self.done = job, done
-        self.U, self.w = job.unit[0], job.q.window[0]
-        self.H = min(job.spatial[0], self.U + self.w)
-        self.acc = np.zeros((1, c_out, self.H, *job.spatial[1:]), np.float32)
-        # weight sums come from the same scatter (geometry only; never stored on disk)
-        self.wsum = np.zeros((1, self.H, *job.spatial[1:]), np.float32)
-        self.n, self.lo, self.start, self.flushed = None, 0, -1, 0
-        self.next_unit_plane = 0  # index (along axis 0) of the first unit plane not yet written
-
-    def add(self, ks: list[int], pred: torch.Tensor) -> list:
-        out = []
-        org = self.job.origins[ks]
-        i = 0
-        while i < len(ks):
-            n, s0 = int(org[i, 0]), int(org[i, 1])
-            if n != self.n:
-                out += self.flush_image()
-                self.n, self.lo, self.start, self.next_unit_plane = n, 0, -1, 0
-            if s0 > self.start:
-                out += self._flush_below(s0)
-                self.start = s0
-            j = i + 1  # a run of windows of this image and plane start
-            while j < len(ks) and int(org[j, 0]) == n and int(org[j, 1]) == s0:
-                j += 1
-            self.job.scatter(self.acc, self.wsum, [self.lo] + [0] * (org.shape[1] - 2),
-                             ks[i:j], pred[i:j])
-            i = j
-        return out
-
-    def _cut(self, plane: int) -> list:
-        """Copies of the units of plane ``plane`` (along axis 0) of the current image."""
-        units = self.job.units
-        out = []
-        for rest in itertools.product(*[range(c) for c in units.counts[1:]]):
-            uid = units.id(self.n, (plane, *rest))
-            if uid in self.done:
-                continue
-            _, box = units.box(uid)
-            z = slice(box[0].start - self.lo, box[0].stop - self.lo)
-            # normalise here, so the writer queue holds only finished data
-            out.append((uid, self.job.normalise(self.acc[(0, slice(None), z, *box[1:])].copy(),
-                                                self.wsum[(0, z, *box[1:])])))
-        self.flushed += len(out)
-        return out
-
-    def _flush_below(self, limit: int) -> list:
-        out = []
-        while (self.next_unit_plane + 1) * self.U <= limit:
-            out += self._cut(self.next_unit_plane)
-            self.next_unit_plane += 1
-        new_lo = self.next_unit_plane * self.U
-        if new_lo > self.lo:  # slide: keep the planes still open, zero the rest
-            shift = new_lo - self.lo
-            keep = self.H - shift
-            if keep > 0:
-                self.acc[:, :, :keep] = self.acc[:, :, shift:]
-                self.wsum[:, :keep] = self.wsum[:, shift:]
-            self.acc[:, :, max(keep, 0):] = 0
-            self.wsum[:, max(keep, 0):] = 0
-            self.lo = new_lo
-        return out
-
-    def flush_image(self) -> list:
-        if self.n is None:
-            return []
-        out = []
-        while self.next_unit_plane < self.job.units.counts[0]:
-            out += self._cut(self.next_unit_plane)
-            self.next_unit_plane += 1
-        self.acc[...] = 0
-        self.wsum[...] = 0
-        return out
-
-
 def sliding_window_zarr(
     model: Callable[[torch.Tensor], torch.Tensor],
     x,
@@ -513,7 +359,7 @@ def sliding_window_zarr(
             pred = job.predict(model, blocks, device)
             job.ensure_output(pred.shape[1])
             if slab is None:
-                slab = _Slab(job, pred.shape[1], done)
+                slab = Slab(job, pred.shape[1], done)
             submit(slab.add(batch, pred))
             for f in [f for f in writes if f.done()]:
                 f.result()  # raise a failed write now
@@ -535,15 +381,3 @@ def sliding_window_zarr(
 
         job.arr = zarr.open_array(str(job.out_path), mode="r")
     return job.arr
-
-
-def progress_of(out: str | os.PathLike) -> dict:
-    """Units done / total of an output made by :func:`sliding_window_zarr` (for monitoring)."""
-    import zarr
-
-    out_path = Path(out)
-    arr = zarr.open_array(str(out_path), mode="r")
-    meta = dict(arr.attrs)["fastquilt"]
-    units = _Units(arr.shape[0], tuple(arr.shape[2:]), tuple(meta["unit"]))
-    return {"done": len(_Progress(out_path).done()), "total": units.total(),
-            "metadata": dict(meta)}
