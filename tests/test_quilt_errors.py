@@ -79,6 +79,9 @@ def test_device_dtype_index_and_criteria_arguments():
     for name in ("float16", torch.float16):
         assert fq.sliding_window(ident, x, 8, 4, out_dtype=name).dtype == torch.float16
     acc = q.accumulator(1, 1)
+    with pytest.raises(TypeError, match="dtype must be one of torch.float16"):
+        acc.finalize(dtype=torch.uint8)
+    assert acc.finalize(dtype="bfloat16")[0].dtype == torch.bfloat16
     with pytest.raises(TypeError, match="indices must be integers"):
         acc.add(q.unstitch(x)[:2], torch.tensor([0.0, 1.5]))
     with pytest.raises(TypeError, match="indices must be integers"):

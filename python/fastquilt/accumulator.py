@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from . import _ops
-from ._args import device_arg, index_tensor
+from ._args import device_arg, float_dtype_arg, index_tensor
 from ._transfer import to_device
 
 if TYPE_CHECKING:
@@ -93,6 +93,7 @@ class StitchAccumulator:
         """``(mean, weight_sum)``: ``acc / weight_sum``, ``fill_value`` (default: the quilt's)
         where no window was added; ``mean`` cast to ``dtype`` (default: the accumulator's).
         The buffers are not modified, so ``finalize`` can be called again."""
+        dtype = float_dtype_arg(dtype, "dtype")
         fill = self.quilt.fill_value if fill_value is None else float(fill_value)
         ws = self.weight_sum.unsqueeze(1)
         mean = self.acc / ws
