@@ -145,6 +145,8 @@ def test_refusals_and_bad_input(tmp_path):
                           out_dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="device='tpu' is not a device"):
         fq.sliding_window(lambda p: p, z, 8, 6, out=tmp_path / "o3.zarr", device="tpu")
+    with pytest.raises(ValueError, match=r"x has no images \(N = 0\)"):  # was FileNotFound
+        fq.sliding_window(lambda p: p, x[:0], 8, 6, out=tmp_path / "o3.zarr")
     assert not (tmp_path / "o3.zarr").exists()  # refused before anything is written
     with pytest.raises(ValueError, match="multiple of chunks"):
         fq.sliding_window(lambda p: p, z, 8, 6, out=tmp_path / "o3.zarr", chunks=8, unit=12)

@@ -74,6 +74,8 @@ def test_device_dtype_index_and_criteria_arguments():
         fq.sliding_window(ident, x, 8, 4, out_device=missing_cuda)
     with pytest.raises(TypeError, match="device must be a torch.device"):
         q.accumulator(1, 1, device=1.5)
+    with pytest.raises(ValueError, match=r"x has no images \(N = 0\)"):  # was AttributeError
+        fq.sliding_window(ident, x[:0], 8, 4)
     with pytest.raises(TypeError, match="out_dtype must be one of torch.float16"):
         fq.sliding_window(ident, x, 8, 4, out_dtype=torch.int32)  # a mean truncated to 0
     for name in ("float16", torch.float16):

@@ -75,6 +75,8 @@ class _Job:
             raise ValueError(
                 f"x must be an (N, C, Y, X) or (N, C, Z, Y, X) array, got shape {self.shape}")
         self.N, self.spatial = self.shape[0], self.shape[2:]
+        if self.N == 0:  # the output's channel count comes from running the model
+            raise ValueError("x has no images (N = 0): there is nothing to run the model on")
         D = len(self.spatial)
         self.q = Quilt(self.spatial, window, step, border=border, border_weight=border_weight,
                        weight=weight)

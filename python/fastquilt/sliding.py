@@ -67,6 +67,8 @@ def sliding_window(
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (4, 5):
         raise ValueError(f"x must be (N, C, Y, X) or (N, C, Z, Y, X), got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:  # the output's channel count comes from running the model
+        raise ValueError("x has no images (N = 0): there is nothing to run the model on")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     q = Quilt(x.shape[2:], window, step, border=border, border_weight=border_weight,
