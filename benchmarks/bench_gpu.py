@@ -80,6 +80,28 @@ def derive(r: dict) -> None:
         r.pop(f"{k}_frac_of_copy", None)  # older runs: time ratio to the copy
 
 
+# Issue 3's targets (on an H100): share of the copy bandwidth, and speed-ups over the peers.
+TARGETS = (("gather", "gather_frac_of_copy_bw", 0.70), ("atomic scatter-add",
+           "scatter_atomic_frac_of_copy_bw", 0.50), ("deterministic stitch",
+           "stitch_grid_frac_of_copy_bw", 0.60), ("vs qlty", "speedup_vs_qlty", 50.0),
+           ("vs MONAI", "speedup_vs_monai", 3.0))
+
+
+def targets(device: str, r: dict) -> list[str]:
+    """One line per target of issue 3 that this run measured: met or not, with the number."""
+    lines = []
+    for name, key, want in TARGETS:
+        if key not in r:
+            continue
+        got, frac = r[key], key.endswith("_frac_of_copy_bw")
+        shown = f"{100 * got:.1f}% (target {100 * want:.0f}%)" if frac else \
+            f"{got:.1f}x (target {want:.0f}x)"
+        lines.append(f"  target {name:22s}: {shown} {'met' if got >= want else 'NOT MET'}")
+    if lines and "H100" not in device:
+        lines.append(f"  (the targets are stated for an H100; this run: {device})")
+    return lines
+
+
 def report(device: str, r: dict) -> None:
     print(f"\n{device}  {r['dtype']}  {tuple(r['shape'])} w{r['window']} s{r['step']}  "
           f"{r['windows']} windows, {r['patch_GB']:.2f} GB of patches")
@@ -99,6 +121,8 @@ def report(device: str, r: dict) -> None:
         if k in r:
             print(f"  {k}: {r[k]}")
     print(f"  round-trip max error        : {r['roundtrip_max_err']:.2e}")
+    for line in targets(device, r):
+        print(line)
 
 
 def run(size: int, window: int, step: int, dtype: torch.dtype, with_peers: bool) -> dict:

@@ -57,3 +57,20 @@ def test_other_grids_use_their_own_bytes():
     want = (n + 512**3) * 2 / 1e-3 / copy_bw
     assert abs(run["stitch_grid_w96s48_frac_of_copy_bw"] - want) < 1e-12
     assert "stitch_grid_w48s24_GB" not in run  # not timed: not derived
+
+
+def test_targets_say_met_or_not_with_the_number():
+    run = json.loads(STORED.read_text())["runs"][1]  # bfloat16
+    bench_gpu.derive(run)
+    run.update(speedup_vs_monai=2.9)
+    lines = bench_gpu.targets("NVIDIA H200", run)
+    stitch = next(line for line in lines if "deterministic stitch" in line)
+    want = f"{100 * run['stitch_grid_frac_of_copy_bw']:.1f}% (target 60%)"
+    assert want in stitch and stitch.endswith(
+        "NOT MET" if run["stitch_grid_frac_of_copy_bw"] < 0.6 else "met")
+    assert any("vs MONAI" in line and "2.9x (target 3x) NOT MET" in line for line in lines)
+    assert lines[-1] == "  (the targets are stated for an H100; this run: NVIDIA H200)"
+    run.update(speedup_vs_monai=3.0)
+    assert any(line.endswith("3.0x (target 3x) met") for line in
+               bench_gpu.targets("NVIDIA H100 80GB HBM3", run))
+    assert "stated for an H100" not in bench_gpu.targets("NVIDIA H100 80GB HBM3", run)[-1]
