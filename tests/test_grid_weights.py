@@ -81,6 +81,28 @@ def test_smooth_weights():
         fq.make_weight(torch.full((4, 4), -1.0), (4, 4))
     with pytest.raises(ValueError, match="window's shape"):
         fq.make_weight(torch.ones(4, 5), (4, 4))
+    # The public builders check their window (were: RuntimeErrors from torch, a string split
+    # into characters, a 3.5 truncated) and parameters (min_value 0 gave zero weights).
+    for make in (fq.gaussian_weight, fq.hann_weight, fq.linear_weight,
+                 lambda w: fq.border_weight(w, 1), lambda w: fq.border_mask(w, 1)):
+        with pytest.raises(ValueError, match=r"window must be >= 1 on every axis"):
+            make((0, 4))
+        with pytest.raises(TypeError, match="window must contain ints"):
+            make((3.5, 4))
+        with pytest.raises(TypeError, match="window must be a tuple of ints"):
+            make("88")
+    with pytest.raises(ValueError, match=r"min_value must be in \(0, 1\]"):
+        fq.gaussian_weight((8, 8), min_value=0.0)
+    with pytest.raises(ValueError, match="sigma_scale must be > 0"):
+        fq.gaussian_weight((8, 8), sigma_scale=0.0)
+    with pytest.raises(TypeError, match=r"got ndarray \(use torch.from_numpy\)"):
+        fq.Quilt((16, 16), 4, 2, weight=torch.ones(4, 4).numpy())
+    with pytest.raises(TypeError, match="meta tensor"):
+        fq.make_weight(torch.ones(4, 4, device="meta"), (4, 4))
+    with pytest.raises(ValueError, match="step must be an int >= 1"):
+        fq.axis_count(10, 4, 0)  # was a ZeroDivisionError
+    with pytest.raises(ValueError, match="window 4 is larger than the axis size 3"):
+        fq.axis_starts(3, 4, 1)  # was [-1], a negative start
     for top in (1e-40, 2.0**-65, 2.0**65):  # float32 products would underflow / overflow
         with pytest.raises(ValueError, match=r"weight / weight.max\(\)"):
             fq.make_weight(torch.full((4, 4), top), (4, 4))

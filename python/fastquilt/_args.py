@@ -99,3 +99,14 @@ def index_tensor(indices, name: str = "indices") -> torch.Tensor:
     if t.numel() and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
         raise TypeError(f"{name} must be integers (window indices), got {t.dtype}")
     return t.to(torch.int64).reshape(-1)
+
+
+def window_arg(window, name: str = "window") -> tuple[int, ...]:
+    """A window size: a non-empty sequence of positive ints, one per axis."""
+    if isinstance(window, (str, bytes)) or not isinstance(window, Sequence) or not window:
+        raise TypeError(f"{name} must be a tuple of ints, one per axis, got {window!r}")
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in window):
+        raise TypeError(f"{name} must contain ints, got {tuple(window)}")
+    if any(v < 1 for v in window):
+        raise ValueError(f"{name} must be >= 1 on every axis, got {tuple(window)}")
+    return tuple(int(v) for v in window)

@@ -9,6 +9,7 @@ fastest (qlty's ``index = n * nY * nX + yy * nX + xx``).
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -16,8 +17,17 @@ import torch
 from ._args import index_tensor, per_axis, spatial_shape_arg
 
 
+def _check_axis(size: int, window: int, step: int) -> None:
+    for name, v in (("size", size), ("window", window), ("step", step)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    if window > size:
+        raise ValueError(f"window {window} is larger than the axis size {size}")
+
+
 def axis_count(size: int, window: int, step: int) -> int:
     """Number of windows along one axis (qlty's formula)."""
+    _check_axis(size, window, step)
     if size <= window:
         return 1
     return -(-(size - window) // step) + 1

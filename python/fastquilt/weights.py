@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._args import per_axis
+from ._args import per_axis, window_arg
 
 WEIGHT_KINDS = ("border", "flat", "gaussian", "hann", "linear")
 
@@ -52,7 +52,7 @@ def border_weight(
 
     A border of 0 on an axis means that axis has no frame. ``border=None`` gives all ones.
     """
-    window = tuple(int(w) for w in window)
+    window = window_arg(window)
     b = normalize_border(border, len(window))
     check_border(b, window)
     if b is None:
@@ -65,7 +65,7 @@ def border_weight(
 
 def border_mask(window: Sequence[int], border) -> torch.Tensor:
     """qlty's ``border_tensor``: 1.0 in the interior, 0.0 in the border frame."""
-    window = tuple(int(w) for w in window)
+    window = window_arg(window)
     b = normalize_border(border, len(window))
     check_border(b, window)
     if b is None:
@@ -87,8 +87,12 @@ def gaussian_weight(
 ) -> torch.Tensor:
     """Gaussian importance map (as MONAI): sigma = ``sigma_scale * window``, peak 1,
     values clamped below at ``min_value`` so window edges still count."""
+    if not sigma_scale > 0:
+        raise ValueError(f"sigma_scale must be > 0, got {sigma_scale}")
+    if not 0 < min_value <= 1:  # a zero weight would leave window edges uncounted
+        raise ValueError(f"min_value must be in (0, 1], got {min_value}")
     profiles = []
-    for w in window:
+    for w in window_arg(window):
         sigma = max(sigma_scale * w, 1e-6)
         x = torch.arange(w, dtype=torch.float64) - (w - 1) / 2.0
         profiles.append(torch.exp(-0.5 * (x / sigma) ** 2))
@@ -101,7 +105,7 @@ def hann_weight(window: Sequence[int], dtype=torch.float32) -> torch.Tensor:
     """Hann window that is non-zero at the ends (TorchIO's choice): ``sin^2(pi (i+1) / (w+1))``."""
     profiles = [
         torch.sin(math.pi * (torch.arange(w, dtype=torch.float64) + 1) / (w + 1)) ** 2
-        for w in window
+        for w in window_arg(window)
     ]
     return _separable(profiles).to(dtype)
 
@@ -109,7 +113,7 @@ def hann_weight(window: Sequence[int], dtype=torch.float32) -> torch.Tensor:
 def linear_weight(window: Sequence[int], dtype=torch.float32) -> torch.Tensor:
     """Linear (tent) taper, 1 at the centre, ``1 / ceil(w / 2)`` at the ends (never 0)."""
     profiles = []
-    for w in window:
+    for w in window_arg(window):
         half = (w + 1) // 2
         i = torch.arange(w, dtype=torch.float64)
         profiles.append(torch.minimum(i + 1, w - i) / half)
@@ -133,7 +137,7 @@ def make_weight(
     ``"flat"``, ``"gaussian"``, ``"hann"``, ``"linear"`` or a tensor of shape ``window`` with
     finite, non-negative values and a positive sum.
     """
-    window = tuple(int(w) for w in window)
+    window = window_arg(window)
     if isinstance(weight, torch.Tensor):
         if tuple(weight.shape) != window:
             raise ValueError(
@@ -141,6 +145,8 @@ def make_weight(
             )
         if not weight.is_floating_point():
             raise TypeError(f"weight tensor must be floating point, got {weight.dtype}")
+        if weight.device.type == "meta":
+            raise TypeError("weight tensor must hold values (got a meta tensor)")
         w = weight.detach()
         if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or not bool(w.sum() > 0):
             raise ValueError("weight tensor must be finite and >= 0 with a positive sum")
@@ -153,6 +159,10 @@ def make_weight(
                 "float32 sums lose precision; pass weight / weight.max() (same weighted mean)"
             )
         return weight.to(dtype)
+    if weight is not None and not isinstance(weight, str):
+        raise TypeError(f"weight must be one of {WEIGHT_KINDS}, None or a torch.Tensor, got "
+                        f"{type(weight).__name__}" + (" (use torch.from_numpy)" if hasattr(
+                            weight, "__array__") else ""))
     if weight is None or weight == "border":
         return border_weight(window, border, border_weight_, dtype=dtype)
     if weight == "flat":
