@@ -294,7 +294,7 @@ def sliding_window_zarr(
     unit: int | Sequence[int] | None = None,
     compressors="auto",
     shards: int | Sequence[int] | None = None,
-    out_dtype: str = "float32",
+    out_dtype: str | torch.dtype = "float32",
     fill_value: float = 0.0,
     progress: bool = False,
     client=None,
@@ -306,7 +306,8 @@ def sliding_window_zarr(
     ``chunks`` (spatial) sets the output chunking (default 64 per axis in 3D, 256 in 2D);
     ``unit`` (spatial, a multiple of ``chunks``; default 2 chunks) is the block written at once;
     ``compressors`` and ``shards`` (spatial; then ``unit`` must hold whole shards) are passed
-    to ``zarr.create_array``. Each window runs exactly once; memory is
+    to ``zarr.create_array``; ``out_dtype`` is float16, float32 (default) or float64 (zarr
+    has no bfloat16). Each window runs exactly once; memory is
     about one plane of units plus a batch. Re-running the same call after a crash resumes:
     finished units are kept, only windows touching unfinished units run again. Resuming into an
     output made with another geometry, model-output channel count or dtype raises.

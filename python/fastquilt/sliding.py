@@ -38,8 +38,9 @@ def sliding_window(
     Only ``batch_size`` windows exist at a time: peak memory is O(batch + output), not
     O(all patches). The model runs on ``device`` (default: ``x``'s); predictions
     ``(B, C_out, *window)`` (``C_out`` may differ from ``C``) are accumulated in float32 on
-    ``out_device`` (default: ``x``'s device). Returns ``(N, C_out, *S)`` in ``out_dtype``
-    (default: the model output's dtype). Runs under ``torch.no_grad()``.
+    ``out_device`` (default: ``x``'s device). Returns ``(N, C_out, *S)`` in ``out_dtype`` (a
+    floating dtype or its name; default: the model output's dtype). Runs under
+    ``torch.no_grad()``.
 
     Out of core: with ``out=`` a path, or when ``x`` is a zarr / numpy memmap / dask array, the
     result is written to a zarr v3 array at ``out`` by
