@@ -6,6 +6,7 @@
 //     loaded with the patches, L2 prefetch distance, min blocks per SM, staging slots> (staged:
 //     the patches of the next windows copied into shared memory with cp.async, so that the
 //     bytes in flight hold no registers);
+//   - the shipped shape without weight loads (flat weights): the cost of the weight loads;
 //   - "IW", with no shipped counterpart: no weight sums, the output multiplied by a
 //     precomputed 1 / weight sum (one more fp32 read per voxel).
 // Why these: the kernel is latency bound. Its bandwidth follows the patch bytes each SM has in
@@ -167,6 +168,10 @@ void run(const char* name, bool staged) {
     constexpr int smem = stitch_stage_bytes<Sh, T>(256); \
     CK(cudaFuncSetAttribute(k_shape<T, Sh>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem)); \
     report(label, timeit([&] { k_shape<T, Sh><<<int((total + 255) / 256), 256, smem>>>(p, w, o2, gg, total); })); }
+#define SHAPE_NO_WEIGHTS(label, ...) { using Sh = __VA_ARGS__; const int64_t total = O / Sh::kVoxels; \
+    constexpr int smem = stitch_stage_bytes<Sh, T>(256); \
+    CK(cudaFuncSetAttribute(k_shape<T, Sh>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem)); \
+    report(label, timeit([&] { k_shape<T, Sh><<<int((total + 255) / 256), 256, smem>>>(p, nullptr, o2, gg, total); })); }
 #define IW(V, KB, MINB) { const int64_t total = O / (V); \
     report("IW V=" #V " KB=" #KB " MINB=" #MINB, timeit([&] { k_iw<T, V, KB, MINB><<<int((total + 255) / 256), 256>>>(p, w, o2, inv, gg, total); })); }
   if (staged) {  // S<voxels, 1, weights with patches, 0, min blocks, slots (windows ahead + 1)>
@@ -187,6 +192,9 @@ void run(const char* name, bool staged) {
     }
   } else {
     SHAPE("aligned body, shipped shape", StitchAlignedShape<T>)
+    // Flat weights (no weight loads; its voxels differ): how much loading the weights costs,
+    // the most that keeping them closer (shared memory, separable profiles) could win.
+    SHAPE_NO_WEIGHTS("shipped shape, no weight loads", StitchAlignedShape<T>)
     if constexpr (sizeof(T) == 2) {  // shipped: S<32, 1, false, 0, 2>
       SHAPE("S<32,1,0,PF1,2>", S<4 * V16, 1, false, 1, 2>)
       SHAPE("S<32,1,0,PF2,2>", S<4 * V16, 1, false, 2, 2>)
