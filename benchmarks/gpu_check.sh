@@ -55,7 +55,10 @@ stage tests 300 "$PY" -m pytest -q -p no:cacheprovider -rs ${FQ_GPU_TESTS:-tests
 # compares the kernels before and after, then the stitch's chunk-shape experiment
 # (benchmarks/experiments/stitch_variants.cu; files coming back from $OUT are limited: no new
 # file).
-PREVIOUS="$(ls -d benchmarks/results/gpu_check_*/bench_gpu.json 2>/dev/null | sort | tail -n 1)"
+# The stored run to compare with: named, since the folders' names do not sort by date
+# (update it when a run is stored).
+PREVIOUS="${FQ_PREVIOUS_RUN:-benchmarks/results/gpu_check_2026-11-26_h200_aligned/bench_gpu.json}"
+[ -f "$PREVIOUS" ] || PREVIOUS=""
 stage bench 200 bash -c '"$1" benchmarks/bench_gpu.py --json "$2"; rc=$?
   if [ -n "$3" ]; then echo; echo "--- previous stored run: $3"
     "$1" benchmarks/bench_gpu.py --report "$3"; fi
