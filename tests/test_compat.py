@@ -101,3 +101,24 @@ def test_deviations_where_qlty_is_wrong():
     assert p.shape[1] == 3 and torch.equal(p[:, 1, :, 0], pos[:, :1] + torch.arange(16.0))
     with pytest.raises(ValueError, match="position_mode"):
         A2.unstitch(torch.randn(1, 1, 40, 40), add_positional_channels=True, position_mode="x")
+
+
+def test_signatures_accept_every_qlty_parameter_with_its_default():
+    # Swapping the import must not break a call: qlty's parameter names, in qlty's order, with
+    # qlty's defaults (fastquilt may add parameters after them).
+    import inspect
+
+    pairs = [(fc.NCYXQuilt, qlty.NCYXQuilt), (fc.NCZYXQuilt, qlty.NCZYXQuilt)]
+    for ours, theirs in pairs:
+        for name, fn in inspect.getmembers(theirs, inspect.isfunction):
+            if name.startswith("_") and name != "__init__":
+                continue
+            want = list(inspect.signature(fn).parameters.values())
+            got = list(inspect.signature(getattr(ours, name)).parameters.values())
+            assert [p.name for p in got[:len(want)]] == [p.name for p in want], (ours, name)
+            for a, b in zip(got, want):
+                assert a.default == b.default, (ours.__name__, name, a.name)
+    for name in ("weed_sparse_classification_training_pairs_2D",
+                 "weed_sparse_classification_training_pairs_3D"):
+        want = list(inspect.signature(getattr(qlty, name)).parameters)
+        assert list(inspect.signature(getattr(fc, name)).parameters)[:len(want)] == want

@@ -61,9 +61,41 @@ def test_renormalize_channels_sums_over_channels(tmp_path):
     x = torch.rand(1, 3, 20, 20) + 0.1
     q = LargeNCYXQuilt(str(tmp_path / "r"), 1, 20, 20, (10, 10), (5, 5), None)
     run_loop(q, x, lambda p: p)
-    m = q.return_mean(renormalize_channels=True)[...]
+    m = q.return_mean(normalize=True)[...]  # qlty 2D's name (it sums over images instead)
     np.testing.assert_allclose(m.sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(m, (x / x.sum(1, keepdim=True)).numpy(), rtol=1e-5)
+    x3 = torch.rand(1, 2, 12, 12, 12) + 0.1
+    q3 = LargeNCZYXQuilt(str(tmp_path / "r3"), 1, 12, 12, 12, (6, 6, 6), (3, 3, 3))
+    run_loop(q3, x3, lambda p: p)
+    m3 = q3.return_mean(renormalize_channels=True)[...]  # qlty 3D's name
+    np.testing.assert_allclose(m3, (x3 / x3.sum(1, keepdim=True)).numpy(), rtol=1e-5)
+
+
+def test_signatures_and_positions_match_qlty(tmp_path):
+    # Swapping the import must not break a call: every qlty parameter name is accepted.
+    import inspect
+
+    for ours, theirs in ((LargeNCYXQuilt, qlty.LargeNCYXQuilt),
+                         (LargeNCZYXQuilt, qlty.LargeNCZYXQuilt)):
+        for name in ("__init__", "unstitch", "unstitch_next", "stitch", "return_mean",
+                     "border_tensor", "get_times", "unstitch_and_clean_sparse_data_pair"):
+            want = list(inspect.signature(getattr(theirs, name)).parameters.values())
+            got = list(inspect.signature(getattr(ours, name)).parameters.values())
+            assert [p.name for p in got[:len(want)]] == [p.name for p in want], (ours, name)
+            for a, b in zip(got, want):
+                assert a.default == b.default, (ours.__name__, name, a.name)
+    x = torch.randn(2, 1, 40, 36)
+    args = (2, 40, 36, (16, 16), (10, 10), 2)
+    ql = qlty.LargeNCYXQuilt(str(tmp_path / "q"), *args)
+    fq_ = LargeNCYXQuilt(str(tmp_path / "f"), *args)
+    for k in range(fq_.N_chunks):
+        for with_n in (False, True):
+            a, pa = ql.unstitch(x, k, return_positions=True, include_n_position=with_n)
+            b, pb = fq_.unstitch(x, k, return_positions=True, include_n_position=with_n)
+            assert torch.equal(a, b) and torch.equal(pa, pb)
+        i, a, pa = ql.unstitch_next(x, return_positions=True, include_n_position=True)
+        j, b, pb = fq_.unstitch_next(x, return_positions=True, include_n_position=True)
+        assert i == j and torch.equal(a, b) and torch.equal(pa, pb)
 
 
 def test_clean_pair_matches_qlty(tmp_path):

@@ -5,9 +5,10 @@ Same signatures and loop (``unstitch_next`` -> model -> ``stitch(patch, index)``
 (a block of whole chunks); a unit is normalised and written once, when the last window touching
 it has been stitched. Fixed qlty bugs: the weight sum is per image (stitching only image 1 gives
 right values), a window stitched twice raises instead of counting twice, ``return_mean`` returns
-the zarr array (out of core) and can be called again, ``renormalize_channels`` divides by the
-sum over channels. ``unstitch_next`` after the last window raises ``StopIteration`` (as qlty),
-so ``for`` loops over ``range(quilt.N_chunks)`` and ``while``/``try`` loops both work.
+the zarr array (out of core) and can be called again, ``renormalize_channels`` (3D) /
+``normalize`` (2D) divide by the sum over channels. ``unstitch_next`` after the last window
+raises ``StopIteration`` (as qlty), so ``for`` loops over ``range(quilt.N_chunks)`` and
+``while``/``try`` loops both work.
 """
 
 from __future__ import annotations
@@ -60,20 +61,31 @@ class _LargeQuilt:
     def get_times(self) -> tuple[int, ...]:
         return tuple(self._q.counts)
 
-    def unstitch(self, tensor, index: int) -> torch.Tensor:
-        """Window ``index`` of ``tensor`` ``(N, C, *S)`` as ``(C, *window)``."""
+    def unstitch(self, tensor, index: int, return_positions: bool = False,
+                 include_n_position: bool = False):
+        """Window ``index`` of ``tensor`` ``(N, C, *S)`` as ``(C, *window)``; with
+        ``return_positions`` also its start, int64 ``[start...]`` (``[n, start...]`` with
+        ``include_n_position``), on the tensor's device (qlty 2D's options)."""
         if not 0 <= int(index) < self.N_chunks:
             raise IndexError(f"index {index} outside [0, {self.N_chunks})")
         o = self._origins[int(index)].tolist()
         sl = tuple(slice(s, s + w) for s, w in zip(o[1:], self.window))
-        return tensor[(o[0], slice(None), *sl)]
+        patch = tensor[(o[0], slice(None), *sl)]
+        if not return_positions:
+            return patch
+        pos = o if include_n_position else o[1:]
+        return patch, torch.tensor(pos, dtype=torch.int64, device=tensor.device)
 
-    def unstitch_next(self, tensor) -> tuple[int, torch.Tensor]:
-        """``(index, window)`` of the next window; ``StopIteration`` after the last one."""
+    def unstitch_next(self, tensor, return_positions: bool = False,
+                      include_n_position: bool = False):
+        """``(index, window)`` of the next window (``(index, window, position)`` with
+        ``return_positions``); ``StopIteration`` after the last one."""
         if self._next >= self.N_chunks:
             raise StopIteration(f"all {self.N_chunks} windows have been returned")
         i = self._next
         self._next += 1
+        if return_positions:
+            return (i, *self.unstitch(tensor, i, True, include_n_position))
         return i, self.unstitch(tensor, i)
 
     def unstitch_and_clean_sparse_data_pair(self, tensor_in, tensor_out, missing_label):
@@ -142,22 +154,25 @@ class _LargeQuilt:
                 self._write(uid)
         self._seen[k] = True
 
-    def _write(self, uid: int, eps: float = 0.0) -> None:
+    def _write(self, uid: int) -> None:
         acc, wsum, var = self._buffers.pop(uid)
         n, box = self._units.box(uid)
         with np.errstate(invalid="ignore", divide="ignore"):
-            den = np.where(wsum > 0, wsum, 1.0) + eps
+            den = np.where(wsum > 0, wsum, 1.0)
             self.mean[(n, slice(None), *box)] = np.where(wsum > 0, acc / den, 0.0)
             if var is not None:
                 self.std[(n, slice(None), *box)] = np.where(
                     wsum > 0, np.sqrt(np.abs(var / den)), 0.0)
         self._written.add(uid)
 
-    def return_mean(self, std: bool = False, renormalize_channels: bool = False,
-                    eps: float = 1e-8):
+    def _return_mean(self, std: bool, renormalize_channels: bool):
         """The stitched mean as a zarr array ``(N, C, *S)`` on disk (``<filename>_mean.zarr``),
         and the std array when ``std``. Units some windows never reached are written with what
-        they got (voxels no stitched window covers are 0). Can be called again."""
+        they got (voxels no stitched window covers are 0). Can be called again.
+        ``renormalize_channels``: divide by the sum over channels (qlty sums over images).
+        qlty's ``eps`` (added to the weight sum) is accepted and not needed: units are written
+        as soon as they are complete, where a voxel's weight sum is 0 only if no window covers
+        it (then 0, as qlty's 0 / eps)."""
         if self.mean is None:
             raise ValueError("nothing was stitched yet")
         for uid in list(self._buffers):
@@ -187,6 +202,11 @@ class LargeNCYXQuilt(_LargeQuilt):
         super().__init__(filename, N, (Y, X), window, step, border, border_weight)
         self.nY, self.nX = self._q.counts
 
+    def return_mean(self, std: bool = False, normalize: bool = False, eps: float = 1e-8):
+        """qlty 2D's ``return_mean``; ``normalize`` makes the channels sum to 1 (see
+        ``_return_mean``)."""
+        return self._return_mean(std, normalize)
+
 
 class LargeNCZYXQuilt(_LargeQuilt):
     """qlty's ``LargeNCZYXQuilt(filename, N, Z, Y, X, window, step, border=None,
@@ -197,3 +217,8 @@ class LargeNCZYXQuilt(_LargeQuilt):
         self.Z, self.Y, self.X = int(Z), int(Y), int(X)
         super().__init__(filename, N, (Z, Y, X), window, step, border, border_weight)
         self.nZ, self.nY, self.nX = self._q.counts
+
+    def return_mean(self, std: bool = False, renormalize_channels: bool = False,
+                    eps: float = 1e-8):
+        """qlty 3D's ``return_mean`` (see ``_return_mean``)."""
+        return self._return_mean(std, renormalize_channels)
