@@ -218,6 +218,23 @@ def test_cli_infer_torchscript_and_factory(tmp_path, monkeypatch, capsys):
                str(tmp_path / "in.zarr"), "--output", str(tmp_path / "o.zarr"),
                "--window", "10", "--step", "6"])  # different geometry into an existing output
     assert rc == 2 and "different geometry" in capsys.readouterr().err
+    rc = main(["infer", "--model", "ooc_job:double_plus_one", "--input",
+               str(tmp_path / "in.zarr"), "--output", str(tmp_path / "o6.zarr"),
+               "--window", "10", "--step", "8", "--device", "tpu"])
+    assert rc == 2 and "device='tpu' is not a device" in capsys.readouterr().err
+    # a torch.export program (dynamic batch: the last batch of windows is smaller)
+    plain = torch.nn.Conv3d(1, 2, 3, padding=1).eval()
+    torch.export.save(torch.export.export(plain, (torch.randn(2, 1, 10, 10, 10),),
+                                          dynamic_shapes=({0: torch.export.Dim("batch")},)),
+                      str(tmp_path / "model.pt2"))
+    rc = main(["infer", "--model", str(tmp_path / "model.pt2"), "--input",
+               str(tmp_path / "in.zarr"), "--output", str(tmp_path / "o7.zarr"), "--window",
+               "10", "--step", "8", "--batch-size", "5"])
+    assert rc == 0
+    with torch.no_grad():
+        want = fq.sliding_window(plain, torch.from_numpy(x), 10, 8, weight="gaussian")
+    np.testing.assert_allclose(zarr.open_array(str(tmp_path / "o7.zarr"))[...], want.numpy(),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_sharded_output_units_hold_whole_shards(tmp_path):

@@ -6,7 +6,8 @@ of the qlty paper's Table 1).
 
 ``python -m fastquilt infer --model model.pt --input in.zarr --output out.zarr --window 64
 --step 48 --batch-size 8 [--scheduler tcp://...]`` runs out-of-core sliding-window inference
-(TorchScript file or ``module:function`` factory for the model), resumable.
+(a ``torch.export`` ``.pt2`` or TorchScript file, or a ``module:function`` factory for the
+model, built on ``--device``), resumable.
 """
 
 from __future__ import annotations
@@ -77,10 +78,11 @@ def plan(argv: list[str]) -> int:
 
 
 def _model_spec(spec: str):
-    """A TorchScript file, or ``module:function`` returning a model (built once per worker)."""
+    """A model file (``torch.export`` ``.pt2`` or TorchScript), or ``module:function``
+    returning a model (built once per worker, on the device)."""
     from .distributed import ModelFactory
 
-    if ":" in spec and not spec.endswith((".pt", ".pth", ".ts")):
+    if ":" in spec and not spec.endswith((".pt", ".pth", ".ts", ".pt2")):
         import importlib
 
         mod, fn = spec.split(":", 1)
@@ -113,7 +115,9 @@ def infer(argv: list[str]) -> int:
         prog="python -m fastquilt infer",
         description="Sliding-window inference from a zarr (or .npy) array into a zarr v3 array, "
                     "bounded memory, resumable (re-run the same command after a crash).")
-    ap.add_argument("--model", required=True, help="TorchScript file or module:function")
+    ap.add_argument("--model", required=True,
+                    help="model file (torch.export .pt2 with a dynamic batch dimension, or "
+                    "TorchScript) or module:function")
     ap.add_argument("--input", required=True, help="(N, C, *S) zarr array or .npy file")
     ap.add_argument("--output", required=True, help="output zarr v3 path")
     ap.add_argument("--window", type=int, nargs="+", required=True)
@@ -131,6 +135,7 @@ def infer(argv: list[str]) -> int:
     def one(v):
         return v[0] if v is not None and len(v) == 1 else (tuple(v) if v is not None else None)
 
+    from ._args import device_arg
     from .distributed import resolve_model
     from .outofcore import sliding_window_zarr
 
@@ -141,9 +146,9 @@ def infer(argv: list[str]) -> int:
         from distributed import Client
 
         client = Client(a.scheduler)
-    else:
-        model = resolve_model(model)
     try:
+        if client is None:  # built here, on the device the windows go to
+            model = resolve_model(model, device_arg(a.device))
         out = sliding_window_zarr(
             model, x, a.output, one(a.window), one(a.step), a.batch_size, a.weight,
             border=one(a.border), chunks=one(a.chunks), unit=one(a.unit), device=a.device,

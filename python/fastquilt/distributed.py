@@ -20,41 +20,12 @@ do not get distributed's default ``MALLOC_TRIM_THRESHOLD_=65536`` (it made windo
 from __future__ import annotations
 
 import os
-import threading
 import warnings
-from collections.abc import Callable
 
 import numpy as np
 import torch
 
-_MODELS: dict = {}  # per worker process: models built from a path or factory
-_LOCK = threading.Lock()
-
-
-class ModelFactory:
-    """A picklable recipe for a model, built once per worker process: ``fn(*args, **kwargs)``
-    (e.g. a function that loads weights), or a TorchScript file when given a path."""
-
-    def __init__(self, fn: Callable | str, *args, **kwargs) -> None:
-        self.fn, self.args, self.kwargs = fn, args, kwargs
-        self.key = (fn if isinstance(fn, str) else f"{fn.__module__}.{fn.__qualname__}",
-                    repr(args), repr(sorted(kwargs.items())))
-
-    def build(self):
-        if isinstance(self.fn, str):
-            return torch.jit.load(self.fn, map_location="cpu").eval()
-        return self.fn(*self.args, **self.kwargs)
-
-
-def resolve_model(model):
-    """The model itself, or the cached instance a :class:`ModelFactory` built in this
-    process."""
-    if isinstance(model, ModelFactory):
-        with _LOCK:
-            if model.key not in _MODELS:
-                _MODELS[model.key] = model.build()
-            return _MODELS[model.key]
-    return model
+from ._model_loading import ModelFactory, resolve_model  # noqa: F401  (public here)
 
 
 def local_cluster(n_workers: int = 2, threads_per_worker: int = 1, **kwargs):
@@ -81,7 +52,7 @@ def _produce(job, model, windows: list[int], dests: list[int], c_out: int, batch
     """Run ``windows`` once; return ``{unit: (slices in the unit, weighted-sum piece,
     weight-sum piece)}`` for the units ``dests`` their region reaches."""
     _check_env()
-    model = resolve_model(model)
+    model = resolve_model(model, device)
     starts = job.origins[windows, 1:]
     lo = starts.min(0).values.tolist()
     hi = (starts.max(0).values + torch.tensor(job.q.window)).tolist()
@@ -123,7 +94,8 @@ def _produce(job, model, windows: list[int], dests: list[int], c_out: int, batch
 
 def _probe(job, model, k: int, device: str) -> int:
     """Output channels of the model, from one window."""
-    return int(job.predict(resolve_model(model), [job.read_window(k)], torch.device(device))
+    return int(job.predict(resolve_model(model, device), [job.read_window(k)],
+                           torch.device(device))
                .shape[1])
 
 

@@ -1,0 +1,70 @@
+"""Models that fastquilt builds itself (from a file or a factory, for the CLI and for dask
+workers): loaded once per process and device, and placed on the device the windows go to."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import torch
+
+_MODELS: dict = {}  # per process: models built from a path or factory, by (recipe, device)
+_LOCK = threading.Lock()
+
+
+def load_model_file(path: str, device: torch.device | str = "cpu"):
+    """A model saved with ``torch.export.save`` (``.pt2``; its batch dimension must be
+    dynamic, since the last batch of windows is smaller) or ``torch.jit.save``, on
+    ``device``."""
+    if str(path).endswith(".pt2"):
+        program = torch.export.load(str(path))
+        fixed = _fixed_batch_inputs(program)
+        if fixed:
+            raise ValueError(
+                f"model {path} was exported with a fixed batch size ({', '.join(fixed)}); the "
+                "last batch of windows is smaller: export with a dynamic batch dimension, e.g. "
+                "torch.export.export(m, (x,), dynamic_shapes=({0: torch.export.Dim('batch')},))")
+        return program.module().to(device)
+    return torch.jit.load(str(path), map_location=device).eval()
+
+
+def _fixed_batch_inputs(program) -> list[str]:
+    """User inputs of an exported program whose first dimension is a constant."""
+    names = set(program.graph_signature.user_inputs)
+    fixed = []
+    for node in program.graph.nodes:
+        val = node.meta.get("val") if node.op == "placeholder" else None
+        if node.name in names and isinstance(val, torch.Tensor) and val.dim() > 0 and \
+                not isinstance(val.shape[0], torch.SymInt):
+            fixed.append(f"{node.name}: {val.shape[0]}")
+    return fixed
+
+
+class ModelFactory:
+    """A picklable recipe for a model, built once per process and device: ``fn(*args,
+    **kwargs)`` (e.g. a function that loads weights; a module it returns is moved to the
+    device), or a model file (``torch.export`` ``.pt2`` or TorchScript) when given a path."""
+
+    def __init__(self, fn: Callable | str, *args, **kwargs) -> None:
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.key = (fn if isinstance(fn, str) else f"{fn.__module__}.{fn.__qualname__}",
+                    repr(args), repr(sorted(kwargs.items())))
+
+    def build(self, device: torch.device | str = "cpu"):
+        if isinstance(self.fn, str):
+            return load_model_file(self.fn, device)
+        model = self.fn(*self.args, **self.kwargs)
+        return model.to(device) if isinstance(model, torch.nn.Module) else model
+
+
+def resolve_model(model, device: torch.device | str | None = None):
+    """The model itself, or the cached instance a :class:`ModelFactory` built in this process
+    on ``device`` (default: the CPU)."""
+    if isinstance(model, ModelFactory):
+        dev = torch.device(device if device is not None else "cpu")
+        with _LOCK:
+            key = (model.key, str(dev))
+            if key not in _MODELS:
+                _MODELS[key] = model.build(dev)
+            return _MODELS[key]
+    return model
