@@ -232,6 +232,12 @@ def test_cli_plan(tmp_path, capsys):
     assert rc == 0 and "windows kept" in out and "duplication rate" in out
     rc = cli_main(["plan", "--shape", "32", "40", "--window", "64", "--step", "8"])
     assert rc == 2 and "larger than the image" in capsys.readouterr().err
+    base = ["plan", "--shape", "32", "40", "36", "--window", "16", "--step", "8", "--labels"]
+    with pytest.raises(SystemExit, match="labels .*missing.npy do not exist"):  # was a traceback
+        cli_main(base + [str(tmp_path / "missing.npy")])
+    (tmp_path / "bad.npy").write_text("not an array")
+    with pytest.raises(SystemExit, match="cannot read labels .*bad.npy"):
+        cli_main(base + [str(tmp_path / "bad.npy")])
 
 
 @given(density=st.sampled_from([0.001, 0.05, 0.5, 1.0]), seed=st.integers(0, 50),

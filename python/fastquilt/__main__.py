@@ -23,17 +23,20 @@ from .quilt import Quilt
 
 
 def _load_labels(path: str) -> torch.Tensor:
-    if path.endswith(".npy"):
-        arr = np.load(path, mmap_mode="r")
-    elif path.rstrip("/").endswith(".zarr"):
-        try:
+    if not path.endswith(".npy") and not path.rstrip("/").endswith(".zarr"):
+        raise SystemExit(f"error: --labels must be a .npy or .zarr path, got {path}")
+    if not Path(path).exists():
+        raise SystemExit(f"error: labels {path} do not exist")
+    try:
+        if path.endswith(".npy"):
+            arr = np.load(path, mmap_mode="r")
+        else:
             import zarr
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise SystemExit("reading .zarr labels needs zarr: pip install zarr") from e
-        arr = zarr.open_array(path, mode="r")[...]
-    else:
-        raise SystemExit(f"--labels must be a .npy or .zarr path, got {path}")
-    return torch.from_numpy(np.array(arr))  # a writable in-memory copy
+
+            arr = zarr.open_array(path, mode="r")[...]
+        return torch.from_numpy(np.array(arr))  # a writable in-memory copy
+    except Exception as e:  # unreadable file: say which, without a traceback
+        raise SystemExit(f"error: cannot read labels {path}: {e}") from e
 
 
 def plan(argv: list[str]) -> int:
