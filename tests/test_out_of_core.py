@@ -120,6 +120,25 @@ def test_kill_and_resume_recomputes_only_unfinished_units(tmp_path):
     assert progress_of(dst)["done"] == 27
 
 
+def test_removing_the_output_redoes_the_run(tmp_path):
+    # Users delete the output to redo a run and leave the progress folder beside it; its
+    # markers must not skip units that are gone (was: FileNotFoundError when every unit was
+    # marked; zeros in the marked units after a partial run).
+    import shutil
+
+    x, z = make_input(tmp_path, shape=(1, 1, 24, 24, 24))
+    out = tmp_path / "o.zarr"
+    fq.sliding_window(lambda p: p, z, 8, 6, out=out, chunks=8, unit=8, weight="flat")
+    shutil.rmtree(out)
+    y = fq.sliding_window(lambda p: p, z, 8, 6, out=out, chunks=8, unit=8, weight="flat")
+    np.testing.assert_allclose(y[...], x, rtol=1e-6, atol=1e-6)
+    (tmp_path / "o.zarr.fastquilt-progress" / "u5").unlink()  # a partial run, then removed
+    shutil.rmtree(out)
+    y = fq.sliding_window(lambda p: p, z, 8, 6, out=out, chunks=8, unit=8, weight="flat")
+    np.testing.assert_allclose(y[...], x, rtol=1e-6, atol=1e-6)
+    assert progress_of(out)["done"] == 27
+
+
 def test_refusals_and_bad_input(tmp_path):
     x, z = make_input(tmp_path, shape=(1, 1, 24, 24, 24))
     out = tmp_path / "o.zarr"

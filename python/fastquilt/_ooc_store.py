@@ -96,6 +96,18 @@ class Progress:
             return set()
         return {int(p.name[1:]) for p in self.dir.iterdir() if p.name.startswith("u")}
 
+    def clear(self) -> None:
+        """Remove the markers (and their folder): they belong to an output that is gone."""
+        if not self.dir.exists():
+            return
+        for p in self.dir.iterdir():
+            if p.name.startswith(("u", ".tmp-")):
+                p.unlink(missing_ok=True)
+        try:
+            self.dir.rmdir()
+        except OSError:  # something else lives there: leave the folder
+            pass
+
     def mark(self, uid: int) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / f".tmp-{uid}-{threading.get_ident()}"

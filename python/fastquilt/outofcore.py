@@ -118,6 +118,9 @@ class _Job:
         import zarr
 
         if not self.out_path.exists():
+            # Markers without their output (the user removed it to redo the run) would skip
+            # units that no longer exist on disk: they are stale, start afresh.
+            self.progress.clear()
             return
         try:
             self.arr = zarr.open_array(str(self.out_path), mode="r+")
