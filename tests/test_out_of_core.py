@@ -148,8 +148,13 @@ def test_refusals_and_bad_input(tmp_path):
     with pytest.raises(ValueError, match="different geometry"):
         fq.sliding_window(lambda p: p, z, 8, 6, out=out, chunks=8, unit=8, out_dtype="float16")
     (tmp_path / "o.zarr.fastquilt-progress" / "u0").unlink()  # one unit left to redo
+    # another model: resuming would mix two models' results in one array
+    with pytest.raises(ValueError, match="made with another model .*remove this one"):
+        fq.sliding_window(lambda p: p * 2, z, 8, 6, out=out, chunks=8, unit=8)
+    # a callable whose identity cannot be told is allowed to resume; its channels are checked
     with pytest.raises(ValueError, match="channels but .* was made for 1"):
-        fq.sliding_window(lambda p: p.repeat(1, 2, 1, 1, 1), z, 8, 6, out=out, chunks=8, unit=8)
+        fq.sliding_window(Counting(lambda p: p.repeat(1, 2, 1, 1, 1)), z, 8, 6, out=out,
+                          chunks=8, unit=8)
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("precious")

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ._args import device_arg
+from ._fingerprint import describe, input_fingerprint, model_fingerprint, same_source
 from ._ooc_slab import Slab
 from ._ooc_store import (  # noqa: F401  (progress_of: public here)
     Progress,
@@ -111,6 +112,8 @@ class _Job:
         self.w_t = torch.from_numpy(self.w_np)
         self.x = _Memmap(x) if isinstance(x, np.memmap) else x
         self.arr = None
+        # What made the output (_fingerprint): set by the caller, who has the model.
+        self.sources: dict = {"model": None, "input": input_fingerprint(x)}
 
     # ---- output store --------------------------------------------------------------------
     def open_existing(self) -> None:
@@ -138,6 +141,14 @@ class _Job:
             raise ValueError(
                 f"output {self.out_path} was made with a different geometry/dtype; cannot "
                 f"resume into it (stored vs requested: {diff}); use a new output path")
+        stored = dict(self.arr.attrs).get("fastquilt_sources") or {}
+        for what in ("model", "input"):
+            if not same_source(stored.get(what), self.sources.get(what)):
+                raise ValueError(
+                    f"output {self.out_path} was made with another {what} "
+                    f"({describe(stored.get(what))}; now {describe(self.sources.get(what))}): "
+                    "resuming would mix the results of both in one array; use a new output "
+                    "path, or remove this one to redo the run")
 
     def metadata(self, out_channels: int) -> dict:
         return store_metadata(self.shape, self.q, self.unit, out_channels, self.out_dtype,
@@ -152,7 +163,8 @@ class _Job:
                 chunks=(1, c_out, *self.chunk), dtype=self.out_dtype,
                 shards=(1, c_out, *self.shards) if self.shards else None,
                 compressors=self.compressors, fill_value=self.fill_value,
-                attributes={"fastquilt": self.metadata(c_out)})
+                attributes={"fastquilt": self.metadata(c_out),
+                            "fastquilt_sources": self.sources})
         elif self.arr.shape[1] != c_out:
             raise ValueError(
                 f"model output has {c_out} channels but {self.out_path} was made for "
@@ -326,6 +338,7 @@ def sliding_window_zarr(
     device = device_arg(device, here=client is None) or torch.device("cpu")
     job = _Job(x, out, window, step, weight, border, border_weight, chunks, unit, compressors,
                zarr_dtype(out_dtype), fill_value, shards)
+    job.sources["model"] = model_fingerprint(model)
     job.open_existing()
     if client is not None:
         from .distributed import run_distributed
