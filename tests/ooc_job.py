@@ -46,3 +46,22 @@ def counted_factory(log: str):
 def double_plus_one():
     """A model factory with no arguments, for the command line's module:function form."""
     return lambda p: p * 2.0 + 1.0
+
+
+class FailOnWindowsFrom(torch.nn.Module):
+    """Identity, but raises for batches after the first (the probe), once a flag file exists;
+    the others sleep, so that some tasks are still running when the error comes back."""
+
+    def __init__(self, flag: str) -> None:
+        super().__init__()
+        self.flag = flag
+
+    def forward(self, p):
+        if not os.path.exists(self.flag):
+            with open(self.flag, "w") as f:
+                f.write("probed")
+            return p
+        if float(p.sum()) > 0:
+            raise RuntimeError("model failed on this batch")
+        time.sleep(0.5)
+        return p

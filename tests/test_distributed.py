@@ -95,6 +95,20 @@ def test_worker_killed_mid_task_result_still_correct(client, tmp_path):
                                rtol=1e-5, atol=1e-5)
 
 
+def test_a_failed_task_cancels_the_rest_of_the_graph(client, tmp_path):
+    # The error comes back to the caller and the graph's other tasks stop, instead of running
+    # (and writing) on the cluster after the call has failed.
+    x, z = make_input(tmp_path, shape=(1, 1, 32, 32, 32))
+    import ooc_job
+
+    with pytest.raises(RuntimeError, match="model failed on this batch"):
+        fq.sliding_window(ooc_job.FailOnWindowsFrom(str(tmp_path / "flag")), z, 12, 10,
+                          out=tmp_path / "o.zarr", chunks=8, unit=16, client=client)
+    left = client.run_on_scheduler(
+        lambda dask_scheduler: [k for k in dask_scheduler.tasks if "fastquilt-" in str(k)])
+    assert left == []
+
+
 def test_cli_infer_with_scheduler(client, tmp_path):
     from fastquilt.__main__ import main
 

@@ -158,6 +158,11 @@ def run_distributed(client, job, model, batch_size: int, device, progress: bool)
             fut.result()  # raises the task's error (after dask's retries)
             if bar is not None:
                 bar.update(1)
+    except BaseException:
+        # A failed task or Ctrl-C: stop the rest of the graph instead of leaving it running
+        # (and writing) on the cluster; what finished stays marked done for the next run.
+        client.cancel(list(producers.values()) + owners, force=True)
+        raise
     finally:
         if bar is not None:
             bar.close()
