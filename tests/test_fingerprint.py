@@ -27,6 +27,8 @@ def test_model_fingerprints():
         twin.weight[0, 0, 0, 0, 0] += 1e-3
     assert model_fingerprint(net) != model_fingerprint(twin)
     assert model_fingerprint(torch.nn.Conv3d(1, 2, 3, device="meta")) is None
+    relu, tanh = (torch.nn.Sequential(net, act) for act in (torch.nn.ReLU(), torch.nn.Tanh()))
+    assert model_fingerprint(relu) != model_fingerprint(tanh)  # same weights, other layers
     assert model_fingerprint(object()) is None
 
 

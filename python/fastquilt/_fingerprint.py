@@ -73,6 +73,7 @@ def _file_sha256(path: str) -> str:
 
 def _state_sha256(model: torch.nn.Module) -> str | None:
     h = hashlib.sha256()
+    h.update(repr(model).encode())  # the structure: layers without weights count too
     try:
         for name, t in sorted(model.state_dict().items()):
             t = t.detach()
