@@ -232,6 +232,13 @@ def test_cli_plan(tmp_path, capsys):
     assert rc == 0 and "windows kept" in out and "duplication rate" in out
     rc = cli_main(["plan", "--shape", "32", "40", "--window", "64", "--step", "8"])
     assert rc == 2 and "larger than the image" in capsys.readouterr().err
+    zarr = pytest.importorskip("zarr")  # a (*S) zarr array: no N axis, read slab by slab
+    z = zarr.create_array(store=str(tmp_path / "lab.zarr"), shape=lab.shape, dtype=lab.dtype,
+                          chunks=(4, 40, 36))
+    z[...] = lab
+    rc = cli_main(["plan", "--shape", "32", "40", "36", "--window", "16", "--step", "8",
+                   "--border", "2", "--labels", str(tmp_path / "lab.zarr")])
+    assert rc == 0 and capsys.readouterr().out == out
     base = ["plan", "--shape", "32", "40", "36", "--window", "16", "--step", "8", "--labels"]
     with pytest.raises(SystemExit, match="labels .*missing.npy do not exist"):  # was a traceback
         cli_main(base + [str(tmp_path / "missing.npy")])
@@ -252,3 +259,63 @@ def test_dense_and_sparse_box_sums_agree(density, seed, three_d):
     b = coordinate_box_sums(torch.nonzero(valid), 2, q)
     _, per = brute_force(q, torch.where(valid, 1, -1), -1)
     assert torch.equal(a, per) and torch.equal(b, per)
+
+
+class _ReadLog:
+    """An array-like that records how many planes (first spatial axis) each read spans."""
+
+    def __init__(self, a, ndim):
+        self.a, self.shape, self.dtype, self.planes = a, a.shape, a.dtype, []
+        self.depth = a.shape[-ndim]
+
+    def __getitem__(self, key):
+        z = key[-1] if isinstance(key, tuple) else slice(None)  # (n, [:,] z) or ...
+        self.planes.append(len(range(*z.indices(self.depth))))
+        return self.a[key]
+
+
+@pytest.mark.parametrize("case", ["sparse3d", "sparse2d_channels", "dense3d", "nan_missing"])
+def test_labels_on_disk_are_read_slab_by_slab_and_select_the_same(case, tmp_path, monkeypatch):
+    import fastquilt._label_stream as stream
+
+    rng = np.random.default_rng(7)
+    if case == "sparse2d_channels":
+        q, lab = fq.Quilt((60, 50), 12, 6, border=2), np.full((2, 2, 60, 50), -1, np.int16)
+        lab[:, :, rng.integers(0, 60, 40), rng.integers(0, 50, 40)] = rng.integers(0, 3, 40)
+    else:
+        q, lab = fq.Quilt((40, 36, 32), 12, 6, border=2), np.full((2, 40, 36, 32), -1, np.int8)
+        if case == "dense3d":
+            lab = rng.integers(-1, 3, lab.shape).astype(np.int8)
+        else:
+            lab[:, rng.integers(0, 40, 60), rng.integers(0, 36, 60), rng.integers(0, 32, 60)] = 1
+    missing = -1
+    if case == "nan_missing":
+        lab = np.where(lab < 0, np.nan, lab).astype(np.float32)
+        missing = float("nan")
+    monkeypatch.setattr(stream, "_SLAB_BYTES", 1)  # one plane per read
+    want_k, want_s = fq.select_windows(q, torch.from_numpy(lab), missing, min_labelled=2)
+    np.save(tmp_path / "lab.npy", lab)
+    for arr in (np.load(tmp_path / "lab.npy", mmap_mode="r"), zarr_like(lab, tmp_path)):
+        log = _ReadLog(arr, q.ndim)
+        got_k, got_s = fq.select_windows(q, log, missing, min_labelled=2)
+        assert torch.equal(got_k, want_k) and got_s == want_s
+        if case != "dense3d":
+            assert max(log.planes) == 1  # never the whole array
+        else:
+            assert max(log.planes) == lab.shape[-3]  # dense: gave up, read it whole
+    if case == "sparse3d":  # a chunked store is read in whole chunks along the first axis
+        log = _ReadLog(np.load(tmp_path / "lab.npy", mmap_mode="r"), q.ndim)
+        log.chunks = (1, 4, 36, 32)
+        assert torch.equal(fq.select_windows(q, log, missing, min_labelled=2)[0], want_k)
+        assert set(log.planes) == {4}
+    ds = fq.PatchDataset(np.zeros((lab.shape[0], 1, *lab.shape[-q.ndim:]), np.float32),
+                         np.load(tmp_path / "lab.npy", mmap_mode="r"), q, missing)
+    assert torch.equal(ds.indices, fq.select_windows(q, torch.from_numpy(lab), missing)[0])
+
+
+def zarr_like(a, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    z = zarr.create_array(store=str(tmp_path / "lab.zarr"), shape=a.shape, dtype=a.dtype,
+                          chunks=(1,) * (a.ndim - 2) + a.shape[-2:], overwrite=True)
+    z[...] = a
+    return z

@@ -17,26 +17,39 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .quilt import Quilt
 
 
-def _load_labels(path: str) -> torch.Tensor:
+def _open_labels(path: str):
+    """The labels on disk (a memmap or a zarr array): cleaning reads them slab by slab."""
     if not path.endswith(".npy") and not path.rstrip("/").endswith(".zarr"):
         raise SystemExit(f"error: --labels must be a .npy or .zarr path, got {path}")
     if not Path(path).exists():
         raise SystemExit(f"error: labels {path} do not exist")
     try:
         if path.endswith(".npy"):
-            arr = np.load(path, mmap_mode="r")
-        else:
-            import zarr
+            return np.load(path, mmap_mode="r")
+        import zarr
 
-            arr = zarr.open_array(path, mode="r")[...]
-        return torch.from_numpy(np.array(arr))  # a writable in-memory copy
+        return zarr.open_array(path, mode="r")
     except Exception as e:  # unreadable file: say which, without a traceback
         raise SystemExit(f"error: cannot read labels {path}: {e}") from e
+
+
+class _OneImage:
+    """A ``(*S)`` array-like seen as ``(1, *S)`` (zarr arrays have no ``[None]``)."""
+
+    def __init__(self, arr) -> None:
+        self.arr, self.shape, self.dtype = arr, (1, *arr.shape), arr.dtype
+        chunks = getattr(arr, "chunks", None)
+        if chunks is not None:
+            self.chunks = (1, *chunks)
+
+    def __getitem__(self, key):
+        if key is Ellipsis:
+            return np.asarray(self.arr[...])[None]
+        return self.arr[key[1:]]  # key[0] is image 0
 
 
 def plan(argv: list[str]) -> int:
@@ -64,11 +77,11 @@ def plan(argv: list[str]) -> int:
     print(f"patch voxels / image voxels: {q.num_windows * vox / np.prod(q.spatial_shape):.2f}")
     if a.labels is None:
         return 0
-    lab = _load_labels(a.labels)
+    lab = _open_labels(a.labels)
     if tuple(lab.shape) == q.spatial_shape:
-        lab = lab.unsqueeze(0)
+        lab = _OneImage(lab)  # (*S) -> (1, *S), still read slab by slab
     missing = a.missing_label
-    if not lab.is_floating_point() and missing == int(missing):
+    if not np.issubdtype(np.dtype(lab.dtype), np.floating) and missing == int(missing):
         missing = int(missing)
     try:
         _, stats = q.plan(lab, missing, min_labelled=a.min_labelled)

@@ -7,10 +7,12 @@ import itertools
 import numbers
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import _ops
+from ._label_stream import array_label_layout, sparse_label_coords
 from .labels import (
     as_label_batch,
     check_missing_label,
@@ -166,10 +168,18 @@ def select_windows(
     ``min_labelled`` labels that are not ``missing_label`` (and at least ``min_fraction`` of
     its interior, and ``class_min[k]`` labels of each class ``k`` when given). With
     ``min_labelled=1`` this is exactly qlty's ``weed_sparse_classification_training_pairs``.
-    Labels are ``(N, *S)`` or ``(N, C, *S)``; channels count separately, as in qlty.
+    Labels are ``(N, *S)`` or ``(N, C, *S)``; channels count separately, as in qlty. A
+    tensor is read in memory; an array-like (numpy, memmap, zarr, dask) slab by slab while
+    its labels are sparse (memory O(labelled voxels)), else whole.
     """
-    lab, _ = as_label_batch(labels, quilt.spatial_shape)
-    missing_label = check_missing_label(missing_label, lab.dtype)
+    on_disk = not isinstance(labels, torch.Tensor)  # numpy, memmap, zarr, dask
+    if on_disk:
+        N, C, _ = array_label_layout(labels, quilt.spatial_shape)
+        dtype = torch.from_numpy(np.zeros(0, np.dtype(labels.dtype))).dtype
+    else:
+        lab, _ = as_label_batch(labels, quilt.spatial_shape)
+        N, C, dtype = lab.shape[0], lab.shape[1], lab.dtype
+    missing_label = check_missing_label(missing_label, dtype)
     if missing_label is None:
         raise ValueError("missing_label is required to clean sparse labels (e.g. -1)")
     if isinstance(min_labelled, bool) or not isinstance(min_labelled, int) or min_labelled < 1:
@@ -180,21 +190,32 @@ def select_windows(
         raise TypeError(f"class_min must be a dict {{label value: minimum count}}, got "
                         f"{type(class_min).__name__}")
     for k, m in (class_min or {}).items():
-        check_missing_label(k, lab.dtype, name="class_min key")
+        check_missing_label(k, dtype, name="class_min key")
         if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 0:
             raise ValueError(f"class_min[{k!r}] must be an int >= 0, got {m!r}")
-    lab = lab.cpu()
-    N, C = lab.shape[:2]
-    valid = ~is_missing(lab, missing_label)
-    coords = torch.nonzero(valid)  # (L, 2 + D) [n, c, p...]: one pass over the labels
-    sparse = coords.shape[0] * 8 < valid.numel()
+    # (L, 2 + D) [n, c, p...] coordinates of the labelled elements and their values: one
+    # pass over the labels (slab by slab from disk while they are sparse: O(labelled voxels)
+    # memory; else the whole array)
+    streamed = sparse_label_coords(labels, quilt.spatial_shape, missing_label) \
+        if on_disk else None
+    if streamed is not None:
+        coords, values = streamed
+        sparse, lab, valid = True, None, None
+    else:
+        if on_disk:
+            lab, _ = as_label_batch(torch.from_numpy(np.array(labels[...])),
+                                    quilt.spatial_shape)
+        lab = lab.cpu()
+        valid = ~is_missing(lab, missing_label)
+        coords = torch.nonzero(valid)
+        sparse = coords.shape[0] * 8 < valid.numel()
+        values = lab[tuple(coords.T)]
 
     def box_sums(mask_fn):
         if sparse:  # O(labelled voxels)
             return coordinate_box_sums(coords[mask_fn(values)], N, quilt)
         return grid_box_sums(mask_fn(lab) & valid, quilt)  # O(volume), separable
 
-    values = lab[tuple(coords.T)]
     per_window = box_sums(lambda v: torch.ones_like(v, dtype=torch.bool))
     interior = C * int(torch.tensor(
         [w - 2 * b for w, b in zip(quilt.window, quilt.border or (0,) * quilt.ndim)]).prod())
@@ -202,7 +223,7 @@ def select_windows(
     if min_fraction is not None:
         keep &= per_window >= min_fraction * interior
     want_classes = dict(class_min or {})
-    if per_class_stats and not lab.is_floating_point() and lab.dtype != torch.bool:
+    if per_class_stats and not dtype.is_floating_point and dtype != torch.bool:
         present = torch.unique(values)
         if present.numel() <= 64:
             for k in present.tolist():

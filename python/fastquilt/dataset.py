@@ -87,9 +87,8 @@ class PatchDataset(torch.utils.data.Dataset):
         if indices is None and labels is not None and self.missing_label is not None:
             from .cleaning import select_windows
 
-            lab = labels if isinstance(labels, torch.Tensor) else torch.from_numpy(
-                np.asarray(labels[...]))
-            indices, self.stats = select_windows(quilt, lab, self.missing_label, **criteria)
+            # an array-like is read slab by slab while sparse (select_windows)
+            indices, self.stats = select_windows(quilt, labels, self.missing_label, **criteria)
         elif criteria:
             raise TypeError(f"unexpected arguments {sorted(criteria)}")
         if indices is None:
