@@ -8,9 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .labels import is_missing
-
-_SLAB_BYTES = 64 << 20  # labels read per step
+_SLAB_BYTES = 16 << 20  # labels read per step (memory: about twice this)
 
 
 def array_label_layout(labels, spatial: tuple[int, ...]) -> tuple[int, int, bool]:
@@ -38,6 +36,8 @@ def sparse_label_coords(labels, spatial: tuple[int, ...], missing_label):
     if isinstance(chunks, tuple) and all(isinstance(c, int) for c in chunks):
         z_chunk = chunks[2 if channel else 1]  # whole chunks per read
         depth = max(z_chunk, depth // z_chunk * z_chunk)
+    # (check_missing_label allows NaN for float labels only)
+    nan_missing = isinstance(missing_label, float) and np.isnan(missing_label)
     coords, values, found = [], [], 0
     for n in range(N):
         per_channel: list[list] = [[] for _ in range(C)]
@@ -46,14 +46,18 @@ def sparse_label_coords(labels, spatial: tuple[int, ...], missing_label):
             block = labels[(n, slice(None), z) if channel else (n, z)]
             if hasattr(block, "compute"):  # dask
                 block = block.compute()
-            t = torch.from_numpy(np.array(block))  # a writable copy of this slab only
+            a = np.asarray(block)
             if not channel:
-                t = t.unsqueeze(0)
-            at = torch.nonzero(~is_missing(t, missing_label))  # [c, p...] in this slab
-            found += at.shape[0]
+                a = a[None]
+            # numpy, not torch: its nonzero sizes the result first (torch's needs temporaries
+            # of 8 bytes per element of the slab)
+            valid = ~np.isnan(a) if nan_missing else a != missing_label
+            idx = np.nonzero(valid)  # [c, p...] in this slab, C order
+            found += idx[0].size
             if found * 8 >= total:
                 return None
-            vals = t[tuple(at.T)]
+            vals = torch.from_numpy(np.ascontiguousarray(a[idx]))
+            at = torch.from_numpy(np.stack(idx, axis=1).astype(np.int64))
             at[:, 1] += z0
             for c in range(C):  # nonzero's order is channel-major: regroup by channel
                 sel = at[:, 0] == c
