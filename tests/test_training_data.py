@@ -303,6 +303,9 @@ def test_labels_on_disk_are_read_slab_by_slab_and_select_the_same(case, tmp_path
             assert max(log.planes) == 1  # never the whole array
         else:
             assert max(log.planes) == lab.shape[-3]  # dense: gave up, read it whole
+    monkeypatch.setattr(fq.cleaning, "STREAM_TENSORS_ABOVE", 0)  # a large tensor: slab-wise
+    got_k, got_s = fq.select_windows(q, torch.from_numpy(lab), missing, min_labelled=2)
+    assert torch.equal(got_k, want_k) and got_s == want_s
     if case == "sparse3d":  # a chunked store is read in whole chunks along the first axis
         log = _ReadLog(np.load(tmp_path / "lab.npy", mmap_mode="r"), q.ndim)
         log.chunks = (1, 4, 36, 32)

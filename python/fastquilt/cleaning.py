@@ -152,6 +152,10 @@ def _covered_by_kept(coords: torch.Tensor, kept_grid: torch.Tensor, quilt) -> to
     return (total > 0) & ~empty
 
 
+# Label tensors with more elements than this are scanned slab by slab (select_windows).
+STREAM_TENSORS_ABOVE = 1 << 28
+
+
 def select_windows(
     quilt,
     labels: torch.Tensor,
@@ -196,8 +200,16 @@ def select_windows(
     # (L, 2 + D) [n, c, p...] coordinates of the labelled elements and their values: one
     # pass over the labels (slab by slab from disk while they are sparse: O(labelled voxels)
     # memory; else the whole array)
-    streamed = sparse_label_coords(labels, quilt.spatial_shape, missing_label) \
-        if on_disk else None
+    if on_disk:
+        streamed = sparse_label_coords(labels, quilt.spatial_shape, missing_label)
+    elif (lab.numel() > STREAM_TENSORS_ABOVE and lab.device.type == "cpu"
+          and lab.dtype != torch.bfloat16):  # (numpy has no bfloat16)
+        # A large tensor in memory takes the same slab-wise pass: the whole-volume one needs
+        # 2 bytes per voxel more (measured at 512^3: +257 MiB, 0.15 s; slab-wise +55 MiB,
+        # 0.34 s), which matters when the labels alone nearly fill the RAM.
+        streamed = sparse_label_coords(lab.detach().numpy(), quilt.spatial_shape, missing_label)
+    else:
+        streamed = None
     if streamed is not None:
         coords, values = streamed
         sparse, lab, valid = True, None, None
