@@ -21,17 +21,26 @@ if __name__ == "__main__":
                       weight="gaussian", out=dst, chunks=16, unit=16)
 
 
-class KillOnce(torch.nn.Module):
-    """Kills the worker process running it the first time (a flag file makes it once)."""
+class _FirstCallAnywhere(torch.nn.Module):
+    """A model that knows its first call across all worker processes (a flag file)."""
 
     def __init__(self, flag: str) -> None:
         super().__init__()
         self.flag = flag
 
+    def first_call(self) -> bool:
+        if os.path.exists(self.flag):
+            return False
+        with open(self.flag, "w") as f:
+            f.write("called")
+        return True
+
+
+class KillOnce(_FirstCallAnywhere):
+    """Kills the worker process running it the first time."""
+
     def forward(self, p):
-        if not os.path.exists(self.flag):
-            with open(self.flag, "w") as f:
-                f.write("killed")
+        if self.first_call():
             os._exit(1)
         return p * 2.0 + 1.0
 
@@ -48,18 +57,12 @@ def double_plus_one():
     return lambda p: p * 2.0 + 1.0
 
 
-class FailOnWindowsFrom(torch.nn.Module):
-    """Identity, but raises for batches after the first (the probe), once a flag file exists;
-    the others sleep, so that some tasks are still running when the error comes back."""
-
-    def __init__(self, flag: str) -> None:
-        super().__init__()
-        self.flag = flag
+class FailOnWindowsFrom(_FirstCallAnywhere):
+    """Identity on the first call (the probe); after it, raises for batches of positive sum
+    and sleeps on the others, so that some tasks still run when the error comes back."""
 
     def forward(self, p):
-        if not os.path.exists(self.flag):
-            with open(self.flag, "w") as f:
-                f.write("probed")
+        if self.first_call():
             return p
         if float(p.sum()) > 0:
             raise RuntimeError("model failed on this batch")
