@@ -81,6 +81,16 @@ def test_subnormal_weight_sum_gives_the_in_memory_result_not_inf(tmp_path):
     np.testing.assert_array_equal(y[...], ref.numpy())
 
 
+def test_tensor_input_that_requires_grad(tmp_path):
+    # a tensor is read window by window like any array (was: "Can't call numpy() on Tensor
+    # that requires grad"; a CUDA tensor failed the same way)
+    x = torch.randn(1, 1, 24, 24, 24, requires_grad=True)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    y = fq.sliding_window(lambda p: p, x.to(dev), 8, 6, out=tmp_path / "o.zarr", chunks=8,
+                          unit=8, weight="flat")
+    np.testing.assert_allclose(y[...], x.detach().numpy(), rtol=1e-6, atol=1e-6)
+
+
 def test_dask_input(tmp_path):
     da = pytest.importorskip("dask.array")
     x = np.random.default_rng(2).standard_normal((1, 1, 30, 30, 30)).astype(np.float32)

@@ -39,8 +39,8 @@ def _spatial_read(x, n: int, sl: tuple) -> np.ndarray:
     block = x[(n, slice(None), *sl)]
     if hasattr(block, "compute"):  # dask
         block = block.compute()
-    if isinstance(block, torch.Tensor):
-        return block.numpy()
+    if isinstance(block, torch.Tensor):  # on any device, with or without grad
+        return block.detach().cpu().numpy()
     return np.asarray(block)
 
 
