@@ -89,6 +89,10 @@ def test_tensor_input_that_requires_grad(tmp_path):
     y = fq.sliding_window(lambda p: p, x.to(dev), 8, 6, out=tmp_path / "o.zarr", chunks=8,
                           unit=8, weight="flat")
     np.testing.assert_allclose(y[...], x.detach().numpy(), rtol=1e-6, atol=1e-6)
+    w = (torch.rand(8, 8, 8) + 0.5).to(dev).requires_grad_()  # a trainable weight tensor
+    y = fq.sliding_window(lambda p: p, x.to(dev), 8, 6, weight=w, out=tmp_path / "w.zarr",
+                          chunks=8, unit=8)
+    np.testing.assert_allclose(y[...], x.detach().numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_dask_input(tmp_path):

@@ -108,7 +108,7 @@ class _Job:
         self.wdesc = weight_desc(weight, border_weight)
         self.out_dtype, self.fill_value, self.compressors = out_dtype, fill_value, compressors
         self.origins = self.q.grid.origins(self.N)
-        self.w_np = self.q.weight.to(torch.float32).numpy()
+        self.w_np = self.q.weight.detach().to("cpu", torch.float32).numpy()
         self.w_t = torch.from_numpy(self.w_np)
         self.x = _Memmap(x) if isinstance(x, np.memmap) else x
         self.arr = None
