@@ -40,6 +40,8 @@ def test_file_and_factory_fingerprints(tmp_path):
     torch.jit.script(torch.nn.Conv3d(1, 1, 1)).save(str(path))  # retrained, same name
     assert model_fingerprint(ModelFactory(str(path))) != first
     assert model_fingerprint(ModelFactory(max, 1)) != model_fingerprint(ModelFactory(max, 2))
+    # a path only the dask workers see: unknown here, never an error
+    assert model_fingerprint(ModelFactory(str(tmp_path / "on_the_workers.pt"))) is None
 
 
 def test_input_fingerprints(tmp_path):

@@ -23,8 +23,9 @@ def model_fingerprint(model) -> str | None:
     from ._model_loading import ModelFactory
 
     if isinstance(model, ModelFactory):
-        if isinstance(model.fn, str):
-            return "file:" + _file_sha256(model.fn)
+        if isinstance(model.fn, str):  # (a file only the dask workers see: unknown)
+            digest = _file_sha256(model.fn)
+            return None if digest is None else "file:" + digest
         return "factory:" + repr(model.key)
     if isinstance(model, torch.nn.Module):
         state = _state_sha256(model)
@@ -63,11 +64,14 @@ def input_fingerprint(x) -> str | None:
     return None
 
 
-def _file_sha256(path: str) -> str:
+def _file_sha256(path: str) -> str | None:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+    except OSError:
+        return None
     return h.hexdigest()
 
 
