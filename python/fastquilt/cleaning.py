@@ -158,7 +158,7 @@ STREAM_TENSORS_ABOVE = 1 << 28
 
 def select_windows(
     quilt,
-    labels: torch.Tensor,
+    labels: torch.Tensor | np.ndarray,
     missing_label,
     *,
     min_labelled: int = 1,

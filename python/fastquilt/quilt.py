@@ -253,8 +253,9 @@ class Quilt:
 
         return clean_pairs(self, x, labels, missing_label, **criteria)
 
-    def plan(self, labels: torch.Tensor, missing_label, **criteria):
-        """Which windows cleaning keeps and the statistics, without gathering anything:
+    def plan(self, labels, missing_label, **criteria):
+        """Which windows cleaning keeps and the statistics, without gathering anything, from
+        labels in memory (a tensor) or on disk (numpy memmap, zarr, dask; read slab by slab):
         see :func:`fastquilt.cleaning.select_windows`."""
         from .cleaning import select_windows
 
