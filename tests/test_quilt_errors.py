@@ -106,3 +106,7 @@ def test_device_dtype_index_and_criteria_arguments():
         q.clean_pairs(x, labels, -1, class_min={1: -1})
     with pytest.raises(TypeError, match="class_min must be a dict"):
         q.clean_pairs(x, labels, -1, class_min=[1, 2])
+    with pytest.raises(TypeError, match="augment must be True or False, got 'no'"):
+        fq.PatchDataset(x, None, q, augment="no")  # was read as True
+    with pytest.raises(TypeError, match="allow_gaps must be True or False"):
+        fq.Quilt((16, 16), 4, 8, allow_gaps="yes")

@@ -110,3 +110,10 @@ def window_arg(window, name: str = "window") -> tuple[int, ...]:
     if any(v < 1 for v in window):
         raise ValueError(f"{name} must be >= 1 on every axis, got {tuple(window)}")
     return tuple(int(v) for v in window)
+
+
+def bool_arg(value, name: str) -> bool:
+    """A flag: True or False (a string such as "no" is refused, not read as True)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)

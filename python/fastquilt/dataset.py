@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ._args import index_tensor
+from ._args import bool_arg, index_tensor
 from .labels import check_missing_label, is_missing
 from .quilt import Quilt
 
@@ -96,7 +96,8 @@ class PatchDataset(torch.utils.data.Dataset):
         self.indices = index_tensor(indices)
         self.origins = quilt.grid.origins(self.N, indices=self.indices)
         self.frame = quilt.border_mask() < 0.5
-        self.augment, self.seed, self.dtype, self.epoch = augment, int(seed), dtype, 0
+        self.augment, self.seed, self.dtype, self.epoch = (bool_arg(augment, "augment"),
+                                                           int(seed), dtype, 0)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw new augmentations (still deterministic) for another epoch."""

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._args import index_tensor, per_axis, spatial_shape_arg
+from ._args import bool_arg, index_tensor, per_axis, spatial_shape_arg
 
 
 def _check_axis(size: int, window: int, step: int) -> None:
@@ -120,6 +120,7 @@ class Grid:
                     f"axis {d} ({w} > {S}); pad the image to at least {w} on that axis "
                     "(e.g. torch.nn.functional.pad) or use a smaller window"
                 )
+        allow_gaps = bool_arg(allow_gaps, "allow_gaps")
         for d, (w, s) in enumerate(zip(self.window, self.step)):
             if s > w and not allow_gaps:
                 raise ValueError(
