@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastquilt as fq
 from fastquilt.distributed import ModelFactory, local_cluster
@@ -121,3 +123,25 @@ def test_cli_infer_with_scheduler(client, tmp_path):
     np.testing.assert_allclose(zarr.open_array(str(tmp_path / "o.zarr"))[...],
                                reference(x, lambda p: p * 2.0 + 1.0, 10, 8),
                                rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=min(settings().max_examples, 6))
+@given(data=st.data())
+def test_distributed_equals_in_memory_for_random_geometries(client, data, tmp_path_factory):
+    # The producer/owner graph (pieces cut per unit, owners adding them) over random shapes,
+    # windows, steps, chunks and units, against the in-memory result.
+    D = data.draw(st.sampled_from([2, 3]))
+    S = tuple(data.draw(st.integers(3, 30 if D == 2 else 14)) for _ in range(D))
+    W = tuple(data.draw(st.integers(1, s)) for s in S)
+    step = tuple(data.draw(st.integers(1, w)) for w in W)
+    chunk = tuple(data.draw(st.integers(1, s)) for s in S)
+    unit = tuple(c * data.draw(st.integers(1, 3)) for c in chunk)
+    x = np.random.default_rng(1).standard_normal((2, 1, *S)).astype(np.float32)
+    out = tmp_path_factory.mktemp("dist") / "o.zarr"
+    import ooc_job
+
+    y = fq.sliding_window(ModelFactory(ooc_job.double_plus_one), x, W, step, 4, "gaussian",
+                          out=out, chunks=chunk, unit=unit, client=client)
+    want = fq.sliding_window(lambda p: p * 2.0 + 1.0, torch.from_numpy(x), W, step, 4,
+                             "gaussian")
+    np.testing.assert_allclose(y[...], want.numpy(), rtol=1e-5, atol=1e-5)

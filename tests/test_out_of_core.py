@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastquilt as fq
 from fastquilt.outofcore import progress_of
@@ -284,3 +286,27 @@ def test_sharded_output_units_hold_whole_shards(tmp_path):
     with pytest.raises(ValueError, match="multiple of shards"):
         fq.sliding_window(lambda p: p, z, 8, 6, out=tmp_path / "t.zarr", chunks=8, shards=16,
                           unit=8)
+
+
+@settings(max_examples=min(settings().max_examples, 25))
+@given(data=st.data())
+def test_out_of_core_equals_in_memory_for_random_geometries_and_units(data, tmp_path_factory):
+    # Units, chunks, shards and the slab's sliding window against the in-memory result, over
+    # random 2D/3D shapes, windows, steps, chunk and unit sizes (units are whole chunks).
+    D = data.draw(st.sampled_from([2, 3]))
+    S = tuple(data.draw(st.integers(3, 30 if D == 2 else 14)) for _ in range(D))
+    W = tuple(data.draw(st.integers(1, s)) for s in S)
+    step = tuple(data.draw(st.integers(1, w)) for w in W)
+    chunk = tuple(data.draw(st.integers(1, s)) for s in S)
+    unit = tuple(c * data.draw(st.integers(1, 3)) for c in chunk)
+    N, C = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2))
+    weight = data.draw(st.sampled_from(["flat", "gaussian", "hann"]))
+    batch = data.draw(st.integers(1, 9))
+    x = np.random.default_rng(0).standard_normal((N, C, *S)).astype(np.float32)
+    out = tmp_path_factory.mktemp("ooc") / "o.zarr"
+    y = fq.sliding_window(lambda p: p[:, :1] * 2 - 1, x, W, step, batch, weight, out=out,
+                          chunks=chunk, unit=unit)
+    want = fq.sliding_window(lambda p: p[:, :1] * 2 - 1, torch.from_numpy(x), W, step, batch,
+                             weight)
+    np.testing.assert_allclose(y[...], want.numpy(), rtol=1e-5, atol=1e-5)
+    assert progress_of(out)["done"] == progress_of(out)["total"]
