@@ -125,6 +125,23 @@ def test_cli_infer_with_scheduler(client, tmp_path):
                                rtol=1e-5, atol=1e-5)
 
 
+def test_runs_with_the_same_output_name_do_not_share_tasks(client, tmp_path):
+    # A live task of another run whose output has the same name (another folder's o.zarr):
+    # dask hands a new task with the same key that task's result, so keys must be unique
+    # per call (they were named after the output: zeros or errors, flaky in CI).
+    other = client.submit(lambda: {"not": "this run's pieces"}, key="fastquilt-produce-o.zarr-0",
+                          pure=False)
+    other.result()
+    x, z = make_input(tmp_path, shape=(1, 1, 24, 24, 24))
+    import ooc_job
+
+    y = fq.sliding_window(ModelFactory(ooc_job.double_plus_one), z, 10, 8, out=tmp_path / "o.zarr",
+                          chunks=8, unit=8, client=client)
+    np.testing.assert_allclose(y[...], reference(x, lambda p: p * 2.0 + 1.0, 10, 8),
+                               rtol=1e-5, atol=1e-5)
+    del other
+
+
 @settings(max_examples=min(settings().max_examples, 6))
 @given(data=st.data())
 def test_distributed_equals_in_memory_for_random_geometries(client, data, tmp_path_factory):

@@ -20,6 +20,7 @@ do not get distributed's default ``MALLOC_TRIM_THRESHOLD_=65536`` (it made windo
 from __future__ import annotations
 
 import os
+import uuid
 import warnings
 
 import numpy as np
@@ -136,9 +137,13 @@ def run_distributed(client, job, model, batch_size: int, device, progress: bool)
         groups.setdefault(start_unit, []).append(k)
         feeds.setdefault(start_unit, set()).update(
             u for u in job.units.touched(o, job.q.window) if u not in done)
+    # Task keys unique to this call: dask hands a new task the result of a live one with the
+    # same key, so keys named after the output alone mixed two runs (two `pred.zarr` in
+    # different folders, or a run right after another).
+    run = f"{job.out_path.name}-{uuid.uuid4().hex[:12]}"
     producers = {
         p: client.submit(_produce, job_f, model_f, ks, sorted(feeds[p]), c_out, batch_size,
-                         device, key=f"fastquilt-produce-{job.out_path.name}-{p}", pure=False)
+                         device, key=f"fastquilt-produce-{run}-{p}", pure=False)
         for p, ks in sorted(groups.items())
     }
     fed_by: dict[int, list] = {}
@@ -146,7 +151,7 @@ def run_distributed(client, job, model, batch_size: int, device, progress: bool)
         for uid in feeds[p]:
             fed_by.setdefault(uid, []).append(producers[p])
     owners = [client.submit(_own, job_f, uid, c_out, *fed_by[uid],
-                            key=f"fastquilt-own-{job.out_path.name}-{uid}", pure=False)
+                            key=f"fastquilt-own-{run}-{uid}", pure=False)
               for uid in sorted(remaining)]
     bar = None
     if progress:
