@@ -143,16 +143,18 @@ def test_runs_with_the_same_output_name_do_not_share_tasks(client, tmp_path):
 
 
 @settings(max_examples=min(settings().max_examples, 6))
-@given(data=st.data())
-def test_distributed_equals_in_memory_for_random_geometries(client, data, tmp_path_factory):
+@given(seed=st.integers(0, 2**31 - 1))
+def test_distributed_equals_in_memory_for_random_geometries(client, seed, tmp_path_factory):
     # The producer/owner graph (pieces cut per unit, owners adding them) over random shapes,
-    # windows, steps, chunks and units, against the in-memory result.
-    D = data.draw(st.sampled_from([2, 3]))
-    S = tuple(data.draw(st.integers(3, 30 if D == 2 else 14)) for _ in range(D))
-    W = tuple(data.draw(st.integers(1, s)) for s in S)
-    step = tuple(data.draw(st.integers(1, w)) for w in W)
-    chunk = tuple(data.draw(st.integers(1, s)) for s in S)
-    unit = tuple(c * data.draw(st.integers(1, 3)) for c in chunk)
+    # windows, steps, chunks and units, against the in-memory result. One draw (a seed):
+    # the client's threads use `random` meanwhile, which hypothesis flags during draws.
+    rng = np.random.default_rng(seed)
+    D = int(rng.integers(2, 4))
+    S = tuple(int(rng.integers(3, (30 if D == 2 else 14) + 1)) for _ in range(D))
+    W = tuple(int(rng.integers(1, s + 1)) for s in S)
+    step = tuple(int(rng.integers(1, w + 1)) for w in W)
+    chunk = tuple(int(rng.integers(1, s + 1)) for s in S)
+    unit = tuple(c * int(rng.integers(1, 4)) for c in chunk)
     x = np.random.default_rng(1).standard_normal((2, 1, *S)).astype(np.float32)
     out = tmp_path_factory.mktemp("dist") / "o.zarr"
     import ooc_job
