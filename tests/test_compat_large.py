@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastquilt.compat_large import LargeNCYXQuilt, LargeNCZYXQuilt
 
@@ -108,3 +110,29 @@ def test_clean_pair_matches_qlty(tmp_path):
     c, d = LargeNCZYXQuilt(str(tmp_path / "f"), *args).unstitch_and_clean_sparse_data_pair(
         x, lab, -1)
     assert torch.equal(a, c) and torch.equal(b, d)
+
+
+@settings(max_examples=min(settings().max_examples, 25))
+@given(seed=st.integers(0, 2**31 - 1))
+def test_large_quilts_equal_quilt_stitch_for_random_geometries(seed, tmp_path_factory):
+    # The Large classes' units (written when their last window arrives) over random shapes,
+    # windows, steps and borders, windows stitched in a random order, against Quilt.stitch
+    # with qlty's border weight.
+    rng = np.random.default_rng(seed)
+    D = int(rng.integers(2, 4))
+    S = tuple(int(rng.integers(3, (70 if D == 2 else 20) + 1)) for _ in range(D))
+    W = tuple(int(rng.integers(2, s + 1)) for s in S)
+    step = tuple(int(rng.integers(1, w + 1)) for w in W)
+    border = int(rng.integers(0, (min(W) - 1) // 2 + 1))
+    N, C = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+    x = torch.from_numpy(rng.standard_normal((N, C, *S)).astype(np.float32))
+    path = str(tmp_path_factory.mktemp("large") / "q")
+    if D == 2:
+        big = LargeNCYXQuilt(path, N, *S, W, step, border, 0.3)
+    else:
+        big = LargeNCZYXQuilt(path, N, *S, W, step, border, 0.3)
+    for k in rng.permutation(big.N_chunks):
+        big.stitch(big.unstitch(x, int(k)).unsqueeze(0) * 3, int(k))
+    q = big._q
+    want, _ = q.stitch(q.unstitch(x) * 3)
+    np.testing.assert_allclose(big.return_mean()[...], want.numpy(), rtol=1e-5, atol=1e-5)
