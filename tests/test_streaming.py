@@ -1,7 +1,10 @@
 """Streaming accumulator and sliding-window inference."""
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastquilt as fq
 
@@ -102,3 +105,31 @@ def test_sliding_window_gaps_and_zero_weights_get_fill_value():
     q = fq.Quilt((50, 50), 8, 8, weight=w, fill_value=5.0)
     torch.testing.assert_close(y, q.stitch(q.unstitch(x))[0])
     assert (y[0, 0, :, :2] == 5.0).all() and not torch.isnan(y).any()
+
+
+@settings(max_examples=min(settings().max_examples, 40))
+@given(seed=st.integers(0, 2**31 - 1))
+def test_accumulator_and_sliding_window_equal_stitch_for_random_geometries(seed):
+    # Random 2D/3D shapes, windows, steps (gaps too), borders, weights, batch sizes and orders.
+    rng = np.random.default_rng(seed)
+    D = int(rng.integers(2, 4))
+    S = tuple(int(rng.integers(1, (40 if D == 2 else 14) + 1)) for _ in range(D))
+    W = tuple(int(rng.integers(1, s + 1)) for s in S)
+    step = tuple(int(rng.integers(1, w + 3)) for w in W)
+    weight = ["flat", "gaussian", "hann", "linear", None][int(rng.integers(0, 5))]
+    border = int(rng.integers(0, (min(W) - 1) // 2 + 1))
+    q = fq.Quilt(S, W, step, border=border, weight=weight, allow_gaps=True, fill_value=-2.0)
+    N, C = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+    x = torch.from_numpy(rng.standard_normal((N, C, *S)).astype(np.float32))
+    p = q.unstitch(x)
+    want, want_ws = q.stitch(p)
+    acc = q.accumulator(N, C)
+    order = torch.from_numpy(rng.permutation(p.shape[0]))
+    for chunk in order.split(int(rng.integers(1, 10))):
+        acc.add(p[chunk], chunk)
+    mean, ws = acc.finalize()
+    torch.testing.assert_close(ws, want_ws)
+    torch.testing.assert_close(mean, want, rtol=1e-5, atol=1e-5)
+    y = fq.sliding_window(lambda t: t, x, W, step, int(rng.integers(1, 10)), weight,
+                          border=border, allow_gaps=True, fill_value=-2.0)
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
