@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastquilt as fq
@@ -322,3 +322,29 @@ def zarr_like(a, tmp_path):
                           chunks=(1,) * (a.ndim - 2) + a.shape[-2:], overwrite=True)
     z[...] = a
     return z
+
+
+@settings(max_examples=min(settings().max_examples, 30))
+@given(seed=st.integers(0, 2**31 - 1))
+def test_patch_dataset_equals_clean_pairs_for_random_geometries(seed):
+    # Lazy per-item reads (labels given as a numpy array: the slab-wise window choice) against
+    # clean_pairs on tensors, over random 2D/3D shapes, windows, steps, borders, channels and
+    # label densities.
+    rng = np.random.default_rng(seed)
+    D = int(rng.integers(2, 4))
+    S = tuple(int(rng.integers(2, (40 if D == 2 else 14) + 1)) for _ in range(D))
+    W = tuple(int(rng.integers(1, s + 1)) for s in S)
+    step = tuple(int(rng.integers(1, w + 1)) for w in W)
+    border = int(rng.integers(0, (min(W) - 1) // 2 + 1))
+    q = fq.Quilt(S, W, step, border=border)
+    N = int(rng.integers(1, 3))
+    shape = (N, *S) if rng.integers(0, 2) else (N, int(rng.integers(1, 3)), *S)
+    lab = np.where(rng.random(shape) < rng.choice([0.002, 0.05, 0.5]),
+                   rng.integers(0, 3, shape), -1).astype(np.int8)
+    x = torch.from_numpy(rng.standard_normal((N, 2, *S)).astype(np.float32))
+    xp, lp, kept, stats = q.clean_pairs(x, torch.from_numpy(lab), -1)
+    ds = fq.PatchDataset(x.numpy(), lab, q, missing_label=-1)
+    assert torch.equal(ds.indices, kept) and ds.stats == stats
+    for i in range(len(ds)):
+        a, b = ds[i]
+        assert torch.equal(a, xp[i]) and torch.equal(b, lp[i])
