@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from fastquilt.compat_large import LargeNCYXQuilt, LargeNCZYXQuilt
 
+from .random_geometry import random_grid
+
 qlty = pytest.importorskip("qlty", reason="qlty 1.5.0 is a test dependency")
 pytest.importorskip("dask", reason="qlty's Large quilts read their results back through dask")
 
@@ -119,11 +121,8 @@ def test_large_quilts_equal_quilt_stitch_for_random_geometries(seed, tmp_path_fa
     # windows, steps and borders, windows stitched in a random order, against Quilt.stitch
     # with qlty's border weight.
     rng = np.random.default_rng(seed)
-    D = int(rng.integers(2, 4))
-    S = tuple(int(rng.integers(3, (70 if D == 2 else 20) + 1)) for _ in range(D))
-    W = tuple(int(rng.integers(2, s + 1)) for s in S)
-    step = tuple(int(rng.integers(1, w + 1)) for w in W)
-    border = int(rng.integers(0, (min(W) - 1) // 2 + 1))
+    S, W, step, border = random_grid(rng, 70, 20, min_size=3, min_window=2)
+    D = len(S)
     N, C = int(rng.integers(1, 3)), int(rng.integers(1, 3))
     x = torch.from_numpy(rng.standard_normal((N, C, *S)).astype(np.float32))
     path = str(tmp_path_factory.mktemp("large") / "q")

@@ -14,6 +14,8 @@ import fastquilt as fq
 from fastquilt.distributed import ModelFactory, local_cluster
 from fastquilt.outofcore import progress_of
 
+from .random_geometry import random_grid, random_units
+
 distributed = pytest.importorskip("distributed")
 zarr = pytest.importorskip("zarr")
 
@@ -149,12 +151,8 @@ def test_distributed_equals_in_memory_for_random_geometries(client, seed, tmp_pa
     # windows, steps, chunks and units, against the in-memory result. One draw (a seed):
     # the client's threads use `random` meanwhile, which hypothesis flags during draws.
     rng = np.random.default_rng(seed)
-    D = int(rng.integers(2, 4))
-    S = tuple(int(rng.integers(3, (30 if D == 2 else 14) + 1)) for _ in range(D))
-    W = tuple(int(rng.integers(1, s + 1)) for s in S)
-    step = tuple(int(rng.integers(1, w + 1)) for w in W)
-    chunk = tuple(int(rng.integers(1, s + 1)) for s in S)
-    unit = tuple(c * int(rng.integers(1, 4)) for c in chunk)
+    S, W, step, _ = random_grid(rng, 30, 14, min_size=3)
+    chunk, unit = random_units(rng, S)
     x = np.random.default_rng(1).standard_normal((2, 1, *S)).astype(np.float32)
     out = tmp_path_factory.mktemp("dist") / "o.zarr"
     import ooc_job

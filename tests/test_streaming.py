@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 import fastquilt as fq
 
+from .random_geometry import random_grid
+
 
 def test_accumulator_any_order_equals_stitch():
     q = fq.Quilt((30, 33, 29), 12, 7, border=2, border_weight=0.2)
@@ -112,12 +114,8 @@ def test_sliding_window_gaps_and_zero_weights_get_fill_value():
 def test_accumulator_and_sliding_window_equal_stitch_for_random_geometries(seed):
     # Random 2D/3D shapes, windows, steps (gaps too), borders, weights, batch sizes and orders.
     rng = np.random.default_rng(seed)
-    D = int(rng.integers(2, 4))
-    S = tuple(int(rng.integers(1, (40 if D == 2 else 14) + 1)) for _ in range(D))
-    W = tuple(int(rng.integers(1, s + 1)) for s in S)
-    step = tuple(int(rng.integers(1, w + 3)) for w in W)
+    S, W, step, border = random_grid(rng, 40, 14, gaps=2)
     weight = ["flat", "gaussian", "hann", "linear", None][int(rng.integers(0, 5))]
-    border = int(rng.integers(0, (min(W) - 1) // 2 + 1))
     q = fq.Quilt(S, W, step, border=border, weight=weight, allow_gaps=True, fill_value=-2.0)
     N, C = int(rng.integers(1, 3)), int(rng.integers(1, 3))
     x = torch.from_numpy(rng.standard_normal((N, C, *S)).astype(np.float32))

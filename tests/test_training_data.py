@@ -10,6 +10,7 @@ import fastquilt as fq
 from fastquilt.__main__ import main as cli_main
 
 from . import reference as ref
+from .random_geometry import random_grid
 
 qlty = pytest.importorskip("qlty", reason="qlty 1.5.0 is a test dependency")
 
@@ -331,11 +332,7 @@ def test_patch_dataset_equals_clean_pairs_for_random_geometries(seed):
     # clean_pairs on tensors, over random 2D/3D shapes, windows, steps, borders, channels and
     # label densities.
     rng = np.random.default_rng(seed)
-    D = int(rng.integers(2, 4))
-    S = tuple(int(rng.integers(2, (40 if D == 2 else 14) + 1)) for _ in range(D))
-    W = tuple(int(rng.integers(1, s + 1)) for s in S)
-    step = tuple(int(rng.integers(1, w + 1)) for w in W)
-    border = int(rng.integers(0, (min(W) - 1) // 2 + 1))
+    S, W, step, border = random_grid(rng, 40, 14, min_size=2)
     q = fq.Quilt(S, W, step, border=border)
     N = int(rng.integers(1, 3))
     shape = (N, *S) if rng.integers(0, 2) else (N, int(rng.integers(1, 3)), *S)
