@@ -15,7 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastquilt as fq
+from fastquilt._ooc_store import Units
 from fastquilt.outofcore import progress_of
+
+from .random_geometry import random_grid, random_units
 
 zarr = pytest.importorskip("zarr")
 
@@ -289,24 +292,35 @@ def test_sharded_output_units_hold_whole_shards(tmp_path):
 
 
 @settings(max_examples=min(settings().max_examples, 25))
-@given(data=st.data())
-def test_out_of_core_equals_in_memory_for_random_geometries_and_units(data, tmp_path_factory):
-    # Units, chunks, shards and the slab's sliding window against the in-memory result, over
-    # random 2D/3D shapes, windows, steps, chunk and unit sizes (units are whole chunks).
-    D = data.draw(st.sampled_from([2, 3]))
-    S = tuple(data.draw(st.integers(3, 30 if D == 2 else 14)) for _ in range(D))
-    W = tuple(data.draw(st.integers(1, s)) for s in S)
-    step = tuple(data.draw(st.integers(1, w)) for w in W)
-    chunk = tuple(data.draw(st.integers(1, s)) for s in S)
-    unit = tuple(c * data.draw(st.integers(1, 3)) for c in chunk)
-    N, C = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2))
-    weight = data.draw(st.sampled_from(["flat", "gaussian", "hann"]))
-    batch = data.draw(st.integers(1, 9))
-    x = np.random.default_rng(0).standard_normal((N, C, *S)).astype(np.float32)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_out_of_core_equals_in_memory_for_random_geometries_and_units(seed, tmp_path_factory):
+    # Units, chunks and the slab's sliding window against the in-memory result, over random
+    # 2D/3D shapes, windows, steps, chunk and unit sizes (units are whole chunks); then a
+    # resume after random units were lost (their marker gone, their data overwritten) must
+    # redo exactly those.
+    rng = np.random.default_rng(seed)
+    S, W, step, _ = random_grid(rng, 30, 14, min_size=3)
+    chunk, unit = random_units(rng, S)
+    N, C = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+    weight = ["flat", "gaussian", "hann"][int(rng.integers(0, 3))]
+    batch = int(rng.integers(1, 10))
+    x = rng.standard_normal((N, C, *S)).astype(np.float32)
     out = tmp_path_factory.mktemp("ooc") / "o.zarr"
-    y = fq.sliding_window(lambda p: p[:, :1] * 2 - 1, x, W, step, batch, weight, out=out,
-                          chunks=chunk, unit=unit)
-    want = fq.sliding_window(lambda p: p[:, :1] * 2 - 1, torch.from_numpy(x), W, step, batch,
-                             weight)
-    np.testing.assert_allclose(y[...], want.numpy(), rtol=1e-5, atol=1e-5)
-    assert progress_of(out)["done"] == progress_of(out)["total"]
+
+    def model(p):
+        return p[:, :1] * 2 - 1
+
+    y = fq.sliding_window(model, x, W, step, batch, weight, out=out, chunks=chunk, unit=unit)
+    want = fq.sliding_window(model, torch.from_numpy(x), W, step, batch, weight).numpy()
+    np.testing.assert_allclose(y[...], want, rtol=1e-5, atol=1e-5)
+    info = progress_of(out)
+    assert info["done"] == info["total"]
+    lost = rng.choice(info["total"], size=int(rng.integers(1, info["total"] + 1)), replace=False)
+    units = Units(N, S, unit)
+    for uid in lost.tolist():
+        (out.parent / "o.zarr.fastquilt-progress" / f"u{uid}").unlink()
+        n, box = units.box(uid)
+        y[(n, slice(None), *box)] = np.nan
+    y = fq.sliding_window(model, x, W, step, batch, weight, out=out, chunks=chunk, unit=unit)
+    np.testing.assert_allclose(y[...], want, rtol=1e-5, atol=1e-5)
+    assert progress_of(out)["done"] == info["total"]
