@@ -345,3 +345,9 @@ def test_patch_dataset_equals_clean_pairs_for_random_geometries(seed):
     for i in range(len(ds)):
         a, b = ds[i]
         assert torch.equal(a, xp[i]) and torch.equal(b, lp[i])
+    criteria = dict(min_labelled=int(rng.integers(1, 4)),
+                    min_fraction=[None, 0.01, 0.2][int(rng.integers(0, 3))],
+                    class_min=[None, {1: 1}, {0: 2, 2: 1}][int(rng.integers(0, 3))])
+    want = fq.select_windows(q, torch.from_numpy(lab), -1, **criteria)
+    got = fq.select_windows(q, lab, -1, **criteria)  # slab-wise while sparse
+    assert torch.equal(got[0], want[0]) and got[1] == want[1]
