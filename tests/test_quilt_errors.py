@@ -110,3 +110,4 @@ def test_device_dtype_index_and_criteria_arguments():
         fq.PatchDataset(x, None, q, augment="no")  # was read as True
     with pytest.raises(TypeError, match="allow_gaps must be True or False"):
         fq.Quilt((16, 16), 4, 8, allow_gaps="yes")
+    assert fq.Quilt((16, 16), 4, 8, allow_gaps=1).counts == (3, 3)  # 1 / 0 are flags too

@@ -113,7 +113,8 @@ def window_arg(window, name: str = "window") -> tuple[int, ...]:
 
 
 def bool_arg(value, name: str) -> bool:
-    """A flag: True or False (a string such as "no" is refused, not read as True)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
+    """A flag: True or False (or 1 / 0); a string such as "no" is refused, not read as True."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral)
+                                               and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
