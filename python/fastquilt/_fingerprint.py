@@ -53,7 +53,7 @@ def _code_digest(code, h) -> None:
 
 def input_fingerprint(x) -> str | None:
     """Where ``x`` is stored (a file, a zarr store on disk, a dask graph); None in memory."""
-    if isinstance(x, np.memmap) or hasattr(x, "filename") and hasattr(x, "offset"):
+    if isinstance(x, np.memmap):
         return f"file:{Path(str(x.filename)).resolve()}:{int(x.offset)}"
     if hasattr(x, "dask") and hasattr(x, "name"):
         return f"dask:{x.name}"

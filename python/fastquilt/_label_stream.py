@@ -8,27 +8,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .labels import label_has_channel_axis, torch_dtype
+
 _SLAB_BYTES = 16 << 20  # labels read per step (memory: about twice this)
-
-
-def array_label_layout(labels, spatial: tuple[int, ...]) -> tuple[int, int, bool]:
-    """``(N, C, has_channel_axis)`` of an array-like of labels ``(N, *S)`` or ``(N, C, *S)``."""
-    shape = tuple(int(s) for s in labels.shape)
-    D = len(spatial)
-    if len(shape) == D + 1 and shape[1:] == spatial:
-        return shape[0], 1, False
-    if len(shape) == D + 2 and shape[2:] == spatial:
-        return shape[0], shape[1], True
-    raise ValueError(
-        f"labels must have shape (N, {', '.join(map(str, spatial))}) or (N, C, "
-        f"{', '.join(map(str, spatial))}) to match the image, got {shape}")
 
 
 def sparse_label_coords(labels, spatial: tuple[int, ...], missing_label):
     """``(coords, values)``: ``(L, 2 + D)`` int64 ``[n, c, p...]`` and ``(L,)`` for the
-    labelled voxels of an array-like (numpy, memmap, zarr, dask), in the order
-    ``torch.nonzero`` gives on the whole array; None when the labels are dense."""
-    N, C, channel = array_label_layout(labels, spatial)
+    labelled voxels of an array-like (numpy, memmap, zarr, dask), image by image and slab by
+    slab (the counts built from them do not depend on the order); None when the labels are
+    dense."""
+    channel = label_has_channel_axis(labels.shape, spatial)
+    N, C = int(labels.shape[0]), int(labels.shape[1]) if channel else 1
     total = N * C * int(np.prod(spatial))
     plane = C * int(np.prod(spatial[1:])) * np.dtype(labels.dtype).itemsize
     chunks = getattr(labels, "chunks", None)
@@ -40,7 +31,6 @@ def sparse_label_coords(labels, spatial: tuple[int, ...], missing_label):
     nan_missing = isinstance(missing_label, float) and np.isnan(missing_label)
     coords, values, found = [], [], 0
     for n in range(N):
-        per_channel: list[list] = [[] for _ in range(C)]
         for z0 in range(0, spatial[0], depth):
             z = slice(z0, min(z0 + depth, spatial[0]))
             block = labels[(n, slice(None), z) if channel else (n, z)]
@@ -52,21 +42,14 @@ def sparse_label_coords(labels, spatial: tuple[int, ...], missing_label):
             # numpy, not torch: its nonzero sizes the result first (torch's needs temporaries
             # of 8 bytes per element of the slab)
             valid = ~np.isnan(a) if nan_missing else a != missing_label
-            idx = np.nonzero(valid)  # [c, p...] in this slab, C order
+            idx = np.nonzero(valid)  # [c, p...] in this slab
             found += idx[0].size
             if found * 8 >= total:
                 return None
-            vals = torch.from_numpy(np.ascontiguousarray(a[idx]))
-            at = torch.from_numpy(np.stack(idx, axis=1).astype(np.int64))
-            at[:, 1] += z0
-            for c in range(C):  # nonzero's order is channel-major: regroup by channel
-                sel = at[:, 0] == c
-                per_channel[c].append((at[sel], vals[sel]))
-        for c in range(C):
-            for at, vals in per_channel[c]:
-                coords.append(torch.cat([torch.full((at.shape[0], 1), n), at], dim=1))
-                values.append(vals)
-    if not coords:
-        return (torch.zeros((0, 2 + len(spatial)), dtype=torch.int64),
-                torch.from_numpy(np.zeros(0, np.dtype(labels.dtype))))
-    return torch.cat(coords), torch.cat(values)
+            at = np.stack([np.full(idx[0].size, n), *idx], axis=1).astype(np.int64)
+            at[:, 2] += z0
+            coords.append(torch.from_numpy(at))
+            values.append(torch.from_numpy(np.ascontiguousarray(a[idx])))
+    return (torch.cat(coords), torch.cat(values)) if coords else (
+        torch.zeros((0, 2 + len(spatial)), dtype=torch.int64),
+        torch.zeros(0, dtype=torch_dtype(labels.dtype)))

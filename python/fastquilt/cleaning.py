@@ -12,12 +12,14 @@ import torch
 import torch.nn.functional as F
 
 from . import _ops
-from ._label_stream import array_label_layout, sparse_label_coords
+from ._label_stream import sparse_label_coords
 from .labels import (
     as_label_batch,
     check_missing_label,
     gather_label_patches,
     is_missing,
+    label_has_channel_axis,
+    torch_dtype,
 )
 
 
@@ -178,8 +180,8 @@ def select_windows(
     """
     on_disk = not isinstance(labels, torch.Tensor)  # numpy, memmap, zarr, dask
     if on_disk:
-        N, C, _ = array_label_layout(labels, quilt.spatial_shape)
-        dtype = torch.from_numpy(np.zeros(0, np.dtype(labels.dtype))).dtype
+        channel = label_has_channel_axis(labels.shape, quilt.spatial_shape)
+        N, C, dtype = labels.shape[0], labels.shape[1] if channel else 1, torch_dtype(labels.dtype)
     else:
         lab, _ = as_label_batch(labels, quilt.spatial_shape)
         N, C, dtype = lab.shape[0], lab.shape[1], lab.dtype

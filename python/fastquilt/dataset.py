@@ -9,12 +9,8 @@ import numpy as np
 import torch
 
 from ._args import bool_arg, index_tensor
-from .labels import check_missing_label, is_missing
+from .labels import check_missing_label, is_missing, torch_dtype
 from .quilt import Quilt
-
-
-def _torch_dtype(dt) -> torch.dtype:
-    return dt if isinstance(dt, torch.dtype) else torch.from_numpy(np.zeros(0, np.dtype(dt))).dtype
 
 
 def _read(array, n: int, channel: bool, sl: tuple) -> torch.Tensor:
@@ -81,7 +77,7 @@ class PatchDataset(torch.utils.data.Dataset):
                     f"labels must have shape ({self.N}, {', '.join(map(str, quilt.spatial_shape))})"
                     f" or ({self.N}, C, ...) to match the volume, got {shape}"
                 )
-            self.missing_label = check_missing_label(missing_label, _torch_dtype(labels.dtype))
+            self.missing_label = check_missing_label(missing_label, torch_dtype(labels.dtype))
         else:
             self.missing_label = None
         if indices is None and labels is not None and self.missing_label is not None:

@@ -116,7 +116,7 @@ def run_distributed(client, job, model, batch_size: int, device, progress: bool)
     """Build and run the producer/owner graph for ``job`` on ``client``; returns the output."""
     from distributed import as_completed
 
-    device = str(device) if device is not None else "cpu"
+    device = str(device)  # (sliding_window_zarr resolved it; a str pickles plainly)
     done = job.progress.done()
     todo, remaining = job.plan(done)
     if not todo:

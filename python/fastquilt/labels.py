@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
 import torch
 
 from . import _ops
@@ -48,19 +49,34 @@ def check_missing_label(missing_label, dtype: torch.dtype, name: str = "missing_
     return float(missing_label)
 
 
+def label_has_channel_axis(shape, spatial_shape: tuple[int, ...], name: str = "labels") -> bool:
+    """Whether labels of ``shape`` are ``(N, C, *S)`` (True) or ``(N, *S)`` (False); any
+    other shape is an error. For tensors and array-likes alike."""
+    shape, D = tuple(int(v) for v in shape), len(spatial_shape)
+    if len(shape) == D + 1 and shape[1:] == tuple(spatial_shape):
+        return False
+    if len(shape) == D + 2 and shape[2:] == tuple(spatial_shape):
+        return True
+    raise ValueError(
+        f"{name} must have shape (N, {', '.join(map(str, spatial_shape))}) or (N, C, "
+        f"{', '.join(map(str, spatial_shape))}) to match the image, got {shape}"
+    )
+
+
+def torch_dtype(dtype) -> torch.dtype:
+    """The torch dtype of a numpy (or torch) dtype: array-like labels' checks use it."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    return torch.from_numpy(np.zeros(0, np.dtype(dtype))).dtype
+
+
 def as_label_batch(labels: torch.Tensor, spatial_shape: tuple[int, ...], name: str = "labels"):
     """``(N, *S)`` or ``(N, C, *S)`` labels as ``(N, C, *S)`` plus whether a channel was added."""
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
-    D = len(spatial_shape)
-    if labels.dim() == D + 1 and tuple(labels.shape[1:]) == spatial_shape:
-        return labels.unsqueeze(1), True
-    if labels.dim() == D + 2 and tuple(labels.shape[2:]) == spatial_shape:
+    if label_has_channel_axis(labels.shape, spatial_shape, name):
         return labels, False
-    raise ValueError(
-        f"{name} must have shape (N, {', '.join(map(str, spatial_shape))}) or (N, C, "
-        f"{', '.join(map(str, spatial_shape))}) to match the image, got {tuple(labels.shape)}"
-    )
+    return labels.unsqueeze(1), True
 
 
 def mask_label_border(label_patches: torch.Tensor, border_mask: torch.Tensor, missing_label):
