@@ -23,8 +23,9 @@ CASES = [
     ((12, 10, 128), (8, 8, 64), (4, 2, 32)),  # stitch_grid's aligned fast path, every dtype
     ((16, 96), (8, 32), (8, 64)),  # aligned fast path with gaps along x (fill)
     ((12, 10, 136), (8, 8, 64), (4, 2, 32)),  # fast path left of the last window: 16-bit types
-    ((6, 132), (8, 64), (4, 32)),  # the same for 32-bit types
-    ((10, 96), (6, 32), (3, 16)),  # fast path's second shape (32-byte chunks) for 16-bit types
+    ((10, 132), (8, 64), (4, 32)),  # the same for 32-bit types
+    ((10, 96), (6, 32), (3, 16)),  # 32-byte chunks: the first shape for 16-bit types
+    ((9, 48), (6, 24), (3, 8)),  # one 16-byte vector per thread for 16-bit types
     ((9, 40), (6, 12), (3, 4)),  # one 16-byte vector per thread for 32-bit types
     ((9, 22), (6, 6), (3, 2)),  # the same for 64-bit types
 ]
