@@ -57,7 +57,7 @@ stage tests 300 "$PY" -m pytest -q -p no:cacheprovider -rs ${FQ_GPU_TESTS:-tests
 # file).
 # The stored run to compare with: named, since the folders' names do not sort by date
 # (update it when a run is stored).
-PREVIOUS="${FQ_PREVIOUS_RUN:-benchmarks/results/gpu_check_2026-11-26_h200_aligned/bench_gpu.json}"
+PREVIOUS="${FQ_PREVIOUS_RUN:-benchmarks/results/gpu_check_2026-11-26_h100_bf16shape/bench_gpu.json}"
 [ -f "$PREVIOUS" ] || PREVIOUS=""
 stage bench 200 bash -c '"$1" benchmarks/bench_gpu.py --json "$2"; rc=$?
   if [ -n "$3" ]; then echo; echo "--- previous stored run: $3"

@@ -10,13 +10,15 @@
 //   - "IW", with no shipped counterpart: no weight sums, the output multiplied by a
 //     precomputed 1 / weight sum (one more fp32 read per voxel).
 // Why these: the kernel is latency bound. Its bandwidth follows the patch bytes each SM has in
-// flight, and registers cap them (runs of 2026-11-26: fp32 71% of copy bandwidth at 96
-// registers / 2 blocks per SM, 86-89% at <= 80 / 3 blocks; bf16 56% at 128 / 2 blocks).
+// flight, and registers cap them (H200 runs of 2026-11-26: fp32 71% of copy bandwidth at 96
+// registers / 2 blocks per SM, 86-89% at <= 80 / 3 blocks; bf16 56% at 128 / 2 blocks; H100:
+// bf16 90% at 16 voxels per thread, 3 blocks, L2 prefetch two windows ahead).
 // Every line also counts the voxels that differ from the general body (must be 0).
 // Standalone (no torch), ~15 s on a GPU machine, from the repository root:
 //   nvcc -O3 -std=c++17 -arch=sm_90 -Icsrc/include benchmarks/experiments/stitch_variants.cu \
 //     -o build/stitch_variants && build/stitch_variants
-// Earlier runs: benchmarks/results/gpu_check_2026-11-26_h200_aligned/stitch_variants.txt.
+// Earlier runs: benchmarks/results/gpu_check_2026-11-26_h200_aligned/stitch_variants.txt (H200),
+// the bench.log of benchmarks/results/gpu_check_2026-11-26_h100*/ (H100).
 // Kept as a record and for the next tuning, not built by CI.
 #include <cuda_bf16.h>
 #include <cuda_pipeline.h>
@@ -195,16 +197,16 @@ void run(const char* name, bool staged) {
     // Flat weights (no weight loads; its voxels differ): how much loading the weights costs,
     // the most that keeping them closer (shared memory, separable profiles) could win.
     SHAPE_NO_WEIGHTS("shipped shape, no weight loads", StitchAlignedShape<T>)
-    if constexpr (sizeof(T) == 2) {  // shipped: S<32, 1, false, 0, 2>
+    if constexpr (sizeof(T) == 2) {  // shipped: S<16, 1, false, 2, 3>
+      SHAPE("S<32,1,0,PF0,2> (shipped before)", S<4 * V16, 1, false, 0, 2>)
       SHAPE("S<32,1,0,PF1,2>", S<4 * V16, 1, false, 1, 2>)
       SHAPE("S<32,1,0,PF2,2>", S<4 * V16, 1, false, 2, 2>)
       SHAPE("S<32,1,0,PF4,2>", S<4 * V16, 1, false, 4, 2>)
-      SHAPE("S<16,1,0,PF0,3> (shipped second shape)", S<2 * V16, 1, false, 0, 3>)
-      SHAPE("S<8,4,0,PF0,3> (shipped third shape)", S<V16, 4, false, 0, 3>)
-      SHAPE("S<16,1,0,PF2,3>", S<2 * V16, 1, false, 2, 3>)
+      SHAPE("S<16,1,0,PF0,3>", S<2 * V16, 1, false, 0, 3>)
+      SHAPE("S<8,4,0,PF0,3>", S<V16, 4, false, 0, 3>)
       SHAPE("S<16,2,1,PF2,2>", S<2 * V16, 2, true, 2, 2>)
       SHAPE("S<8,2,1,PF2,3>", S<V16, 2, true, 2, 3>)
-      SHAPE("S<8,1,0,PF2,4>", S<V16, 1, false, 2, 4>)
+      SHAPE("S<8,1,0,PF2,4> (shipped second shape)", S<V16, 1, false, 2, 4>)
       IW(32, 1, 2) IW(16, 2, 2) IW(16, 1, 3)
     } else {  // shipped: S<8, 2, true, 0, 3>
       SHAPE("S<8,2,1,PF0,2> (before: 96 registers)", S<2 * V16, 2, true, 0, 2>)

@@ -37,15 +37,14 @@ constexpr int stitch_stage_bytes(int threads) {
   return Shape::kStages * Shape::kVoxels * int(sizeof(scalar_t)) * threads;
 }
 
-// The launcher's shapes, from measurements on the H200 (benchmarks/experiments/
-// stitch_variants.cu, 512^3 window 64 step 32): 32 bytes per thread with two windows' loads
-// and weights in flight for 4- and 8-byte types (fp32: 71% of copy bandwidth at 96 registers,
-// two blocks per SM; the experiment's variant of this shape at <= 80 registers, three blocks,
-// 86-89%: hence three blocks for 4-byte types, not yet timed in this body); 64 bytes per
-// thread, one window at a time, at most 128 registers for 2-byte types (56%).
+// The launcher's shapes, from benchmarks/experiments/stitch_variants.cu (512^3, window 64,
+// step 32). 4- and 8-byte types: 32 bytes per thread with two windows' loads and weights in
+// flight, three blocks per SM for 4-byte types (fp32, H100: 97.5% of copy bandwidth). 2-byte
+// types: 32 bytes per thread, one window at a time, L2 prefetch two windows ahead, three
+// blocks per SM (bf16, H100: 90.2%; the 64-byte shape shipped before: 72.8%).
 template <typename scalar_t>
 using StitchAlignedShape = std::conditional_t<
-    sizeof(scalar_t) == 2, StitchChunkShape<4 * Vec16<scalar_t>::kSize, 1, false, 0, 2>,
+    sizeof(scalar_t) == 2, StitchChunkShape<2 * Vec16<scalar_t>::kSize, 1, false, 2, 3>,
     StitchChunkShape<2 * Vec16<scalar_t>::kSize, 2, true, 0, sizeof(scalar_t) == 4 ? 3 : 2>>;
 
 // Shapes in the launcher's order of preference.
@@ -54,18 +53,16 @@ struct ShapeList {
   static constexpr int kSize = int(sizeof...(Shapes));
 };
 
-// StitchAlignedShape first; then narrower chunks, down to one 16-byte vector per thread, for
-// grids whose windows and steps along x are whole vectors but not whole chunks of the wider
-// shapes (bf16, window 96 step 48: 48 voxels is no multiple of 32), which would otherwise take
-// the general body (measured there: 26% for bf16, 59% for fp32). Their schedules are the
-// measured variants' closest at no register spill (experiment, run 1: bf16 16 bytes, 4
-// windows in flight, 37%; fp32 16 bytes, 81%): not yet timed in this body.
+// StitchAlignedShape first; then one 16-byte vector per thread, for grids whose windows and
+// steps along x are whole vectors but not whole chunks of the first shape (bf16, window 48
+// step 24: 24 voxels is no multiple of 16), which would otherwise take the general body
+// (measured there: 26% for bf16, 59% for fp32). Measured on the experiment's grid (H100):
+// bf16 74.7%, fp32 88.6%.
 template <typename scalar_t>
 using StitchAlignedShapes = std::conditional_t<
     sizeof(scalar_t) == 2,
     ShapeList<StitchAlignedShape<scalar_t>,
-              StitchChunkShape<2 * Vec16<scalar_t>::kSize, 1, false, 0, 3>,
-              StitchChunkShape<Vec16<scalar_t>::kSize, 4, false, 0, 3>>,
+              StitchChunkShape<Vec16<scalar_t>::kSize, 1, false, 2, 4>>,
     ShapeList<StitchAlignedShape<scalar_t>,
               StitchChunkShape<Vec16<scalar_t>::kSize, 2, true, 0, 4>>>;
 
