@@ -35,13 +35,20 @@ import fastquilt as fq
 from fastquilt import _ops
 
 
-def cuda_time(fn, reps: int = 5, warmup: int = 2) -> float:
-    """Median seconds per call, timed with CUDA events."""
+def device_time(fn, device: torch.device, reps: int = 5, warmup: int = 2) -> float:
+    """Median seconds per call: CUDA events on a GPU, the wall clock on the CPU (where the
+    benchmark only runs as a smoke test of this script)."""
     for _ in range(warmup):
         fn()
-    torch.cuda.synchronize()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     times = []
     for _ in range(reps):
+        if device.type != "cuda":
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+            continue
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
         fn()
@@ -121,42 +128,51 @@ def report(device: str, r: dict) -> None:
         if k in r:
             print(f"  {k}: {r[k]}")
     print(f"  round-trip max error        : {r['roundtrip_max_err']:.2e}")
+    if device == "cpu":  # a smoke test of the script: its numbers are no GPU's
+        print("  (CPU: a smoke test of this script; the targets are for a GPU)")
+        return
     for line in targets(device, r):
         print(line)
 
 
-def run(size: int, window: int, step: int, dtype: torch.dtype, with_peers: bool) -> dict:
+def run(size: int, window: int, step: int, dtype: torch.dtype, with_peers: bool,
+        device: str = "cuda") -> dict:
+    dev = torch.device(device)
+
+    def timed(fn, **kw) -> float:
+        return device_time(fn, dev, **kw)
+
     shape = (size,) * 3
     q = fq.Quilt(shape, window, step, border=8, border_weight=0.1)
-    x = torch.randn(1, 1, *shape, device="cuda").to(dtype)
-    patches = torch.empty((q.num_windows, 1, *q.window), device="cuda", dtype=dtype)
+    x = torch.randn(1, 1, *shape, device=dev).to(dtype)
+    patches = torch.empty((q.num_windows, 1, *q.window), device=dev, dtype=dtype)
     out = torch.empty_like(x)
-    org = q.positions(1).cuda()
+    org = q.positions(1).to(dev)
     w = q.weight_for(dtype, x.device)
-    acc = torch.zeros((1, 1, *shape), device="cuda", dtype=_ops.acc_dtype(dtype))
+    acc = torch.zeros((1, 1, *shape), device=dev, dtype=_ops.acc_dtype(dtype))
     pbytes = patches.numel() * patches.element_size()
-    flat = torch.empty(patches.numel() + 1, device="cuda", dtype=dtype)
+    flat = torch.empty(patches.numel() + 1, device=dev, dtype=dtype)
     src = flat[:patches.numel()].view(patches.shape)  # copy source
     odd = flat[1:].view(patches.shape)  # patches at an odd element offset: no vector accesses
     r: dict = {"dtype": str(dtype).replace("torch.", ""), "shape": shape, "window": window,
                "step": step, "windows": q.num_windows, "patch_GB": pbytes / 1e9}
-    r["copy_s"] = cuda_time(lambda: patches.copy_(src))
-    r["gather_s"] = cuda_time(lambda: q.unstitch(x, out=patches))
-    r["scatter_atomic_s"] = cuda_time(
+    r["copy_s"] = timed(lambda: patches.copy_(src))
+    r["gather_s"] = timed(lambda: q.unstitch(x, out=patches))
+    r["scatter_atomic_s"] = timed(
         lambda: fq.scatter_add_windows_(patches, org, acc, None, weight=w))
     torch.use_deterministic_algorithms(True)  # disjoint window sets, one launch each
     try:
-        r["scatter_deterministic_s"] = cuda_time(
+        r["scatter_deterministic_s"] = timed(
             lambda: fq.scatter_add_windows_(patches, org, acc, None, weight=w))
     finally:
         torch.use_deterministic_algorithms(False)
-    r["stitch_grid_s"] = cuda_time(lambda: q.stitch(patches, out=out))
-    r["stitch_grid_general_s"] = cuda_time(lambda: q.stitch(odd, out=out))
+    r["stitch_grid_s"] = timed(lambda: q.stitch(patches, out=out))
+    r["stitch_grid_general_s"] = timed(lambda: q.stitch(odd, out=out))
     split_shape = (size, size, size - 16 // patches.element_size())
     q_split = fq.Quilt(split_shape, window, step, border=8, border_weight=0.1)
     assert q_split.num_windows == q.num_windows  # the same patches fit
-    out_split = torch.empty((1, 1, *split_shape), device="cuda", dtype=dtype)
-    r["stitch_grid_split_s"] = cuda_time(lambda: q_split.stitch(patches, out=out_split))
+    out_split = torch.empty((1, 1, *split_shape), device=dev, dtype=dtype)
+    r["stitch_grid_split_s"] = timed(lambda: q_split.stitch(patches, out=out_split))
     r["split_shape"] = split_shape
     r["split_out_GB"] = out_split.numel() * out_split.element_size() / 1e9
     for name, dsize, wk, sk in OTHER_GRIDS:
@@ -165,12 +181,12 @@ def run(size: int, window: int, step: int, dtype: torch.dtype, with_peers: bool)
         if size + dsize < wk or n > patches.numel():  # needs more than the patch storage
             continue
         pk = patches.view(-1)[:n].view(qk.num_windows, 1, *qk.window)
-        out_k = torch.empty((1, 1, *qk.spatial_shape), device="cuda", dtype=dtype)
-        r[f"{name}_s"] = cuda_time(lambda q_=qk, p_=pk, o_=out_k: q_.stitch(p_, out=o_))
+        out_k = torch.empty((1, 1, *qk.spatial_shape), device=dev, dtype=dtype)
+        r[f"{name}_s"] = timed(lambda q_=qk, p_=pk, o_=out_k: q_.stitch(p_, out=o_))
         r[f"{name}_bytes"] = (n + out_k.numel()) * out_k.element_size()
     # fastquilt aggregation for the peers' comparison: unstitch + stitch (preallocated)
     r["fq_unstitch_stitch_s"] = r["gather_s"] + r["stitch_grid_s"]
-    r["fq_sliding_window_identity_s"] = cuda_time(
+    r["fq_sliding_window_identity_s"] = timed(
         lambda: fq.sliding_window(lambda p: p, x, window, step, batch_size=64, weight=None,
                                   border=8), reps=2, warmup=1)
     r["out_GB"] = out.numel() * out.element_size() / 1e9
@@ -186,23 +202,25 @@ def run(size: int, window: int, step: int, dtype: torch.dtype, with_peers: bool)
                 return sliding_window_inference(x, (window,) * 3, 64, lambda p: p,
                                                 overlap=1 - step / window, mode="constant")
 
-            r["monai_sliding_window_s"] = cuda_time(monai_run, reps=2, warmup=1)
+            r["monai_sliding_window_s"] = timed(monai_run, reps=2, warmup=1)
             r["speedup_vs_monai"] = r["monai_sliding_window_s"] / r["fq_sliding_window_identity_s"]
         except Exception as e:  # noqa: BLE001 - optional peer
             r["monai"] = f"not run: {type(e).__name__}: {e}"[:200]
-        if dtype == torch.float32:
-            try:
-                from qlty import NCZYXQuilt
+        try:  # qlty takes bf16 too (its stitch returns float32), so both dtypes are timed
+            from qlty import NCZYXQuilt
 
-                ql = NCZYXQuilt(*shape, (window,) * 3, (step,) * 3, 8, border_weight=0.1)
-                xc = x.cpu()
-                t0 = time.perf_counter()
-                pq = ql.unstitch(xc)
-                ql.stitch(pq)
-                r["qlty_cpu_unstitch_stitch_s"] = time.perf_counter() - t0
-                r["speedup_vs_qlty"] = r["qlty_cpu_unstitch_stitch_s"] / r["fq_unstitch_stitch_s"]
-            except Exception as e:  # noqa: BLE001 - optional peer
-                r["qlty"] = f"not run: {type(e).__name__}: {e}"[:200]
+            ql = NCZYXQuilt(*shape, (window,) * 3, (step,) * 3, 8, border_weight=0.1)
+            xc = x.cpu()
+            small = torch.zeros(1, 1, *(2 * window,) * 3, dtype=dtype)
+            sq = NCZYXQuilt(*small.shape[2:], (window,) * 3, (step,) * 3, 8, border_weight=0.1)
+            sq.stitch(sq.unstitch(small))  # numba's JIT, outside the timing
+            t0 = time.perf_counter()
+            pq = ql.unstitch(xc)
+            ql.stitch(pq)
+            r["qlty_cpu_unstitch_stitch_s"] = time.perf_counter() - t0
+            r["speedup_vs_qlty"] = r["qlty_cpu_unstitch_stitch_s"] / r["fq_unstitch_stitch_s"]
+        except Exception as e:  # noqa: BLE001 - optional peer
+            r["qlty"] = f"not run: {type(e).__name__}: {e}"[:200]
     return r
 
 
@@ -214,6 +232,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--report", default=None, help="reprint a stored results JSON and exit")
+    ap.add_argument("--device", default="cuda", help="cpu: a smoke test of this script only")
     a = ap.parse_args()
     if a.report:
         with open(a.report) as f:
@@ -222,10 +241,11 @@ def main() -> None:
             derive(r)
             report(res["device"], r)
         return
-    res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+    name = torch.cuda.get_device_name() if a.device.startswith("cuda") else a.device
+    res = {"device": name, "torch": torch.__version__,
            "python": platform.python_version(), "runs": []}
     for dtype in (torch.float32, torch.bfloat16):
-        r = run(a.size, a.window, a.step, dtype, not a.no_peers)
+        r = run(a.size, a.window, a.step, dtype, not a.no_peers, a.device)
         res["runs"].append(r)
         report(res["device"], r)
     if a.json:

@@ -24,28 +24,38 @@ CASES = [((37, 45), (16, 12), (7, 5)), ((19, 23, 21), (8, 8, 8), (5, 6, 9)),
          ((10, 96), (6, 32), (3, 16)), ((9, 48), (6, 24), (3, 8)),  # one vector per thread
          ((9, 40), (6, 12), (3, 4)),
          ((9, 22), (6, 6), (3, 2))]
-for shape, window, step in CASES:
-    for dtype in (torch.float32, torch.bfloat16, torch.float64):
-        q = fq.Quilt(shape, window, step, border=2, allow_gaps=True)
-        x = torch.randn(2, 3, *shape, device="cuda").to(dtype)
-        p = q.unstitch(x)
-        mean, ws = q.stitch(p)
-        org = q.positions(2).cuda()
-        w = q.weight_for(dtype, x.device)
-        acc, wsum = fq.scatter_add_windows(p, org, shape, 2, weight=w)
-        fq.scatter_add_windows(p[:, :0], org, shape, 2, weight=w)
-        fq.gather_windows(x, org, window, weight=w)
-        fq.gather_windows(x.to(torch.uint8), org, window)
-        # views at odd offsets: every kernel must fall back from its vector path
-        x_v, p_v = at_odd_offset(x), at_odd_offset(p)
-        fq.gather_windows_into(x_v, org, at_odd_offset(torch.empty_like(p)))
-        fq.stitch_grid_into(p_v, q.step, at_odd_offset(torch.empty_like(x)))
-        fq.scatter_add_windows_(p_v, org, at_odd_offset(torch.zeros_like(acc)),
-                                at_odd_offset(torch.zeros_like(wsum)), weight=w)
-        torch.use_deterministic_algorithms(True)  # one launch per set of disjoint windows
-        try:
-            fq.scatter_add_windows(p, org, shape, 2, weight=w)
-        finally:
-            torch.use_deterministic_algorithms(False)
-torch.cuda.synchronize()
-print("sanitizer case done")
+
+
+def main(device: str = "cuda") -> None:
+    """Every call of the case on `device` (the CPU test suite runs it on the CPU too, so the
+    script is known to run before it reaches a GPU)."""
+    for shape, window, step in CASES:
+        for dtype in (torch.float32, torch.bfloat16, torch.float64):
+            q = fq.Quilt(shape, window, step, border=2, allow_gaps=True)
+            x = torch.randn(2, 3, *shape, device=device).to(dtype)
+            p = q.unstitch(x)
+            mean, ws = q.stitch(p)
+            org = q.positions(2).to(device)
+            w = q.weight_for(dtype, x.device)
+            acc, wsum = fq.scatter_add_windows(p, org, shape, 2, weight=w)
+            fq.scatter_add_windows(p[:, :0], org, shape, 2, weight=w)
+            fq.gather_windows(x, org, window, weight=w)
+            fq.gather_windows(x.to(torch.uint8), org, window)
+            # views at odd offsets: every kernel must fall back from its vector path
+            x_v, p_v = at_odd_offset(x), at_odd_offset(p)
+            fq.gather_windows_into(x_v, org, at_odd_offset(torch.empty_like(p)))
+            fq.stitch_grid_into(p_v, q.step, at_odd_offset(torch.empty_like(x)))
+            fq.scatter_add_windows_(p_v, org, at_odd_offset(torch.zeros_like(acc)),
+                                    at_odd_offset(torch.zeros_like(wsum)), weight=w)
+            torch.use_deterministic_algorithms(True)  # one launch per set of disjoint windows
+            try:
+                fq.scatter_add_windows(p, org, shape, 2, weight=w)
+            finally:
+                torch.use_deterministic_algorithms(False)
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+    print("sanitizer case done")
+
+
+if __name__ == "__main__":
+    main()
