@@ -50,7 +50,14 @@ stage build 300 env CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" FASTQUILT_BUILD_CUDA="
   2>&1 | tee -a "$OUT_DIR/log.txt"
 
 # FQ_GPU_TESTS: the test files to run (default: all), e.g. tests/test_cuda.py for a rerun.
-stage tests 300 "$PY" -m pytest -q -p no:cacheprovider -rs ${FQ_GPU_TESTS:-tests}
+# FQ_GPU_TEST_WORKERS: pytest-xdist processes sharing the GPU where xdist is installed (the GPU
+# image has it; default 4, 0: one process). The whole suite took 241 s in one process on the
+# H100 (2026-11-26), most of this script's 386 s.
+WORKERS="${FQ_GPU_TEST_WORKERS:-4}"
+XDIST=()
+if [ "$WORKERS" -gt 0 ] && "$PY" -c "import xdist" 2> /dev/null; then XDIST=(-n "$WORKERS"); fi
+echo "test workers: ${XDIST[*]:-one process}" | tee -a "$OUT_DIR/log.txt"
+stage tests 300 "$PY" -m pytest -q -p no:cacheprovider -rs "${XDIST[@]}" ${FQ_GPU_TESTS:-tests}
 # The benchmark, then the last stored GPU run reprinted with the same definitions, so one log
 # compares the kernels before and after, then the stitch's chunk-shape experiment
 # (benchmarks/experiments/stitch_variants.cu; files coming back from $OUT are limited: no new
