@@ -56,8 +56,8 @@ struct ShapeList {
 // StitchAlignedShape first; then one 16-byte vector per thread, for grids whose windows and
 // steps along x are whole vectors but not whole chunks of the first shape (bf16, window 48
 // step 24: 24 voxels is no multiple of 16), which would otherwise take the general body
-// (measured there: 26% for bf16, 59% for fp32). Measured on the experiment's grid (H100):
-// bf16 74.7%, fp32 88.6%.
+// (H100, benchmark grid: 28% for bf16, 47% for fp32). The experiment's grid (H100): bf16 75%,
+// fp32 89%; bench_gpu.py's bf16 window 48 step 24 grid takes it: 62%.
 template <typename scalar_t>
 using StitchAlignedShapes = std::conditional_t<
     sizeof(scalar_t) == 2,
