@@ -161,7 +161,7 @@ def _with_threads(n, fn):
         torch.set_num_threads(old)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_cpu_results_bit_identical_for_1_and_2_threads(dtype):
     # qlty's race case: Y = X = 250, window 96, step 32, border 4 (stepped-back last window).
     q = fq.Quilt((250, 250), 96, 32, border=4, border_weight=0.1)

@@ -1,5 +1,12 @@
-// Multi-versioned float32 row loops (see row_kernels.h).
-#include "cpu/row_kernels.h"
+// Multi-versioned float32 row loops (see row_kernels.h). Not including row_kernels.h: its
+// plain declarations would have to carry the attribute to declare the same functions.
+#include <cstdint>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define FQ_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define FQ_MULTIVERSION
+#endif
 
 namespace fastquilt::cpu {
 
@@ -12,9 +19,8 @@ FQ_MULTIVERSION void add_row_f32(float* __restrict__ d, const float* __restrict_
   for (int64_t i = 0; i < n; ++i) d[i] += p[i];
 }
 
-FQ_MULTIVERSION void divide_row_f32(float* __restrict__ o, const float* __restrict__ num,
-                                    const float* __restrict__ den, float fill, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) o[i] = den[i] > 0.0f ? num[i] / den[i] : fill;
+FQ_MULTIVERSION void mul_row_f32(float* __restrict__ d, const float* __restrict__ w, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] *= w[i];
 }
 
 }  // namespace fastquilt::cpu

@@ -1,21 +1,61 @@
 // Inner row loops of the CPU kernels. Separate functions with __restrict__ pointers so the
 // compiler knows the rows do not alias and vectorises them.
 #pragma once
+#include <algorithm>
 #include <cstdint>
+#include <type_traits>
+
+#include "cpu/float16_rows.h"
 
 namespace fastquilt::cpu {
+
+// float32 rows are the hot case: row_kernels.cpp compiles them twice (AVX2+FMA and baseline
+// x86-64) and the loader picks one at run time (GCC function multi-versioning: each name is an
+// ifunc), so one build runs on any x86-64. Declared here without the attribute: callers in
+// other files then call the ifunc, instead of emitting a resolver of their own that names
+// clones local to row_kernels.cpp (which links only while row_kernels.o's resolver wins).
+void axpy_row_f32(float* __restrict__ d, const float* __restrict__ p, const float* __restrict__ w,
+                  int64_t n);
+void add_row_f32(float* __restrict__ d, const float* __restrict__ p, int64_t n);
+void mul_row_f32(float* __restrict__ d, const float* __restrict__ w, int64_t n);
+
+// 16-bit float rows go through float32 a block at a time (float16_rows.h), then the float32
+// loops: f(block of p as float32, offset, length).
+template <typename scalar_t, typename F>
+inline void for_each_float_block(const scalar_t* p, int64_t n, F&& f) {
+  float buf[kFloat16Block];
+  for (int64_t i = 0; i < n; i += kFloat16Block) {
+    const int64_t m = std::min(kFloat16Block, n - i);
+    to_float_row(p + i, buf, m);
+    f(buf, i, m);
+  }
+}
 
 // d[i] += p[i] * w[i]
 template <typename scalar_t, typename acc_t>
 inline void axpy_row(acc_t* __restrict__ d, const scalar_t* __restrict__ p,
                      const acc_t* __restrict__ w, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) d[i] += static_cast<acc_t>(p[i]) * w[i];
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    axpy_row_f32(d, p, w, n);
+  } else if constexpr (kFloat16Type<scalar_t>) {
+    for_each_float_block(p, n, [&](float* b, int64_t i, int64_t m) {
+      axpy_row_f32(d + i, b, w + i, m);
+    });
+  } else {
+    for (int64_t i = 0; i < n; ++i) d[i] += static_cast<acc_t>(p[i]) * w[i];
+  }
 }
 
 // d[i] += p[i]
 template <typename scalar_t, typename acc_t>
 inline void add_row(acc_t* __restrict__ d, const scalar_t* __restrict__ p, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) d[i] += static_cast<acc_t>(p[i]);
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    add_row_f32(d, p, n);
+  } else if constexpr (kFloat16Type<scalar_t>) {
+    for_each_float_block(p, n, [&](float* b, int64_t i, int64_t m) { add_row_f32(d + i, b, m); });
+  } else {
+    for (int64_t i = 0; i < n; ++i) d[i] += static_cast<acc_t>(p[i]);
+  }
 }
 
 // d[i] += 1
@@ -24,48 +64,19 @@ inline void add_one_row(acc_t* __restrict__ d, int64_t n) {
   for (int64_t i = 0; i < n; ++i) d[i] += acc_t(1);
 }
 
-// o[i] = den[i] > 0 ? num[i] / den[i] : fill
-template <typename scalar_t, typename acc_t>
-inline void divide_row(scalar_t* __restrict__ o, const acc_t* __restrict__ num,
-                       const acc_t* __restrict__ den, acc_t fill, int64_t n) {
-  for (int64_t i = 0; i < n; ++i)
-    o[i] = static_cast<scalar_t>(den[i] > acc_t(0) ? num[i] / den[i] : fill);
-}
-
 // o[i] = p[i] * w[i]
 template <typename scalar_t, typename acc_t>
 inline void scale_row(scalar_t* __restrict__ o, const scalar_t* __restrict__ p,
                       const acc_t* __restrict__ w, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) o[i] = static_cast<scalar_t>(static_cast<acc_t>(p[i]) * w[i]);
-}
-
-// float32 rows are the hot case: compile them twice (AVX2+FMA and baseline x86-64) and let the
-// loader pick at run time (GCC function multi-versioning), so one build runs on any x86-64.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define FQ_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define FQ_MULTIVERSION
-#endif
-
-FQ_MULTIVERSION void axpy_row_f32(float* __restrict__ d, const float* __restrict__ p,
-                                  const float* __restrict__ w, int64_t n);
-FQ_MULTIVERSION void add_row_f32(float* __restrict__ d, const float* __restrict__ p, int64_t n);
-FQ_MULTIVERSION void divide_row_f32(float* __restrict__ o, const float* __restrict__ num,
-                                    const float* __restrict__ den, float fill, int64_t n);
-
-template <>
-inline void axpy_row<float, float>(float* __restrict__ d, const float* __restrict__ p,
-                                   const float* __restrict__ w, int64_t n) {
-  axpy_row_f32(d, p, w, n);
-}
-template <>
-inline void add_row<float, float>(float* __restrict__ d, const float* __restrict__ p, int64_t n) {
-  add_row_f32(d, p, n);
-}
-template <>
-inline void divide_row<float, float>(float* __restrict__ o, const float* __restrict__ num,
-                                     const float* __restrict__ den, float fill, int64_t n) {
-  divide_row_f32(o, num, den, fill, n);
+  if constexpr (kFloat16Type<scalar_t>) {
+    for_each_float_block(p, n, [&](float* b, int64_t i, int64_t m) {
+      mul_row_f32(b, w + i, m);
+      from_float_row(b, o + i, m);
+    });
+  } else {
+    for (int64_t i = 0; i < n; ++i)
+      o[i] = static_cast<scalar_t>(static_cast<acc_t>(p[i]) * w[i]);
+  }
 }
 
 }  // namespace fastquilt::cpu

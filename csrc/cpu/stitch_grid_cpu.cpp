@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cpu/cpu_common.h"
+#include "cpu/float16_rows.h"
 #include "cpu/row_kernels.h"
 #include "optional_tensor.h"
 #include "out_of_place.h"
@@ -39,6 +40,23 @@ FQ_ALWAYS_INLINE void fused_axpy(acc_t* __restrict__ num, const scalar_t* const*
     num[x] = s;
   }
 }
+
+// d[x] += the P windows' rows at `off`, weighted, in the fixed order.
+template <typename row_t, typename acc_t>
+FQ_ALWAYS_INLINE void add_windows(acc_t* __restrict__ d, const row_t* const* rows,
+                                  const acc_t* const* wrow, int P, int64_t off, int64_t n) {
+  switch (P) {
+    case 1: fused_axpy<1>(d, rows, wrow, off, n); break;
+    case 2: fused_axpy<2>(d, rows, wrow, off, n); break;
+    case 4: fused_axpy<4>(d, rows, wrow, off, n); break;
+    default:
+      for (int k = 0; k < P; ++k) {
+        const row_t* pk = rows[k] + off;
+        for (int64_t x = 0; x < n; ++x) d[x] += static_cast<acc_t>(pk[x]) * wrow[k][x];
+      }
+  }
+}
+
 
 #if defined(__GNUC__)
 #define FQ_PREFETCH(p) __builtin_prefetch((p), 0, 1)
@@ -83,7 +101,7 @@ FQ_ALWAYS_INLINE void stitch_row(const scalar_t* const* prow, const acc_t* const
                                  const GridGeometry& gg, int64_t win, int64_t patch_c,
                                  acc_t* __restrict__ num, acc_t* __restrict__ den_buf,
                                  const acc_t* inv_row, scalar_t* __restrict__ out,
-                                 int64_t out_c, acc_t fill) {
+                                 int64_t out_c, acc_t fill, acc_t* const* conv) {
   const Geometry& g = gg.g;
   const int64_t S2 = g.S[2], W2 = g.W[2];
   const acc_t* den = inv_row;  // 1 / weight sum of this row, 0 where nothing covers it
@@ -101,20 +119,21 @@ FQ_ALWAYS_INLINE void stitch_row(const scalar_t* const* prow, const acc_t* const
       for (int k = 0; k < P; ++k)
         for (int64_t x = 0; x < W2; x += 64 / static_cast<int64_t>(sizeof(scalar_t)))
           FQ_PREFETCH(prow[k] + off + kAhead * W2 + x);
-      switch (P) {
-        case 1: fused_axpy<1>(d, prow, wrow, off, W2); break;
-        case 2: fused_axpy<2>(d, prow, wrow, off, W2); break;
-        case 4: fused_axpy<4>(d, prow, wrow, off, W2); break;
-        default:
-          for (int k = 0; k < P; ++k) {
-            const scalar_t* pk = prow[k] + off;
-            for (int64_t x = 0; x < W2; ++x) d[x] += static_cast<acc_t>(pk[x]) * wrow[k][x];
-          }
+      if constexpr (kFloat16Type<scalar_t>) {
+        for (int k = 0; k < P; ++k) to_float_row(prow[k] + off, conv[k], W2);
+        add_windows(d, conv, wrow, P, 0, W2);
+      } else {
+        add_windows(d, prow, wrow, P, off, W2);
       }
     }
     scalar_t* o = out + c * out_c;
-    for (int64_t x = 0; x < S2; ++x)
-      o[x] = static_cast<scalar_t>(den[x] > acc_t(0) ? num[x] * den[x] : fill);
+    if constexpr (kFloat16Type<scalar_t>) {
+      for (int64_t x = 0; x < S2; ++x) num[x] = den[x] > acc_t(0) ? num[x] * den[x] : fill;
+      from_float_row(num, o, S2);
+    } else {
+      for (int64_t x = 0; x < S2; ++x)
+        o[x] = static_cast<scalar_t>(den[x] > acc_t(0) ? num[x] * den[x] : fill);
+    }
   }
 }
 
@@ -122,8 +141,8 @@ template <typename scalar_t, typename acc_t>
 void stitch_row_base(const scalar_t* const* prow, const acc_t* const* wrow, int P,
                      const GridGeometry& gg, int64_t win, int64_t patch_c, acc_t* num,
                      acc_t* den, const acc_t* inv_row, scalar_t* out, int64_t out_c,
-                     acc_t fill) {
-  stitch_row(prow, wrow, P, gg, win, patch_c, num, den, inv_row, out, out_c, fill);
+                     acc_t fill, acc_t* const* conv) {
+  stitch_row(prow, wrow, P, gg, win, patch_c, num, den, inv_row, out, out_c, fill, conv);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -132,8 +151,8 @@ template <typename scalar_t, typename acc_t>
 __attribute__((target("avx2,fma"))) void stitch_row_avx2(
     const scalar_t* const* prow, const acc_t* const* wrow, int P, const GridGeometry& gg,
     int64_t win, int64_t patch_c, acc_t* num, acc_t* den, const acc_t* inv_row, scalar_t* out,
-    int64_t out_c, acc_t fill) {
-  stitch_row(prow, wrow, P, gg, win, patch_c, num, den, inv_row, out, out_c, fill);
+    int64_t out_c, acc_t fill, acc_t* const* conv) {
+  stitch_row(prow, wrow, P, gg, win, patch_c, num, den, inv_row, out, out_c, fill, conv);
 }
 static const bool kHasAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
@@ -157,6 +176,8 @@ void stitch_grid_kernel(const scalar_t* patches, const acc_t* weight, const acc_
     std::vector<acc_t> num(g.S[2]), den(g.S[2]);
     std::vector<const scalar_t*> prow;
     std::vector<const acc_t*> wrow;
+    std::vector<acc_t> conv_buf;  // 16-bit floats: the covering rows in float32 (float16_rows.h)
+    std::vector<acc_t*> conv;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t y = t % g.S[1];
       const int64_t z = (t / g.S[1]) % g.S[0];
@@ -168,18 +189,23 @@ void stitch_grid_kernel(const scalar_t* patches, const acc_t* weight, const acc_
         wrow.push_back(wt + weight_offset(g, a, b, int64_t(0)));
       });
       const int P = static_cast<int>(prow.size());
+      if (kFloat16Type<scalar_t> && conv.size() < prow.size()) {
+        conv_buf.resize(prow.size() * g.W[2]);
+        conv.resize(prow.size());
+        for (size_t k = 0; k < conv.size(); ++k) conv[k] = conv_buf.data() + k * g.W[2];
+      }
       scalar_t* o = out + image_offset(g, n, 0, z, y, 0);
       const acc_t* inv_row =
           inv_wsum == nullptr ? nullptr : inv_wsum + (z * g.S[1] + y) * g.S[2];
 #if defined(__GNUC__) && defined(__x86_64__)
       if (kHasAvx2) {
         stitch_row_avx2(prow.data(), wrow.data(), P, gg, win, patch_c, num.data(), den.data(),
-                        inv_row, o, out_c, fill);
+                        inv_row, o, out_c, fill, conv.data());
         continue;
       }
 #endif
       stitch_row_base(prow.data(), wrow.data(), P, gg, win, patch_c, num.data(), den.data(),
-                      inv_row, o, out_c, fill);
+                      inv_row, o, out_c, fill, conv.data());
     }
   });
 }
