@@ -66,6 +66,8 @@ def run_one(impl: str, size: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--json", default=None,
+                    help="where to write the results (default: the stored results, full size only)")
     ap.add_argument("--impl", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.impl:
@@ -90,7 +92,9 @@ def main() -> None:
         assert f["kept"] == q["kept"], "kept sets differ"
         print(f"  fastquilt is {q['seconds'] / f['seconds']:.1f}x faster and uses "
               f"{q['peak_extra_MiB'] / max(f['peak_extra_MiB'], 1):.1f}x less peak memory")
-    path = Path(__file__).parent / "results" / "bench_cleaning.json"
+    if a.json is None and a.size != 512:  # a smaller run must not replace the stored results
+        return
+    path = Path(a.json or Path(__file__).parent / "results" / "bench_cleaning.json")
     path.write_text(json.dumps({"size": a.size, "results": res}, indent=1))
     print(f"wrote {path}")
 
