@@ -86,6 +86,8 @@ def test_device_dtype_index_and_criteria_arguments():
     assert acc.finalize(dtype="bfloat16")[0].dtype == torch.bfloat16
     with pytest.raises(TypeError, match="indices must be integers"):
         acc.add(q.unstitch(x)[:2], torch.tensor([0.0, 1.5]))
+    with pytest.raises(ValueError, match=r"1-D sequence, got shape \(2, 3\); window positions"):
+        acc.add(q.unstitch(x)[:2], q.positions(1)[:2])  # positions read as 6 indices before
     with pytest.raises(TypeError, match="indices must be integers"):
         q.grid.origins(1, indices=[0.5])
     with pytest.raises(TypeError, match="indices must be integers"):

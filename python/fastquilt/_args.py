@@ -98,6 +98,10 @@ def index_tensor(indices, name: str = "indices") -> torch.Tensor:
         else indices.detach().cpu()
     if t.numel() and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
         raise TypeError(f"{name} must be integers (window indices), got {t.dtype}")
+    if t.dim() > 1:  # e.g. positions(): rows [n, start_0, ...], which would read as indices
+        raise ValueError(f"{name} must be one window index per window (n * num_windows + k), a "
+                         f"1-D sequence, got shape {tuple(t.shape)}; window positions / origins "
+                         "are not indices")
     return t.to(torch.int64).reshape(-1)
 
 
