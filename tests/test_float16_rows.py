@@ -83,3 +83,19 @@ def test_cpu_grid_stitch_is_the_float32_stitch_rounded(step, dtype):
     got = fq.stitch_grid(p, S, step, weight=w)
     want = fq.stitch_grid(p.float(), S, step, weight=w).to(dtype)
     assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_cpu_scatter_add_is_the_float32_scatter_add(dtype, weighted):
+    """The 16-bit scatter-add sums the converted rows with the float32 code (fused multiply-add
+    where the CPU has it), so its sums equal the float32 scatter-add of the same values."""
+    S, W, step = (21, 22, 40), (8, 8, 16), (3, 3, 5)
+    q = fq.Quilt(S, W, step, border=2, border_weight=0.1)
+    gen = torch.Generator().manual_seed(5)
+    p = torch.randn(2 * q.num_windows, 3, *W, generator=gen).to(dtype)
+    w = q.weight_for(dtype, torch.device("cpu")) if weighted else None
+    org = q.positions(2)
+    got = fq.scatter_add_windows(p, org, S, 2, weight=w)
+    want = fq.scatter_add_windows(p.float(), org, S, 2, weight=w)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
