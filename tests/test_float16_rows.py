@@ -99,3 +99,21 @@ def test_cpu_scatter_add_is_the_float32_scatter_add(dtype, weighted):
     got = fq.scatter_add_windows(p, org, S, 2, weight=w)
     want = fq.scatter_add_windows(p.float(), org, S, 2, weight=w)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [7, 601])  # shorter than one F16C step; 2 blocks + a tail
+def test_cpu_rows_of_any_length(dtype, width):
+    gen = torch.Generator().manual_seed(width)
+    x = (torch.randn(1, 2, 5, width, generator=gen) * 1000).to(dtype)
+    w = torch.rand(3, width, generator=gen) + 0.5
+    org = torch.tensor([[0, 0, 0], [0, 2, 0]])
+    got = fq.gather_windows(x, org, (3, width), weight=w)
+    want = torch.stack([(x[0, :, a:a + 3].float() * w).to(dtype) for a in (0, 2)])
+    assert torch.equal(got, want)
+    acc = fq.scatter_add_windows(got, org, (5, width), 1, weight=w)
+    assert torch.equal(acc[0], fq.scatter_add_windows(got.float(), org, (5, width), 1,
+                                                      weight=w)[0])
+    mean = fq.stitch_grid(got, (5, width), (2, 1), weight=w)
+    assert torch.equal(mean, fq.stitch_grid(got.float(), (5, width), (2, 1),
+                                            weight=w).to(dtype))
