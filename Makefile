@@ -40,6 +40,7 @@ test: $(BUILD_STAMP) lint cuda-check
 bench: $(BUILD_STAMP)
 	$(PIP) $(TORCH) monai
 	$(VPY) benchmarks/bench_cpu.py
+	$(VPY) benchmarks/bench_cpu_dtypes.py --json benchmarks/results/bench_cpu_dtypes.json
 	$(VPY) benchmarks/bench_cleaning.py
 
 clean:
