@@ -358,3 +358,43 @@ def test_grid_weight_sum_inverse_of_tiny_and_zero_sums(dtype, device):
     assert torch.isfinite(inv).all()
     assert (inv[:, [0, 1, 4, 5]] == 0).all()
     assert torch.equal(inv[:, [2, 3, 6, 7]], torch.full((8, 4), 1 / tiny, dtype=dtype))
+
+
+@pytest.mark.parametrize("case", CASES + [((40, 33), (8, 6), (10, 9)),  # gaps
+                                          ((60, 70, 30), (8, 8, 8), (4, 4, 4))])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("fill_value", [0.0, -3.5])
+def test_grid_normalize_is_multiplying_by_the_inverse_weight_sum(case, dtype, fill_value,
+                                                                  device):
+    """grid_normalize_ (one pass, no (*S) buffer on the CPU) gives exactly the numbers of
+    acc * grid_weight_sum(inverse=True) with fill_value where that is 0 (the sliding window's
+    normalisation before), weights of 0 included."""
+    spatial, window, step = case
+    gen = torch.Generator().manual_seed(9)
+    w = torch.rand(window, generator=gen, dtype=dtype) + 0.1
+    w[..., :1] = 0  # uncovered voxels at the image's first column
+    acc = torch.randn((2, 3, *spatial), generator=gen, dtype=dtype).to(device)
+    w = w.to(device)
+    inv = fq.grid_weight_sum(w, spatial, step, inverse=True)
+    want = torch.where(inv == 0, torch.tensor(fill_value, dtype=dtype, device=device), acc * inv)
+    got = acc.clone()
+    assert fq.grid_normalize_(got, w, step, fill_value) is got
+    assert torch.equal(got, want)
+    if device == "cpu":
+        torch.library.opcheck(_ops._ops.grid_normalize_.default,
+                              (acc.clone(), w, list(step), fill_value))
+
+
+def test_grid_normalize_errors():
+    w = torch.ones(4, 4)
+    with pytest.raises(ValueError, match=r"acc must be \(N, C, \*S\) for a weight of 2 axes"):
+        fq.grid_normalize_(torch.zeros(8, 8), w, (2, 2))
+    with pytest.raises(TypeError, match="acc and weight must have one dtype"):
+        fq.grid_normalize_(torch.zeros(1, 1, 8, 8, dtype=torch.float64), w, (2, 2))
+    with pytest.raises(ValueError, match="acc must be contiguous"):
+        fq.grid_normalize_(torch.zeros(1, 1, 8, 16)[..., ::2], w, (2, 2))
+    with pytest.raises(ValueError, match="step must be >= 1"):
+        fq.grid_normalize_(torch.zeros(1, 1, 8, 8), w, (0, 2))
+    buf = torch.ones(1, 1, 4, 4)
+    with pytest.raises(ValueError, match="acc shares memory with weight"):
+        fq.grid_normalize_(buf, buf[0, 0], (2, 2))

@@ -13,18 +13,13 @@
 
 #include "cpu/cpu_common.h"
 #include "cpu/float16_rows.h"
+#include "cpu/grid_rows.h"
 #include "cpu/row_kernels.h"
 #include "optional_tensor.h"
 #include "out_of_place.h"
 
 namespace fastquilt::cpu {
 namespace {
-
-#if defined(__GNUC__)
-#define FQ_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define FQ_ALWAYS_INLINE inline
-#endif
 
 // num[x] += sum_k p[k][x] * w[k][x] for the P windows (pairs along z, y) covering one row:
 // one pass over num per x-window instead of P passes.
@@ -64,35 +59,6 @@ FQ_ALWAYS_INLINE void add_windows(acc_t* __restrict__ d, const row_t* const* row
 #define FQ_PREFETCH(p)
 #endif
 constexpr int64_t kAhead = 4;
-
-// The windows covering output row (n, z, y) along z and y, in the fixed (i0, i1) order:
-// f(m0, a, b) with m0 the pair's first window along x and (a, b) the row inside its windows.
-template <typename F>
-void for_each_covering_pair(const GridGeometry& gg, int64_t n, int64_t z, int64_t y, F&& f) {
-  const Geometry& g = gg.g;
-  int64_t f0, l0, f1, l1;
-  grid_cover(z, g.S[0], g.W[0], gg.step[0], &f0, &l0);
-  grid_cover(y, g.S[1], g.W[1], gg.step[1], &f1, &l1);
-  for (int64_t i0 = f0; i0 <= l0; ++i0)
-    for (int64_t i1 = f1; i1 <= l1; ++i1)
-      f(n * gg.num_windows + (i0 * gg.count[1] + i1) * gg.count[2],
-        z - grid_start(i0, g.S[0], g.W[0], gg.step[0]),
-        y - grid_start(i1, g.S[1], g.W[1], gg.step[1]));
-}
-
-// Weight sum of one output row: the weight rows of the P pairs covering it, each added at
-// every x-window start, in a fixed order; 1 / sum (inverse_or_zero) when `inverse`.
-template <typename acc_t>
-FQ_ALWAYS_INLINE void row_weight_sum(acc_t* row, const acc_t* const* wrow, int P,
-                                     const GridGeometry& gg, bool inverse) {
-  const Geometry& g = gg.g;
-  std::fill(row, row + g.S[2], acc_t(0));
-  for (int k = 0; k < P; ++k)
-    for (int64_t i2 = 0; i2 < gg.count[2]; ++i2)
-      add_row(row + grid_start(i2, g.S[2], g.W[2], gg.step[2]), wrow[k], g.W[2]);
-  if (inverse)  // while the row is in cache: no second pass
-    for (int64_t x = 0; x < g.S[2]; ++x) row[x] = inverse_or_zero(row[x]);
-}
 
 // Everything one output row (n, z, y) needs, for all channels, given the rows of the P windows
 // covering it along z and y. Inlined into two entry points below (AVX2+FMA and baseline).
@@ -228,35 +194,9 @@ void stitch_grid_into_cpu(const at::Tensor& patches, const c10::optional<at::Ten
   });
 }
 
-at::Tensor grid_weight_sum_cpu(const at::Tensor& weight, at::IntArrayRef spatial_size,
-                               at::IntArrayRef step, bool inverse) {
-  const GridGeometry gg = check_grid_weight_sum(weight, spatial_size, step,
-                                                "fastquilt.grid_weight_sum");
-  auto out = at::empty(spatial_size, weight.options());
-  const auto w = weight.contiguous();
-  const Geometry& g = gg.g;
-  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "grid_weight_sum_cpu", [&] {
-    const scalar_t* wp = w.const_data_ptr<scalar_t>();
-    scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    // Row by row, the same sums as the grid stitch (closed-form covering windows).
-    at::parallel_for(0, g.S[0] * g.S[1], 1, [&](int64_t begin, int64_t end) {
-      std::vector<const scalar_t*> wrow;
-      for (int64_t t = begin; t < end; ++t) {
-        wrow.clear();
-        for_each_covering_pair(gg, 0, t / g.S[1], t % g.S[1], [&](int64_t, int64_t a, int64_t b) {
-          wrow.push_back(wp + weight_offset(g, a, b, int64_t(0)));
-        });
-        row_weight_sum(o + t * g.S[2], wrow.data(), static_cast<int>(wrow.size()), gg, inverse);
-      }
-    });
-  });
-  return out;
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastquilt, CPU, m) {
-  m.impl("grid_weight_sum", &grid_weight_sum_cpu);
   m.impl("stitch_grid", &stitch_grid_via<&stitch_grid_into_cpu>);
   m.impl("stitch_grid_into", &stitch_grid_into_cpu);
 }

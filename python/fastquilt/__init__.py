@@ -11,6 +11,7 @@ import torch  # noqa: F401  (must be loaded before the extension)
 from ._ops import (
     gather_windows,
     gather_windows_into,
+    grid_normalize_,
     grid_weight_sum,
     scatter_add_windows,
     scatter_add_windows_,
@@ -64,6 +65,7 @@ __all__ = [
     "gather_windows_into",
     "gaussian_weight",
     "grid_origins",
+    "grid_normalize_",
     "grid_weight_sum",
     "hann_weight",
     "linear_weight",

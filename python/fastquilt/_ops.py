@@ -120,6 +120,28 @@ def grid_weight_sum(
     return _ops.grid_weight_sum.default(weight, list(spatial_size), list(step), bool(inverse))
 
 
+def grid_normalize_(
+    acc: torch.Tensor, weight: torch.Tensor, step: Sequence[int], fill_value: float = 0.0
+) -> torch.Tensor:
+    """Divide the accumulator ``acc`` ``(N, C, *S)`` of a full grid's weighted windows by the
+    grid's weight sum in place (``fill_value`` where no weight covers a voxel); returns it.
+
+    The same numbers as ``acc.mul_(grid_weight_sum(weight, S, step, inverse=True))`` then
+    filling the uncovered voxels. On the CPU one pass over ``acc`` without a ``(*S)`` buffer;
+    elsewhere exactly those tensor ops.
+    """
+    if acc.device.type == "cpu" and weight.device.type == "cpu":
+        _ops.grid_normalize_.default(acc, weight, list(step), float(fill_value))
+        return acc
+    inv = grid_weight_sum(weight, acc.shape[2:], step, inverse=True)
+    acc.mul_(inv)
+    if fill_value != 0:  # gaps (allow_gaps) or a weight tensor with zeros
+        uncovered = inv == 0
+        if bool(uncovered.any()):
+            acc.masked_fill_(uncovered, fill_value)
+    return acc
+
+
 # ---------------------------------------------------------------------------------------------
 # Fake (meta) kernels: shapes only, so torch.compile / FakeTensor tracing work.
 
@@ -167,6 +189,11 @@ def _stitch_grid_into_fake(patches, weight, step, fill_value, out, inv_weight_su
 @torch.library.register_fake("fastquilt::grid_weight_sum")
 def _grid_weight_sum_fake(weight, spatial_size, step, inverse=False):
     return weight.new_empty(tuple(spatial_size))
+
+
+@torch.library.register_fake("fastquilt::grid_normalize_")
+def _grid_normalize_fake(acc, weight, step, fill_value):
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -121,10 +121,5 @@ def sliding_window(
                 bar.update(hi - lo)
     if bar is not None:
         bar.close()
-    inv = q._inv_weight_sum(acc.dtype, out_device)  # 0 where no weight covers a voxel
-    acc.mul_(inv)
-    if fill_value != 0:  # gaps (allow_gaps) or a weight tensor with zeros
-        uncovered = inv == 0
-        if bool(uncovered.any()):
-            acc.masked_fill_(uncovered, fill_value)
+    _ops.grid_normalize_(acc, weight_t, q.step, fill_value)  # fill where no weight covers
     return acc if acc.dtype == out_dt else acc.to(out_dt)

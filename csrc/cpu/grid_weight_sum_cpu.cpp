@@ -1,0 +1,100 @@
+// CPU weight sums of a full regular grid: grid_weight_sum (the (*S) sum or its inverse) and
+// grid_normalize_ (an accumulator divided by it in place, no (*S) buffer). Both sum one row per
+// class of output rows (grid_rows.h) and reuse it for every row of the class: at 256^3,
+// window 64, step 32, 9,216 rows summed instead of 65,536.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "cpu/cpu_common.h"
+#include "cpu/grid_rows.h"
+#include "stitch_grid_checks.h"
+
+namespace fastquilt::cpu {
+namespace {
+
+at::Tensor grid_weight_sum_cpu(const at::Tensor& weight, at::IntArrayRef spatial_size,
+                               at::IntArrayRef step, bool inverse) {
+  const GridGeometry gg = check_grid_weight_sum(weight, spatial_size, step,
+                                                "fastquilt.grid_weight_sum");
+  auto out = at::empty(spatial_size, weight.options());
+  const auto w = weight.contiguous();
+  const Geometry& g = gg.g;
+  const GridRowClasses classes(gg);
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "grid_weight_sum_cpu", [&] {
+    const scalar_t* wp = w.const_data_ptr<scalar_t>();
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    if (classes.size() * 2 > g.S[0] * g.S[1]) {  // few repeats (tiny grids): sum every row
+      at::parallel_for(0, g.S[0] * g.S[1], 1, [&](int64_t begin, int64_t end) {
+        std::vector<const scalar_t*> wrow;
+        for (int64_t t = begin; t < end; ++t)
+          weight_sum_row(gg, wp, t / g.S[1], t % g.S[1], wrow, o + t * g.S[2], inverse);
+      });
+      return;
+    }
+    const auto rows = class_weight_rows(gg, classes, wp, inverse);
+    at::parallel_for(0, g.S[0] * g.S[1], 64, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t)
+        std::copy_n(rows.data() + classes.of(t / g.S[1], t % g.S[1]) * g.S[2], g.S[2],
+                    o + t * g.S[2]);
+    });
+  });
+  return out;
+}
+
+// acc (N, C, *S) *= 1 / grid weight sum, fill_value where no weight covers a voxel (inverse
+// 0): the same numbers as acc.mul_(grid_weight_sum(inverse=True)) then masked_fill_, in one
+// pass over acc and without the (*S) buffer (which cost more in page faults than its sums).
+void grid_normalize_cpu(const at::Tensor& acc, const at::Tensor& weight, at::IntArrayRef step,
+                        double fill_value) {
+  constexpr const char* op = "fastquilt.grid_normalize_";
+  TORCH_CHECK_VALUE(acc.dim() == weight.dim() + 2,
+                    msg(op, ": acc must be (N, C, *S) for a weight of ", weight.dim(),
+                        " axes, got ", acc.dim(), " dimensions"));
+  TORCH_CHECK_VALUE(weight.device().is_cpu(), msg(op, ": acc and weight must be on the CPU"));
+  TORCH_CHECK_VALUE(acc.is_contiguous(), msg(op, ": acc must be contiguous"));
+  TORCH_CHECK_TYPE(acc.scalar_type() == weight.scalar_type(),
+                   msg(op, ": acc and weight must have one dtype (float32 or float64)"));
+  const GridGeometry gg = check_grid_weight_sum(weight, acc.sizes().slice(2), step, op);
+  check_no_overlap(acc, "acc", weight, "weight", op);
+  const Geometry& g = gg.g;
+  const int64_t rows_per_image = g.S[0] * g.S[1];
+  const int64_t NC = acc.size(0) * acc.size(1);
+  if (acc.numel() == 0) return;
+  const auto w = weight.contiguous();
+  const GridRowClasses classes(gg);
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "grid_normalize_cpu", [&] {
+    const auto inv = class_weight_rows(gg, classes, w.const_data_ptr<scalar_t>(), true);
+    // Rows covered everywhere (almost all) take a plain multiply, which vectorises.
+    std::vector<char> gaps(static_cast<size_t>(classes.size()));
+    for (int64_t k = 0; k < classes.size(); ++k)
+      gaps[k] = std::count(inv.data() + k * g.S[2], inv.data() + (k + 1) * g.S[2], 0) > 0;
+    const auto fill = static_cast<scalar_t>(fill_value);
+    scalar_t* a = acc.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, NC * rows_per_image, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t r = t % rows_per_image;
+        const int64_t k = classes.of(r / g.S[1], r % g.S[1]);
+        const scalar_t* __restrict__ v = inv.data() + k * g.S[2];
+        scalar_t* __restrict__ row = a + t * g.S[2];
+        if (!gaps[k]) {
+          for (int64_t x = 0; x < g.S[2]; ++x) row[x] *= v[x];
+        } else {
+          for (int64_t x = 0; x < g.S[2]; ++x) row[x] = v[x] == scalar_t(0) ? fill : row[x] * v[x];
+        }
+      }
+    });
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastquilt, CPU, m) {
+  m.impl("grid_weight_sum", &grid_weight_sum_cpu);
+  m.impl("grid_normalize_", &grid_normalize_cpu);
+}
+
+}  // namespace fastquilt::cpu
