@@ -12,10 +12,10 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import torch
+from wall_clock import best_of
 
 import fastquilt as fq
 
@@ -23,16 +23,6 @@ WORKLOADS = {
     "2d": dict(shape=(8, 3, 1024, 1024), window=128, step=64, border=8),
     "3d": dict(shape=(1, 1, 256, 256, 256), window=64, step=32, border=4),
 }
-
-
-def best_of(fn, reps: int) -> float:
-    fn()  # warm-up: page faults of fresh buffers, JIT
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def impls(x: torch.Tensor, window: int, step: int, border: int) -> dict:

@@ -11,21 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 
 import torch
+from wall_clock import best_of
 
 import fastquilt as fq
-
-
-def best_of(fn, reps: int = 5) -> float:
-    fn()  # warm-up: page faults of fresh buffers
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def run(size: int, dtype: torch.dtype) -> dict:

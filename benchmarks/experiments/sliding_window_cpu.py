@@ -3,22 +3,15 @@ border 4, batch 64 (bench_cpu.py's 3D workload): best of 5 after a warm-up, in s
 as a multiple of unstitch + stitch into preallocated buffers in the same run.
 Run: .venv/bin/python benchmarks/experiments/sliding_window_cpu.py"""
 
-import time
+import sys
+from pathlib import Path
 
 import torch
 
 import fastquilt as fq
 
-
-def best_of(fn, reps: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from wall_clock import best_of  # noqa: E402
 
 x = torch.randn(1, 1, 256, 256, 256)
 q = fq.Quilt(x.shape[2:], 64, 32, border=4, border_weight=0.1)

@@ -3,14 +3,11 @@
 
 #include <cstring>
 
+#include "cpu/multiversion.h"
+
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 #define FQ_HAVE_F16C_PATH 1
-#endif
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define FQ_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define FQ_MULTIVERSION
 #endif
 
 namespace fastquilt::cpu {

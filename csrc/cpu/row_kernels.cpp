@@ -2,11 +2,7 @@
 // plain declarations would have to carry the attribute to declare the same functions.
 #include <cstdint>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define FQ_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define FQ_MULTIVERSION
-#endif
+#include "cpu/multiversion.h"
 
 namespace fastquilt::cpu {
 
