@@ -395,6 +395,8 @@ def test_grid_normalize_errors():
         fq.grid_normalize_(torch.zeros(1, 1, 8, 16)[..., ::2], w, (2, 2))
     with pytest.raises(ValueError, match="step must be >= 1"):
         fq.grid_normalize_(torch.zeros(1, 1, 8, 8), w, (0, 2))
+    with pytest.raises(ValueError, match=r"acc \(cpu\) and weight \(meta\) must be on one"):
+        fq.grid_normalize_(torch.zeros(1, 1, 8, 8), w.to("meta"), (2, 2))
     buf = torch.ones(1, 1, 4, 4)
     with pytest.raises(ValueError, match="acc shares memory with weight"):
         fq.grid_normalize_(buf, buf[0, 0], (2, 2))

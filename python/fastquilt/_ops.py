@@ -130,7 +130,9 @@ def grid_normalize_(
     filling the uncovered voxels. On the CPU one pass over ``acc`` without a ``(*S)`` buffer;
     elsewhere exactly those tensor ops.
     """
-    if acc.device.type == "cpu" and weight.device.type == "cpu":
+    if acc.device != weight.device:
+        raise ValueError(f"acc ({acc.device}) and weight ({weight.device}) must be on one device")
+    if acc.device.type == "cpu":
         _ops.grid_normalize_.default(acc, weight, list(step), float(fill_value))
         return acc
     inv = grid_weight_sum(weight, acc.shape[2:], step, inverse=True)
