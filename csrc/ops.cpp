@@ -30,8 +30,9 @@ TORCH_LIBRARY(fastquilt, m) {
       "Tensor(b!)? weight_sum) -> ()");
   // Weighted mean of all windows of a full step-back grid (qlty order), computed per output
   // voxel: deterministic, no accumulator buffers. Returns (N, C, *S) in the patches' dtype.
-  // inv_weight_sum (*S), 1 / weight sum (0 where uncovered), is an optional precomputed hint
-  // (Quilt caches it); kernels that do not use it compute the same sums themselves.
+  // inv_weight_sum (*S), 1 / weight sum (0 where uncovered), is an optional precomputed hint;
+  // without it the kernels compute the same sums themselves (the CPU one row per class of
+  // output rows, which costs less than reading the hint).
   m.def(
       "stitch_grid(Tensor patches, Tensor? weight, SymInt[] spatial_size, SymInt[] step, "
       "float fill_value, Tensor? inv_weight_sum=None) -> Tensor");

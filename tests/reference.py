@@ -51,3 +51,29 @@ def stitch(p: np.ndarray, spatial, window, step, weight=None, fill=0.0):
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(ws[:, None] > 0, acc / ws[:, None], fill)
     return mean, ws
+
+
+def grid_weight_sum_rows(w: np.ndarray, spatial, step, inverse: bool) -> np.ndarray:
+    """The grid's weight sum (or 1 / sum, clamped to the smallest normal number, 0 where
+    uncovered) computed row by row in the CPU kernels' exact order, in w's dtype: for each
+    output row (z, y), the weight rows of the covering windows (along z, then y, in start
+    order) each added at every x start in order. Bit for bit what summing every row gives."""
+    S = tuple(spatial) if len(spatial) == 3 else (1, *spatial)
+    W = w.shape if w.ndim == 3 else (1, *w.shape)
+    st = tuple(step) if len(step) == 3 else (1, *step)
+    w3 = w.reshape(W)
+    starts = [starts_1d(S[d], W[d], st[d]) for d in range(3)]
+    out = np.zeros(S, dtype=w.dtype)
+    for z in range(S[0]):
+        for y in range(S[1]):
+            row = out[z, y]
+            for s0 in (s for s in starts[0] if s <= z < s + W[0]):
+                for s1 in (s for s in starts[1] if s <= y < s + W[1]):
+                    for s2 in starts[2]:
+                        row[s2:s2 + W[2]] += w3[z - s0, y - s1]
+    if inverse:
+        tiny = np.finfo(w.dtype).tiny
+        with np.errstate(divide="ignore"):
+            out = np.where(out > 0, np.asarray(1, w.dtype) / np.maximum(out, tiny),
+                           0).astype(w.dtype)
+    return out.reshape(spatial)

@@ -125,25 +125,28 @@ def test_every_weighting_round_trips_identity(weight, shape):
 
 
 @pytest.mark.parametrize("S, W, step", [
-    ((60, 70, 30), (8, 8, 8), (4, 4, 4)),     # many rows per (z, y) class: rows copied
+    ((60, 70, 30), (8, 8, 8), (4, 4, 4)),     # many rows per (z, y) class: one summed per class
     ((61, 47, 33), (9, 10, 7), (4, 3, 5)),    # stepped-back last windows along every axis
     ((40, 45, 20), (6, 5, 4), (8, 7, 4)),     # gaps (step > window): uncovered rows
     ((3, 4, 5), (2, 3, 5), (1, 1, 1)),        # few rows: each summed
     ((1, 90, 70), (1, 12, 10), (1, 5, 6)),    # 2D
 ])
-def test_grid_weight_sum_rows_copied_per_class_are_the_rows_summed(S, W, step):
-    """grid_weight_sum sums only one row per class of (z, y) covering offsets and copies it;
-    the grid stitch without a hint sums every row itself. The two must agree bit for bit (the
-    stitch's output uses the inverse wherever a window covers), and match float64."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_weight_sums_are_the_rows_summed_one_by_one(S, W, step, dtype):
+    """The CPU kernels sum one row per class of output rows (rows covered at the same
+    offsets) and reuse it: grid_weight_sum, the inverse, grid_normalize_ and the stitch
+    without a hint must equal, bit for bit, every row summed in the kernels' order."""
     gen = torch.Generator().manual_seed(sum(S))
-    w = torch.rand(W, generator=gen) + 0.05
-    org = torch.as_tensor(ref.origins(S, W, step, 1))
-    p = torch.randn(org.shape[0], 2, *W, generator=gen)
-    inv = fq.grid_weight_sum(w, S, step, inverse=True)
-    direct = fq.stitch_grid(p, S, step, weight=w)
-    assert torch.equal(fq.stitch_grid(p, S, step, weight=w, inv_weight_sum=inv), direct)
-    _, want = fq.scatter_add_windows(p.double(), org, S, 1, weight=w.double())
-    torch.testing.assert_close(fq.grid_weight_sum(w, S, step).double(), want[0], rtol=1e-6,
-                               atol=0)
-    torch.testing.assert_close(inv.double(), torch.where(want[0] > 0, 1 / want[0], 0.0),
-                               rtol=1e-6, atol=0)
+    w = torch.rand(W, generator=gen, dtype=dtype) + 0.05
+    if S[0] == 1:  # 2D
+        S, W, step, w = S[1:], W[1:], step[1:], w[0]
+    for inverse in (False, True):
+        want = torch.from_numpy(ref.grid_weight_sum_rows(w.numpy(), S, step, inverse))
+        assert torch.equal(fq.grid_weight_sum(w, S, step, inverse=inverse), want)
+    p = torch.randn(len(ref.origins(S, tuple(w.shape), step, 1)), 2, *w.shape, generator=gen,
+                    dtype=dtype)
+    hinted = fq.stitch_grid(p, S, step, weight=w, inv_weight_sum=want)
+    assert torch.equal(fq.stitch_grid(p, S, step, weight=w), hinted)
+    acc = torch.randn(2, 2, *S, generator=gen, dtype=dtype)
+    assert torch.equal(fq.grid_normalize_(acc.clone(), w, step),
+                       torch.where(want == 0, 0, acc * want))

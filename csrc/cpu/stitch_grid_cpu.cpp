@@ -135,6 +135,13 @@ void stitch_grid_kernel(const scalar_t* patches, const acc_t* weight, const acc_
   std::vector<acc_t> ones;
   if (weight == nullptr) ones.assign(patch_c, acc_t(1));
   const acc_t* wt = weight != nullptr ? weight : ones.data();
+  // Without the caller's 1 / weight sum: one row per class of output rows (grid_rows.h), the
+  // rows each task would sum (same code and order), unless the classes are nearly as many as
+  // the rows; then each task sums its own.
+  const GridRowClasses classes(gg);
+  std::vector<acc_t> class_inv;
+  if (inv_wsum == nullptr && classes.size() * 2 <= g.S[0] * g.S[1])
+    class_inv = class_weight_rows(gg, classes, wt, /*inverse=*/true);
   // Task = one output row (n, z, y), all channels: the denominator is computed once and the
   // rows of the windows covering it along z and y are added in one fused pass per x-window,
   // always in the same order.
@@ -161,8 +168,9 @@ void stitch_grid_kernel(const scalar_t* patches, const acc_t* weight, const acc_
         for (size_t k = 0; k < conv.size(); ++k) conv[k] = conv_buf.data() + k * g.W[2];
       }
       scalar_t* o = out + image_offset(g, n, 0, z, y, 0);
-      const acc_t* inv_row =
-          inv_wsum == nullptr ? nullptr : inv_wsum + (z * g.S[1] + y) * g.S[2];
+      const acc_t* inv_row = inv_wsum != nullptr ? inv_wsum + (z * g.S[1] + y) * g.S[2]
+                             : class_inv.empty() ? nullptr
+                                                 : class_inv.data() + classes.of(z, y) * g.S[2];
 #if defined(__GNUC__) && defined(__x86_64__)
       if (kHasAvx2) {
         stitch_row_avx2(prow.data(), wrow.data(), P, gg, win, patch_c, num.data(), den.data(),

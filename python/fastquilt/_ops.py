@@ -87,7 +87,8 @@ def stitch_grid(
 
     Output-centric and deterministic; returns the patches' dtype (computed in float32/64).
     ``inv_weight_sum`` (``(*S)``, ``1 / grid_weight_sum``, 0 where uncovered) is an optional
-    precomputed hint that saves the CPU kernel from summing the weights again.
+    precomputed hint; without it the kernels compute the same sums themselves (on the CPU one
+    row per class of output rows, cheaper than reading the hint), bit for bit.
     """
     return _ops.stitch_grid.default(
         patches, weight, list(spatial_size), list(step), fill_value, inv_weight_sum

@@ -111,17 +111,6 @@ class Quilt:
             self._wsums[key] = ws
         return ws.expand(num_images, *self.spatial_shape)
 
-    def _inv_weight_sum(self, dtype, device) -> torch.Tensor:
-        """1 / weight sum (0 where uncovered), cached: the CPU stitch kernel's hint and the
-        sliding window's normalisation."""
-        key = ("inv", _ops.acc_dtype(dtype), torch.device(device))
-        inv = self._wsums.get(key)
-        if inv is None:
-            inv = _ops.grid_weight_sum(self.weight_for(key[1], key[2]), self.spatial_shape,
-                                       self.step, inverse=True)
-            self._wsums[key] = inv
-        return inv
-
     # ---- checks -----------------------------------------------------------------------------
     def _check_image(self, x: torch.Tensor, name: str = "x") -> None:
         if not isinstance(x, torch.Tensor):
@@ -199,14 +188,10 @@ class Quilt:
         if self.weight.requires_grad:
             return self._stitch_scatter(patches, N, out)
         w = self.weight_for(patches.dtype, dev)
-        inv = None
-        if dev.type == "cpu" and not torch.compiler.is_compiling():
-            inv = self._inv_weight_sum(patches.dtype, dev)
         if out is not None:
-            mean = _ops.stitch_grid_into(patches, self.step, out, w, self.fill_value, inv)
+            mean = _ops.stitch_grid_into(patches, self.step, out, w, self.fill_value)
         else:
-            mean = _ops.stitch_grid(patches, self.spatial_shape, self.step, w, self.fill_value,
-                                    inv)
+            mean = _ops.stitch_grid(patches, self.spatial_shape, self.step, w, self.fill_value)
         return mean, self.weight_sum(N, patches.dtype, dev)
 
     def _stitch_scatter(self, patches, N, out):
