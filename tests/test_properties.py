@@ -89,3 +89,24 @@ def test_deterministic_across_thread_counts(geo, seed, dtype):
     finally:
         torch.set_num_threads(old)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@given(geo=geometries(allow_gaps=True), dtype=st.sampled_from([torch.float32, torch.float64]),
+       seed=st.integers(0, 2**31 - 1))
+def test_cpu_weight_sums_equal_every_row_summed(geo, dtype, seed):
+    """The CPU weight sums reuse one summed row per class of output rows; on any grid they
+    equal, bit for bit, every row summed in the kernels' order (tests/reference.py), and so do
+    grid_normalize_ and the grid stitch without a hint."""
+    spatial, window, step, _ = geo
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.rand(window, generator=gen, dtype=dtype)
+    w[(0,) * len(window)] = 0  # a zero weight: voxels only it covers stay uncovered
+    inv = torch.from_numpy(ref.grid_weight_sum_rows(w.numpy(), spatial, step, inverse=True))
+    assert torch.equal(fq.grid_weight_sum(w, spatial, step, inverse=True), inv)
+    acc = torch.randn(2, 2, *spatial, generator=gen, dtype=dtype)
+    assert torch.equal(fq.grid_normalize_(acc.clone(), w, step, 1.5),
+                       torch.where(inv == 0, 1.5, acc * inv))
+    p = torch.randn(len(ref.origins(spatial, window, step, 1)), 2, *window, generator=gen,
+                    dtype=dtype)
+    assert torch.equal(fq.stitch_grid(p, spatial, step, weight=w),
+                       fq.stitch_grid(p, spatial, step, weight=w, inv_weight_sum=inv))
