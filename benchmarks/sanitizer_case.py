@@ -1,7 +1,7 @@
 """A small run of every CUDA kernel, for compute-sanitizer (memcheck / racecheck): unaligned
 and aligned (vector-path) rows, the grid stitch's aligned fast path (each of its shapes), views at
-odd element offsets, 32-bit index math, and the deterministic scatter-add (disjoint window
-sets)."""
+odd element offsets, 32-bit index math, the deterministic scatter-add (disjoint window sets)
+and the in-place normalisation (grid_normalize_)."""
 
 import torch
 
@@ -38,6 +38,7 @@ def main(device: str = "cuda") -> None:
             org = q.positions(2).to(device)
             w = q.weight_for(dtype, x.device)
             acc, wsum = fq.scatter_add_windows(p, org, shape, 2, weight=w)
+            fq.grid_normalize_(acc.clone(), w, q.step, 1.0)  # w: the accumulator's dtype
             fq.scatter_add_windows(p[:, :0], org, shape, 2, weight=w)
             fq.gather_windows(x, org, window, weight=w)
             fq.gather_windows(x.to(torch.uint8), org, window)

@@ -44,7 +44,6 @@ TORCH_LIBRARY(fastquilt, m) {
   // Deterministic (no atomics), so the grid stitch's backward is reproducible on the GPU too.
   m.def("grid_weight_sum(Tensor weight, SymInt[] spatial_size, SymInt[] step, bool inverse=False) -> Tensor");
   // acc (N, C, *S) divided in place by the grid's weight sum, fill_value where it is 0: the
-  // sliding window's normalisation without a (*S) buffer. CPU only (the GPU multiplies by
-  // grid_weight_sum(inverse=True)).
+  // sliding window's normalisation without a (*S) buffer.
   m.def("grid_normalize_(Tensor(a!) acc, Tensor weight, SymInt[] step, float fill_value) -> ()");
 }

@@ -114,4 +114,23 @@ inline GridGeometry check_grid_weight_sum(const at::Tensor& weight, at::IntArray
   return gg;
 }
 
+// grid_normalize_: acc (N, C, *spatial) of the weight's dtype and device, contiguous, written in
+// place. The geometry's N and C are acc's.
+inline GridGeometry check_grid_normalize(const at::Tensor& acc, const at::Tensor& weight,
+                                         at::IntArrayRef step, const char* op) {
+  TORCH_CHECK_VALUE(acc.dim() == weight.dim() + 2,
+                    msg(op, ": acc must be (N, C, *S) for a weight of ", weight.dim(),
+                        " axes, got ", acc.dim(), " dimensions"));
+  TORCH_CHECK_VALUE(acc.device() == weight.device(),
+                    msg(op, ": acc is on ", acc.device(), " but weight is on ", weight.device()));
+  TORCH_CHECK_VALUE(acc.is_contiguous(), msg(op, ": acc must be contiguous"));
+  TORCH_CHECK_TYPE(acc.scalar_type() == weight.scalar_type(),
+                   msg(op, ": acc and weight must have one dtype (float32 or float64)"));
+  GridGeometry gg = check_grid_weight_sum(weight, acc.sizes().slice(2), step, op);
+  check_no_overlap(acc, "acc", weight, "weight", op);
+  gg.g.N = acc.size(0);
+  gg.g.C = acc.size(1);
+  return gg;
+}
+
 }  // namespace fastquilt

@@ -366,7 +366,7 @@ def test_grid_weight_sum_inverse_of_tiny_and_zero_sums(dtype, device):
 @pytest.mark.parametrize("fill_value", [0.0, -3.5])
 def test_grid_normalize_is_multiplying_by_the_inverse_weight_sum(case, dtype, fill_value,
                                                                   device):
-    """grid_normalize_ (one pass, no (*S) buffer on the CPU) gives exactly the numbers of
+    """grid_normalize_ (one pass, no (*S) buffer; CPU and CUDA kernels) gives exactly the numbers of
     acc * grid_weight_sum(inverse=True) with fill_value where that is 0 (the sliding window's
     normalisation before), weights of 0 included."""
     spatial, window, step = case
@@ -380,9 +380,8 @@ def test_grid_normalize_is_multiplying_by_the_inverse_weight_sum(case, dtype, fi
     got = acc.clone()
     assert fq.grid_normalize_(got, w, step, fill_value) is got
     assert torch.equal(got, want)
-    if device == "cpu":
-        torch.library.opcheck(_ops._ops.grid_normalize_.default,
-                              (acc.clone(), w, list(step), fill_value))
+    torch.library.opcheck(_ops._ops.grid_normalize_.default,
+                          (acc.clone(), w, list(step), fill_value))
 
 
 def test_grid_normalize_errors():

@@ -50,19 +50,11 @@ at::Tensor grid_weight_sum_cpu(const at::Tensor& weight, at::IntArrayRef spatial
 // pass over acc and without the (*S) buffer (which cost more in page faults than its sums).
 void grid_normalize_cpu(const at::Tensor& acc, const at::Tensor& weight, at::IntArrayRef step,
                         double fill_value) {
-  constexpr const char* op = "fastquilt.grid_normalize_";
-  TORCH_CHECK_VALUE(acc.dim() == weight.dim() + 2,
-                    msg(op, ": acc must be (N, C, *S) for a weight of ", weight.dim(),
-                        " axes, got ", acc.dim(), " dimensions"));
-  TORCH_CHECK_VALUE(weight.device().is_cpu(), msg(op, ": acc and weight must be on the CPU"));
-  TORCH_CHECK_VALUE(acc.is_contiguous(), msg(op, ": acc must be contiguous"));
-  TORCH_CHECK_TYPE(acc.scalar_type() == weight.scalar_type(),
-                   msg(op, ": acc and weight must have one dtype (float32 or float64)"));
-  const GridGeometry gg = check_grid_weight_sum(weight, acc.sizes().slice(2), step, op);
-  check_no_overlap(acc, "acc", weight, "weight", op);
+  const GridGeometry gg =
+      check_grid_normalize(acc, weight, step, "fastquilt.grid_normalize_");
   const Geometry& g = gg.g;
   const int64_t rows_per_image = g.S[0] * g.S[1];
-  const int64_t NC = acc.size(0) * acc.size(1);
+  const int64_t NC = g.N * g.C;
   if (acc.numel() == 0) return;
   const auto w = weight.contiguous();
   const GridRowClasses classes(gg);

@@ -144,9 +144,51 @@ at::Tensor grid_weight_sum_cuda(const at::Tensor& weight, at::IntArrayRef spatia
   return out;
 }
 
+// acc (N, C, *S) *= 1 / grid weight sum (fill where that is 0), in place: one thread per voxel
+// computes the sum (grid_weight_sum's body, so the same bits) and scales the voxel of every
+// image and channel. No (*S) buffer.
+template <typename I, typename scalar_t>
+__global__ void grid_normalize_kernel(scalar_t* __restrict__ acc,
+                                      const scalar_t* __restrict__ weight, GridGeometry gg,
+                                      scalar_t fill) {
+  const Geometry& g = gg.g;
+  const int64_t vol = g.S[0] * g.S[1] * g.S[2];
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < vol;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const I t = div_index<I>(I(i), I(g.S[2]));
+    const I z = div_index<I>(t, I(g.S[1]));
+    const scalar_t inv = inverse_or_zero(grid_voxel_weight_sum<scalar_t, I>(
+        g, gg.step, weight, z, t - z * I(g.S[1]), I(i) - t * I(g.S[2])));
+    for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
+      scalar_t& v = acc[nc * vol + i];
+      v = inv == scalar_t(0) ? fill : v * inv;
+    }
+  }
+}
+
+void grid_normalize_cuda(const at::Tensor& acc, const at::Tensor& weight, at::IntArrayRef step,
+                         double fill_value) {
+  const GridGeometry gg =
+      check_grid_normalize(acc, weight, step, "fastquilt.grid_normalize_");
+  if (acc.numel() == 0) return;
+  c10::cuda::CUDAGuard guard(acc.device());
+  const auto w = weight.contiguous();
+  const int64_t vol = acc.numel() / (gg.g.N * gg.g.C);
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "grid_normalize_cuda", [&] {
+    auto kernel = acc.numel() <= INT32_MAX ? grid_normalize_kernel<int32_t, scalar_t>
+                                           : grid_normalize_kernel<int64_t, scalar_t>;
+    kernel<<<blocks_for(vol), kThreads, 0, stream>>>(acc.mutable_data_ptr<scalar_t>(),
+                                                      w.const_data_ptr<scalar_t>(), gg,
+                                                      static_cast<scalar_t>(fill_value));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastquilt, CUDA, m) {
+  m.impl("grid_normalize_", &grid_normalize_cuda);
   m.impl("grid_weight_sum", &grid_weight_sum_cuda);
   m.impl("stitch_grid", &stitch_grid_via<&stitch_grid_into_cuda>);
   m.impl("stitch_grid_into", &stitch_grid_into_cuda);

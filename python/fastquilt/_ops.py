@@ -128,12 +128,12 @@ def grid_normalize_(
     grid's weight sum in place (``fill_value`` where no weight covers a voxel); returns it.
 
     The same numbers as ``acc.mul_(grid_weight_sum(weight, S, step, inverse=True))`` then
-    filling the uncovered voxels. On the CPU one pass over ``acc`` without a ``(*S)`` buffer;
-    elsewhere exactly those tensor ops.
+    filling the uncovered voxels, in one pass over ``acc`` without a ``(*S)`` buffer (CPU and
+    CUDA kernels; other devices run exactly those tensor ops).
     """
     if acc.device != weight.device:
         raise ValueError(f"acc ({acc.device}) and weight ({weight.device}) must be on one device")
-    if acc.device.type == "cpu":
+    if acc.device.type in ("cpu", "cuda"):
         _ops.grid_normalize_.default(acc, weight, list(step), float(fill_value))
         return acc
     inv = grid_weight_sum(weight, acc.shape[2:], step, inverse=True)
