@@ -1,5 +1,6 @@
 """Bad input to the Quilt API: a clear error naming the argument, never a wrong result."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,3 +114,53 @@ def test_device_dtype_index_and_criteria_arguments():
     with pytest.raises(TypeError, match="allow_gaps must be True or False"):
         fq.Quilt((16, 16), 4, 8, allow_gaps="yes")
     assert fq.Quilt((16, 16), 4, 8, allow_gaps=1).counts == (3, 3)  # 1 / 0 are flags too
+
+
+def test_out_and_inplace_forms_refuse_inputs_that_require_grad():
+    """The out= / in-place forms record no autograd (like torch's out= arguments): before, an
+    input that required grad gave a result that silently carried no gradient."""
+    q = fq.Quilt((8, 8), 4, 2)
+    x = torch.randn(1, 1, 8, 8, requires_grad=True)
+    buf = torch.empty(q.num_windows, 1, 4, 4)
+    with pytest.raises(ValueError, match="out= records no autograd, but the input"):
+        q.unstitch(x, out=buf)
+    p = q.unstitch(x)
+    with pytest.raises(ValueError, match="out= records no autograd"):
+        q.stitch(p, out=torch.empty(1, 1, 8, 8))
+    with torch.no_grad():  # the buffers' use: inference
+        assert torch.equal(q.unstitch(x, out=buf), p)
+        q.stitch(p, out=torch.empty(1, 1, 8, 8))
+    org = q.positions(1)
+    w = q.weight_for(torch.float32, torch.device("cpu"))
+    with pytest.raises(ValueError, match="gather_windows_into records no autograd, but input"):
+        fq.gather_windows_into(x, org, buf)
+    with pytest.raises(ValueError, match="scatter_add_windows_ records no autograd, but patches"):
+        fq.scatter_add_windows_(p, org, torch.zeros(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="stitch_grid_into records no autograd, but patches"):
+        fq.stitch_grid_into(p, (2, 2), torch.empty(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="grid_normalize_ records no autograd, but acc"):
+        fq.grid_normalize_(torch.ones(1, 1, 8, 8, requires_grad=True), w, (2, 2))
+    # the library's own streaming users detach: a trainable weight still works there
+    tq = fq.Quilt((8, 8), 4, 2, weight=torch.rand(4, 4, requires_grad=True) + 0.5)
+    acc = tq.accumulator(1, 1)
+    acc.add(tq.unstitch(x.detach()), range(tq.num_windows))
+    torch.testing.assert_close(acc.finalize()[0], x.detach())
+    y = fq.sliding_window(lambda t: t, x.detach(), 4, 2, weight=tq.weight)
+    torch.testing.assert_close(y, x.detach())
+
+
+def test_op_sizes_must_be_ints():
+    """Floats in sizes were torch RuntimeErrors, and num_images=1.5 was truncated to 1."""
+    x, p = torch.ones(1, 1, 8, 8), torch.ones(9, 1, 4, 4)
+    org = fq.grid_origins((8, 8), (4, 4), (2, 2), 1)
+    with pytest.raises(TypeError, match=r"window must contain ints, got \(4.0, 4\)"):
+        fq.gather_windows(x, org, (4.0, 4))
+    with pytest.raises(TypeError, match="num_images must be an int, got 1.5"):
+        fq.scatter_add_windows(p, org, (8, 8), 1.5)
+    with pytest.raises(TypeError, match=r"spatial_size must contain ints, got \(8.0, 8\)"):
+        fq.scatter_add_windows(p, org, (8.0, 8), 1)
+    with pytest.raises(TypeError, match=r"step must contain ints, got \(2.5, 2\)"):
+        fq.stitch_grid(p, (8, 8), (2.5, 2))
+    with pytest.raises(TypeError, match="step must be a sequence of ints, got 2"):
+        fq.grid_weight_sum(torch.ones(4, 4), (8, 8), 2)
+    assert fq.scatter_add_windows(p, org, (8, 8), np.int64(1))[0].shape == (1, 1, 8, 8)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -22,6 +23,35 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _int(value, name: str):
+    """An integer argument of an op schema: floats and bools are refused here (torch would
+    raise a RuntimeError for a float, or truncate it)."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, torch.SymInt)):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    return value if isinstance(value, torch.SymInt) else int(value)
+
+
+def _ints(values, name: str) -> list:
+    """A list of integer sizes for an op schema (window, spatial_size, step)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{name} must be a sequence of ints, got {values!r}")
+    if not all(isinstance(v, (numbers.Integral, torch.SymInt)) and not isinstance(v, bool)
+               for v in values):
+        raise TypeError(f"{name} must contain ints, got {tuple(values)}")
+    return [v if isinstance(v, torch.SymInt) else int(v) for v in values]
+
+
+def _no_autograd(op: str, **tensors) -> None:
+    """The out= and in-place forms record no autograd (like torch's out= arguments): with an
+    input that requires grad, the result would silently carry no gradient."""
+    if torch.is_grad_enabled():
+        names = [n for n, t in tensors.items() if t is not None and t.requires_grad]
+        if names:
+            raise ValueError(
+                f"{op} records no autograd, but {', '.join(names)} requires grad: use the "
+                "out-of-place op to differentiate, or call it under torch.no_grad()")
+
+
 def gather_windows(
     input: torch.Tensor,
     origins: torch.Tensor,
@@ -34,7 +64,7 @@ def gather_windows(
     ``weight`` (shape ``window``, float32, or float64 for float64 input) is given, each patch is
     multiplied by it (this is the adjoint of the weighted scatter-add).
     """
-    return _ops.gather_windows.default(input, origins, weight, list(window))
+    return _ops.gather_windows.default(input, origins, weight, _ints(window, "window"))
 
 
 def gather_windows_into(
@@ -43,7 +73,9 @@ def gather_windows_into(
     out: torch.Tensor,
     weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Like :func:`gather_windows`, writing into the contiguous buffer ``out``; returns it."""
+    """Like :func:`gather_windows`, writing into the contiguous buffer ``out``; returns it.
+    Records no autograd: an input that requires grad is refused while grad mode is on."""
+    _no_autograd("gather_windows_into", input=input, weight=weight, out=out)
     _ops.gather_windows_into.default(input, origins, weight, out)
     return out
 
@@ -60,8 +92,8 @@ def scatter_add_windows(
     Accumulates in float32 (float64 for float64 patches). Deterministic on the CPU.
     """
     return _ops.scatter_add_windows.default(
-        patches, origins, weight, list(spatial_size), int(num_images)
-    )
+        patches, origins, weight, _ints(spatial_size, "spatial_size"),
+        _int(num_images, "num_images"))
 
 
 def scatter_add_windows_(
@@ -71,7 +103,10 @@ def scatter_add_windows_(
     weight_sum: torch.Tensor | None = None,
     weight: torch.Tensor | None = None,
 ) -> None:
-    """Streaming form: add ``patches`` into existing ``acc`` (and ``weight_sum``) in place."""
+    """Streaming form: add ``patches`` into existing ``acc`` (and ``weight_sum``) in place.
+    Records no autograd: an input that requires grad is refused while grad mode is on."""
+    _no_autograd("scatter_add_windows_", patches=patches, weight=weight, acc=acc,
+                 weight_sum=weight_sum)
     _ops.scatter_add_windows_.default(patches, origins, weight, acc, weight_sum)
 
 
@@ -91,7 +126,8 @@ def stitch_grid(
     row per class of output rows, cheaper than reading the hint), bit for bit.
     """
     return _ops.stitch_grid.default(
-        patches, weight, list(spatial_size), list(step), fill_value, inv_weight_sum
+        patches, weight, _ints(spatial_size, "spatial_size"), _ints(step, "step"), fill_value,
+        inv_weight_sum
     )
 
 
@@ -103,8 +139,12 @@ def stitch_grid_into(
     fill_value: float = 0.0,
     inv_weight_sum: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Like :func:`stitch_grid`, writing into the contiguous ``(N, C, *S)`` buffer ``out``."""
-    _ops.stitch_grid_into.default(patches, weight, list(step), fill_value, out, inv_weight_sum)
+    """Like :func:`stitch_grid`, writing into the contiguous ``(N, C, *S)`` buffer ``out``.
+    Records no autograd: an input that requires grad is refused while grad mode is on."""
+    _no_autograd("stitch_grid_into", patches=patches, weight=weight, out=out,
+                 inv_weight_sum=inv_weight_sum)
+    _ops.stitch_grid_into.default(patches, weight, _ints(step, "step"), fill_value, out,
+                                  inv_weight_sum)
     return out
 
 
@@ -118,7 +158,8 @@ def grid_weight_sum(
     number; 0 where nothing covers a voxel), computed in the same pass: the normalisation of
     the weighted mean.
     """
-    return _ops.grid_weight_sum.default(weight, list(spatial_size), list(step), bool(inverse))
+    return _ops.grid_weight_sum.default(weight, _ints(spatial_size, "spatial_size"),
+                                        _ints(step, "step"), bool(inverse))
 
 
 def grid_normalize_(
@@ -131,10 +172,11 @@ def grid_normalize_(
     filling the uncovered voxels, in one pass over ``acc`` without a ``(*S)`` buffer (CPU and
     CUDA kernels; other devices run exactly those tensor ops).
     """
+    _no_autograd("grid_normalize_", acc=acc, weight=weight)
     if acc.device != weight.device:
         raise ValueError(f"acc ({acc.device}) and weight ({weight.device}) must be on one device")
     if acc.device.type in ("cpu", "cuda"):
-        _ops.grid_normalize_.default(acc, weight, list(step), float(fill_value))
+        _ops.grid_normalize_.default(acc, weight, _ints(step, "step"), float(fill_value))
         return acc
     inv = grid_weight_sum(weight, acc.shape[2:], step, inverse=True)
     acc.mul_(inv)

@@ -155,8 +155,10 @@ class Quilt:
         if out.dtype != like.dtype or out.device != like.device:
             raise TypeError(f"out must be {like.dtype} on {like.device} like the input, got "
                             f"{out.dtype} on {out.device}")
-        if out.requires_grad and torch.is_grad_enabled():
-            raise ValueError("out= cannot be used when autograd is recording; drop out=")
+        if torch.is_grad_enabled() and (out.requires_grad or like.requires_grad):
+            # like torch's out= arguments: the result would silently carry no gradient
+            raise ValueError("out= records no autograd, but the input (or out) requires grad: "
+                             "drop out= to differentiate, or call under torch.no_grad()")
 
     # ---- the two directions ----------------------------------------------------------------
     def unstitch(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
