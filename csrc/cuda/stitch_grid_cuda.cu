@@ -144,26 +144,17 @@ at::Tensor grid_weight_sum_cuda(const at::Tensor& weight, at::IntArrayRef spatia
   return out;
 }
 
-// acc (N, C, *S) *= 1 / grid weight sum (fill where that is 0), in place: one thread per voxel
-// computes the sum (grid_weight_sum's body, so the same bits) and scales the voxel of every
-// image and channel. No (*S) buffer.
+// acc (N, C, *S) *= 1 / grid weight sum (fill where that is 0), in place, one thread per voxel
+// (grid_normalize_voxel: the weight sum with grid_weight_sum's body, so the same bits). No
+// (*S) buffer.
 template <typename I, typename scalar_t>
 __global__ void grid_normalize_kernel(scalar_t* __restrict__ acc,
                                       const scalar_t* __restrict__ weight, GridGeometry gg,
                                       scalar_t fill) {
-  const Geometry& g = gg.g;
-  const int64_t vol = g.S[0] * g.S[1] * g.S[2];
+  const int64_t vol = gg.g.S[0] * gg.g.S[1] * gg.g.S[2];
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < vol;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const I t = div_index<I>(I(i), I(g.S[2]));
-    const I z = div_index<I>(t, I(g.S[1]));
-    const scalar_t inv = inverse_or_zero(grid_voxel_weight_sum<scalar_t, I>(
-        g, gg.step, weight, z, t - z * I(g.S[1]), I(i) - t * I(g.S[2])));
-    for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
-      scalar_t& v = acc[nc * vol + i];
-      v = inv == scalar_t(0) ? fill : v * inv;
-    }
-  }
+       i += int64_t(gridDim.x) * blockDim.x)
+    grid_normalize_voxel<scalar_t, I>(acc, weight, gg, i, fill);
 }
 
 void grid_normalize_cuda(const at::Tensor& acc, const at::Tensor& weight, at::IntArrayRef step,

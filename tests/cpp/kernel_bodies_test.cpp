@@ -1,11 +1,11 @@
 // Runs the CUDA kernel bodies (include/fastquilt/window_chunk.h, stitch_grid_chunk.h,
-// stitch_grid_fast_path.h and grid_voxel_weight_sum in index_math.h) on the CPU, for every
-// thread of an emulated launch, against float64 references: random 2D/3D shapes, windows,
-// steps (with gaps), channels, dtypes of 1, 2, 4 and 8 bytes, 32- and 64-bit index math,
-// aligned and misaligned base pointers, short block and grid sizes (grid-stride loops, K
-// chunks per thread). Vector accesses assert 16-byte alignment on the host (vec_access.h), so
-// a wrong alignment decision fails here; built with AddressSanitizer, so an out-of-bounds
-// access fails. Also the disjoint window sets of the deterministic scatter-add
+// stitch_grid_fast_path.h, grid_voxel_weight_sum and grid_normalize_voxel in index_math.h) on
+// the CPU, for every thread of an emulated launch, against float64 references: random 2D/3D
+// shapes, windows, steps (with gaps), channels, dtypes of 1, 2, 4 and 8 bytes, 32- and 64-bit
+// index math, aligned and misaligned base pointers, short block and grid sizes (grid-stride
+// loops, K chunks per thread). Vector accesses assert 16-byte alignment on the host
+// (vec_access.h), so a wrong alignment decision fails here; built with AddressSanitizer, so
+// an out-of-bounds access fails. Also the disjoint window sets of the deterministic scatter-add
 // (disjoint_groups.h).
 // Driven by tests/test_kernel_bodies.py. Exit status 0 = all cases passed.
 #include <cmath>
@@ -373,6 +373,11 @@ void check_stitch(const Case& k, bool weighted, int shift_p, int shift_w, int sh
         });
     });
   }
+  // The CUDA grid_normalize_ body over an emulated launch (one call per voxel): acc scaled in
+  // place, checked against 1 / den below.
+  std::vector<acc_t> normed(static_cast<size_t>(g.N * g.C * vol));
+  for (size_t j = 0; j < normed.size(); ++j) normed[j] = acc_t(1 + j % 7);
+  for (int64_t i = 0; i < vol; ++i) grid_normalize_voxel<acc_t, I>(normed.data(), wp, gg, i, fill);
   const std::string what = "stitch " + k.name + (weighted ? " weighted" : "") +
                            " aligned columns " + std::to_string(split) +
                            (vec.load ? " vload" : "") + (vec.store ? " vstore" : "") +
@@ -404,6 +409,14 @@ void check_stitch(const Case& k, bool weighted, int shift_p, int shift_w, int sh
             if (!(std::fabs(ws - den) <= 1e-5 * (1 + den))) {
               fail("grid_voxel_weight_sum " + what + ": got " + std::to_string(ws) + " want " +
                    std::to_string(den));
+              return;
+            }
+            const int64_t j = (n * g.C + c) * vol + (z * g.S[1] + y) * g.S[2] + x;
+            const double want_normed = den > 0 ? double(1 + j % 7) / den : double(fill);
+            if (!(std::fabs(double(normed[j]) - want_normed) <=
+                  (sizeof(acc_t) == 4 ? 1e-5 : 1e-12) * (1 + std::fabs(want_normed)))) {
+              fail("grid_normalize_voxel " + what + ": got " + std::to_string(normed[j]) +
+                   " want " + std::to_string(want_normed));
               return;
             }
             const double want = den > 0 ? num / den : double(fill);

@@ -148,4 +148,22 @@ FQ_HD acc_t grid_voxel_weight_sum(const Geometry& g, const int64_t step[3], cons
   return sum;
 }
 
+// Voxel i of every image and channel of acc (N, C, *S) scaled by 1 / the grid's weight sum at
+// that voxel (grid_voxel_weight_sum, so the same bits as grid_weight_sum), fill where that is
+// 0: the body of the CUDA grid_normalize_, run on the CPU by tests/cpp/kernel_bodies_test.cpp.
+template <typename acc_t, typename I = int64_t>
+FQ_HD void grid_normalize_voxel(acc_t* acc, const acc_t* weight, const GridGeometry& gg,
+                                int64_t i, acc_t fill) {
+  const Geometry& g = gg.g;
+  const int64_t vol = g.S[0] * g.S[1] * g.S[2];
+  const I t = div_index<I>(I(i), I(g.S[2]));
+  const I z = div_index<I>(t, I(g.S[1]));
+  const acc_t inv = inverse_or_zero(grid_voxel_weight_sum<acc_t, I>(
+      g, gg.step, weight, z, t - z * I(g.S[1]), I(i) - t * I(g.S[2])));
+  for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
+    acc_t& v = acc[nc * vol + i];
+    v = inv == acc_t(0) ? fill : v * inv;
+  }
+}
+
 }  // namespace fastquilt
