@@ -209,6 +209,13 @@ def test_patch_dataset_lazy_equals_clean_pairs_and_augments_deterministically(tm
     assert sorted(a[0][b != -1].tolist()) == sorted(xp[i, 0][lp[i] != -1].tolist())
     aug.set_epoch(1)
     assert any(not torch.equal(aug[j][0], first[j][0]) for j in range(len(aug)))
+    # the frame is written into the dataset's own copy, never into the caller's labels
+    lab_before, x_before = lab.clone(), x.clone()
+    plain = fq.PatchDataset(x, lab, q, missing_label=-1)
+    for j in range(len(plain)):
+        plain[j][1].fill_(99)  # and what it serves is not a view of them either
+        plain[j][0].fill_(99)
+    assert torch.equal(lab, lab_before) and torch.equal(x, x_before)
 
 
 def test_patch_dataset_on_zarr():

@@ -130,7 +130,7 @@ class PatchDataset(torch.utils.data.Dataset):
         y = _read(self.labels, o[0], self.label_channel, sl)
         if self.missing_label is not None:
             frame = self.frame if not self.label_channel else self.frame.expand(y.shape)
-            y = y.masked_fill(frame, self.missing_label)
+            y.masked_fill_(frame, self.missing_label)  # y is _read's own copy
         if self.augment:
             x, y = self._augment([x, y], int(self.indices[i]))
         return x, y
