@@ -52,7 +52,6 @@ FQ_ALWAYS_INLINE void add_windows(acc_t* __restrict__ d, const row_t* const* row
   }
 }
 
-
 #if defined(__GNUC__)
 #define FQ_PREFETCH(p) __builtin_prefetch((p), 0, 1)
 #else
