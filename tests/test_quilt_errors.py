@@ -164,3 +164,7 @@ def test_op_sizes_must_be_ints():
     with pytest.raises(TypeError, match="step must be a sequence of ints, got 2"):
         fq.grid_weight_sum(torch.ones(4, 4), (8, 8), 2)
     assert fq.scatter_add_windows(p, org, (8, 8), np.int64(1))[0].shape == (1, 1, 8, 8)
+    for window in (np.array([4, 4]), torch.tensor([4, 4]), torch.Size([4, 4])):  # as before
+        assert fq.gather_windows(x, org, window).shape == (9, 1, 4, 4)
+    with pytest.raises(TypeError, match=r"window must contain ints, got \(tensor\(4.\)"):
+        fq.gather_windows(x, org, torch.tensor([4.0, 4.0]))

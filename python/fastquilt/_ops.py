@@ -11,6 +11,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from . import _C  # noqa: F401  (runs the TORCH_LIBRARY initialisers)
@@ -24,21 +25,32 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _int(value, name: str):
-    """An integer argument of an op schema: floats and bools are refused here (torch would
-    raise a RuntimeError for a float, or truncate it)."""
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, torch.SymInt)):
+    """An integer argument of an op schema: a Python or numpy int, a 0-d integer tensor or a
+    SymInt; floats and bools are refused here (torch would raise a RuntimeError for a float,
+    or truncate it)."""
+    if isinstance(value, torch.SymInt):
+        return value
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not (
+            value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
+        return int(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r}")
-    return value if isinstance(value, torch.SymInt) else int(value)
+    return int(value)
 
 
 def _ints(values, name: str) -> list:
-    """A list of integer sizes for an op schema (window, spatial_size, step)."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+    """Integer sizes for an op schema (window, spatial_size, step): any sequence, numpy array
+    or tensor of ints."""
+    if isinstance(values, (str, bytes)) or isinstance(values, numbers.Number):
         raise TypeError(f"{name} must be a sequence of ints, got {values!r}")
-    if not all(isinstance(v, (numbers.Integral, torch.SymInt)) and not isinstance(v, bool)
-               for v in values):
-        raise TypeError(f"{name} must contain ints, got {tuple(values)}")
-    return [v if isinstance(v, torch.SymInt) else int(v) for v in values]
+    try:
+        items = list(values)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of ints, got {values!r}") from None
+    try:
+        return [_int(v, name) for v in items]
+    except TypeError:
+        raise TypeError(f"{name} must contain ints, got {tuple(items)}") from None
 
 
 def _no_autograd(op: str, **tensors) -> None:
