@@ -89,6 +89,9 @@ def test_device_dtype_index_and_criteria_arguments():
         acc.add(q.unstitch(x)[:2], torch.tensor([0.0, 1.5]))
     with pytest.raises(ValueError, match=r"1-D sequence, got shape \(2, 3\); window positions"):
         acc.add(q.unstitch(x)[:2], q.positions(1)[:2])  # positions read as 6 indices before
+    keep = torch.zeros(q.num_windows, dtype=torch.bool)
+    keep[[1, 4]] = True  # torch.nonzero's (K, 1) column is a list of indices, as before
+    assert torch.equal(q.grid.origins(1, indices=torch.nonzero(keep)), q.positions(1)[[1, 4]])
     with pytest.raises(TypeError, match="indices must be integers"):
         q.grid.origins(1, indices=[0.5])
     with pytest.raises(TypeError, match="indices must be integers"):

@@ -98,7 +98,9 @@ def index_tensor(indices, name: str = "indices") -> torch.Tensor:
         else indices.detach().cpu()
     if t.numel() and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
         raise TypeError(f"{name} must be integers (window indices), got {t.dtype}")
-    if t.dim() > 1:  # e.g. positions(): rows [n, start_0, ...], which would read as indices
+    # (K,), (K, 1) as torch.nonzero gives, (1, K): a list; more than one axis longer than 1
+    # is e.g. positions() (rows [n, start_0, ...]), which would read as indices
+    if sum(s > 1 for s in t.shape) > 1:
         raise ValueError(f"{name} must be one window index per window (n * num_windows + k), a "
                          f"1-D sequence, got shape {tuple(t.shape)}; window positions / origins "
                          "are not indices")
