@@ -128,7 +128,7 @@ def test_every_weighting_round_trips_identity(weight, shape):
     ((60, 70, 30), (8, 8, 8), (4, 4, 4)),     # many rows per (z, y) class: one summed per class
     ((61, 47, 33), (9, 10, 7), (4, 3, 5)),    # stepped-back last windows along every axis
     ((40, 45, 20), (6, 5, 4), (8, 7, 4)),     # gaps (step > window): uncovered rows
-    ((3, 4, 5), (2, 3, 5), (1, 1, 1)),        # few rows: each summed
+    ((3, 4, 5), (2, 3, 5), (1, 1, 1)),        # few rows: the unhinted stitch sums each
     ((1, 90, 70), (1, 12, 10), (1, 5, 6)),    # 2D
 ])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -25,17 +25,9 @@ at::Tensor grid_weight_sum_cpu(const at::Tensor& weight, at::IntArrayRef spatial
   const Geometry& g = gg.g;
   const GridRowClasses classes(gg);
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "grid_weight_sum_cpu", [&] {
-    const scalar_t* wp = w.const_data_ptr<scalar_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    if (classes.size() * 2 > g.S[0] * g.S[1]) {  // few repeats (tiny grids): sum every row
-      at::parallel_for(0, g.S[0] * g.S[1], 1, [&](int64_t begin, int64_t end) {
-        std::vector<const scalar_t*> wrow;
-        for (int64_t t = begin; t < end; ++t)
-          weight_sum_row(gg, wp, t / g.S[1], t % g.S[1], wrow, o + t * g.S[2], inverse);
-      });
-      return;
-    }
-    const auto rows = class_weight_rows(gg, classes, wp, inverse);
+    // (at most as many classes as rows: the buffer is never larger than the output)
+    const auto rows = class_weight_rows(gg, classes, w.const_data_ptr<scalar_t>(), inverse);
     at::parallel_for(0, g.S[0] * g.S[1], 64, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t)
         std::copy_n(rows.data() + classes.of(t / g.S[1], t % g.S[1]) * g.S[2], g.S[2],

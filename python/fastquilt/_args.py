@@ -111,11 +111,36 @@ def window_arg(window, name: str = "window") -> tuple[int, ...]:
     """A window size: a non-empty sequence of positive ints, one per axis."""
     if isinstance(window, (str, bytes)) or not isinstance(window, Sequence) or not window:
         raise TypeError(f"{name} must be a tuple of ints, one per axis, got {window!r}")
-    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in window):
-        raise TypeError(f"{name} must contain ints, got {tuple(window)}")
-    if any(v < 1 for v in window):
-        raise ValueError(f"{name} must be >= 1 on every axis, got {tuple(window)}")
-    return tuple(int(v) for v in window)
+    return per_axis(tuple(window), len(window), name, minimum=1)
+
+
+def int_arg(value, name: str):
+    """An integer argument of an op schema: a Python or numpy int, a 0-d integer tensor or a
+    SymInt; floats and bools are refused here (torch would raise a RuntimeError for a float,
+    or truncate it)."""
+    if isinstance(value, torch.SymInt):
+        return value
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not (
+            value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
+        return int(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    return int(value)
+
+
+def int_list_arg(values, name: str) -> list:
+    """Integer sizes for an op schema (window, spatial_size, step): any sequence, numpy array
+    or tensor of ints."""
+    if isinstance(values, (str, bytes)) or isinstance(values, numbers.Number):
+        raise TypeError(f"{name} must be a sequence of ints, got {values!r}")
+    try:
+        items = list(values)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of ints, got {values!r}") from None
+    try:
+        return [int_arg(v, name) for v in items]
+    except TypeError:
+        raise TypeError(f"{name} must contain ints, got {tuple(items)}") from None
 
 
 def bool_arg(value, name: str) -> bool:

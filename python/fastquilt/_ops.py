@@ -8,13 +8,12 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from . import _C  # noqa: F401  (runs the TORCH_LIBRARY initialisers)
+from ._args import int_arg, int_list_arg
 
 _ops = torch.ops.fastquilt
 
@@ -22,35 +21,6 @@ _ops = torch.ops.fastquilt
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     """Accumulation dtype: float64 for float64 data, float32 otherwise."""
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _int(value, name: str):
-    """An integer argument of an op schema: a Python or numpy int, a 0-d integer tensor or a
-    SymInt; floats and bools are refused here (torch would raise a RuntimeError for a float,
-    or truncate it)."""
-    if isinstance(value, torch.SymInt):
-        return value
-    if isinstance(value, torch.Tensor) and value.dim() == 0 and not (
-            value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
-        return int(value)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    return int(value)
-
-
-def _ints(values, name: str) -> list:
-    """Integer sizes for an op schema (window, spatial_size, step): any sequence, numpy array
-    or tensor of ints."""
-    if isinstance(values, (str, bytes)) or isinstance(values, numbers.Number):
-        raise TypeError(f"{name} must be a sequence of ints, got {values!r}")
-    try:
-        items = list(values)
-    except TypeError:
-        raise TypeError(f"{name} must be a sequence of ints, got {values!r}") from None
-    try:
-        return [_int(v, name) for v in items]
-    except TypeError:
-        raise TypeError(f"{name} must contain ints, got {tuple(items)}") from None
 
 
 def _no_autograd(op: str, **tensors) -> None:
@@ -76,7 +46,7 @@ def gather_windows(
     ``weight`` (shape ``window``, float32, or float64 for float64 input) is given, each patch is
     multiplied by it (this is the adjoint of the weighted scatter-add).
     """
-    return _ops.gather_windows.default(input, origins, weight, _ints(window, "window"))
+    return _ops.gather_windows.default(input, origins, weight, int_list_arg(window, "window"))
 
 
 def gather_windows_into(
@@ -104,8 +74,8 @@ def scatter_add_windows(
     Accumulates in float32 (float64 for float64 patches). Deterministic on the CPU.
     """
     return _ops.scatter_add_windows.default(
-        patches, origins, weight, _ints(spatial_size, "spatial_size"),
-        _int(num_images, "num_images"))
+        patches, origins, weight, int_list_arg(spatial_size, "spatial_size"),
+        int_arg(num_images, "num_images"))
 
 
 def scatter_add_windows_(
@@ -138,9 +108,8 @@ def stitch_grid(
     row per class of output rows, cheaper than reading the hint), bit for bit.
     """
     return _ops.stitch_grid.default(
-        patches, weight, _ints(spatial_size, "spatial_size"), _ints(step, "step"), fill_value,
-        inv_weight_sum
-    )
+        patches, weight, int_list_arg(spatial_size, "spatial_size"), int_list_arg(step, "step"),
+        fill_value, inv_weight_sum)
 
 
 def stitch_grid_into(
@@ -155,7 +124,7 @@ def stitch_grid_into(
     Records no autograd: an input that requires grad is refused while grad mode is on."""
     _no_autograd("stitch_grid_into", patches=patches, weight=weight, out=out,
                  inv_weight_sum=inv_weight_sum)
-    _ops.stitch_grid_into.default(patches, weight, _ints(step, "step"), fill_value, out,
+    _ops.stitch_grid_into.default(patches, weight, int_list_arg(step, "step"), fill_value, out,
                                   inv_weight_sum)
     return out
 
@@ -170,8 +139,8 @@ def grid_weight_sum(
     number; 0 where nothing covers a voxel), computed in the same pass: the normalisation of
     the weighted mean.
     """
-    return _ops.grid_weight_sum.default(weight, _ints(spatial_size, "spatial_size"),
-                                        _ints(step, "step"), bool(inverse))
+    return _ops.grid_weight_sum.default(weight, int_list_arg(spatial_size, "spatial_size"),
+                                        int_list_arg(step, "step"), bool(inverse))
 
 
 def grid_normalize_(
@@ -188,7 +157,7 @@ def grid_normalize_(
     if acc.device != weight.device:
         raise ValueError(f"acc ({acc.device}) and weight ({weight.device}) must be on one device")
     if acc.device.type in ("cpu", "cuda"):
-        _ops.grid_normalize_.default(acc, weight, _ints(step, "step"), float(fill_value))
+        _ops.grid_normalize_.default(acc, weight, int_list_arg(step, "step"), float(fill_value))
         return acc
     inv = grid_weight_sum(weight, acc.shape[2:], step, inverse=True)
     acc.mul_(inv)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ._args import bool_arg, index_tensor
-from .labels import check_missing_label, is_missing, torch_dtype
+from .labels import check_missing_label, is_missing, label_has_channel_axis, torch_dtype
 from .quilt import Quilt
 
 
@@ -67,16 +67,10 @@ class PatchDataset(torch.utils.data.Dataset):
         self.label_channel = False
         self.stats = None
         if labels is not None:
-            shape = tuple(labels.shape)
-            if shape == (self.N, *quilt.spatial_shape):
-                self.label_channel = False
-            elif len(shape) == D + 2 and shape[0] == self.N and shape[2:] == quilt.spatial_shape:
-                self.label_channel = True
-            else:
-                raise ValueError(
-                    f"labels must have shape ({self.N}, {', '.join(map(str, quilt.spatial_shape))})"
-                    f" or ({self.N}, C, ...) to match the volume, got {shape}"
-                )
+            self.label_channel = label_has_channel_axis(labels.shape, quilt.spatial_shape)
+            if int(labels.shape[0]) != self.N:
+                raise ValueError(f"labels have {int(labels.shape[0])} images but the volume has "
+                                 f"{self.N}")
             self.missing_label = check_missing_label(missing_label, torch_dtype(labels.dtype))
         else:
             self.missing_label = None
