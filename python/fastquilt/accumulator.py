@@ -43,7 +43,7 @@ class StitchAccumulator:
         S = quilt.spatial_shape
         self.acc = torch.zeros((num_images, channels, *S), dtype=dtype, device=self.device)
         self.weight_sum = torch.zeros((num_images, *S), dtype=dtype, device=self.device)
-        self._weight = quilt.weight_for(dtype, self.device).detach()  # sums, no autograd
+        self._weight = quilt.weight_for(dtype, self.device)
         self._all_origins = quilt._origins(num_images, self.device)
         self._seen = torch.zeros(num_images * quilt.num_windows, dtype=torch.bool)
 

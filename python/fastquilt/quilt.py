@@ -86,8 +86,12 @@ class Quilt:
         return o if include_n else o[:, 1:].contiguous()
 
     def weight_for(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """The window weight in the accumulation dtype of ``dtype`` on ``device`` (cached)."""
+        """The window weight in the accumulation dtype of ``dtype`` on ``device``, detached:
+        the ops that take it record no autograd (a trainable weight's gradient path uses
+        ``self.weight`` itself). Cached, unless the weight is trainable (it changes)."""
         key = (_ops.acc_dtype(dtype), torch.device(device))
+        if self.weight.requires_grad:
+            return self.weight.detach().to(device=key[1], dtype=key[0]).contiguous()
         w = self._weights.get(key)
         if w is None:
             w = self.weight.to(device=key[1], dtype=key[0]).contiguous()
@@ -108,7 +112,8 @@ class Quilt:
         if ws is None:
             ws = _ops.grid_weight_sum(self.weight_for(key[0], key[1]), self.spatial_shape,
                                       self.step)
-            self._wsums[key] = ws
+            if not self.weight.requires_grad:  # a trainable weight changes: not cached
+                self._wsums[key] = ws
         return ws.expand(num_images, *self.spatial_shape)
 
     # ---- checks -----------------------------------------------------------------------------

@@ -109,7 +109,7 @@ def sliding_window(
                 dt = torch.float64 if y.dtype == torch.float64 else torch.float32
                 acc = torch.zeros((N, y.shape[1], *q.spatial_shape), dtype=dt,
                                   device=out_device)
-                weight_t = q.weight_for(dt, out_device).detach()  # no autograd here
+                weight_t = q.weight_for(dt, out_device)
                 out_origins = origins.to(out_device)
                 out_dt = out_dt or y.dtype
             yb = y if _ops.acc_dtype(y.dtype) == dt else y.to(dt)
