@@ -10,6 +10,9 @@ TORCH := torch==2.13.0
 DEPS_STAMP := $(VENV)/.fq-deps
 BUILD_STAMP := $(VENV)/.fq-build
 CSRC := $(shell find csrc -type f) CMakeLists.txt pyproject.toml
+# The editable install maps each module to its file: a module added, moved or removed needs a
+# reinstall (the extension is rebuilt only where csrc/ changed).
+PYSRC := $(shell find python -name '*.py')
 
 .PHONY: demo test lint bench bench-gpu cuda-check clean
 
@@ -18,10 +21,11 @@ $(DEPS_STAMP): pyproject.toml Makefile
 	$(PIP) --upgrade pip
 	$(PIP) $(TORCH)
 	$(PIP) $(TORCH) "scikit-build-core>=0.10" "cmake>=3.25" ninja numpy tqdm \
-	  "pytest>=8" "hypothesis>=6.100" "ruff>=0.5" qlty==1.5.0 "zarr>=3" dask distributed
+	  "pytest>=8" "hypothesis>=6.100" "ruff>=0.5" qlty==1.5.0 "zarr>=3" dask distributed \
+	  "pillow>=9"
 	@touch $@
 
-$(BUILD_STAMP): $(DEPS_STAMP) $(CSRC)
+$(BUILD_STAMP): $(DEPS_STAMP) $(CSRC) $(PYSRC)
 	$(PIP) --no-build-isolation $(TORCH) -e ".[test]"
 	@touch $@
 

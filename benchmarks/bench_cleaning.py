@@ -45,7 +45,7 @@ def run_one(impl: str, size: int) -> dict:
         import fastquilt as fq
 
         q = fq.Quilt((size,) * 3, 64, 32, border=8)
-        xp, lp, kept, stats = q.clean_pairs(x, lab, -1)
+        xp, lp, kept, stats = fq.clean_pairs(q, x, lab, -1)
         n_kept, total = xp.shape[0], stats.total_windows
     else:
         import qlty

@@ -32,7 +32,7 @@ import time
 import torch
 
 import fastquilt as fq
-from fastquilt import _ops
+from fastquilt import ops as _ops
 
 
 def device_time(fn, device: torch.device, reps: int = 5, warmup: int = 2) -> float:

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastquilt.compat_large import LargeNCYXQuilt, LargeNCZYXQuilt
+from fastquilt.compat import LargeNCYXQuilt, LargeNCZYXQuilt
 
 from .random_geometry import random_grid
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import fastquilt as fq
-from fastquilt import _ops
+from fastquilt import ops as _ops
 
 from . import reference as ref
 from .conftest import requires_cuda
@@ -137,7 +137,7 @@ def test_streaming_accumulate_on_cuda_and_accumulators_on_cpu():
     p = q.unstitch(x)
     want, _ = q.stitch(p)
     for acc_dev in ("cuda", "cpu"):
-        acc = q.accumulator(2, 2, device=acc_dev)
+        acc = fq.StitchAccumulator(q, 2, 2, device=acc_dev)
         for chunk in torch.arange(p.shape[0]).flip(0).split(13):
             acc.add(p[chunk.cuda()], chunk)
         mean, _ = acc.finalize()

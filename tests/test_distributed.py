@@ -114,7 +114,7 @@ def test_a_failed_task_cancels_the_rest_of_the_graph(client, tmp_path):
 
 
 def test_cli_infer_with_scheduler(client, tmp_path):
-    from fastquilt.__main__ import main
+    from fastquilt.cli import main
 
     x, _ = make_input(tmp_path, shape=(1, 1, 24, 24, 24))
     rc = main(["infer", "--model", "ooc_job:double_plus_one", "--input",

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import fastquilt as fq
-from fastquilt._fingerprint import input_fingerprint, model_fingerprint, same_source
-from fastquilt._model_loading import ModelFactory
+from fastquilt.outofcore.fingerprints import input_fingerprint, model_fingerprint, same_source
+from fastquilt.outofcore.models import ModelFactory
 
 zarr = pytest.importorskip("zarr")
 

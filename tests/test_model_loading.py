@@ -4,7 +4,7 @@ factories, built once per process and device, on the device the windows go to.""
 import pytest
 import torch
 
-from fastquilt._model_loading import ModelFactory, load_model_file, resolve_model
+from fastquilt.outofcore.models import ModelFactory, load_model_file, resolve_model
 
 
 def _net():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fastquilt as fq
-from fastquilt import _ops
+from fastquilt import ops as _ops
 
 from . import reference as ref
 

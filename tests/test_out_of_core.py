@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastquilt as fq
-from fastquilt._ooc_store import Units
+from fastquilt.outofcore.units import Units
 from fastquilt.outofcore import progress_of
 
 from .random_geometry import random_grid, random_units
@@ -222,7 +222,7 @@ def test_write_error_is_raised_and_unit_not_marked(tmp_path, monkeypatch):
 
 
 def test_cli_infer_torchscript_and_factory(tmp_path, monkeypatch, capsys):
-    from fastquilt.__main__ import main
+    from fastquilt.cli import main
 
     x, _ = make_input(tmp_path, shape=(1, 1, 24, 26, 22))
     torch.manual_seed(0)

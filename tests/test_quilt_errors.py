@@ -74,14 +74,14 @@ def test_device_dtype_index_and_criteria_arguments():
     with pytest.raises(ValueError, match=r"out_device='cuda(:99)?' but .*CUDA"):
         fq.sliding_window(ident, x, 8, 4, out_device=missing_cuda)
     with pytest.raises(TypeError, match="device must be a torch.device"):
-        q.accumulator(1, 1, device=1.5)
+        fq.StitchAccumulator(q, 1, 1, device=1.5)
     with pytest.raises(ValueError, match=r"x has no images \(N = 0\)"):  # was AttributeError
         fq.sliding_window(ident, x[:0], 8, 4)
     with pytest.raises(TypeError, match="out_dtype must be one of torch.float16"):
         fq.sliding_window(ident, x, 8, 4, out_dtype=torch.int32)  # a mean truncated to 0
     for name in ("float16", torch.float16):
         assert fq.sliding_window(ident, x, 8, 4, out_dtype=name).dtype == torch.float16
-    acc = q.accumulator(1, 1)
+    acc = fq.StitchAccumulator(q, 1, 1)
     with pytest.raises(TypeError, match="dtype must be one of torch.float16"):
         acc.finalize(dtype=torch.uint8)
     assert acc.finalize(dtype="bfloat16")[0].dtype == torch.bfloat16
@@ -105,13 +105,13 @@ def test_device_dtype_index_and_criteria_arguments():
     assert torch.equal(fq.grid_origins((16, 16), 8, 4, 1), q.positions(1))
     labels = torch.randint(-1, 3, (1, 16, 16))
     with pytest.raises(TypeError, match="class_min key must be a number"):
-        q.clean_pairs(x, labels, -1, class_min={"a": 1})
+        fq.clean_pairs(q, x, labels, -1, class_min={"a": 1})
     with pytest.raises(ValueError, match="class_min key=1.5 cannot be represented"):
-        q.clean_pairs(x, labels, -1, class_min={1.5: 1})
+        fq.clean_pairs(q, x, labels, -1, class_min={1.5: 1})
     with pytest.raises(ValueError, match=r"class_min\[1\] must be an int >= 0"):
-        q.clean_pairs(x, labels, -1, class_min={1: -1})
+        fq.clean_pairs(q, x, labels, -1, class_min={1: -1})
     with pytest.raises(TypeError, match="class_min must be a dict"):
-        q.clean_pairs(x, labels, -1, class_min=[1, 2])
+        fq.clean_pairs(q, x, labels, -1, class_min=[1, 2])
     with pytest.raises(TypeError, match="augment must be True or False, got 'no'"):
         fq.PatchDataset(x, None, q, augment="no")  # was read as True
     with pytest.raises(TypeError, match="allow_gaps must be True or False"):
@@ -145,7 +145,7 @@ def test_out_and_inplace_forms_refuse_inputs_that_require_grad():
         fq.grid_normalize_(torch.ones(1, 1, 8, 8, requires_grad=True), w, (2, 2))
     # the library's own streaming users detach: a trainable weight still works there
     tq = fq.Quilt((8, 8), 4, 2, weight=torch.rand(4, 4, requires_grad=True) + 0.5)
-    acc = tq.accumulator(1, 1)
+    acc = fq.StitchAccumulator(tq, 1, 1)
     acc.add(tq.unstitch(x.detach()), range(tq.num_windows))
     torch.testing.assert_close(acc.finalize()[0], x.detach())
     y = fq.sliding_window(lambda t: t, x.detach(), 4, 2, weight=tq.weight)

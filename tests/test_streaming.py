@@ -16,7 +16,7 @@ def test_accumulator_any_order_equals_stitch():
     x = torch.randn(2, 3, 30, 33, 29)
     p = q.unstitch(x)
     want, want_ws = q.stitch(p)
-    acc = q.accumulator(2, 3)
+    acc = fq.StitchAccumulator(q, 2, 3)
     perm = torch.randperm(p.shape[0], generator=torch.Generator().manual_seed(0))
     for chunk in perm.split(7):
         acc.add(p[chunk].half().float(), chunk)  # any order, any batch size
@@ -30,7 +30,7 @@ def test_accumulator_any_order_equals_stitch():
 
 def test_accumulator_partial_gives_fill_and_refuses_double_count():
     q = fq.Quilt((20, 20), 8, 4, fill_value=-7.0)
-    acc = q.accumulator(1, 1)
+    acc = fq.StitchAccumulator(q, 1, 1)
     acc.add(torch.ones(2, 1, 8, 8), [0, 1])
     mean, ws = acc.finalize()
     assert (mean[0, 0, 12:, :] == -7.0).all() and (ws[0, 12:] == 0).all()
@@ -44,7 +44,7 @@ def test_accumulator_partial_gives_fill_and_refuses_double_count():
     with pytest.raises(ValueError, match="patches must have shape"):
         acc.add(torch.ones(1, 2, 8, 8), [3])
     with pytest.raises(TypeError, match="accumulator dtype"):
-        q.accumulator(1, 1, dtype=torch.float16)
+        fq.StitchAccumulator(q, 1, 1, dtype=torch.float16)
 
 
 def test_sliding_window_equals_unstitch_model_stitch():
@@ -121,7 +121,7 @@ def test_accumulator_and_sliding_window_equal_stitch_for_random_geometries(seed)
     x = torch.from_numpy(rng.standard_normal((N, C, *S)).astype(np.float32))
     p = q.unstitch(x)
     want, want_ws = q.stitch(p)
-    acc = q.accumulator(N, C)
+    acc = fq.StitchAccumulator(q, N, C)
     order = torch.from_numpy(rng.permutation(p.shape[0]))
     for chunk in order.split(int(rng.integers(1, 10))):
         acc.add(p[chunk], chunk)

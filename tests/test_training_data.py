@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastquilt as fq
-from fastquilt.__main__ import main as cli_main
+from fastquilt.cli import main as cli_main
 
 from . import reference as ref
 from .random_geometry import random_grid
@@ -38,7 +38,7 @@ def test_unstitch_pair_2d_matches_qlty(dtype):
     ql = qlty.NCYXQuilt(50, 61, (16, 16), (8, 8), (3, 3))
     q = fq.Quilt((50, 61), 16, 8, border=3)
     a, b = ql.unstitch_data_pair(x, lab, missing_label=7)
-    xp, lp = q.unstitch_pair(x, lab, missing_label=7)
+    xp, lp = fq.unstitch_pair(q, x, lab, missing_label=7)
     assert torch.equal(xp, a) and torch.equal(lp, b) and lp.dtype == dtype
     assert lp.shape == (2 * q.num_windows, 16, 16)
 
@@ -47,7 +47,7 @@ def test_unstitch_pair_3d_masks_the_frame():
     x = torch.randn(1, 1, 20, 22, 24)
     lab = torch.randint(0, 4, (1, 2, 20, 22, 24), dtype=torch.int16)  # (N, C, *S) labels
     q = fq.Quilt((20, 22, 24), 8, 6, border=(2, 1, 0))
-    xp, lp = q.unstitch_pair(x, lab, missing_label=-5)
+    xp, lp = fq.unstitch_pair(q, x, lab, missing_label=-5)
     want = ref.gather(lab.numpy(), q.positions(1).numpy(), (8, 8, 8))
     frame = (q.border_mask() < 0.5).numpy()
     want[:, :, frame] = -5
@@ -58,30 +58,30 @@ def test_missing_label_and_shape_errors():
     q = fq.Quilt((16, 16), 8, 4, border=1)
     x = torch.randn(1, 1, 16, 16)
     with pytest.raises(ValueError, match="cannot be represented in torch.uint8"):
-        q.unstitch_pair(x, torch.zeros(1, 16, 16, dtype=torch.uint8), missing_label=300)
+        fq.unstitch_pair(q, x, torch.zeros(1, 16, 16, dtype=torch.uint8), missing_label=300)
     with pytest.raises(ValueError, match="integers only"):
-        q.unstitch_pair(x, torch.zeros(1, 16, 16, dtype=torch.int32), missing_label=1.5)
+        fq.unstitch_pair(q, x, torch.zeros(1, 16, 16, dtype=torch.int32), missing_label=1.5)
     with pytest.raises(ValueError, match="missing_label=nan cannot be stored"):
-        q.unstitch_pair(x, torch.zeros(1, 16, 16, dtype=torch.int32), missing_label=float("nan"))
+        fq.unstitch_pair(q, x, torch.zeros(1, 16, 16, dtype=torch.int32), missing_label=float("nan"))
     with pytest.raises(ValueError, match="bool labels"):
-        q.unstitch_pair(x, torch.zeros(1, 16, 16, dtype=torch.bool), missing_label=0)
+        fq.unstitch_pair(q, x, torch.zeros(1, 16, 16, dtype=torch.bool), missing_label=0)
     with pytest.raises(ValueError, match=r"labels must have shape \(N, 16, 16\)"):
-        q.unstitch_pair(x, torch.zeros(1, 16, 15), missing_label=-1)
+        fq.unstitch_pair(q, x, torch.zeros(1, 16, 15), missing_label=-1)
     with pytest.raises(ValueError, match="labels have 2 images but x has 1"):
-        q.unstitch_pair(x, torch.zeros(2, 16, 16), missing_label=-1)
+        fq.unstitch_pair(q, x, torch.zeros(2, 16, 16), missing_label=-1)
     with pytest.raises(ValueError, match="missing_label is required"):
-        q.plan(torch.zeros(1, 16, 16), None)
+        fq.select_windows(q, torch.zeros(1, 16, 16), None)
 
 
 def test_nan_missing_label_supported():
     q = fq.Quilt((16, 16), 8, 4, border=1)
     lab = torch.full((1, 16, 16), float("nan"))
     lab[0, 5, 5] = 1.0
-    kept, stats = q.plan(lab, float("nan"))
+    kept, stats = fq.select_windows(q, lab, float("nan"))
     _, per = brute_force(q, torch.nan_to_num(lab, nan=-1.0), -1.0)
     assert torch.equal(kept, torch.nonzero(per > 0).reshape(-1))
     assert stats.labelled_voxels == 1
-    xp, lp, _, _ = q.clean_pairs(torch.randn(1, 1, 16, 16), lab, float("nan"))
+    xp, lp, _, _ = fq.clean_pairs(q, torch.randn(1, 1, 16, 16), lab, float("nan"))
     assert torch.isnan(lp[:, 0, :]).all()  # the frame holds NaN
 
 
@@ -102,7 +102,7 @@ def test_kept_set_equals_qlty_weed_2d(Y, X, w, s, b, density, seed, channels):
     _, _, removed = qlty.weed_sparse_classification_training_pairs_2D(a, lb, -1,
                                                                       ql.border_tensor())
     q = fq.Quilt((Y, X), w, s, border=b)
-    xp, lp, kept, stats = q.clean_pairs(x, lab, -1)
+    xp, lp, kept, stats = fq.clean_pairs(q, x, lab, -1)
     assert torch.equal(kept, torch.nonzero(~removed).reshape(-1))
     assert xp.shape[0] == lp.shape[0] == stats.kept_windows == kept.numel()
     if kept.numel():
@@ -127,7 +127,7 @@ def test_kept_set_equals_qlty_weed_3d_and_stats_are_exact():
     _, _, removed = qlty.weed_sparse_classification_training_pairs_3D(a, lb, -1,
                                                                       ql.border_tensor())
     q = fq.Quilt(shape, 16, 8, border=2)
-    kept, stats = q.plan(lab, -1)
+    kept, stats = fq.select_windows(q, lab, -1)
     assert torch.equal(kept, torch.nonzero(~removed).reshape(-1))
     bk, per = brute_force(q, lab, -1)
     assert stats.labelled_occurrences == int(per.sum())
@@ -148,21 +148,21 @@ def test_min_fraction_and_class_minimums():
     q = fq.Quilt((40, 40), 10, 5, border=1)
     lab = sparse_labels((1, 40, 40), density=0.2, seed=3)
     _, per = brute_force(q, lab, -1)
-    kept, _ = q.plan(lab, -1, min_labelled=5)
+    kept, _ = fq.select_windows(q, lab, -1, min_labelled=5)
     assert torch.equal(kept, torch.nonzero(per >= 5).reshape(-1))
-    kept, _ = q.plan(lab, -1, min_fraction=0.1)  # interior 8x8 = 64 voxels
+    kept, _ = fq.select_windows(q, lab, -1, min_fraction=0.1)  # interior 8x8 = 64 voxels
     assert torch.equal(kept, torch.nonzero(per >= 6.4).reshape(-1))
-    kept, _ = q.plan(lab, -1, class_min={2: 3})
+    kept, _ = fq.select_windows(q, lab, -1, class_min={2: 3})
     _, per2 = brute_force(q, torch.where(lab == 2, 2, -1), -1)
     assert torch.equal(kept, torch.nonzero((per >= 1) & (per2 >= 3)).reshape(-1))
     with pytest.raises(ValueError, match="min_labelled must be an int >= 1"):
-        q.plan(lab, -1, min_labelled=0)
+        fq.select_windows(q, lab, -1, min_labelled=0)
 
 
 def test_nothing_kept_gives_empty_tensors_and_says_so():
     q = fq.Quilt((20, 20, 20), 8, 4, border=2)
     lab = torch.full((1, 20, 20, 20), -1, dtype=torch.int8)
-    xp, lp, kept, stats = q.clean_pairs(torch.randn(1, 2, 20, 20, 20), lab, -1)
+    xp, lp, kept, stats = fq.clean_pairs(q, torch.randn(1, 2, 20, 20, 20), lab, -1)
     assert xp.shape == (0, 2, 8, 8, 8) and lp.shape == (0, 8, 8, 8) and lp.dtype == torch.int8
     assert stats.kept_windows == 0 and "nothing to train on" in stats.table()
 
@@ -186,7 +186,7 @@ def test_patch_dataset_lazy_equals_clean_pairs_and_augments_deterministically(tm
     lab[0, 12] = sparse_labels(shape[1:], density=0.2, seed=4, dtype=torch.int16)
     x = torch.randn(1, 1, *shape)
     q = fq.Quilt(shape, 8, 6, border=1)
-    xp, lp, kept, _ = q.clean_pairs(x, lab, -1)
+    xp, lp, kept, _ = fq.clean_pairs(q, x, lab, -1)
     vol = CountingArray(x.numpy())
     ds = fq.PatchDataset(vol, lab.numpy(), q, missing_label=-1)
     assert len(ds) == kept.numel() and torch.equal(ds.indices, kept)
@@ -258,7 +258,7 @@ def test_cli_plan(tmp_path, capsys):
 @given(density=st.sampled_from([0.001, 0.05, 0.5, 1.0]), seed=st.integers(0, 50),
        three_d=st.booleans())
 def test_dense_and_sparse_box_sums_agree(density, seed, three_d):
-    from fastquilt.cleaning import coordinate_box_sums, grid_box_sums
+    from fastquilt.training.box_sums import coordinate_box_sums, grid_box_sums
 
     shape = (2, 2, 21, 18, 17) if three_d else (2, 2, 37, 29)
     q = fq.Quilt(shape[2:], 7, 3, border=1)
@@ -284,7 +284,7 @@ class _ReadLog:
 
 @pytest.mark.parametrize("case", ["sparse3d", "sparse2d_channels", "dense3d", "nan_missing"])
 def test_labels_on_disk_are_read_slab_by_slab_and_select_the_same(case, tmp_path, monkeypatch):
-    import fastquilt._label_stream as stream
+    import fastquilt.training.label_scan as stream
 
     rng = np.random.default_rng(7)
     if case == "sparse2d_channels":
@@ -311,7 +311,7 @@ def test_labels_on_disk_are_read_slab_by_slab_and_select_the_same(case, tmp_path
             assert max(log.planes) == 1  # never the whole array
         else:
             assert max(log.planes) == lab.shape[-3]  # dense: gave up, read it whole
-    monkeypatch.setattr(fq.cleaning, "STREAM_TENSORS_ABOVE", 0)  # a large tensor: slab-wise
+    monkeypatch.setattr(fq.training.cleaning, "STREAM_TENSORS_ABOVE", 0)  # a large tensor: slab-wise
     got_k, got_s = fq.select_windows(q, torch.from_numpy(lab), missing, min_labelled=2)
     assert torch.equal(got_k, want_k) and got_s == want_s
     if case == "sparse3d":  # a chunked store is read in whole chunks along the first axis
@@ -346,7 +346,7 @@ def test_patch_dataset_equals_clean_pairs_for_random_geometries(seed):
     lab = np.where(rng.random(shape) < rng.choice([0.002, 0.05, 0.5]),
                    rng.integers(0, 3, shape), -1).astype(np.int8)
     x = torch.from_numpy(rng.standard_normal((N, 2, *S)).astype(np.float32))
-    xp, lp, kept, stats = q.clean_pairs(x, torch.from_numpy(lab), -1)
+    xp, lp, kept, stats = fq.clean_pairs(q, x, torch.from_numpy(lab), -1)
     ds = fq.PatchDataset(x.numpy(), lab, q, missing_label=-1)
     assert torch.equal(ds.indices, kept) and ds.stats == stats
     for i in range(len(ds)):

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 import fastquilt
-from fastquilt._transfer import copy_is_async, to_device
+from fastquilt.transfer import copy_is_async, to_device
 
 
 class _RecordTo(torch.Tensor):
@@ -60,6 +60,6 @@ def test_a_pinned_source_is_copied_before_returning():
 
 def test_no_other_non_blocking_copy_in_the_package():
     pkg = Path(fastquilt.__file__).parent
-    offenders = [p.name for p in pkg.glob("*.py")
-                 if p.name != "_transfer.py" and "non_blocking" in p.read_text()]
+    offenders = [str(p.relative_to(pkg)) for p in pkg.rglob("*.py")
+                 if p.name != "transfer.py" and "non_blocking" in p.read_text()]
     assert offenders == [], f"copies that bypass to_device: {offenders}"

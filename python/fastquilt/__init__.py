@@ -2,13 +2,29 @@
 
 The fast, correct successor of qlty: fused C++/CUDA gather and weighted scatter-add registered
 as ``torch.ops.fastquilt.*`` with autograd and fake kernels.
+
+The package reads as the pipeline, each layer importing only the ones before it:
+``grid``, ``weights`` (geometry) -> ``ops`` (the compiled kernels) -> ``normalize`` ->
+``quilt`` -> ``accumulator``, ``sliding`` (streaming) -> ``training/`` -> ``outofcore/`` ->
+``inference`` (``sliding_window``), ``compat/`` (qlty), ``cli``. ``demo/`` stands apart.
 """
 
 from __future__ import annotations
 
 import torch  # noqa: F401  (must be loaded before the extension)
 
-from ._ops import (
+from .accumulator import StitchAccumulator
+from .compat import (
+    LargeNCYXQuilt,
+    LargeNCZYXQuilt,
+    NCYXQuilt,
+    NCZYXQuilt,
+    weed_sparse_classification_training_pairs_2D,
+    weed_sparse_classification_training_pairs_3D,
+)
+from .grid import Grid, axis_count, axis_starts, grid_origins
+from .inference import sliding_window
+from .ops import (
     gather_windows,
     gather_windows_into,
     grid_normalize_,
@@ -18,20 +34,8 @@ from ._ops import (
     stitch_grid,
     stitch_grid_into,
 )
-from .accumulator import StitchAccumulator
-from .cleaning import CleaningStats, clean_pairs, select_windows
-from .compat import (
-    LargeNCYXQuilt,
-    LargeNCZYXQuilt,
-    NCYXQuilt,
-    NCZYXQuilt,
-    weed_sparse_classification_training_pairs_2D,
-    weed_sparse_classification_training_pairs_3D,
-)
-from .dataset import PatchDataset
-from .grid import Grid, axis_count, axis_starts, grid_origins
 from .quilt import Quilt
-from .sliding import sliding_window
+from .training import CleaningStats, PatchDataset, clean_pairs, select_windows, unstitch_pair
 from .weights import (
     border_mask,
     border_weight,
@@ -52,6 +56,7 @@ __all__ = [
     "PatchDataset",
     "clean_pairs",
     "select_windows",
+    "unstitch_pair",
     "weed_sparse_classification_training_pairs_2D",
     "weed_sparse_classification_training_pairs_3D",
     "Grid",

@@ -149,3 +149,10 @@ def bool_arg(value, name: str) -> bool:
                                                and value in (0, 1)):
         return bool(value)
     raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def positive_int_arg(value, name: str) -> int:
+    """A count such as ``batch_size``: an int >= 1 (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
-from . import _ops
+from . import ops
 from ._args import device_arg, float_dtype_arg, index_tensor
-from ._transfer import to_device
-
-if TYPE_CHECKING:
-    from .quilt import Quilt
+from .normalize import weighted_mean
+from .quilt import Quilt
+from .transfer import to_device
 
 
 class StitchAccumulator:
@@ -44,7 +42,7 @@ class StitchAccumulator:
         self.acc = torch.zeros((num_images, channels, *S), dtype=dtype, device=self.device)
         self.weight_sum = torch.zeros((num_images, *S), dtype=dtype, device=self.device)
         self._weight = quilt.weight_for(dtype, self.device)
-        self._all_origins = quilt._origins(num_images, self.device)
+        self._all_origins = quilt.origins(num_images, self.device)
         self._seen = torch.zeros(num_images * quilt.num_windows, dtype=torch.bool)
 
     @property
@@ -80,23 +78,21 @@ class StitchAccumulator:
             dup = idx[self._seen[idx]].tolist()[:5] or "repeated within the batch"
             raise ValueError(f"windows already added (would be counted twice): {dup}")
         p = patches.detach()
-        if _ops.acc_dtype(p.dtype) != self.dtype:  # fp16/bf16 go in as they are
+        if ops.acc_dtype(p.dtype) != self.dtype:  # fp16/bf16 go in as they are
             p = p.to(self.dtype)
         p = to_device(p, self.device)
         origins = self._all_origins[idx.to(self.device)]
-        _ops.scatter_add_windows_(p, origins, self.acc, self.weight_sum, weight=self._weight)
+        ops.scatter_add_windows_(p, origins, self.acc, self.weight_sum, weight=self._weight)
         self._seen[idx] = True
 
     def finalize(
         self, dtype: torch.dtype | None = None, fill_value: float | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mean, weight_sum)``: ``acc / weight_sum``, ``fill_value`` (default: the quilt's)
-        where no window was added; ``mean`` cast to ``dtype`` (default: the accumulator's).
+        """``(mean, weight_sum)``: ``acc / weight_sum`` by :mod:`fastquilt.normalize`'s rule,
+        ``fill_value`` (default: the quilt's) where no window was added; ``mean`` cast to
+        ``dtype`` (default: the accumulator's).
         The buffers are not modified, so ``finalize`` can be called again."""
         dtype = float_dtype_arg(dtype, "dtype")
         fill = self.quilt.fill_value if fill_value is None else float(fill_value)
-        ws = self.weight_sum.unsqueeze(1)
-        mean = self.acc / ws
-        if not bool((self.weight_sum > 0).all()):
-            mean = torch.where(ws > 0, mean, torch.as_tensor(fill, dtype=mean.dtype))
+        mean = weighted_mean(self.acc, self.weight_sum, fill)
         return (mean if dtype is None else mean.to(dtype)), self.weight_sum

@@ -6,10 +6,18 @@ from collections.abc import Sequence
 
 import torch
 
-from . import _ops
-from .accumulator import StitchAccumulator
+from . import ops
 from .grid import Grid, build_grid_origins, grid_origins
-from .weights import check_border, make_weight, normalize_border
+from .normalize import weighted_mean
+from .weights import border_mask, check_border, make_weight, normalize_border
+
+# Methods that moved to the layers above the quilt (which the quilt does not import): where.
+_MOVED = {
+    "plan": "fastquilt.select_windows(quilt, labels, missing_label, ...)",
+    "clean_pairs": "fastquilt.clean_pairs(quilt, x, labels, missing_label, ...)",
+    "unstitch_pair": "fastquilt.unstitch_pair(quilt, x, labels, missing_label)",
+    "accumulator": "fastquilt.StitchAccumulator(quilt, num_images, channels, device=...)",
+}
 
 
 class Quilt:
@@ -89,7 +97,7 @@ class Quilt:
         """The window weight in the accumulation dtype of ``dtype`` on ``device``, detached:
         the ops that take it record no autograd (a trainable weight's gradient path uses
         ``self.weight`` itself). Cached, unless the weight is trainable (it changes)."""
-        key = (_ops.acc_dtype(dtype), torch.device(device))
+        key = (ops.acc_dtype(dtype), torch.device(device))
         if self.weight.requires_grad:
             return self.weight.detach().to(device=key[1], dtype=key[0]).contiguous()
         w = self._weights.get(key)
@@ -98,7 +106,11 @@ class Quilt:
             self._weights[key] = w
         return w
 
-    def _origins(self, num_images: int, device) -> torch.Tensor:
+    def origins(self, num_images: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """Window origins as the ops take them: int64 ``(num_images * num_windows, 1 + D)``
+        rows ``[n, start_0, ...]`` in qlty order. A cached tensor: treat it as read-only
+        (:meth:`positions` returns a copy). Built from torch ops while ``torch.compile``
+        traces."""
         if torch.compiler.is_compiling():  # traced: built from torch ops inside the graph
             return build_grid_origins(self.spatial_shape, self.window, self.step, num_images,
                                       device)
@@ -107,17 +119,18 @@ class Quilt:
     def weight_sum(self, num_images: int, dtype=torch.float32, device="cpu") -> torch.Tensor:
         """Per-image weight sum ``(num_images, *S)``: the same for every image of a full grid,
         so it is computed once and returned expanded (read-only)."""
-        key = (_ops.acc_dtype(dtype), torch.device(device))
+        key = (ops.acc_dtype(dtype), torch.device(device))
         ws = self._wsums.get(key)
         if ws is None:
-            ws = _ops.grid_weight_sum(self.weight_for(key[0], key[1]), self.spatial_shape,
+            ws = ops.grid_weight_sum(self.weight_for(key[0], key[1]), self.spatial_shape,
                                       self.step)
             if not self.weight.requires_grad:  # a trainable weight changes: not cached
                 self._wsums[key] = ws
         return ws.expand(num_images, *self.spatial_shape)
 
     # ---- checks -----------------------------------------------------------------------------
-    def _check_image(self, x: torch.Tensor, name: str = "x") -> None:
+    def check_image(self, x: torch.Tensor, name: str = "x") -> None:
+        """Raise unless ``x`` is a tensor ``(N, C, *spatial_shape)``."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
         want = 2 + self.ndim
@@ -172,12 +185,12 @@ class Quilt:
         Any dtype; differentiable for floating ``x``. ``out`` (contiguous, right shape and dtype)
         receives the patches without allocating.
         """
-        self._check_image(x)
-        origins = self._origins(x.shape[0], x.device)
+        self.check_image(x)
+        origins = self.origins(x.shape[0], x.device)
         if out is not None:
             self._check_out(out, (origins.shape[0], x.shape[1], *self.window), x)
-            return _ops.gather_windows_into(x, origins, out)
-        return _ops.gather_windows(x, origins, self.window)
+            return ops.gather_windows_into(x, origins, out)
+        return ops.gather_windows(x, origins, self.window)
 
     def stitch(
         self, patches: torch.Tensor, out: torch.Tensor | None = None
@@ -196,21 +209,19 @@ class Quilt:
             return self._stitch_scatter(patches, N, out)
         w = self.weight_for(patches.dtype, dev)
         if out is not None:
-            mean = _ops.stitch_grid_into(patches, self.step, out, w, self.fill_value)
+            mean = ops.stitch_grid_into(patches, self.step, out, w, self.fill_value)
         else:
-            mean = _ops.stitch_grid(patches, self.spatial_shape, self.step, w, self.fill_value)
+            mean = ops.stitch_grid(patches, self.spatial_shape, self.step, w, self.fill_value)
         return mean, self.weight_sum(N, patches.dtype, dev)
 
     def _stitch_scatter(self, patches, N, out):
         # Path with a gradient for a trainable weight tensor.
-        dt = _ops.acc_dtype(patches.dtype)
+        dt = ops.acc_dtype(patches.dtype)
         w = self.weight.to(device=patches.device, dtype=dt)
-        acc, wsum = _ops.scatter_add_windows(
-            patches, self._origins(N, patches.device), self.spatial_shape, N, weight=w
+        acc, wsum = ops.scatter_add_windows(
+            patches, self.origins(N, patches.device), self.spatial_shape, N, weight=w
         )
-        mean = torch.where(
-            wsum.unsqueeze(1) > 0, acc / wsum.unsqueeze(1).clamp_min(1e-30), self.fill_value
-        ).to(patches.dtype)
+        mean = weighted_mean(acc, wsum, self.fill_value).to(patches.dtype)
         if out is not None:
             out.copy_(mean)
             mean = out
@@ -218,51 +229,13 @@ class Quilt:
 
     def border_mask(self) -> torch.Tensor:
         """qlty's ``border_tensor()``: 1.0 in the window interior, 0.0 in the border frame."""
-        from .weights import border_mask
-
         return border_mask(self.window, self.border)
 
-    def unstitch_pair(
-        self, x: torch.Tensor, labels: torch.Tensor, missing_label=None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Patches of ``x`` and of ``labels`` (``(N, *S)`` or ``(N, C, *S)``, dtype kept) with
-        ``missing_label`` written into each label patch's border frame (qlty semantics, 2D
-        and 3D). Label patches are ``(M, *window)`` for ``(N, *S)`` labels."""
-        from .labels import as_label_batch, check_missing_label, gather_label_patches
-
-        self._check_image(x)
-        lab, squeezed = as_label_batch(labels, self.spatial_shape)
-        if lab.shape[0] != x.shape[0]:
-            raise ValueError(f"labels have {lab.shape[0]} images but x has {x.shape[0]}")
-        missing_label = check_missing_label(missing_label, lab.dtype)
-        lp = gather_label_patches(lab, self._origins(x.shape[0], lab.device), self.window,
-                                  self.border_mask(), missing_label)
-        return self.unstitch(x), (lp.squeeze(1) if squeezed else lp)
-
-    def clean_pairs(self, x: torch.Tensor, labels: torch.Tensor, missing_label, **criteria):
-        """Only the windows with labels: see :func:`fastquilt.cleaning.clean_pairs`."""
-        from .cleaning import clean_pairs
-
-        return clean_pairs(self, x, labels, missing_label, **criteria)
-
-    def plan(self, labels, missing_label, **criteria):
-        """Which windows cleaning keeps and the statistics, without gathering anything, from
-        labels in memory (a tensor) or on disk (numpy memmap, zarr, dask; read slab by slab):
-        see :func:`fastquilt.cleaning.select_windows`."""
-        from .cleaning import select_windows
-
-        return select_windows(self, labels, missing_label, **criteria)
-
-    def accumulator(
-        self,
-        num_images: int,
-        channels: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> StitchAccumulator:
-        """A streaming stitcher: add batches of window predictions in any order, then
-        ``finalize()``. Its buffers live on ``device`` (which may differ from the patches')."""
-        return StitchAccumulator(self, num_images, channels, device=device, dtype=dtype)
+    def __getattr__(self, name: str):
+        if name in _MOVED:
+            raise AttributeError(f"Quilt.{name} is {_MOVED[name]} (the training and streaming "
+                                 "layers build on the quilt, not the other way round)")
+        raise AttributeError(f"'Quilt' object has no attribute {name!r}")
 
     def __repr__(self) -> str:
         return (

@@ -1,9 +1,11 @@
-"""qlty 1.5.0's ``LargeNCYXQuilt`` / ``LargeNCZYXQuilt`` loop, on the chunk-owner design.
+"""qlty 1.5.0's ``LargeNCYXQuilt`` / ``LargeNCZYXQuilt`` loop, on the out-of-core unit design.
 
 Same signatures and loop (``unstitch_next`` -> model -> ``stitch(patch, index)`` ->
 ``return_mean()``), but no per-window zarr ``+=``: partial sums live in RAM per output unit
-(a block of whole chunks); a unit is normalised and written once, when the last window touching
-it has been stitched. Fixed qlty bugs: the weight sum is per image (stitching only image 1 gives
+(a block of whole chunks, :mod:`fastquilt.outofcore.units`), added in any order
+(:class:`~fastquilt.outofcore.unit_sums.UnitSums`, as a cluster run's owners do); a unit is
+normalised (:mod:`fastquilt.normalize`) and written once, when the last window touching it has
+been stitched. Fixed qlty bugs: the weight sum is per image (stitching only image 1 gives
 right values), a window stitched twice raises instead of counting twice, ``return_mean`` returns
 the zarr array (out of core) and can be called again, ``renormalize_channels`` (3D) /
 ``normalize`` (2D) divide by the sum over channels. ``unstitch_next`` after the last window
@@ -18,8 +20,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ._ooc_store import Units
-from .quilt import Quilt
+from ..outofcore.unit_sums import UnitSums
+from ..outofcore.units import Units
+from ..quilt import Quilt
+from ..training.cleaning import clean_pairs
 
 
 class _LargeQuilt:
@@ -42,14 +46,13 @@ class _LargeQuilt:
         self._units = Units(self.N, self._q.spatial_shape,
                              tuple(min(2 * c, S) for c, S in zip(chunk, self._q.spatial_shape)))
         self._origins = self._q.grid.origins(self.N)
-        self._w = self._q.weight.to(torch.float32).numpy()
+        self._w = self._q.weight.to(torch.float32)
         self._remaining = np.zeros(self._units.total(), np.int64)
         for k in range(self.N_chunks):
             for u in self._units.touched(self._origins[k].tolist(), self.window):
                 self._remaining[u] += 1
         self._seen = np.zeros(self.N_chunks, bool)
-        self._buffers: dict = {}
-        self._written: set[int] = set()
+        self._sums: UnitSums | None = None  # channels: the prediction's, then patch_var's
         self.mean = self.std = None
         self._with_std = False
 
@@ -90,7 +93,7 @@ class _LargeQuilt:
 
     def unstitch_and_clean_sparse_data_pair(self, tensor_in, tensor_out, missing_label):
         """Input and label windows that hold a label in their interior (label borders blanked)."""
-        xp, lp, _, _ = self._q.clean_pairs(tensor_in, tensor_out, missing_label)
+        xp, lp, _, _ = clean_pairs(self._q, tensor_in, tensor_out, missing_label)
         return xp, lp
 
     def _create(self, C: int, with_std: bool) -> None:
@@ -106,6 +109,8 @@ class _LargeQuilt:
                                          chunks=chunks, dtype="float32", fill_value=0.0,
                                          overwrite=True)
         self._with_std = with_std
+        self._C = C
+        self._sums = UnitSums(self._units, 2 * C if with_std else C)
 
     def stitch(self, patch, index_flat: int, patch_var=None) -> None:
         """Add the prediction ``patch`` ``(1, C, *window)`` (or ``(C, *window)``) of window
@@ -123,47 +128,27 @@ class _LargeQuilt:
                              f"{tuple(torch.as_tensor(patch).shape)}")
         if self.mean is None:
             self._create(p.shape[0], patch_var is not None)
-        pv = None
         if self._with_std:
             if patch_var is None:
                 raise ValueError("patch_var was given for earlier windows; give it every time")
             pv = torch.as_tensor(patch_var).detach().to("cpu", torch.float32).reshape(p.shape)
-            pv = (pv * torch.from_numpy(self._w)).numpy()
-        pw = (p * torch.from_numpy(self._w)).numpy()
+            p = torch.cat([p, pv])  # averaged as extra channels
+        pw = p * self._w
         o = self._origins[k].tolist()
         for uid in self._units.touched(o, self.window):
-            n, box = self._units.box(uid)
-            if uid not in self._buffers:
-                shape = tuple(b.stop - b.start for b in box)
-                self._buffers[uid] = [np.zeros((p.shape[0], *shape), np.float32),
-                                      np.zeros(shape, np.float32),
-                                      np.zeros((p.shape[0], *shape), np.float32)
-                                      if self._with_std else None]
-            acc, wsum, var = self._buffers[uid]
-            src, dst = [], []
-            for s, w, b in zip(o[1:], self.window, box):
-                lo, hi = max(s, b.start), min(s + w, b.stop)
-                src.append(slice(lo - s, hi - s))
-                dst.append(slice(lo - b.start, hi - b.start))
-            acc[(slice(None), *dst)] += pw[(slice(None), *src)]
-            wsum[tuple(dst)] += self._w[tuple(src)]
-            if var is not None:
-                var[(slice(None), *dst)] += pv[(slice(None), *src)]
+            src, dst = self._units.clip(uid, o[1:], self.window)
+            self._sums.add(uid, dst, pw[(slice(None), *src)], self._w[src])
             self._remaining[uid] -= 1
             if self._remaining[uid] == 0:
                 self._write(uid)
         self._seen[k] = True
 
     def _write(self, uid: int) -> None:
-        acc, wsum, var = self._buffers.pop(uid)
+        mean = self._sums.pop_mean(uid).numpy()  # 0 where no window covers a voxel (qlty)
         n, box = self._units.box(uid)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            den = np.where(wsum > 0, wsum, 1.0)
-            self.mean[(n, slice(None), *box)] = np.where(wsum > 0, acc / den, 0.0)
-            if var is not None:
-                self.std[(n, slice(None), *box)] = np.where(
-                    wsum > 0, np.sqrt(np.abs(var / den)), 0.0)
-        self._written.add(uid)
+        self.mean[(n, slice(None), *box)] = mean[:self._C]
+        if self._with_std:
+            self.std[(n, slice(None), *box)] = np.sqrt(np.abs(mean[self._C:]))
 
     def _return_mean(self, std: bool, renormalize_channels: bool):
         """The stitched mean as a zarr array ``(N, C, *S)`` on disk (``<filename>_mean.zarr``),
@@ -175,7 +160,7 @@ class _LargeQuilt:
         it (then 0, as qlty's 0 / eps)."""
         if self.mean is None:
             raise ValueError("nothing was stitched yet")
-        for uid in list(self._buffers):
+        for uid in list(self._sums.buffers):
             self._write(uid)
         if std and self.std is None:
             raise ValueError("std=True needs patch_var in every stitch() call")

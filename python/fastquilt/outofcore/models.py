@@ -1,12 +1,16 @@
-"""Models that fastquilt builds itself (from a file or a factory, for the CLI and for dask
-workers): loaded once per process and device, and placed on the device the windows go to."""
+"""The model of an out-of-core run: built by fastquilt itself from a file or a factory (for
+the CLI and for dask workers) once per process and device, on the device the windows go to;
+and called on a batch of windows."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
+
+from ..sliding import check_model_output
+from ..transfer import to_device
 
 _MODELS: dict = {}  # per process: models built from a path or factory, by (recipe, device)
 _LOCK = threading.Lock()
@@ -68,3 +72,14 @@ def resolve_model(model, device: torch.device | str | None = None):
                 _MODELS[key] = model.build(dev)
             return _MODELS[key]
     return model
+
+
+def predict(model, windows: Sequence[torch.Tensor], window: tuple[int, ...],
+            device: torch.device) -> torch.Tensor:
+    """The model's predictions ``(B, C_out, *window)`` for a batch of ``B`` windows
+    ``(C, *window)``, as float32 on the CPU (where the out-of-core sums live)."""
+    xb = to_device(torch.stack(list(windows)), device)
+    with torch.no_grad():
+        y = model(xb)
+    check_model_output(y, len(windows), window)
+    return y.detach().to("cpu", torch.float32)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..arrays import read_box
 from .labels import label_has_channel_axis, torch_dtype
 
 _SLAB_BYTES = 16 << 20  # labels read per step (memory: about twice this)
@@ -33,10 +34,7 @@ def sparse_label_coords(labels, spatial: tuple[int, ...], missing_label):
     for n in range(N):
         for z0 in range(0, spatial[0], depth):
             z = slice(z0, min(z0 + depth, spatial[0]))
-            block = labels[(n, slice(None), z) if channel else (n, z)]
-            if hasattr(block, "compute"):  # dask
-                block = block.compute()
-            a = np.asarray(block)
+            a = read_box(labels, (n, slice(None), z) if channel else (n, z)).numpy()
             if not channel:
                 a = a[None]
             # numpy, not torch: its nonzero sizes the result first (torch's needs temporaries

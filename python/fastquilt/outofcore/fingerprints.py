@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .models import ModelFactory
+
 
 def model_fingerprint(model) -> str | None:
     """A stable id of ``model``: a file's content, a factory's recipe, a module's class and
     weights, a plain function's code; None for anything else."""
-    from ._model_loading import ModelFactory
-
     if isinstance(model, ModelFactory):
         if isinstance(model.fn, str):  # (a file only the dask workers see: unknown)
             digest = _file_sha256(model.fn)

@@ -8,7 +8,8 @@ import numbers
 import numpy as np
 import torch
 
-from . import _ops
+from .. import ops
+from ..quilt import Quilt
 
 
 def is_missing(labels: torch.Tensor, missing_label) -> torch.Tensor:
@@ -89,5 +90,22 @@ def mask_label_border(label_patches: torch.Tensor, border_mask: torch.Tensor, mi
 
 def gather_label_patches(labels, origins, window, border_mask, missing_label):
     """Gather label windows ``(M, C, *window)`` and blank their border frames."""
-    lp = _ops.gather_windows(labels, origins, window)
+    lp = ops.gather_windows(labels, origins, window)
     return mask_label_border(lp, border_mask, missing_label)
+
+
+def unstitch_pair(
+    quilt: Quilt, x: torch.Tensor, labels: torch.Tensor, missing_label=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patches of ``x`` ``(N, C, *S)`` and of ``labels`` (``(N, *S)`` or ``(N, C, *S)``, dtype
+    kept) on ``quilt``'s grid, with ``missing_label`` written into each label patch's border
+    frame (qlty semantics, 2D and 3D). Label patches are ``(M, *window)`` for ``(N, *S)``
+    labels, ``(M, C, *window)`` otherwise."""
+    quilt.check_image(x)
+    lab, squeezed = as_label_batch(labels, quilt.spatial_shape)
+    if lab.shape[0] != x.shape[0]:
+        raise ValueError(f"labels have {lab.shape[0]} images but x has {x.shape[0]}")
+    missing_label = check_missing_label(missing_label, lab.dtype)
+    lp = gather_label_patches(lab, quilt.origins(x.shape[0], lab.device), quilt.window,
+                              quilt.border_mask(), missing_label)
+    return quilt.unstitch(x), (lp.squeeze(1) if squeezed else lp)

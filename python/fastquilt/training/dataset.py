@@ -8,18 +8,17 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ._args import bool_arg, index_tensor
+from .._args import bool_arg, index_tensor
+from ..arrays import read_box
+from ..quilt import Quilt
+from .cleaning import select_windows
 from .labels import check_missing_label, is_missing, label_has_channel_axis, torch_dtype
-from .quilt import Quilt
 
 
 def _read(array, n: int, channel: bool, sl: tuple) -> torch.Tensor:
-    """One window of an (N, C, *S) / (N, *S) array-like, read with a single slice."""
-    key = (n, slice(None), *sl) if channel else (n, *sl)
-    block = array[key]
-    if isinstance(block, torch.Tensor):
-        return block.clone()
-    return torch.from_numpy(np.array(block, copy=True))
+    """One window of an (N, C, *S) / (N, *S) array-like, read with a single slice, in a
+    buffer of its own (the caller writes the label frame into it)."""
+    return read_box(array, (n, slice(None), *sl) if channel else (n, *sl), copy=True)
 
 
 class PatchDataset(torch.utils.data.Dataset):
@@ -75,8 +74,6 @@ class PatchDataset(torch.utils.data.Dataset):
         else:
             self.missing_label = None
         if indices is None and labels is not None and self.missing_label is not None:
-            from .cleaning import select_windows
-
             # an array-like is read slab by slab while sparse (select_windows)
             indices, self.stats = select_windows(quilt, labels, self.missing_label, **criteria)
         elif criteria:

@@ -1,4 +1,5 @@
-"""The compiled ops (``torch.ops.fastquilt.*``): Python wrappers, fake kernels and autograd.
+"""The compiled ops (``torch.ops.fastquilt.*``) as Python functions, with their fake kernels
+and autograd.
 
 * ``gather_windows`` and ``scatter_add_windows`` are each other's adjoint; each one's backward
   calls the other registered op, so double backward and ``torch.compile`` work.
@@ -14,6 +15,7 @@ import torch
 
 from . import _C  # noqa: F401  (runs the TORCH_LIBRARY initialisers)
 from ._args import int_arg, int_list_arg
+from .grid import build_grid_origins, grid_counts
 
 _ops = torch.ops.fastquilt
 
@@ -199,8 +201,6 @@ def _scatter_inplace_fake(patches, origins, weight, acc, weight_sum):
 
 @torch.library.register_fake("fastquilt::stitch_grid")
 def _stitch_grid_fake(patches, weight, spatial_size, step, fill_value, inv_weight_sum=None):
-    from .grid import grid_counts  # local: grid imports nothing from here
-
     per_image = 1
     for n in grid_counts(spatial_size, patches.shape[2:], step):
         per_image *= n
@@ -296,8 +296,6 @@ def _stitch_grid_setup(ctx, inputs, output):
 
 
 def _stitch_grid_backward(ctx, grad):
-    from .grid import build_grid_origins, grid_counts
-
     (weight,) = ctx.saved_tensors
     if ctx.needs_input_grad[1]:
         raise RuntimeError(

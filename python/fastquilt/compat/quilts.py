@@ -1,20 +1,12 @@
-"""qlty 1.5.0 drop-in: ``NCYXQuilt``, ``NCZYXQuilt`` and the weeding functions with qlty's names,
-signatures, defaults and return shapes, on fastquilt's kernels. Change one import::
-
-    from fastquilt.compat import NCYXQuilt, weed_sparse_classification_training_pairs_2D
-
-Deviations where qlty is wrong are listed in the README's compatibility table (step-back in
-3D, race-free stitch, dtype/device kept, ``missing_label`` in 3D, NaN-aware weeding, absolute
-positional channels that work, an empty result instead of a crash).
-"""
+"""qlty 1.5.0's in-memory quilts ``NCYXQuilt`` and ``NCZYXQuilt`` with qlty's names,
+signatures, defaults and return shapes, on fastquilt's quilt."""
 
 from __future__ import annotations
 
 import torch
 
-from .compat_large import LargeNCYXQuilt, LargeNCZYXQuilt  # noqa: F401  (re-exported)
-from .labels import check_missing_label, is_missing
-from .quilt import Quilt
+from ..quilt import Quilt
+from ..training.labels import unstitch_pair
 
 
 class _QltyQuilt:
@@ -96,7 +88,7 @@ class _QltyQuilt:
         position_mode: str = "absolute",
     ):
         """Input and label patches; ``missing_label`` fills each label patch's border frame."""
-        _, lab = self._q.unstitch_pair(tensor_in, tensor_out, missing_label=missing_label)
+        _, lab = unstitch_pair(self._q, tensor_in, tensor_out, missing_label=missing_label)
         res = self.unstitch(tensor_in, return_positions, include_n_position,
                             add_positional_channels, normalize_positions, position_mode)
         if return_positions:
@@ -131,32 +123,3 @@ class NCZYXQuilt(_QltyQuilt):
         self.Z, self.Y, self.X = int(Z), int(Y), int(X)
         super().__init__((Z, Y, X), window, step, border, border_weight)
         self.nZ, self.nY, self.nX = self._q.counts
-
-
-def _weed(tensor_in, tensor_out, missing_label, border_tensor, ndim):
-    if tensor_in.shape[0] != tensor_out.shape[0]:
-        raise ValueError(f"tensor_in has {tensor_in.shape[0]} patches but tensor_out has "
-                         f"{tensor_out.shape[0]}")
-    missing_label = check_missing_label(missing_label, tensor_out.dtype)
-    if tuple(tensor_out.shape[-ndim:]) != tuple(border_tensor.shape[-ndim:]):
-        raise ValueError(f"border_tensor {tuple(border_tensor.shape)} does not match the "
-                         f"label patches {tuple(tensor_out.shape)}")
-    interior = (border_tensor >= 0.5).to(tensor_out.device)
-    valid = ~is_missing(tensor_out, missing_label) & interior
-    removed = valid.reshape(valid.shape[0], -1).sum(1) == 0
-    keep = ~removed
-    return tensor_in[keep], tensor_out[keep], removed
-
-
-def weed_sparse_classification_training_pairs_2D(tensor_in, tensor_out, missing_label,
-                                                 border_tensor):
-    """Drop patch pairs whose label patch has no label (``!= missing_label``, NaN-aware) in the
-    interior. Returns ``(kept_in, kept_out, removed_mask)``; ``removed_mask`` True = dropped."""
-    return _weed(tensor_in, tensor_out, missing_label, border_tensor, 2)
-
-
-def weed_sparse_classification_training_pairs_3D(tensor_in, tensor_out, missing_label,
-                                                 border_tensor):
-    """3D version of :func:`weed_sparse_classification_training_pairs_2D` (empty results
-    have the right shapes; qlty crashes there)."""
-    return _weed(tensor_in, tensor_out, missing_label, border_tensor, 3)

@@ -1,0 +1,178 @@
+"""Command line.
+
+``python -m fastquilt plan --shape Z Y X --window 64 --step 32 --border 8 [--labels labels.npy|
+labels.zarr --missing-label -1]`` prints the grid and, with labels, what cleaning keeps (the rows
+of the qlty paper's Table 1).
+
+``python -m fastquilt infer --model model.pt --input in.zarr --output out.zarr --window 64
+--step 48 --batch-size 8 [--scheduler tcp://...]`` runs out-of-core sliding-window inference
+(a ``torch.export`` ``.pt2`` or TorchScript file, or a ``module:function`` factory for the
+model, built on ``--device``), resumable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ._args import device_arg
+from .arrays import OneImage
+from .outofcore import ModelFactory, resolve_model, sliding_window_zarr
+from .quilt import Quilt
+from .training import select_windows
+
+
+def _open_labels(path: str):
+    """The labels on disk (a memmap or a zarr array): cleaning reads them slab by slab."""
+    if not path.endswith(".npy") and not path.rstrip("/").endswith(".zarr"):
+        raise SystemExit(f"error: --labels must be a .npy or .zarr path, got {path}")
+    if not Path(path).exists():
+        raise SystemExit(f"error: labels {path} do not exist")
+    try:
+        if path.endswith(".npy"):
+            return np.load(path, mmap_mode="r")
+        import zarr
+
+        return zarr.open_array(path, mode="r")
+    except Exception as e:  # unreadable file: say which, without a traceback
+        raise SystemExit(f"error: cannot read labels {path}: {e}") from e
+
+
+def plan(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fastquilt plan", description=__doc__)
+    ap.add_argument("--shape", type=int, nargs="+", required=True, help="Y X or Z Y X")
+    ap.add_argument("--window", type=int, nargs="+", required=True)
+    ap.add_argument("--step", type=int, nargs="+", required=True)
+    ap.add_argument("--border", type=int, nargs="+", default=None)
+    ap.add_argument("--labels", default=None, help="labels (.npy or .zarr), (*S) or (N, *S)")
+    ap.add_argument("--missing-label", type=float, default=-1)
+    ap.add_argument("--min-labelled", type=int, default=1)
+    a = ap.parse_args(argv)
+
+    def one(v):
+        return v[0] if v is not None and len(v) == 1 else (tuple(v) if v is not None else None)
+
+    try:
+        q = Quilt(tuple(a.shape), one(a.window), one(a.step), border=one(a.border))
+    except (ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    vox = int(np.prod(q.window))
+    print(f"grid {q.spatial_shape}, window {q.window}, step {q.step}, border {q.border}")
+    print(f"windows per axis {q.counts}: {q.num_windows} per image, {vox} voxels each")
+    print(f"patch voxels / image voxels: {q.num_windows * vox / np.prod(q.spatial_shape):.2f}")
+    if a.labels is None:
+        return 0
+    lab = _open_labels(a.labels)
+    if tuple(lab.shape) == q.spatial_shape:
+        lab = OneImage(lab)  # (*S) -> (1, *S), still read slab by slab
+    missing = a.missing_label
+    if not np.issubdtype(np.dtype(lab.dtype), np.floating) and missing == int(missing):
+        missing = int(missing)
+    try:
+        _, stats = select_windows(q, lab, missing, min_labelled=a.min_labelled)
+    except (ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print()
+    print(stats.table())
+    return 0
+
+
+def _model_spec(spec: str):
+    """A model file (``torch.export`` ``.pt2`` or TorchScript), or ``module:function``
+    returning a model (built once per worker, on the device)."""
+    if ":" in spec and not spec.endswith((".pt", ".pth", ".ts", ".pt2")):
+        import importlib
+
+        mod, fn = spec.split(":", 1)
+        try:
+            factory = getattr(importlib.import_module(mod), fn)
+        except (ImportError, AttributeError) as e:
+            raise SystemExit(f"error: cannot import model factory {spec!r}: {e}") from e
+        return ModelFactory(factory)
+    if not Path(spec).exists():
+        raise SystemExit(f"error: model file {spec} does not exist")
+    return ModelFactory(str(spec))
+
+
+def _open_input(path: str):
+    p = Path(path)
+    if not p.exists():
+        raise SystemExit(f"error: input {path} does not exist")
+    if path.endswith(".npy"):
+        return np.load(path, mmap_mode="r")
+    import zarr
+
+    try:
+        return zarr.open_array(path, mode="r")
+    except Exception as e:
+        raise SystemExit(f"error: cannot read input {path} as a zarr array: {e}") from e
+
+
+def infer(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m fastquilt infer",
+        description="Sliding-window inference from a zarr (or .npy) array into a zarr v3 array, "
+                    "bounded memory, resumable (re-run the same command after a crash).")
+    ap.add_argument("--model", required=True,
+                    help="model file (torch.export .pt2 with a dynamic batch dimension, or "
+                    "TorchScript) or module:function")
+    ap.add_argument("--input", required=True, help="(N, C, *S) zarr array or .npy file")
+    ap.add_argument("--output", required=True, help="output zarr v3 path")
+    ap.add_argument("--window", type=int, nargs="+", required=True)
+    ap.add_argument("--step", type=int, nargs="+", required=True)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--weight", default="gaussian",
+                    choices=["gaussian", "hann", "linear", "flat", "border"])
+    ap.add_argument("--border", type=int, nargs="+", default=None)
+    ap.add_argument("--chunks", type=int, nargs="+", default=None)
+    ap.add_argument("--unit", type=int, nargs="+", default=None)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")
+    a = ap.parse_args(argv)
+
+    def one(v):
+        return v[0] if v is not None and len(v) == 1 else (tuple(v) if v is not None else None)
+
+    model = _model_spec(a.model)
+    x = _open_input(a.input)
+    client = None
+    if a.scheduler:
+        from distributed import Client
+
+        client = Client(a.scheduler)
+    try:
+        if client is None:  # built here, on the device the windows go to
+            model = resolve_model(model, device_arg(a.device))
+        out = sliding_window_zarr(
+            model, x, a.output, one(a.window), one(a.step), a.batch_size, a.weight,
+            border=one(a.border), chunks=one(a.chunks), unit=one(a.unit), device=a.device,
+            progress=True, client=client)
+    except (ValueError, TypeError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if client is not None:
+            client.close()
+    print(f"wrote {a.output}: shape {out.shape}, dtype {out.dtype}")
+    return 0
+
+
+USAGE = """usage:
+  python -m fastquilt plan --shape Z Y X --window W --step S [--border B]
+                           [--labels labels.npy|labels.zarr] [--missing-label -1]
+  python -m fastquilt infer --model model.pt|module:function --input in.zarr
+                            --output out.zarr --window W --step S [--batch-size 8]
+                            [--scheduler tcp://host:8786]"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("plan", "infer"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    return plan(argv[1:]) if argv[0] == "plan" else infer(argv[1:])

@@ -1,0 +1,5 @@
+"""``python -m fastquilt.demo``."""
+
+from . import main
+
+main()

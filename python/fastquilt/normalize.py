@@ -1,0 +1,68 @@
+"""The one rule that turns weighted sums into a weighted mean, used by every path (in memory,
+streaming, out of core, on a cluster, the qlty classes):
+
+* ``mean = acc * (1 / max(weight_sum, smallest normal number))`` where ``weight_sum > 0``: the
+  clamp keeps a subnormal weight sum from giving ``inf``;
+* ``fill_value`` where ``weight_sum`` is 0 (no window covers the voxel, or only zero weights).
+
+The compiled grid ops (``stitch_grid`` on the CPU, ``grid_weight_sum(inverse=True)``,
+``grid_normalize_``) apply the same rule (``inverse_or_zero`` in the C++ index math); the
+tests check that both give the same bits.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def inverse_weight_sum(weight_sum: torch.Tensor) -> torch.Tensor:
+    """``1 / max(weight_sum, tiny)`` where ``weight_sum > 0``, else 0; same shape and dtype."""
+    tiny = torch.finfo(weight_sum.dtype).tiny
+    inv = weight_sum.clamp_min(tiny).reciprocal()
+    return torch.where(weight_sum > 0, inv, torch.zeros((), dtype=inv.dtype, device=inv.device))
+
+
+def _check(acc: torch.Tensor, weight_sum: torch.Tensor) -> torch.Tensor:
+    """``weight_sum`` shaped to broadcast over ``acc``'s channel axis."""
+    if not acc.is_floating_point() or not weight_sum.is_floating_point():
+        raise TypeError(f"acc and weight_sum must be floating point, got {acc.dtype} and "
+                        f"{weight_sum.dtype}")
+    if acc.device != weight_sum.device:
+        raise ValueError(f"acc ({acc.device}) and weight_sum ({weight_sum.device}) must be on "
+                         "one device")
+    if acc.dim() == weight_sum.dim() + 1 and acc.shape[2:] == weight_sum.shape[1:] and \
+            acc.shape[0] == weight_sum.shape[0]:  # (N, C, *S) with (N, *S)
+        return weight_sum.unsqueeze(1)
+    if acc.dim() == weight_sum.dim() + 1 and acc.shape[1:] == weight_sum.shape:  # (C, *S), (*S)
+        return weight_sum
+    raise ValueError(f"weight_sum {tuple(weight_sum.shape)} does not match acc "
+                     f"{tuple(acc.shape)}: give (N, *S) for (N, C, *S) or (*S) for (C, *S)")
+
+
+def divide_by_weight_sum_(
+    acc: torch.Tensor, weight_sum: torch.Tensor, fill_value: float = 0.0
+) -> torch.Tensor:
+    """``acc`` ``(N, C, *S)`` (or ``(C, *S)``) divided by ``weight_sum`` ``(N, *S)`` (or
+    ``(*S)``) in place by the rule above; returns ``acc``. Records no autograd."""
+    ws = _check(acc, weight_sum)
+    with torch.no_grad():
+        inv = inverse_weight_sum(ws)
+        acc.mul_(inv)
+        uncovered = inv == 0
+        if bool(uncovered.any()):
+            acc.masked_fill_(uncovered, fill_value)
+    return acc
+
+
+def weighted_mean(
+    acc: torch.Tensor, weight_sum: torch.Tensor, fill_value: float = 0.0
+) -> torch.Tensor:
+    """The weighted mean by the rule above as a new tensor, differentiable in ``acc`` and
+    ``weight_sum`` (the path of a trainable weight); ``acc`` is not modified."""
+    ws = _check(acc, weight_sum)
+    inv = inverse_weight_sum(ws)
+    mean = acc * inv
+    uncovered = inv == 0
+    if bool(uncovered.any()):
+        mean = mean.masked_fill(uncovered, fill_value)
+    return mean

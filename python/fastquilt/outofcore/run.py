@@ -1,0 +1,74 @@
+"""``sliding_window_zarr``: sliding-window inference from an array larger than RAM into a zarr
+v3 array, in one process or on a dask cluster (the design: docs/out-of-core.md)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import torch
+
+from .._args import device_arg, positive_int_arg
+from ..sliding import check_model
+from .distributed import run_distributed
+from .fingerprints import input_fingerprint, model_fingerprint
+from .job import Job, Layout
+from .local import run_local
+from .store import OutputStore, zarr_dtype
+
+
+def sliding_window_zarr(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x,
+    out: str | os.PathLike,
+    window: int | Sequence[int],
+    step: int | Sequence[int],
+    batch_size: int = 8,
+    weight: str | torch.Tensor | None = "gaussian",
+    *,
+    border: int | Sequence[int] | None = None,
+    border_weight: float = 0.1,
+    device: torch.device | str | None = None,
+    chunks: int | Sequence[int] | None = None,
+    unit: int | Sequence[int] | None = None,
+    compressors="auto",
+    shards: int | Sequence[int] | None = None,
+    out_dtype: str | torch.dtype = "float32",
+    fill_value: float = 0.0,
+    progress: bool = False,
+    client=None,
+):
+    """Apply ``model`` to every window of ``x`` ``(N, C, *S)`` (zarr array, numpy array or
+    memmap, dask array, or tensor) and write the weighted mean to the zarr v3 array at ``out``
+    ``(N, C_out, *S)``. Returns the opened output array.
+
+    ``chunks`` (spatial) sets the output chunking (default 64 per axis in 3D, 256 in 2D);
+    ``unit`` (spatial, a multiple of ``chunks``; default 2 chunks) is the block written at once;
+    ``compressors`` and ``shards`` (spatial; then ``unit`` must hold whole shards) are passed
+    to ``zarr.create_array``; ``out_dtype`` is float16, float32 (default) or float64 (zarr
+    has no bfloat16). Each window runs exactly once; memory is
+    about one plane of units plus a batch. Re-running the same call after a crash resumes:
+    finished units are kept, only windows touching unfinished units run again. Resuming into an
+    output made with another geometry, model-output channel count or dtype raises.
+
+    With ``client`` (a ``dask.distributed.Client``) the same work runs as a static task graph
+    of producers and owners on the cluster: see :mod:`fastquilt.outofcore.distributed`.
+    """
+    if client is None:
+        check_model(model)
+    batch_size = positive_int_arg(batch_size, "batch_size")
+    # On a cluster the device is the workers', which this machine may lack.
+    device = device_arg(device, here=client is None) or torch.device("cpu")
+    layout = Layout(getattr(x, "shape", ()), window, step, weight, border, border_weight,
+                    chunks=chunks, unit=unit, shards=shards)
+    dtype = zarr_dtype(out_dtype)
+    store = OutputStore(out, layout.units, layout.chunk, layout.shards, out_dtype=dtype,
+                        compressors=compressors, fill_value=fill_value,
+                        metadata=layout.metadata(dtype, weight, border_weight))
+    # What made the output: a resume must not mix two models' (or inputs') results.
+    store.sources = {"model": model_fingerprint(model), "input": input_fingerprint(x)}
+    store.open_existing()
+    job = Job(x, layout, store)
+    if client is not None:
+        return run_distributed(client, job, model, batch_size, device, fill_value, progress)
+    return run_local(job, model, batch_size, device, fill_value, progress)

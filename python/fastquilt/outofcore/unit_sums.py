@@ -1,0 +1,38 @@
+"""Weighted sums of whole output units filled piece by piece, in any order: the owners of a
+cluster run add their producers' pieces here, and qlty's Large classes their windows."""
+
+from __future__ import annotations
+
+import torch
+
+from ..normalize import divide_by_weight_sum_
+from .units import Units
+
+
+class UnitSums:
+    """Weighted-sum ``(C, *unit)`` and weight-sum ``(*unit)`` buffers (float32) of the units
+    that have received something, by unit id."""
+
+    def __init__(self, units: Units, channels: int) -> None:
+        self.units, self.channels = units, channels
+        self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def add(self, uid: int, dst: tuple[slice, ...], acc: torch.Tensor,
+            wsum: torch.Tensor) -> None:
+        """Add a piece ``acc`` ``(C, *piece)`` / ``wsum`` ``(*piece)`` at ``dst`` (slices
+        into unit ``uid``, see :meth:`Units.clip`)."""
+        if uid not in self.buffers:
+            shape = self.units.shape(uid)
+            self.buffers[uid] = (torch.zeros((self.channels, *shape)), torch.zeros(shape))
+        a, w = self.buffers[uid]
+        a[(slice(None), *dst)] += acc
+        w[dst] += wsum  # weight sums come from the geometry, never from storage
+
+    def pop_mean(self, uid: int, fill_value: float = 0.0) -> torch.Tensor:
+        """The weighted mean ``(C, *unit)`` of unit ``uid`` (:mod:`fastquilt.normalize`);
+        its buffers are released. A unit that received nothing is all ``fill_value``."""
+        if uid not in self.buffers:
+            shape = self.units.shape(uid)
+            return torch.full((self.channels, *shape), float(fill_value))
+        acc, wsum = self.buffers.pop(uid)
+        return divide_by_weight_sum_(acc, wsum, fill_value)

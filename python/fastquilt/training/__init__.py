@@ -1,0 +1,8 @@
+"""Training data from sparse labels: label patches with qlty's border masking, cleaning (only
+the windows with labels, decided without gathering any window) and a lazy dataset."""
+
+from .cleaning import CleaningStats, clean_pairs, select_windows
+from .dataset import PatchDataset
+from .labels import unstitch_pair
+
+__all__ = ["CleaningStats", "PatchDataset", "clean_pairs", "select_windows", "unstitch_pair"]
