@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastquilt as fq
-from fastquilt.outofcore.units import Units
 from fastquilt.outofcore import progress_of
+from fastquilt.outofcore.units import Units
 
 from .random_geometry import random_grid, random_units
 

@@ -62,7 +62,8 @@ def test_missing_label_and_shape_errors():
     with pytest.raises(ValueError, match="integers only"):
         fq.unstitch_pair(q, x, torch.zeros(1, 16, 16, dtype=torch.int32), missing_label=1.5)
     with pytest.raises(ValueError, match="missing_label=nan cannot be stored"):
-        fq.unstitch_pair(q, x, torch.zeros(1, 16, 16, dtype=torch.int32), missing_label=float("nan"))
+        fq.unstitch_pair(q, x, torch.zeros(1, 16, 16, dtype=torch.int32),
+                         missing_label=float("nan"))
     with pytest.raises(ValueError, match="bool labels"):
         fq.unstitch_pair(q, x, torch.zeros(1, 16, 16, dtype=torch.bool), missing_label=0)
     with pytest.raises(ValueError, match=r"labels must have shape \(N, 16, 16\)"):
@@ -311,7 +312,8 @@ def test_labels_on_disk_are_read_slab_by_slab_and_select_the_same(case, tmp_path
             assert max(log.planes) == 1  # never the whole array
         else:
             assert max(log.planes) == lab.shape[-3]  # dense: gave up, read it whole
-    monkeypatch.setattr(fq.training.cleaning, "STREAM_TENSORS_ABOVE", 0)  # a large tensor: slab-wise
+    # a large tensor: slab-wise
+    monkeypatch.setattr(fq.training.cleaning, "STREAM_TENSORS_ABOVE", 0)
     got_k, got_s = fq.select_windows(q, torch.from_numpy(lab), missing, min_labelled=2)
     assert torch.equal(got_k, want_k) and got_s == want_s
     if case == "sparse3d":  # a chunked store is read in whole chunks along the first axis
