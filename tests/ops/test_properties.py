@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import fastquilt as fq
 
-from . import reference as ref
+from .. import reference as ref
 
 
 @st.composite

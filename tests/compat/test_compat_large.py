@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from fastquilt.compat import LargeNCYXQuilt, LargeNCZYXQuilt
 
-from .random_geometry import random_grid
+from ..random_geometry import random_grid
 
 qlty = pytest.importorskip("qlty", reason="qlty 1.5.0 is a test dependency")
 pytest.importorskip("dask", reason="qlty's Large quilts read their results back through dask")

@@ -8,7 +8,10 @@ import torch
 import fastquilt as fq
 from fastquilt import ops as _ops
 
-from . import reference as ref
+from .. import reference as ref
+from ..conftest import requires_cuda
+
+FQ = torch.ops.fastquilt
 
 ALL_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8,
               torch.uint8, torch.int16, torch.int32, torch.int64, torch.bool]
@@ -179,41 +182,42 @@ def test_cpu_results_bit_identical_for_1_and_2_threads(dtype):
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
-def _samples(dtype=torch.float64, requires_grad=False):
+def _samples(dtype=torch.float64, requires_grad=False, device="cpu"):
     gen = torch.Generator().manual_seed(7)
     out = []
     for spatial, window, step in [((7, 8), (3, 4), (2, 3)), ((5, 6, 5), (3, 3, 2), (2, 2, 2))]:
-        x = torch.randn((2, 2, *spatial), generator=gen, dtype=dtype, requires_grad=requires_grad)
-        org = torch.as_tensor(ref.origins(spatial, window, step, 2))
-        w = (torch.rand(window, generator=gen, dtype=dtype) + 0.5).requires_grad_(requires_grad)
-        p = torch.randn((org.shape[0], 2, *window), generator=gen, dtype=dtype,
-                        requires_grad=requires_grad)
-        out.append((spatial, window, step, x, org, w, p))
+        x = torch.randn((2, 2, *spatial), generator=gen, dtype=dtype).to(device)
+        org = torch.as_tensor(ref.origins(spatial, window, step, 2)).to(device)
+        w = (torch.rand(window, generator=gen, dtype=dtype) + 0.5).to(device)
+        p = torch.randn((org.shape[0], 2, *window), generator=gen, dtype=dtype).to(device)
+        out.append((spatial, window, step, x.requires_grad_(requires_grad), org,
+                    w.requires_grad_(requires_grad), p.requires_grad_(requires_grad)))
     return out
 
 
 @pytest.mark.parametrize("requires_grad", [False, True])
-def test_opcheck(requires_grad):
-    for spatial, window, step, x, org, w, p in _samples(requires_grad=requires_grad):
-        torch.library.opcheck(_ops._ops.gather_windows.default, (x, org, w, list(window)))
-        torch.library.opcheck(_ops._ops.gather_windows.default, (x, org, None, list(window)))
-        torch.library.opcheck(_ops._ops.scatter_add_windows.default,
+def test_opcheck(requires_grad, device):
+    for spatial, window, step, x, org, w, p in _samples(requires_grad=requires_grad,
+                                                        device=device):
+        torch.library.opcheck(FQ.gather_windows.default, (x, org, w, list(window)))
+        torch.library.opcheck(FQ.gather_windows.default, (x, org, None, list(window)))
+        torch.library.opcheck(FQ.scatter_add_windows.default,
                               (p, org, w, list(spatial), 2))
-        torch.library.opcheck(_ops._ops.stitch_grid.default,
+        torch.library.opcheck(FQ.stitch_grid.default,
                               (p, w.detach(), list(spatial), list(step), 0.0))
         inv = 1 / fq.grid_weight_sum(w.detach(), spatial, step)
-        torch.library.opcheck(_ops._ops.stitch_grid.default,
+        torch.library.opcheck(FQ.stitch_grid.default,
                               (p, w.detach(), list(spatial), list(step), 0.0, inv))
         with torch.no_grad():
-            out = torch.empty((org.shape[0], 2, *window), dtype=x.dtype)
-            torch.library.opcheck(_ops._ops.gather_windows_into.default,
+            out = torch.empty((org.shape[0], 2, *window), dtype=x.dtype, device=device)
+            torch.library.opcheck(FQ.gather_windows_into.default,
                                   (x.detach(), org, None, out))
-            acc = torch.zeros((2, 2, *spatial), dtype=x.dtype)
-            ws = torch.zeros((2, *spatial), dtype=x.dtype)
-            torch.library.opcheck(_ops._ops.scatter_add_windows_.default,
+            acc = torch.zeros((2, 2, *spatial), dtype=x.dtype, device=device)
+            ws = torch.zeros((2, *spatial), dtype=x.dtype, device=device)
+            torch.library.opcheck(FQ.scatter_add_windows_.default,
                                   (p.detach(), org, w.detach(), acc, ws))
-            mean = torch.empty((2, 2, *spatial), dtype=x.dtype)
-            torch.library.opcheck(_ops._ops.stitch_grid_into.default,
+            mean = torch.empty((2, 2, *spatial), dtype=x.dtype, device=device)
+            torch.library.opcheck(FQ.stitch_grid_into.default,
                                   (p.detach(), w.detach(), list(step), 0.0, mean))
 
 
@@ -222,19 +226,20 @@ def test_opcheck_half_and_int():
     org = torch.as_tensor(ref.origins(spatial, window, (2, 3), 1))
     for dtype in (torch.float16, torch.bfloat16, torch.int32, torch.bool):
         x = torch.ones((1, 1, *spatial), dtype=dtype)
-        torch.library.opcheck(_ops._ops.gather_windows.default, (x, org, None, list(window)))
+        torch.library.opcheck(FQ.gather_windows.default, (x, org, None, list(window)))
     p = torch.randn((org.shape[0], 1, *window)).half()
-    torch.library.opcheck(_ops._ops.scatter_add_windows.default, (p, org, None, list(spatial), 1))
+    torch.library.opcheck(FQ.scatter_add_windows.default, (p, org, None, list(spatial), 1))
 
 
-def test_gradcheck_and_gradgradcheck():
-    for spatial, window, step, x, org, w, p in _samples(requires_grad=True):
+def test_gradcheck_and_gradgradcheck(device):
+    for spatial, window, step, x, org, w, p in _samples(requires_grad=True, device=device):
         f = lambda x, w: fq.gather_windows(x, org, window, weight=w)  # noqa: E731
         assert torch.autograd.gradcheck(f, (x, w))
         assert torch.autograd.gradgradcheck(f, (x, w))
         g = lambda p, w: fq.scatter_add_windows(p, org, spatial, 2, weight=w)  # noqa: E731
-        assert torch.autograd.gradcheck(g, (p, w))
-        assert torch.autograd.gradgradcheck(g, (p, w))
+        # (CUDA sums with atomics: equal to rounding, not bit for bit, run to run)
+        assert torch.autograd.gradcheck(g, (p, w), nondet_tol=1e-12)
+        assert torch.autograd.gradgradcheck(g, (p, w), nondet_tol=1e-12)
         h = lambda p: fq.stitch_grid(p, spatial, step, weight=w.detach())  # noqa: E731
         assert torch.autograd.gradcheck(h, (p,))
         assert torch.autograd.gradgradcheck(h, (p,))
@@ -340,8 +345,8 @@ def test_grid_weight_sum_matches_reference(case, dtype, device):
     np.testing.assert_allclose(inv, want_inv, rtol=1e-6)
     assert torch.equal(fq.grid_weight_sum(w.to(device), spatial, step, inverse=True),
                        torch.where(got > 0, 1 / got, torch.zeros_like(got)))
-    torch.library.opcheck(_ops._ops.grid_weight_sum.default, (w, list(spatial), list(step)))
-    torch.library.opcheck(_ops._ops.grid_weight_sum.default,
+    torch.library.opcheck(FQ.grid_weight_sum.default, (w, list(spatial), list(step)))
+    torch.library.opcheck(FQ.grid_weight_sum.default,
                           (w, list(spatial), list(step), True))
     with pytest.raises(ValueError, match="step must be >= 1"):
         fq.grid_weight_sum(w, spatial, [0] * len(step))
@@ -380,7 +385,7 @@ def test_grid_normalize_is_multiplying_by_the_inverse_weight_sum(case, dtype, fi
     got = acc.clone()
     assert fq.grid_normalize_(got, w, step, fill_value) is got
     assert torch.equal(got, want)
-    torch.library.opcheck(_ops._ops.grid_normalize_.default,
+    torch.library.opcheck(FQ.grid_normalize_.default,
                           (acc.clone(), w, list(step), fill_value))
 
 
@@ -399,3 +404,169 @@ def test_grid_normalize_errors():
     buf = torch.ones(1, 1, 4, 4)
     with pytest.raises(ValueError, match="acc shares memory with weight"):
         fq.grid_normalize_(buf, buf[0, 0], (2, 2))
+
+
+# ---- the kernels' code paths, on every device -------------------------------------------
+# Grids chosen for the GPU kernels' paths (vector accesses, the stitch's fast-path shapes,
+# split rows); on the CPU they are more random grids.
+KERNEL_PATH_CASES = [
+    ((37, 45), (16, 12), (7, 5)),
+    ((40, 33), (8, 6), (10, 9)),  # gaps
+    ((19, 23, 21), (8, 8, 8), (5, 6, 4)),
+    ((33, 34, 35), (16, 13, 9), (8, 8, 8)),  # odd widths: unaligned rows
+    ((24, 16, 40), (8, 8, 16), (4, 8, 8)),  # rows of whole 16-byte vectors: vector paths
+    ((12, 10, 128), (8, 8, 64), (4, 2, 32)),  # stitch_grid's aligned fast path, every dtype
+    ((16, 96), (8, 32), (8, 64)),  # aligned fast path with gaps along x (fill)
+    ((12, 10, 136), (8, 8, 64), (4, 2, 32)),  # fast path left of the last window: 16-bit types
+    ((10, 132), (8, 64), (4, 32)),  # the same for 32-bit types
+    ((10, 96), (6, 32), (3, 16)),  # 32-byte chunks: the first shape for 16-bit types
+    ((9, 48), (6, 24), (3, 8)),  # one 16-byte vector per thread for 16-bit types
+    ((9, 40), (6, 12), (3, 4)),  # one 16-byte vector per thread for 32-bit types
+    ((9, 22), (6, 6), (3, 2)),  # the same for 64-bit types
+]
+PATH_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int32,
+               torch.uint8, torch.bool]
+
+
+def _at_odd_offset(t):
+    """A contiguous copy of t that starts one element into its storage: a view whose data
+    pointer is not 16-byte aligned, like x[1:] of an odd-sized batch."""
+    buf = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
+    v = buf[1:].view(t.shape)
+    v.copy_(t)
+    return v
+
+
+@pytest.mark.parametrize("dtype", PATH_DTYPES)
+@pytest.mark.parametrize("case", KERNEL_PATH_CASES)
+def test_gather_kernel_paths(case, dtype, device):
+    spatial, window, step = case
+    gen = torch.Generator().manual_seed(0)
+    x = _rand((2, 3, *spatial), dtype, gen)
+    org = torch.as_tensor(ref.origins(spatial, window, step, 2))
+    got = fq.gather_windows(x.to(device), org.to(device), window)
+    x64 = x.numpy() if dtype == torch.bool else x.double().numpy()
+    np.testing.assert_array_equal(got.cpu().double().numpy(), ref.gather(x64, org.numpy(), window))
+    if dtype.is_floating_point:
+        w = torch.rand(window, generator=gen).to(_ops.acc_dtype(dtype))
+        got = fq.gather_windows(x.to(device), org.to(device), window, weight=w.to(device))
+        want = ref.gather(x64, org.numpy(), window, w.double().numpy())
+        np.testing.assert_allclose(got.cpu().double().numpy(), want, rtol=TOL[dtype],
+                                   atol=TOL[dtype])
+        out = torch.empty_like(got)
+        fq.gather_windows_into(x.to(device), org.to(device), out, weight=w.to(device))
+        assert torch.equal(out, got)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("case", KERNEL_PATH_CASES)
+def test_scatter_and_stitch_kernel_paths(case, dtype, device):
+    spatial, window, step = case
+    gen = torch.Generator().manual_seed(1)
+    org = torch.as_tensor(ref.origins(spatial, window, step, 2))
+    p = _rand((org.shape[0], 3, *window), dtype, gen)
+    w = (torch.rand(window, generator=gen) + 0.1).to(_ops.acc_dtype(dtype))
+    p_d, org_d, w_d = p.to(device), org.to(device), w.to(device)
+    p64, w64 = p.double().numpy(), w.double().numpy()
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    acc, ws = fq.scatter_add_windows(p_d, org_d, spatial, 2, weight=w_d)
+    want_acc, want_ws = ref.scatter(p64, org.numpy(), spatial, 2, w64)
+    np.testing.assert_allclose(acc.cpu().double().numpy(), want_acc, rtol=tol, atol=tol)
+    np.testing.assert_allclose(ws.cpu().double().numpy(), want_ws, rtol=tol, atol=tol)
+    _, ws0 = fq.scatter_add_windows(p_d[:, :0], org_d, spatial, 2, weight=w_d)  # no channels
+    np.testing.assert_allclose(ws0.cpu().double().numpy(), want_ws, rtol=tol, atol=tol)
+    mean = fq.stitch_grid(p_d, spatial, step, weight=w_d, fill_value=-1.0)
+    assert mean.dtype == dtype
+    want, _ = ref.stitch(p64, spatial, window, step, w64, fill=-1.0)
+    np.testing.assert_allclose(mean.cpu().double().numpy(), want, rtol=TOL[dtype],
+                               atol=TOL[dtype])
+    # deterministic: bit-identical run to run
+    assert torch.equal(mean, fq.stitch_grid(p_d, spatial, step, weight=w_d, fill_value=-1.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64, torch.uint8])
+def test_views_at_odd_offsets(dtype, device):
+    """Inputs, patches and outputs that are views at an odd element offset: the kernels must
+    not use 16-byte vector accesses on them (on the GPU a misaligned address aborts the
+    context)."""
+    spatial, window, step = (24, 16, 40), (8, 8, 16), (4, 8, 8)
+    gen = torch.Generator().manual_seed(3)
+    x = _rand((2, 3, *spatial), dtype, gen)
+    org = torch.as_tensor(ref.origins(spatial, window, step, 2))
+    org_d = org.to(device)
+    want = fq.gather_windows(x, org, window)
+    x_v = _at_odd_offset(x.to(device))
+    assert x_v.data_ptr() % 16 != 0
+    assert torch.equal(fq.gather_windows(x_v, org_d, window).cpu(), want)
+    out_v = _at_odd_offset(torch.empty_like(want, device=device))
+    fq.gather_windows_into(x_v, org_d, out_v)
+    assert torch.equal(out_v.cpu(), want)
+    if not dtype.is_floating_point:
+        return
+    tol = dict(rtol=8e-3, atol=8e-3) if dtype == torch.bfloat16 else dict(rtol=1e-5, atol=1e-6)
+    p_v = _at_odd_offset(want.to(device))
+    mean_cpu = fq.stitch_grid(want, spatial, step)
+    torch.testing.assert_close(fq.stitch_grid(p_v, spatial, step).cpu().float(),
+                               mean_cpu.float(), **tol)
+    mean_v = _at_odd_offset(torch.empty_like(mean_cpu, device=device))
+    fq.stitch_grid_into(p_v, step, mean_v)
+    torch.testing.assert_close(mean_v.cpu().float(), mean_cpu.float(), **tol)
+    acc_cpu, ws_cpu = fq.scatter_add_windows(want, org, spatial, 2)
+    acc_v = _at_odd_offset(torch.zeros_like(acc_cpu, device=device))
+    ws_v = _at_odd_offset(torch.zeros_like(ws_cpu, device=device))
+    fq.scatter_add_windows_(p_v, org_d, acc_v, ws_v)
+    torch.testing.assert_close(acc_v.cpu(), acc_cpu, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ws_v.cpu(), ws_cpu)
+
+
+def test_deterministic_mode_is_bit_identical(device):
+    """Under torch.use_deterministic_algorithms(True) the scatter-add is bit-identical run to
+    run (the CUDA op adds sets of pairwise disjoint windows, one launch each; the CPU op is
+    deterministic always), for a grid, for windows in random order, without channels (weight
+    sum only), and through sliding_window; and equal to the float64 reference within
+    rounding."""
+    spatial, window, step = (40, 36, 44), (16, 12, 16), (6, 5, 7)
+    gen = torch.Generator().manual_seed(5)
+    org = torch.as_tensor(ref.origins(spatial, window, step, 2))
+    perm = torch.randperm(org.shape[0], generator=gen)
+    p = torch.randn((org.shape[0], 2, *window), generator=gen)
+    w = torch.rand(window, generator=gen) + 0.1
+    x = torch.randn(1, 1, 48, 50, 46, generator=gen)
+
+    def net(t):  # channel change, no library kernels of its own that could be nondeterministic
+        return torch.cat([t, 2 * t + 1], 1)
+
+    def scatter(pp, oo):
+        return fq.scatter_add_windows(pp.to(device), oo.to(device), spatial, 2,
+                                      weight=w.to(device))
+
+    torch.use_deterministic_algorithms(True)
+    try:
+        grid = [scatter(p, org) for _ in range(3)]
+        shuffled = [scatter(p[perm], org[perm]) for _ in range(3)]
+        no_channels = [scatter(p[:, :0], org)[1] for _ in range(2)]
+        slid = [fq.sliding_window(net, x.to(device), 16, 12, batch_size=5) for _ in range(2)]
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for runs in (grid, shuffled):
+        for acc, ws in runs[1:]:
+            assert torch.equal(acc, runs[0][0]) and torch.equal(ws, runs[0][1])
+    assert torch.equal(no_channels[0], no_channels[1])
+    assert torch.equal(slid[0], slid[1])
+    want_acc, want_ws = ref.scatter(p.double().numpy(), org.numpy(), spatial, 2,
+                                    w.double().numpy())
+    for acc, ws in (grid[0], shuffled[0]):
+        np.testing.assert_allclose(acc.cpu().double().numpy(), want_acc, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(ws.cpu().double().numpy(), want_ws, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(slid[0].cpu(), fq.sliding_window(net, x, 16, 12, 5),
+                               rtol=1e-4, atol=1e-4)
+
+
+@requires_cuda
+def test_device_mismatch_errors():
+    x = torch.randn(1, 1, 16, 16, device="cuda")
+    with pytest.raises(ValueError, match="origins are on"):
+        fq.gather_windows(x, torch.zeros(1, 3, dtype=torch.int64), (8, 8))
+    with pytest.raises(ValueError, match="weight is on"):
+        fq.gather_windows(x, torch.zeros(1, 3, dtype=torch.int64, device="cuda"), (8, 8),
+                          weight=torch.ones(8, 8))

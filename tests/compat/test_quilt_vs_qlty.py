@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import fastquilt as fq
 
-from . import reference as ref
+from .. import reference as ref
 
 qlty = pytest.importorskip("qlty", reason="qlty 1.5.0 is a test dependency (pip install qlty)")
 from qlty import NCYXQuilt, NCZYXQuilt  # noqa: E402

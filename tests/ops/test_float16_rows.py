@@ -8,7 +8,7 @@ import torch
 
 import fastquilt as fq
 
-from .conftest import requires_cuda
+from ..conftest import requires_cuda
 
 DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]
 DTYPES = [torch.float16, torch.bfloat16]

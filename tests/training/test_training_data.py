@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 import fastquilt as fq
 from fastquilt.cli import main as cli_main
 
-from . import reference as ref
-from .random_geometry import random_grid
+from .. import reference as ref
+from ..random_geometry import random_grid
 
 qlty = pytest.importorskip("qlty", reason="qlty 1.5.0 is a test dependency")
 

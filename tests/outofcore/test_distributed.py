@@ -14,7 +14,7 @@ import fastquilt as fq
 from fastquilt.distributed import ModelFactory, local_cluster
 from fastquilt.outofcore import progress_of
 
-from .random_geometry import random_grid, random_units
+from ..random_geometry import random_grid, random_units
 
 distributed = pytest.importorskip("distributed")
 zarr = pytest.importorskip("zarr")
@@ -24,7 +24,7 @@ TESTS = str(Path(__file__).parent)
 
 @pytest.fixture(scope="module")
 def client():
-    # the workers (and this process) import the test models from tests/ooc_job.py
+    # the workers (and this process) import the test models from tests/outofcore/ooc_job.py
     if TESTS not in sys.path:
         sys.path.insert(0, TESTS)
     os.environ["PYTHONPATH"] = os.pathsep.join(

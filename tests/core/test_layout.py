@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-PKG = Path(__file__).resolve().parents[1] / "python" / "fastquilt"
+PKG = Path(__file__).resolve().parents[2] / "python" / "fastquilt"
 
 # Layers, lowest first: a module imports only from lower layers, or from its own subpackage.
 LAYERS = [

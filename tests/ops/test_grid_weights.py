@@ -5,7 +5,7 @@ import torch
 
 import fastquilt as fq
 
-from . import reference as ref
+from .. import reference as ref
 
 
 @pytest.mark.parametrize(

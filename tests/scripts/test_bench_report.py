@@ -6,11 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-STORED = ROOT / "benchmarks" / "results" / "gpu_check_2026-11-26_h200" / "bench_gpu.json"
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks import bench_gpu
 
-import bench_gpu  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
+STORED = ROOT / "benchmarks" / "results" / "gpu_check_2026-11-26_h200" / "bench_gpu.json"
 
 
 def test_derive_uses_the_bytes_each_op_moves():

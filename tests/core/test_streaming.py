@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import fastquilt as fq
 
-from .random_geometry import random_grid
+from ..random_geometry import random_grid
 
 
 def test_accumulator_any_order_equals_stitch():
@@ -131,3 +131,26 @@ def test_accumulator_and_sliding_window_equal_stitch_for_random_geometries(seed)
     y = fq.sliding_window(lambda t: t, x, W, step, int(rng.integers(1, 10)), weight,
                           border=border, allow_gaps=True, fill_value=-2.0)
     torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+
+
+def test_accumulators_on_another_device_than_the_patches(device):
+    q = fq.Quilt((40, 41, 39), 16, 8, border=2)
+    x = torch.randn(2, 2, 40, 41, 39, device=device)
+    p = q.unstitch(x)
+    want, _ = q.stitch(p)
+    for acc_dev in (device, "cpu"):
+        acc = fq.StitchAccumulator(q, 2, 2, device=acc_dev)
+        for chunk in torch.arange(p.shape[0]).flip(0).split(13):
+            acc.add(p[chunk.to(device)], chunk)
+        mean, _ = acc.finalize()
+        torch.testing.assert_close(mean.to(device), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(want, x, rtol=1e-5, atol=1e-5)
+
+
+def test_sliding_window_model_on_the_device_output_on_the_input_device(device):
+    x = torch.randn(1, 1, 48, 50, 46)
+    net = torch.nn.Conv3d(1, 2, 3, padding=1)
+    y_cpu = fq.sliding_window(net, x, 16, 12, batch_size=4)
+    y_dev = fq.sliding_window(net.to(device), x, 16, 12, batch_size=4, device=device)
+    assert y_dev.device.type == "cpu"
+    torch.testing.assert_close(y_dev, y_cpu, rtol=1e-4, atol=1e-4)

@@ -18,7 +18,7 @@ import fastquilt as fq
 from fastquilt.outofcore import progress_of
 from fastquilt.outofcore.units import Units
 
-from .random_geometry import random_grid, random_units
+from ..random_geometry import random_grid, random_units
 
 zarr = pytest.importorskip("zarr")
 

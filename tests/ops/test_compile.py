@@ -52,3 +52,16 @@ def test_compile_inductor_2d():
     cf = torch.compile(f, fullgraph=True)
     x = torch.randn(2, 3, 32, 30)
     torch.testing.assert_close(cf(x), f(x), rtol=1e-5, atol=1e-5)
+
+
+def test_compile_fullgraph_on_the_device(device):
+    torch._dynamo.reset()
+    q = fq.Quilt((32, 30, 28), 16, 8, weight="gaussian")
+    conv = torch.nn.Conv3d(1, 1, 3, padding=1).to(device)
+
+    def f(x):
+        return q.stitch(conv(q.unstitch(x)))[0]
+
+    x = torch.randn(1, 1, 32, 30, 28, device=device)
+    cf = torch.compile(f, fullgraph=True)
+    torch.testing.assert_close(cf(x), f(x), rtol=1e-4, atol=1e-4)
