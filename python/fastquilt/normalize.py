@@ -23,27 +23,24 @@ def inverse_weight_sum(weight_sum: torch.Tensor) -> torch.Tensor:
 
 
 def _check(acc: torch.Tensor, weight_sum: torch.Tensor) -> torch.Tensor:
-    """``weight_sum`` shaped to broadcast over ``acc``'s channel axis."""
+    """``weight_sum`` ``(N, *S)`` as ``(N, 1, *S)``, to broadcast over ``acc`` ``(N, C, *S)``."""
     if not acc.is_floating_point() or not weight_sum.is_floating_point():
         raise TypeError(f"acc and weight_sum must be floating point, got {acc.dtype} and "
                         f"{weight_sum.dtype}")
     if acc.device != weight_sum.device:
         raise ValueError(f"acc ({acc.device}) and weight_sum ({weight_sum.device}) must be on "
                          "one device")
-    if acc.dim() == weight_sum.dim() + 1 and acc.shape[2:] == weight_sum.shape[1:] and \
-            acc.shape[0] == weight_sum.shape[0]:  # (N, C, *S) with (N, *S)
-        return weight_sum.unsqueeze(1)
-    if acc.dim() == weight_sum.dim() + 1 and acc.shape[1:] == weight_sum.shape:  # (C, *S), (*S)
-        return weight_sum
-    raise ValueError(f"weight_sum {tuple(weight_sum.shape)} does not match acc "
-                     f"{tuple(acc.shape)}: give (N, *S) for (N, C, *S) or (*S) for (C, *S)")
+    if acc.dim() < 3 or weight_sum.shape != acc.shape[:1] + acc.shape[2:]:
+        raise ValueError(f"weight_sum {tuple(weight_sum.shape)} does not match acc "
+                         f"{tuple(acc.shape)}: acc is (N, C, *S) and weight_sum (N, *S)")
+    return weight_sum.unsqueeze(1)
 
 
 def divide_by_weight_sum_(
     acc: torch.Tensor, weight_sum: torch.Tensor, fill_value: float = 0.0
 ) -> torch.Tensor:
-    """``acc`` ``(N, C, *S)`` (or ``(C, *S)``) divided by ``weight_sum`` ``(N, *S)`` (or
-    ``(*S)``) in place by the rule above; returns ``acc``. Records no autograd."""
+    """``acc`` ``(N, C, *S)`` divided by ``weight_sum`` ``(N, *S)`` in place by the rule
+    above; returns ``acc``. Records no autograd."""
     ws = _check(acc, weight_sum)
     with torch.no_grad():
         inv = inverse_weight_sum(ws)

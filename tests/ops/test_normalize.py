@@ -24,8 +24,6 @@ def test_rule_equals_the_grid_ops_bit_for_bit(case, dtype, device):
     got = divide_by_weight_sum_(acc.clone(), ws.expand(2, *spatial), fill_value=-2.5)
     assert torch.equal(got, want)
     assert torch.equal(weighted_mean(acc, ws.expand(2, *spatial), -2.5), want)
-    unbatched = divide_by_weight_sum_(acc[0].clone(), ws, -2.5)  # (C, *S) with (*S)
-    assert torch.equal(unbatched, want[0])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -34,8 +32,8 @@ def test_zero_subnormal_and_nan_sums(dtype):
     ws = torch.tensor([0.0, tiny / 4, tiny, 2.0, float("nan"), -1.0], dtype=dtype)
     inv = inverse_weight_sum(ws)
     assert torch.equal(inv, torch.tensor([0.0, 1 / tiny, 1 / tiny, 0.5, 0.0, 0.0], dtype=dtype))
-    acc = torch.ones(1, 6, dtype=dtype)
-    mean = divide_by_weight_sum_(acc, ws, fill_value=7.0)
+    acc = torch.ones(1, 1, 6, dtype=dtype)
+    mean = divide_by_weight_sum_(acc, ws[None], fill_value=7.0)[0]
     assert torch.isfinite(mean).all()  # a subnormal sum never gives inf
     assert mean[0, 0] == 7.0 and mean[0, 4] == 7.0 and mean[0, 5] == 7.0 and mean[0, 3] == 0.5
 
@@ -51,6 +49,10 @@ def test_weighted_mean_is_differentiable_and_leaves_acc():
 def test_shape_and_dtype_errors():
     with pytest.raises(ValueError, match="does not match acc"):
         divide_by_weight_sum_(torch.zeros(2, 3, 4, 5), torch.ones(2, 4, 6))
+    # (C, *S) with (*S) is refused, not guessed: with C equal to the first spatial size it
+    # would read as (N, C, ...) and divide by the wrong sums
+    with pytest.raises(ValueError, match="does not match acc"):
+        divide_by_weight_sum_(torch.zeros(3, 5, 4), torch.ones(5, 4))
     with pytest.raises(TypeError, match="floating point"):
         divide_by_weight_sum_(torch.zeros(1, 3, 4, 5, dtype=torch.int32), torch.ones(1, 4, 5))
 

@@ -324,3 +324,19 @@ def test_out_of_core_equals_in_memory_for_random_geometries_and_units(seed, tmp_
     y = fq.sliding_window(model, x, W, step, batch, weight, out=out, chunks=chunk, unit=unit)
     np.testing.assert_allclose(y[...], want, rtol=1e-5, atol=1e-5)
     assert progress_of(out)["done"] == info["total"]
+
+
+@pytest.mark.parametrize("c_out", [1, 2, 3, 5])
+def test_model_changing_the_channel_count_equals_in_memory(c_out, tmp_path):
+    # Units at the far edge are smaller: with as many output channels as such a unit has
+    # planes, a unit's (C_out, *unit) sums and (*unit) weights read as (N, C, *S) and (N, *S)
+    # would give wrong means in the last unit plane.
+    x = torch.randn(2, 2, 19, 23, 29)
+
+    def model(p):
+        return torch.cat([p.sum(1, keepdim=True) * (k + 1) for k in range(c_out)], 1)
+
+    want = fq.sliding_window(model, x, (8, 10, 12), (5, 6, 8), 4)
+    y = fq.sliding_window(model, x, (8, 10, 12), (5, 6, 8), 4, out=str(tmp_path / "o.zarr"),
+                          chunks=(8, 8, 8))
+    torch.testing.assert_close(torch.from_numpy(y[...]), want, rtol=1e-5, atol=1e-5)

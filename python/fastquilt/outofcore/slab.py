@@ -74,9 +74,9 @@ class Slab:
                 continue
             src, _ = units.clip(uid, lo, self.wsum.shape[1:])  # the unit lies in the slab
             # normalised here, so the writer queue holds only finished data
-            mean = self.acc[(0, slice(None), *src)].clone()
-            out.append((uid, divide_by_weight_sum_(mean, self.wsum[(0, *src)],
-                                                   self.fill_value)))
+            mean = self.acc[(slice(0, 1), slice(None), *src)].clone()
+            divide_by_weight_sum_(mean, self.wsum[(slice(0, 1), *src)], self.fill_value)
+            out.append((uid, mean[0]))
         self.flushed += len(out)
         return out
 

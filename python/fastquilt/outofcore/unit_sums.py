@@ -35,4 +35,4 @@ class UnitSums:
             shape = self.units.shape(uid)
             return torch.full((self.channels, *shape), float(fill_value))
         acc, wsum = self.buffers.pop(uid)
-        return divide_by_weight_sum_(acc, wsum, fill_value)
+        return divide_by_weight_sum_(acc[None], wsum[None], fill_value)[0]
