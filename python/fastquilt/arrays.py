@@ -4,6 +4,8 @@ inference, the training dataset and the label scan alike."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -62,3 +64,17 @@ class OneImage:
         if key is Ellipsis:
             return np.asarray(self.arr[...])[None]
         return self.arr[key[1:]]  # key[0] is image 0
+
+
+def with_absolute_paths(x):
+    """``x``, naming the files it reads by absolute paths, so that a process started in another
+    folder (a dask worker) reads the same data: a zarr array on a local store given by a
+    relative path is reopened by its absolute one (numpy memmaps name theirs absolutely)."""
+    root = getattr(getattr(x, "store", None), "root", None)
+    if root is None or Path(root).is_absolute():
+        return x
+    import zarr
+    from zarr.storage import LocalStore
+
+    return zarr.open_array(store=LocalStore(Path(root).absolute(), read_only=True),
+                           path=x.path, mode="r")

@@ -13,14 +13,15 @@ model, built on ``--device``), resumable.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from ._args import device_arg
 from .arrays import OneImage
-from .outofcore import ModelFactory, resolve_model, sliding_window_zarr
+from .outofcore import ModelFactory, sliding_window_zarr
 from .quilt import Quilt
 from .training import select_windows
 
@@ -70,8 +71,9 @@ def plan(argv: list[str]) -> int:
     if tuple(lab.shape) == q.spatial_shape:
         lab = OneImage(lab)  # (*S) -> (1, *S), still read slab by slab
     missing = a.missing_label
-    if not np.issubdtype(np.dtype(lab.dtype), np.floating) and missing == int(missing):
-        missing = int(missing)
+    if not np.issubdtype(np.dtype(lab.dtype), np.floating) and np.isfinite(missing) and \
+            missing == int(missing):
+        missing = int(missing)  # (nan or 0.5 stay floats: the labels' check refuses them)
     try:
         _, stats = select_windows(q, lab, missing, min_labelled=a.min_labelled)
     except (ValueError, TypeError) as e:
@@ -85,7 +87,9 @@ def plan(argv: list[str]) -> int:
 def _model_spec(spec: str):
     """A model file (``torch.export`` ``.pt2`` or TorchScript), or ``module:function``
     returning a model (built once per worker, on the device)."""
-    if ":" in spec and not spec.endswith((".pt", ".pth", ".ts", ".pt2")):
+    if Path(spec).exists():  # a file, even one whose path holds a ':'
+        return ModelFactory(os.path.abspath(spec))  # absolute: workers start elsewhere
+    if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec):
         import importlib
 
         mod, fn = spec.split(":", 1)
@@ -94,9 +98,7 @@ def _model_spec(spec: str):
         except (ImportError, AttributeError) as e:
             raise SystemExit(f"error: cannot import model factory {spec!r}: {e}") from e
         return ModelFactory(factory)
-    if not Path(spec).exists():
-        raise SystemExit(f"error: model file {spec} does not exist")
-    return ModelFactory(str(spec))
+    raise SystemExit(f"error: model file {spec} does not exist (nor is it a module:function)")
 
 
 def _open_input(path: str):
@@ -146,13 +148,11 @@ def infer(argv: list[str]) -> int:
 
         client = Client(a.scheduler)
     try:
-        if client is None:  # built here, on the device the windows go to
-            model = resolve_model(model, device_arg(a.device))
         out = sliding_window_zarr(
             model, x, a.output, one(a.window), one(a.step), a.batch_size, a.weight,
             border=one(a.border), chunks=one(a.chunks), unit=one(a.unit), device=a.device,
             progress=True, client=client)
-    except (ValueError, TypeError, RuntimeError) as e:
+    except (ValueError, TypeError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:

@@ -55,7 +55,8 @@ def sliding_window(
             zarr_options["out_dtype"] = out_dtype
         return sliding_window_zarr(model, x, out, window, step, batch_size, weight,
                                    border=border, border_weight=border_weight, device=device,
-                                   fill_value=fill_value, progress=progress, **zarr_options)
+                                   fill_value=fill_value, allow_gaps=allow_gaps,
+                                   progress=progress, **zarr_options)
     if zarr_options:
         raise TypeError(f"unexpected arguments {sorted(zarr_options)} (only with out=)")
     return sliding_window_tensor(model, x, window, step, batch_size, weight, border=border,

@@ -20,6 +20,37 @@ _MOVED = {
 }
 
 
+def _reduced_axis(size: int, window: int, step: int) -> int:
+    """An axis length with the same patterns of covering windows as ``size``: the start, whole
+    periods of ``step`` in the middle and the same stepped-back end (the coverage of a voxel
+    depends only on its offsets in the windows covering it)."""
+    periods = -(-window // step) + 3
+    if size <= window + periods * step:
+        return size
+    return window + periods * step + (size - window) % step
+
+
+def _check_weighted_everywhere(weight: torch.Tensor, grid: Grid) -> None:
+    """Every voxel lies in a window (no gaps); a weight with zeros must still give each one a
+    positive weight sum, else it would silently get ``fill_value``. Checked on a reduced image
+    with the same covering patterns, so the cost does not grow with the image."""
+    w = weight.detach().to("cpu", torch.float64)
+    if bool((w > 0).all()):
+        return
+    reduced = tuple(_reduced_axis(S, k, s)
+                    for S, k, s in zip(grid.spatial_shape, grid.window, grid.step))
+    unweighted = int((ops.grid_weight_sum(w, reduced, grid.step) <= 0).sum())
+    if unweighted:
+        where = ("" if reduced == grid.spatial_shape else
+                 f" of a {'x'.join(map(str, reduced))} part with the image's window pattern")
+        raise ValueError(
+            f"the weight tensor is 0 where no other window covers (e.g. the image border): "
+            f"{unweighted} voxel(s){where} would get no weight, and fill_value, although "
+            "windows cover them; use a weight that is > 0 at the window's edges (e.g. "
+            "fastquilt.hann_weight, not 0 at the ends), pad the image, or pass "
+            "allow_gaps=True to accept fill_value there")
+
+
 class Quilt:
     """Overlapping windows on a 2D ``(Y, X)`` or 3D ``(Z, Y, X)`` grid (qlty's step-back grid).
 
@@ -56,6 +87,8 @@ class Quilt:
         self.border = normalize_border(border, self.grid.ndim)
         check_border(self.border, self.grid.window)
         self.weight = make_weight(weight, self.grid.window, self.border, border_weight)
+        if not self.grid.allow_gaps:
+            _check_weighted_everywhere(self.weight, self.grid)
         self.fill_value = float(fill_value)
         self._weights: dict = {}
         self._wsums: dict = {}

@@ -135,9 +135,11 @@ def make_weight(
 
     ``weight`` is ``None``/``"border"`` (qlty's border weight, all ones without a border),
     ``"flat"``, ``"gaussian"``, ``"hann"``, ``"linear"`` or a tensor of shape ``window`` with
-    finite, non-negative values and a positive sum.
+    finite, non-negative values and a positive sum. ``border_weight_`` is checked even where
+    no border uses it (a value outside [0, 1] is a mistake either way).
     """
     window = window_arg(window)
+    border_weight_value(border_weight_)
     if isinstance(weight, torch.Tensor):
         if tuple(weight.shape) != window:
             raise ValueError(

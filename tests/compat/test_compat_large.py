@@ -6,6 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import fastquilt.compat as fc
 from fastquilt.compat import LargeNCYXQuilt, LargeNCZYXQuilt
 
 from ..random_geometry import random_grid
@@ -135,3 +136,18 @@ def test_large_quilts_equal_quilt_stitch_for_random_geometries(seed, tmp_path_fa
     q = big._q
     want, _ = q.stitch(q.unstitch(x) * 3)
     np.testing.assert_allclose(big.return_mean()[...], want.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_one_channel_patch_var_broadcasts_like_qlty(tmp_path):
+    x = torch.randn(1, 3, 40, 44)
+    var = torch.rand(1, 1, 16, 16) + 0.5
+    outs = []
+    for mod, name in ((qlty, "q"), (fc, "f")):
+        big = mod.LargeNCYXQuilt(str(tmp_path / name), 1, 40, 44, (16, 16), (8, 8), (2, 2))
+        for _ in range(big.N_chunks):
+            k, patch = big.unstitch_next(x)
+            big.stitch(patch.unsqueeze(0), k, var)
+        mean, std = big.return_mean(std=True)
+        outs.append((np.asarray(mean[...]), np.asarray(std[...])))
+    for a, b in zip(*outs):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)

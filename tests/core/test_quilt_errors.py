@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastquilt as fq
 
@@ -171,3 +173,62 @@ def test_op_sizes_must_be_ints():
         assert fq.gather_windows(x, org, window).shape == (9, 1, 4, 4)
     with pytest.raises(TypeError, match=r"window must contain ints, got \(tensor\(4.\)"):
         fq.gather_windows(x, org, torch.tensor([4.0, 4.0]))
+
+
+def _hann_2d(w):
+    h = torch.hann_window(w, periodic=False, dtype=torch.float64)  # 0 at both ends
+    return (h[:, None] * h[None, :]).float()
+
+
+def test_a_weight_that_is_zero_where_nothing_else_covers_is_refused():
+    # The weight sum would be 0 at the image border: those voxels silently got fill_value.
+    x = torch.randn(1, 1, 64, 64)
+    w = _hann_2d(16)
+    with pytest.raises(ValueError, match="weight tensor is 0 where no other window covers"):
+        fq.Quilt((64, 64), 16, 8, weight=w)
+    with pytest.raises(ValueError, match="pad the image, or pass allow_gaps=True"):
+        fq.sliding_window(lambda p: p, x, 16, 8, weight=w)
+    q = fq.Quilt((64, 64), 16, 8, weight=w, allow_gaps=True)  # accepted knowingly
+    _, ws = q.stitch(q.unstitch(x))
+    assert int((ws == 0).sum()) == 252
+    # zeros inside the window that other windows cover everywhere (step 4) are fine
+    inner = torch.ones(16, 16)
+    inner[6:10, 6:10] = 0
+    fq.Quilt((64, 64), 16, 4, weight=inner)
+
+
+@settings(max_examples=min(settings().max_examples, 60))
+@given(seed=st.integers(0, 2**31 - 1))
+def test_the_zero_weight_check_agrees_with_the_full_weight_sum(seed):
+    # The check runs on a reduced image with the same window pattern; it must refuse exactly
+    # the weights whose full-image weight sum has zeros.
+    rng = np.random.default_rng(seed)
+    D = int(rng.integers(2, 4))
+    S = tuple(int(rng.integers(2, 90 if D == 2 else 40)) for _ in range(D))
+    W = tuple(int(rng.integers(1, s + 1)) for s in S)
+    step = tuple(int(rng.integers(1, w + 1)) for w in W)
+    w = torch.from_numpy(rng.random(W)).float() + 0.1
+    w[torch.from_numpy(rng.random(W) < rng.random())] = 0
+    if not bool((w > 0).any()):
+        return
+    has_zeros = bool((fq.grid_weight_sum(w, S, step) <= 0).any())
+    try:
+        fq.Quilt(S, W, step, weight=w)
+        refused = False
+    except ValueError as e:
+        assert "weight tensor is 0" in str(e)
+        refused = True
+    assert refused == has_zeros
+
+
+def test_border_weight_is_checked_without_a_border():
+    with pytest.raises(ValueError, match=r"border_weight must be in \[0, 1\]"):
+        fq.Quilt((32, 32), 8, 4, border_weight=1.5)
+    with pytest.raises(ValueError, match=r"border_weight must be in \[0, 1\]"):
+        fq.sliding_window(lambda p: p, torch.zeros(1, 1, 32, 32), 8, 4, border_weight=-1)
+
+
+def test_numpy_integers_are_ints():
+    x = torch.randn(1, 1, 32, 32)
+    y = fq.sliding_window(lambda p: p, x, np.int64(8), np.int64(4), batch_size=np.int64(4))
+    torch.testing.assert_close(y, x)

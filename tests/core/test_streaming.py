@@ -102,9 +102,11 @@ def test_sliding_window_gaps_and_zero_weights_get_fill_value():
     q = fq.Quilt((50, 50), 8, 12, allow_gaps=True, fill_value=-2.0, weight="flat")
     torch.testing.assert_close(y, q.stitch(q.unstitch(x))[0])
     w = torch.ones(8, 8)
-    w[:, :2] = 0  # a user weight with zeros: voxels covered only there get fill_value
-    y = fq.sliding_window(lambda p: p, x, 8, 8, weight=w, fill_value=5.0)
-    q = fq.Quilt((50, 50), 8, 8, weight=w, fill_value=5.0)
+    w[:, :2] = 0  # a user weight with zeros: voxels covered only there get fill_value,
+    with pytest.raises(ValueError, match="weight tensor is 0"):  # when asked for
+        fq.sliding_window(lambda p: p, x, 8, 8, weight=w, fill_value=5.0)
+    y = fq.sliding_window(lambda p: p, x, 8, 8, weight=w, fill_value=5.0, allow_gaps=True)
+    q = fq.Quilt((50, 50), 8, 8, weight=w, fill_value=5.0, allow_gaps=True)
     torch.testing.assert_close(y, q.stitch(q.unstitch(x))[0])
     assert (y[0, 0, :, :2] == 5.0).all() and not torch.isnan(y).any()
 

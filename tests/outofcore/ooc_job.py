@@ -1,4 +1,7 @@
-"""Subprocess for the kill/resume test: a slow deterministic model writing to zarr."""
+"""Subprocess for the kill/resume tests: a slow deterministic model writing to zarr
+(``python ooc_job.py SRC DST [SCALE]``; ``FQ_TEST_SLOW_WRITE=FLAG``: after a unit's chunks are
+written, create FLAG and wait before marking it done, to be killed there). And models for the
+cluster tests."""
 
 import os
 import sys
@@ -10,14 +13,38 @@ import zarr
 import fastquilt as fq
 
 
-def model(p):
-    time.sleep(0.1)  # slow enough to be killed mid-run
-    return p * 2.0 + 1.0
+class Slow(torch.nn.Module):
+    """p * scale + 1, slow enough to be killed mid-run."""
+
+    def __init__(self, scale: float = 2.0) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(float(scale)), requires_grad=False)
+
+    def forward(self, p):
+        time.sleep(0.1)
+        return p * self.scale + 1.0
+
+
+def _slow_writes(flag: str) -> None:
+    from fastquilt.outofcore.store import Progress
+
+    real_mark = Progress.mark
+
+    def mark(self, uid):
+        with open(flag, "w") as f:
+            f.write(str(uid))
+        time.sleep(60)
+        real_mark(self, uid)
+
+    Progress.mark = mark
 
 
 if __name__ == "__main__":
     src, dst = sys.argv[1], sys.argv[2]
-    fq.sliding_window(model, zarr.open_array(src, mode="r"), 16, 12, batch_size=4,
+    scale = float(sys.argv[3]) if len(sys.argv) > 3 else 2.0
+    if os.environ.get("FQ_TEST_SLOW_WRITE"):
+        _slow_writes(os.environ["FQ_TEST_SLOW_WRITE"])
+    fq.sliding_window(Slow(scale), zarr.open_array(src, mode="r"), 16, 12, batch_size=4,
                       weight="gaussian", out=dst, chunks=16, unit=16)
 
 
@@ -37,11 +64,20 @@ class _FirstCallAnywhere(torch.nn.Module):
 
 
 class KillOnce(_FirstCallAnywhere):
-    """Kills the worker process running it the first time."""
+    """Kills the worker process running it at its ``after``-th call (counted across
+    processes in the flag file)."""
+
+    def __init__(self, flag: str, after: int = 1) -> None:
+        super().__init__(flag)
+        self.after = after
 
     def forward(self, p):
-        if self.first_call():
-            os._exit(1)
+        calls = int(open(self.flag).read() or 0) if os.path.exists(self.flag) else 0
+        if calls < self.after:
+            with open(self.flag, "w") as f:
+                f.write(str(calls + 1))
+            if calls + 1 == self.after:
+                os._exit(1)
         return p * 2.0 + 1.0
 
 

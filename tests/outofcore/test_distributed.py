@@ -162,3 +162,31 @@ def test_distributed_equals_in_memory_for_random_geometries(client, seed, tmp_pa
     want = fq.sliding_window(lambda p: p * 2.0 + 1.0, torch.from_numpy(x), W, step, 4,
                              "gaussian")
     np.testing.assert_allclose(y[...], want.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_resume_switches_between_local_and_cluster_with_the_same_model(client, tmp_path):
+    import ooc_job
+
+    x, z = make_input(tmp_path)
+    want = fq.sliding_window(lambda p: p * 2.0 + 1.0, torch.from_numpy(x), 12, 9)
+    chunk = ("c", "0", "0", "1", "1", "1")
+    for first, second in (("local", "cluster"), ("cluster", "local")):
+        out = tmp_path / f"{first}-first.zarr"
+        for i, mode in enumerate((first, second)):  # the second run resumes the first
+            if i:
+                out.joinpath(*chunk).unlink()  # one unit to compute again
+            model = ooc_job.double_plus_one() if mode == "local" else \
+                ModelFactory(ooc_job.double_plus_one)
+            y = fq.sliding_window(model, z, 12, 9, out=out, chunks=12,
+                                  client=client if mode == "cluster" else None)
+        np.testing.assert_allclose(y[...], want.numpy(), rtol=1e-5, atol=1e-5)
+    # a model file through the command line, with and without --scheduler
+    from fastquilt.cli import main
+
+    torch.jit.script(torch.nn.Conv3d(1, 1, 3, padding=1)).save(str(tmp_path / "m.pt"))
+    args = ["infer", "--model", str(tmp_path / "m.pt"), "--input", str(tmp_path / "in.zarr"),
+            "--output", str(tmp_path / "cli.zarr"), "--window", "12", "--step", "9",
+            "--chunks", "12"]
+    assert main(args) == 0
+    (tmp_path / "cli.zarr").joinpath(*chunk).unlink()
+    assert main(args + ["--scheduler", client.scheduler.address]) == 0

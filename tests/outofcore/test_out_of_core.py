@@ -340,3 +340,61 @@ def test_model_changing_the_channel_count_equals_in_memory(c_out, tmp_path):
     y = fq.sliding_window(model, x, (8, 10, 12), (5, 6, 8), 4, out=str(tmp_path / "o.zarr"),
                           chunks=(8, 8, 8))
     torch.testing.assert_close(torch.from_numpy(y[...]), want, rtol=1e-5, atol=1e-5)
+
+
+def test_cli_clear_errors_for_paths_models_and_stray_files(tmp_path, monkeypatch, capsys):
+    from fastquilt.cli import main
+
+    make_input(tmp_path, shape=(1, 1, 16, 16, 16))
+    args = ["--input", str(tmp_path / "in.zarr"), "--window", "8", "--step", "8"]
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    # a torch.save checkpoint is not loaded (unpickling runs code; a state dict has no model)
+    torch.save(torch.nn.Conv3d(1, 1, 3).state_dict(), tmp_path / "weights.pt")
+    rc = main(["infer", "--model", str(tmp_path / "weights.pt"), "--output",
+               str(tmp_path / "o1.zarr"), *args])
+    assert rc == 2 and "is a torch.save checkpoint" in capsys.readouterr().err
+    # a model file whose path holds a ':' is a file, not module:function
+    odd = tmp_path / "run:1"
+    odd.mkdir()
+    torch.jit.script(torch.nn.Identity()).save(str(odd / "m.pt"))
+    assert main(["infer", "--model", str(odd / "m.pt"), "--output", str(tmp_path / "o2.zarr"),
+                 *args]) == 0
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["infer", "--model", str(odd / "missing.pt"), "--output",
+              str(tmp_path / "o3.zarr"), *args])
+    # an output in a folder that cannot be written (a file in the way: unwritable as root
+    # too, where a folder's mode bits are not enforced)
+    (tmp_path / "not_a_folder").write_text("")
+    rc = main(["infer", "--model", "ooc_job:double_plus_one", "--output",
+               str(tmp_path / "not_a_folder" / "o.zarr"), *args])
+    assert rc == 2 and "writable" in capsys.readouterr().err
+
+
+def test_progress_folder_problems_are_clear(tmp_path):
+    _, z = make_input(tmp_path, shape=(1, 1, 16, 16, 16))
+    out = tmp_path / "o.zarr"
+    (tmp_path / "o.zarr.fastquilt-progress").write_text("a file in the way")
+    with pytest.raises(ValueError, match="is a file, where fastquilt keeps the done-markers"):
+        fq.sliding_window(lambda p: p, z, 8, 8, out=out, chunks=8)
+    (tmp_path / "o.zarr.fastquilt-progress").unlink()
+    fq.sliding_window(lambda p: p, z, 8, 8, out=out, chunks=8)
+    (tmp_path / "o.zarr.fastquilt-progress" / "u-notes.txt").write_text("mine")
+    (tmp_path / "o.zarr.fastquilt-progress" / "unrelated").write_text("mine")
+    assert progress_of(out)["done"] == progress_of(out)["total"]  # stray files are no markers
+    fq.sliding_window(lambda p: p, z, 8, 8, out=out, chunks=8)
+
+
+def test_out_of_core_arguments_like_in_memory(tmp_path):
+    x, z = make_input(tmp_path, shape=(1, 1, 20, 20, 20))
+    # allow_gaps reaches the out-of-core run (it was dropped, and the error asked for it)
+    y = fq.sliding_window(lambda p: p, z, 6, 9, out=tmp_path / "g.zarr", chunks=8,
+                          allow_gaps=True, fill_value=-1.0, weight="flat")
+    want = fq.sliding_window(lambda p: p, torch.from_numpy(x), 6, 9, allow_gaps=True,
+                             fill_value=-1.0, weight="flat")
+    np.testing.assert_allclose(y[...], want.numpy(), rtol=1e-6, atol=1e-6)
+    # numpy integers are ints; integer model outputs are refused in both paths
+    fq.sliding_window(lambda p: p, z, 8, 6, np.int64(4), out=tmp_path / "n.zarr", chunks=8)
+    for target in (torch.from_numpy(x), z):
+        kw = {"out": tmp_path / f"i{type(target).__name__}.zarr"} if target is z else {}
+        with pytest.raises(TypeError, match="model output must be floating point"):
+            fq.sliding_window(lambda p: p.int(), target, 8, 6, **kw)

@@ -360,3 +360,30 @@ def test_patch_dataset_equals_clean_pairs_for_random_geometries(seed):
     want = fq.select_windows(q, torch.from_numpy(lab), -1, **criteria)
     got = fq.select_windows(q, lab, -1, **criteria)  # slab-wise while sparse
     assert torch.equal(got[0], want[0]) and got[1] == want[1]
+
+
+def test_set_epoch_reaches_persistent_dataloader_workers():
+    x = torch.randn(1, 1, 32, 32)
+    lab = torch.randint(0, 2, (1, 32, 32))
+    ds = fq.PatchDataset(x, lab, fq.Quilt((32, 32), 8, 8), -1, augment=True, seed=1)
+
+    def epochs(loader):
+        out = []
+        for e in range(3):
+            ds.set_epoch(e)
+            out.append(torch.cat([b[0] for b in loader]))
+        return out
+
+    want = epochs(torch.utils.data.DataLoader(ds, batch_size=4))
+    assert not torch.equal(want[0], want[1])  # the epochs draw different augmentations
+    got = epochs(torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2,
+                                             persistent_workers=True))
+    assert all(torch.equal(a, b) for a, b in zip(want, got))
+
+
+def test_plan_cli_nan_missing_label_with_integer_labels(tmp_path, capsys):
+    np.save(tmp_path / "lab.npy", np.zeros((16, 16), np.int8))
+    rc = cli_main(["plan", "--shape", "16", "16", "--window", "8", "--step", "4", "--labels",
+                   str(tmp_path / "lab.npy"), "--missing-label", "nan"])
+    assert rc == 2
+    assert "missing_label=nan cannot be stored in torch.int8 labels" in capsys.readouterr().err

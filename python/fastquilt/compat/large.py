@@ -114,7 +114,8 @@ class _LargeQuilt:
 
     def stitch(self, patch, index_flat: int, patch_var=None) -> None:
         """Add the prediction ``patch`` ``(1, C, *window)`` (or ``(C, *window)``) of window
-        ``index_flat``; ``patch_var`` (same shape) is averaged likewise for ``std``."""
+        ``index_flat``; ``patch_var`` (the patch's shape, or one that broadcasts to it, as in
+        qlty) is averaged likewise for ``std``."""
         k = int(index_flat)
         if not 0 <= k < self.N_chunks:
             raise IndexError(f"index_flat {k} outside [0, {self.N_chunks})")
@@ -131,7 +132,14 @@ class _LargeQuilt:
         if self._with_std:
             if patch_var is None:
                 raise ValueError("patch_var was given for earlier windows; give it every time")
-            pv = torch.as_tensor(patch_var).detach().to("cpu", torch.float32).reshape(p.shape)
+            pv = torch.as_tensor(patch_var).detach().to("cpu", torch.float32)
+            if pv.dim() == len(self.window) + 2:
+                pv = pv[0]
+            try:  # qlty broadcasts it (one channel for all, say)
+                pv = pv.expand(p.shape[:p.dim() - pv.dim()] + pv.shape).expand(p.shape)
+            except RuntimeError:
+                raise ValueError(f"patch_var {tuple(torch.as_tensor(patch_var).shape)} does "
+                                 f"not broadcast to the patch {tuple(p.shape)}") from None
             p = torch.cat([p, pv])  # averaged as extra channels
         pw = p * self._w
         o = self._origins[k].tolist()

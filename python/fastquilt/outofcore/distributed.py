@@ -25,6 +25,7 @@ import warnings
 
 import torch
 
+from .fingerprints import model_fingerprint
 from .job import Job
 from .models import ModelFactory, predict, resolve_model
 from .reading import read_region, read_window
@@ -88,6 +89,22 @@ def _produce(job: Job, model, windows: list[int], dests: list[int], c_out: int,
     return pieces
 
 
+def _hold(value):
+    """A task whose result is ``value``: data a task graph needs on its workers, which dask
+    recomputes (from the graph) when the worker holding it dies."""
+    return value
+
+
+def model_fingerprint_on_a_worker(client, factory: ModelFactory, device) -> str | None:
+    """The fingerprint of the model ``factory`` builds, built on a worker (the model may not
+    fit or run here): the same as a local run's with that model."""
+    return client.submit(_worker_fingerprint, factory, str(device), pure=False).result()
+
+
+def _worker_fingerprint(factory: ModelFactory, device: str) -> str | None:
+    return model_fingerprint(resolve_model(factory, device))
+
+
 def _probe(job: Job, model, k: int, device: str) -> int:
     """Output channels of the model, from one window."""
     window = read_window(job.x, job.layout, k)
@@ -112,17 +129,21 @@ def run_distributed(client, job: Job, model, batch_size: int, device, fill_value
 
     layout, store = job.layout, job.store
     device = str(device)  # (sliding_window_zarr resolved it; a str pickles plainly)
-    done = store.progress.done()
+    done = store.verified_done()
     todo, remaining = layout.plan(done)
+    # Task keys unique to this call (run, below): dask hands a new task the result of a live
+    # one with the same key, so keys named after the output alone would mix two runs.
     if not todo:
         return store.arr
-    model_f = (model if isinstance(model, ModelFactory)
-               else client.scatter(model, broadcast=True, hash=False))
+    # The job and the model reach the workers as tasks, not scattered data: when a worker
+    # dies, dask recomputes them on another one (or on its restarted self) from the graph.
+    run = f"{store.path.name}-{uuid.uuid4().hex[:12]}"
+    model_f = client.submit(_hold, model, key=f"fastquilt-model-{run}", pure=False)
     # The output needs C_out: probe the model on one window, on a worker (the model may not
     # fit or run on the client).
     c_out = client.submit(_probe, job, model_f, todo[0], device, pure=False).result()
     store.ensure(c_out)
-    job_f = client.scatter(job, broadcast=True, hash=False)  # with the output opened
+    job_f = client.submit(_hold, job, key=f"fastquilt-job-{run}", pure=False)
     # producers: windows grouped by the unit holding their start
     groups: dict[int, list[int]] = {}
     feeds: dict[int, set[int]] = {}
@@ -132,10 +153,6 @@ def run_distributed(client, job: Job, model, batch_size: int, device, fill_value
         groups.setdefault(start_unit, []).append(k)
         feeds.setdefault(start_unit, set()).update(
             u for u in layout.units.touched(o, layout.window) if u not in done)
-    # Task keys unique to this call: dask hands a new task the result of a live one with the
-    # same key, so keys named after the output alone would mix two runs (two `pred.zarr` in
-    # different folders, or a run right after another).
-    run = f"{store.path.name}-{uuid.uuid4().hex[:12]}"
     producers = {
         p: client.submit(_produce, job_f, model_f, ks, sorted(feeds[p]), c_out, batch_size,
                          device, key=f"fastquilt-produce-{run}-{p}", pure=False)
@@ -161,9 +178,10 @@ def run_distributed(client, job: Job, model, batch_size: int, device, fill_value
     except BaseException:
         # A failed task or Ctrl-C: stop the rest of the graph instead of leaving it running
         # (and writing) on the cluster; what finished stays marked done for the next run.
-        client.cancel(list(producers.values()) + owners, force=True)
+        client.cancel([model_f, job_f, *producers.values(), *owners], force=True)
         raise
     finally:
         if bar is not None:
             bar.close()
+    store.check_written(remaining)  # never report success for output that is not there
     return store.arr

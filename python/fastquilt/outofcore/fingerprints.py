@@ -90,10 +90,13 @@ def _state_sha256(model: torch.nn.Module) -> str | None:
 
 def same_source(stored: str | None, current: str | None) -> bool:
     """Whether two fingerprints allow resuming: equal, or one of them unknown (a function's
-    code from another Python version cannot be compared)."""
+    code from another Python version cannot be compared, nor a factory's recipe, which
+    outputs written before factories' models were fingerprinted hold, with a model)."""
     if stored is None or current is None or stored == current:
         return True
     a, b = stored.split(":", 2), current.split(":", 2)
+    if "factory" in (a[0], b[0]):
+        return a[0] != b[0]
     return a[0] == b[0] == "function" and a[1] != b[1]
 
 

@@ -21,7 +21,7 @@ class Layout:
     weight), the output chunks, shards and units, and the origins of every window."""
 
     def __init__(self, shape: Sequence[int], window, step, weight, border, border_weight, *,
-                 chunks, unit, shards) -> None:
+                 chunks, unit, shards, allow_gaps: bool = False) -> None:
         self.shape = tuple(int(s) for s in shape)
         if len(self.shape) not in (4, 5):
             raise ValueError(
@@ -31,7 +31,7 @@ class Layout:
             raise ValueError("x has no images (N = 0): there is nothing to run the model on")
         D = len(self.spatial)
         self.q = Quilt(self.spatial, window, step, border=border, border_weight=border_weight,
-                       weight=weight)
+                       weight=weight, allow_gaps=allow_gaps)
         chunk = per_axis(chunks if chunks is not None else (64 if D == 3 else 256), D, "chunks",
                          minimum=1)
         self.chunk = tuple(min(c, S) for c, S in zip(chunk, self.spatial))

@@ -19,7 +19,7 @@ def run_local(job: Job, model, batch_size: int, device: torch.device, fill_value
               progress: bool):
     """Run every window of ``job`` that touches an unfinished unit; returns the output."""
     layout, store = job.layout, job.store
-    done = store.progress.done()
+    done = store.verified_done()
     todo, _ = layout.plan(done)
     writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastquilt-writer")
     reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastquilt-reader")

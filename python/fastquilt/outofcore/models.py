@@ -29,7 +29,32 @@ def load_model_file(path: str, device: torch.device | str = "cpu"):
                 "last batch of windows is smaller: export with a dynamic batch dimension, e.g. "
                 "torch.export.export(m, (x,), dynamic_shapes=({0: torch.export.Dim('batch')},))")
         return program.module().to(device)
+    kind = _archive_kind(str(path))
+    if kind == "checkpoint":
+        raise ValueError(
+            f"model file {path} is a torch.save checkpoint (a state dict or a pickled module), "
+            "which fastquilt does not load (unpickling runs arbitrary code, and a state dict "
+            "has no architecture): save the model with torch.export (.pt2) or TorchScript, or "
+            "give a module:function that builds it and loads the weights")
+    if kind != "torchscript":
+        raise ValueError(f"model file {path} is neither a torch.export .pt2 nor a TorchScript "
+                         "file")
     return torch.jit.load(str(path), map_location=device).eval()
+
+
+def _archive_kind(path: str) -> str:
+    """``"torchscript"``, ``"checkpoint"`` (torch.save) or ``"other"``: from the names in the
+    file's zip archive, without loading it."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return "other"
+    if any(n.endswith("/constants.pkl") for n in names) or any("/code/" in n for n in names):
+        return "torchscript"
+    return "checkpoint" if any(n.endswith("/data.pkl") for n in names) else "other"
 
 
 def _fixed_batch_inputs(program) -> list[str]:

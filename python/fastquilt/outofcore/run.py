@@ -9,11 +9,13 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .._args import device_arg, positive_int_arg
+from ..arrays import with_absolute_paths
 from ..sliding import check_model
-from .distributed import run_distributed
+from .distributed import model_fingerprint_on_a_worker, run_distributed
 from .fingerprints import input_fingerprint, model_fingerprint
 from .job import Job, Layout
 from .local import run_local
+from .models import ModelFactory, resolve_model
 from .store import OutputStore, zarr_dtype
 
 
@@ -35,6 +37,7 @@ def sliding_window_zarr(
     shards: int | Sequence[int] | None = None,
     out_dtype: str | torch.dtype = "float32",
     fill_value: float = 0.0,
+    allow_gaps: bool = False,
     progress: bool = False,
     client=None,
 ):
@@ -46,7 +49,8 @@ def sliding_window_zarr(
     ``unit`` (spatial, a multiple of ``chunks``; default 2 chunks) is the block written at once;
     ``compressors`` and ``shards`` (spatial; then ``unit`` must hold whole shards) are passed
     to ``zarr.create_array``; ``out_dtype`` is float16, float32 (default) or float64 (zarr
-    has no bfloat16). Each window runs exactly once; memory is
+    has no bfloat16); ``allow_gaps`` and ``fill_value`` as in memory. Each window runs exactly
+    once; memory is
     about one plane of units plus a batch. Re-running the same call after a crash resumes:
     finished units are kept, only windows touching unfinished units run again. Resuming into an
     output made with another geometry, model-output channel count or dtype raises.
@@ -54,21 +58,35 @@ def sliding_window_zarr(
     With ``client`` (a ``dask.distributed.Client``) the same work runs as a static task graph
     of producers and owners on the cluster: see :mod:`fastquilt.outofcore.distributed`.
     """
-    if client is None:
+    if client is None and not isinstance(model, ModelFactory):
         check_model(model)
     batch_size = positive_int_arg(batch_size, "batch_size")
     # On a cluster the device is the workers', which this machine may lack.
     device = device_arg(device, here=client is None) or torch.device("cpu")
     layout = Layout(getattr(x, "shape", ()), window, step, weight, border, border_weight,
-                    chunks=chunks, unit=unit, shards=shards)
+                    chunks=chunks, unit=unit, shards=shards, allow_gaps=allow_gaps)
     dtype = zarr_dtype(out_dtype)
     store = OutputStore(out, layout.units, layout.chunk, layout.shards, out_dtype=dtype,
                         compressors=compressors, fill_value=fill_value,
                         metadata=layout.metadata(dtype, weight, border_weight))
-    # What made the output: a resume must not mix two models' (or inputs') results.
-    store.sources = {"model": model_fingerprint(model), "input": input_fingerprint(x)}
-    store.open_existing()
-    job = Job(x, layout, store)
-    if client is not None:
-        return run_distributed(client, job, model, batch_size, device, fill_value, progress)
-    return run_local(job, model, batch_size, device, fill_value, progress)
+    # What made the output: a resume must not mix two models' (or inputs') results. A
+    # factory's model is fingerprinted once built (here, or on a worker), so that a run with
+    # the factory and one with the model it builds resume each other.
+    if client is None:
+        model = resolve_model(model, device)  # a ModelFactory is built here
+        fingerprint = model_fingerprint(model)
+    elif isinstance(model, ModelFactory):
+        fingerprint = model_fingerprint_on_a_worker(client, model, device)
+    else:
+        fingerprint = model_fingerprint(model)
+    store.sources = {"model": fingerprint, "input": input_fingerprint(x)}
+    store.lease.acquire()  # one run at a time writes an output
+    try:
+        store.open_existing()
+        job = Job(with_absolute_paths(x), layout, store)
+        if client is not None:
+            return run_distributed(client, job, model, batch_size, device, fill_value,
+                                   progress)
+        return run_local(job, model, batch_size, device, fill_value, progress)
+    finally:
+        store.lease.release()

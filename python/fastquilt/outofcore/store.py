@@ -1,13 +1,19 @@
 """The output store of an out-of-core run: the zarr v3 array, the metadata that refuses to
-resume into an output made differently, and one done-marker file per finished unit that a
-resumed run skips."""
+resume into an output made differently, one done-marker file per finished unit that a resumed
+run skips (once storage is seen to hold its chunks), and the lease that keeps a second run
+from writing the same output at the same time."""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import math
 import os
+import re
+import socket
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -36,6 +42,9 @@ def weight_desc(weight, border_weight: float) -> object:
     return {"kind": weight or "border", "border_weight": float(border_weight)}
 
 
+_MARKER = re.compile(r"u(\d+)")
+
+
 class Progress:
     """Done-markers, one small file per finished unit, beside the output store."""
 
@@ -43,14 +52,23 @@ class Progress:
         self.dir = out_path.parent / (out_path.name + ".fastquilt-progress")
 
     def done(self) -> set[int]:
+        """The units marked done (other files in the folder are not markers: ignored)."""
         if not self.dir.exists():
             return set()
-        return {int(p.name[1:]) for p in self.dir.iterdir() if p.name.startswith("u")}
+        if not self.dir.is_dir():
+            raise ValueError(f"{self.dir} is a file, where fastquilt keeps the done-markers of "
+                             f"{self.dir.name[:-len('.fastquilt-progress')]}; move it away")
+        return {int(m.group(1)) for p in self.dir.iterdir()
+                if (m := _MARKER.fullmatch(p.name))}
+
+    def unmark(self, uid: int) -> None:
+        (self.dir / f"u{uid}").unlink(missing_ok=True)
 
     def clear(self) -> None:
         """Remove the markers (and their folder): they belong to an output that is gone."""
         if not self.dir.exists():
             return
+        self.done()  # (a file in its place: a clear error)
         for p in self.dir.iterdir():
             if p.name.startswith(("u", ".tmp-")):
                 p.unlink(missing_ok=True)
@@ -61,9 +79,54 @@ class Progress:
 
     def mark(self, uid: int) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".tmp-{uid}-{threading.get_ident()}"
-        tmp.write_text("done")
-        os.replace(tmp, self.dir / f"u{uid}")  # atomic: a marker exists only once written
+        tmp = self.dir / f".tmp-{uid}-{os.getpid()}-{threading.get_ident()}"
+        try:
+            tmp.write_text("done")
+            os.replace(tmp, self.dir / f"u{uid}")  # atomic: a marker exists only once written
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class Lease:
+    """An exclusive claim on an output while a run writes it: an advisory lock (``flock``) on a
+    file beside the output, which also names the holder (host, pid, start time). The operating
+    system releases the lock when the holder's process ends, killed or not, so a lease is
+    never stale. A second run on the same output is refused while the first holds it."""
+
+    def __init__(self, out_path: Path) -> None:
+        self.path = out_path.parent / (out_path.name + ".fastquilt-lease")
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise ValueError(f"cannot create the lease file {self.path} ({e.strerror}); is its "
+                             "folder writable?") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ValueError(
+                f"output {self.path.name[:-len('.fastquilt-lease')]} is being written by another "
+                f"run ({holder}); wait for it to finish, or choose another output path") from None
+        holder = {"host": socket.gethostname(), "pid": os.getpid(),
+                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        """Give the output up (the file stays: removing it would race with a run opening it)."""
+        if self.fd is not None:
+            import fcntl
+
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
 
 
 class OutputStore:
@@ -77,13 +140,23 @@ class OutputStore:
     def __init__(self, path, units: Units, chunk: tuple[int, ...],
                  shards: tuple[int, ...] | None, *, out_dtype: str, compressors,
                  fill_value: float, metadata: dict) -> None:
-        self.path = Path(path)
+        # absolute: the path crosses process boundaries (dask workers start elsewhere)
+        self.path = Path(os.path.abspath(path))
         self.units, self.chunk, self.shards = units, chunk, shards
         self.out_dtype, self.compressors, self.fill_value = out_dtype, compressors, fill_value
         self.base_metadata = metadata
         self.sources: dict = {"model": None, "input": None}
         self.progress = Progress(self.path)
+        self.lease = Lease(self.path)
         self.arr = None
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "lease"}  # the client's alone
+
+    def _writable(self, arr):
+        # every written chunk is stored, even one equal to the fill value, so that "done"
+        # can be checked against what storage holds
+        return arr.with_config({"write_empty_chunks": True})
 
     def metadata(self, out_channels: int) -> dict:
         """The stored metadata of an output with ``out_channels`` channels."""
@@ -103,7 +176,7 @@ class OutputStore:
             self.progress.clear()
             return
         try:
-            self.arr = zarr.open_array(str(self.path), mode="r+")
+            self.arr = self._writable(zarr.open_array(str(self.path), mode="r+"))
         except Exception as e:
             raise ValueError(
                 f"output {self.path} exists and is not a zarr array (it holds other "
@@ -133,13 +206,17 @@ class OutputStore:
 
         if self.arr is None:
             N, spatial = self.units.N, self.units.spatial
-            self.arr = zarr.create_array(
-                store=str(self.path), shape=(N, c_out, *spatial),
-                chunks=(1, c_out, *self.chunk), dtype=self.out_dtype,
-                shards=(1, c_out, *self.shards) if self.shards else None,
-                compressors=self.compressors, fill_value=self.fill_value,
-                attributes={"fastquilt": self.metadata(c_out),
-                            "fastquilt_sources": self.sources})
+            try:
+                self.arr = self._writable(zarr.create_array(
+                    store=str(self.path), shape=(N, c_out, *spatial),
+                    chunks=(1, c_out, *self.chunk), dtype=self.out_dtype,
+                    shards=(1, c_out, *self.shards) if self.shards else None,
+                    compressors=self.compressors, fill_value=self.fill_value,
+                    attributes={"fastquilt": self.metadata(c_out),
+                                "fastquilt_sources": self.sources}))
+            except OSError as e:
+                raise ValueError(f"cannot create the output {self.path}: {e.strerror or e}; "
+                                 "choose a writable path") from None
         elif self.arr.shape[1] != c_out:
             raise ValueError(
                 f"model output has {c_out} channels but {self.path} was made for "
@@ -158,11 +235,55 @@ class OutputStore:
         n, box = self.units.box(uid)
         try:
             self.arr[(n, slice(None), *box)] = mean.numpy().astype(self.out_dtype, copy=False)
+            self.progress.mark(uid)
         except Exception as e:
             raise RuntimeError(
                 f"writing unit {uid} (image {n}, {box}) to {self.path} failed: {e}; it is "
                 "not marked done, re-run the same call to resume") from e
-        self.progress.mark(uid)
+
+    def block_keys(self, uid: int) -> list[str]:
+        """The storage keys (chunks, or shards) that hold unit ``uid``."""
+        n, box = self.units.box(uid)
+        block = self.shards or self.chunk
+        ranges = [range(b.start // k, math.ceil(b.stop / k)) for b, k in zip(box, block)]
+        encode = self.arr.metadata.encode_chunk_key
+        prefix = f"{self.arr.path}/" if self.arr.path else ""
+        return [prefix + encode((n, 0, *idx)) for idx in itertools.product(*ranges)]
+
+    def stored(self, uids) -> set[int]:
+        """The units among ``uids`` whose every chunk (or shard) is in storage."""
+        from zarr.core.sync import sync
+
+        store = self.arr.store
+
+        async def check(uid):
+            return all([await store.exists(k) for k in self.block_keys(uid)])
+
+        return {uid for uid in uids if sync(check(uid))}
+
+    def verified_done(self) -> set[int]:
+        """The units marked done whose chunks storage holds; markers of units whose chunks are
+        gone (deleted, or never written where this machine sees them) are removed, so those
+        units run again."""
+        done = self.progress.done()
+        if not done or self.arr is None:
+            return done
+        ok = self.stored(done)
+        for uid in done - ok:
+            self.progress.unmark(uid)
+        return ok
+
+    def check_written(self, uids) -> None:
+        """Raise unless every unit of ``uids`` is marked done and in storage (after a run)."""
+        uids = set(uids)
+        missing = uids - self.progress.done()
+        missing |= uids - missing - self.stored(uids - missing)
+        if missing:
+            raise RuntimeError(
+                f"{len(missing)} of {len(uids)} units of {self.path} are not in storage after the "
+                f"run (e.g. unit {min(missing)}): the workers wrote somewhere this machine does "
+                "not see (a disk local to each worker?). Use storage every node sees; re-run the "
+                "same call to compute the missing units")
 
 
 def progress_of(out: str | os.PathLike) -> dict:

@@ -83,12 +83,19 @@ class PatchDataset(torch.utils.data.Dataset):
         self.indices = index_tensor(indices)
         self.origins = quilt.grid.origins(self.N, indices=self.indices)
         self.frame = quilt.border_mask() < 0.5
-        self.augment, self.seed, self.dtype, self.epoch = (bool_arg(augment, "augment"),
-                                                           int(seed), dtype, 0)
+        self.augment, self.seed, self.dtype = bool_arg(augment, "augment"), int(seed), dtype
+        # In shared memory: DataLoader workers (persistent ones too) hold copies of the
+        # dataset, and must see the epoch the main process sets.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        """Draw new augmentations (still deterministic) for another epoch."""
-        self.epoch = int(epoch)
+        """Draw new augmentations (still deterministic) for another epoch; DataLoader workers,
+        persistent ones included, see it."""
+        self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
         return int(self.indices.numel())

@@ -1,0 +1,209 @@
+"""Faults that must never give wrong output: kill -9 at several moments (during writes too),
+two runs on one output at once, a one-worker cluster whose worker dies, a worker started in
+another folder with relative paths, a full disk, output chunks deleted under their markers,
+and a cluster run whose writes this machine cannot see."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import fastquilt as fq
+from fastquilt.outofcore import local_cluster, progress_of
+from fastquilt.outofcore.store import OutputStore, Progress
+
+zarr = pytest.importorskip("zarr")
+distributed = pytest.importorskip("distributed")
+
+HERE = Path(__file__).parent
+GEOMETRY = dict(window=16, step=12, batch_size=4, weight="gaussian", chunks=16, unit=16)
+
+
+def _input(tmp_path, shape=(1, 1, 48, 48, 48)):
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    z = zarr.create_array(store=str(tmp_path / "in.zarr"), shape=x.shape, dtype="float32",
+                          chunks=(1, 1, 16, 16, 16))
+    z[...] = x
+    return x, z
+
+
+def _want(x, scale=2.0):
+    return fq.sliding_window(lambda p: p * scale + 1.0, torch.from_numpy(x), 16, 12,
+                             weight="gaussian").numpy()
+
+
+def _start_job(src, dst, *, scale=2.0, slow_write_flag=None):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in [str(HERE), os.environ.get("PYTHONPATH", "")] if p))
+    if slow_write_flag:
+        env["FQ_TEST_SLOW_WRITE"] = str(slow_write_flag)
+    return subprocess.Popen([sys.executable, str(HERE / "ooc_job.py"), str(src), str(dst),
+                             str(scale)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _ooc_job():
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    import ooc_job
+
+    return ooc_job
+
+
+def _wait_for(cond, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not cond():
+        time.sleep(0.01)
+    assert proc.poll() is None, "the job finished before it could be killed"
+
+
+@pytest.mark.parametrize("moment", ["first_marker", "a_third", "two_thirds", "mid_write"])
+def test_kill_9_at_any_moment_then_resume_gives_the_exact_result(moment, tmp_path):
+    x, _ = _input(tmp_path)
+    src, dst = tmp_path / "in.zarr", tmp_path / "out.zarr"
+    markers = tmp_path / "out.zarr.fastquilt-progress"
+    flag = tmp_path / "writing"
+    proc = _start_job(src, dst, slow_write_flag=flag if moment == "mid_write" else None)
+    if moment == "mid_write":  # a unit's chunks are written, its marker is not yet
+        _wait_for(flag.exists, proc)
+    else:
+        need = {"first_marker": 1, "a_third": 9, "two_thirds": 18}[moment]
+        _wait_for(lambda: markers.exists() and len(list(markers.glob("u*"))) >= need, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = progress_of(dst)["done"] if (dst / "zarr.json").exists() else 0
+    assert done < 27
+    y = fq.sliding_window(_ooc_job().Slow(2.0), zarr.open_array(str(src)), out=dst,
+                          **GEOMETRY)  # the same model, resumed
+    np.testing.assert_allclose(y[...], _want(x), rtol=1e-5, atol=1e-5)
+    assert progress_of(dst)["done"] == 27
+
+
+def test_two_runs_on_one_output_never_mix(tmp_path):
+    x, _ = _input(tmp_path)
+    src = tmp_path / "in.zarr"
+    for trial in range(3):
+        dst = tmp_path / f"out{trial}.zarr"
+        a, b = _start_job(src, dst, scale=2.0), _start_job(src, dst, scale=3.0)
+        results = [(p.wait(), p.communicate()[1]) for p in (a, b)]
+        ok = [scale for (rc, _), scale in zip(results, (2.0, 3.0)) if rc == 0]
+        assert len(ok) == 1, results  # one wins; the other is refused, never both
+        refused = next(err for rc, err in results if rc != 0)
+        assert "being written by another run" in refused or "another model" in refused
+        np.testing.assert_allclose(zarr.open_array(str(dst))[...], _want(x, ok[0]),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_a_second_run_in_the_same_process_is_refused_while_the_first_writes(tmp_path):
+    _, z = _input(tmp_path, shape=(1, 1, 32, 32, 32))
+    dst = tmp_path / "o.zarr"
+    seen = []
+
+    def model(p):
+        if not seen:
+            seen.append(1)
+            with pytest.raises(ValueError, match="being written by another run"):
+                fq.sliding_window(lambda q: q, z, out=dst, **GEOMETRY)
+        return p
+
+    fq.sliding_window(model, z, out=dst, **GEOMETRY)
+    assert seen and progress_of(dst)["done"] == progress_of(dst)["total"]
+    fq.sliding_window(model, z, out=dst, **GEOMETRY)  # the lease is given back at the end
+
+
+def test_disk_full_while_writing_a_marker(tmp_path, monkeypatch):
+    x, z = _input(tmp_path, shape=(1, 1, 32, 32, 32))
+    dst = tmp_path / "o.zarr"
+    real_mark = Progress.mark
+    calls = []
+
+    def full(self, uid):
+        calls.append(uid)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_mark(self, uid)
+
+    monkeypatch.setattr(Progress, "mark", full)
+    with pytest.raises(RuntimeError, match="No space left on device.*re-run the same call"):
+        fq.sliding_window(lambda p: p * 2.0 + 1.0, z, out=dst, **GEOMETRY)
+    monkeypatch.setattr(Progress, "mark", real_mark)
+    assert progress_of(dst)["done"] < progress_of(dst)["total"]
+    y = fq.sliding_window(lambda p: p * 2.0 + 1.0, z, out=dst, **GEOMETRY)
+    np.testing.assert_allclose(y[...], _want(x), rtol=1e-5, atol=1e-5)
+
+
+def test_chunks_deleted_under_their_markers_are_computed_again(tmp_path):
+    x, z = _input(tmp_path, shape=(1, 1, 32, 32, 32))
+    dst = tmp_path / "o.zarr"
+    fq.sliding_window(lambda p: p * 2.0 + 1.0, z, out=dst, **GEOMETRY)
+    chunk = dst / "c" / "0" / "0" / "1" / "0" / "1"
+    assert chunk.exists()
+    chunk.unlink()
+    assert progress_of(dst)["done"] == progress_of(dst)["total"]  # the marker still says done
+    y = fq.sliding_window(lambda p: p * 2.0 + 1.0, z, out=dst, **GEOMETRY)
+    assert chunk.exists()
+    np.testing.assert_allclose(y[...], _want(x), rtol=1e-5, atol=1e-5)
+
+
+def test_units_equal_to_the_fill_value_are_stored_and_count_as_done(tmp_path):
+    _, z = _input(tmp_path, shape=(1, 1, 32, 32, 32))
+    dst = tmp_path / "o.zarr"
+    fq.sliding_window(lambda p: p * 0.0, z, out=dst, **GEOMETRY)
+    assert len(list((dst / "c").rglob("*"))) > 0
+    calls = []
+    fq.sliding_window(lambda p: calls.append(1) or p * 0.0, z, out=dst, **GEOMETRY)
+    assert calls == []
+
+
+@pytest.fixture
+def one_worker(tmp_path_factory, monkeypatch):
+    # its folder is not the test's: relative paths must not be read against it
+    monkeypatch.chdir(tmp_path_factory.mktemp("worker_home"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in [str(HERE), os.environ.get("PYTHONPATH", "")] if p))
+    cluster = local_cluster(n_workers=1, threads_per_worker=1, dashboard_address=None)
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def test_relative_paths_with_a_worker_in_another_folder(one_worker, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    x, _ = _input(tmp_path, shape=(1, 1, 32, 32, 32))
+    y = fq.sliding_window(lambda p: p * 2.0 + 1.0, zarr.open_array("in.zarr", mode="r"),
+                          out="out.zarr", client=one_worker, **GEOMETRY)
+    np.testing.assert_allclose(y[...], _want(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(zarr.open_array(str(tmp_path / "out.zarr"))[...], _want(x),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_the_only_worker_killed_mid_run_is_survived(one_worker, tmp_path):
+    ooc_job = _ooc_job()
+    x, z = _input(tmp_path, shape=(1, 1, 32, 32, 32))
+    y = fq.sliding_window(ooc_job.KillOnce(str(tmp_path / "flag"), after=2), z,
+                          out=tmp_path / "o.zarr", client=one_worker, **GEOMETRY)
+    assert (tmp_path / "flag").exists()  # it did kill its worker
+    np.testing.assert_allclose(y[...], _want(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_cluster_run_checks_that_its_writes_are_where_the_client_looks(tmp_path,
+                                                                         monkeypatch):
+    _, z = _input(tmp_path, shape=(1, 1, 32, 32, 32))
+
+    def write_elsewhere(self, uid, mean):  # a worker writing to a disk of its own
+        self.progress.mark(uid)
+
+    monkeypatch.setattr(OutputStore, "write_unit", write_elsewhere)
+    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as c, \
+            distributed.Client(c) as client:
+        with pytest.raises(RuntimeError, match="not in storage after the run"):
+            fq.sliding_window(lambda p: p, z, out=tmp_path / "o.zarr", client=client,
+                              **GEOMETRY)
