@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from . import ops
+from . import buffers, ops
 from .grid import Grid, build_grid_origins, grid_origins
 from .normalize import weighted_mean
 from .weights import border_mask, check_border, make_weight, normalize_border
@@ -18,6 +18,12 @@ _MOVED = {
     "unstitch_pair": "fastquilt.unstitch_pair(quilt, x, labels, missing_label)",
     "accumulator": "fastquilt.StitchAccumulator(quilt, num_images, channels, device=...)",
 }
+
+
+def _records_autograd(t: torch.Tensor) -> bool:
+    """Whether an op on ``t`` must be the out-of-place one: it records autograd (or is traced
+    by torch.compile); otherwise outputs go into reusable buffers (buffers.py)."""
+    return torch.compiler.is_compiling() or (torch.is_grad_enabled() and t.requires_grad)
 
 
 def _reduced_axis(size: int, window: int, step: int) -> int:
@@ -220,10 +226,13 @@ class Quilt:
         """
         self.check_image(x)
         origins = self.origins(x.shape[0], x.device)
+        shape = (origins.shape[0], x.shape[1], *self.window)
         if out is not None:
-            self._check_out(out, (origins.shape[0], x.shape[1], *self.window), x)
+            self._check_out(out, shape, x)
             return ops.gather_windows_into(x, origins, out)
-        return ops.gather_windows(x, origins, self.window)
+        if _records_autograd(x):
+            return ops.gather_windows(x, origins, self.window)
+        return ops.gather_windows_into(x, origins, buffers.empty(shape, x.dtype, x.device))
 
     def stitch(
         self, patches: torch.Tensor, out: torch.Tensor | None = None
@@ -241,6 +250,8 @@ class Quilt:
         if self.weight.requires_grad:
             return self._stitch_scatter(patches, N, out)
         w = self.weight_for(patches.dtype, dev)
+        if out is None and not _records_autograd(patches):
+            out = buffers.empty((N, patches.shape[1], *self.spatial_shape), patches.dtype, dev)
         if out is not None:
             mean = ops.stitch_grid_into(patches, self.step, out, w, self.fill_value)
         else:

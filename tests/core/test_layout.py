@@ -15,7 +15,8 @@ PKG = Path(__file__).resolve().parents[2] / "python" / "fastquilt"
 # Layers, lowest first: a module imports only from lower layers, or from its own subpackage.
 LAYERS = [
     {"fastquilt._C", "fastquilt._args"},
-    {"fastquilt.grid", "fastquilt.weights", "fastquilt.arrays", "fastquilt.transfer"},
+    {"fastquilt.grid", "fastquilt.weights", "fastquilt.arrays", "fastquilt.transfer",
+     "fastquilt.buffers"},
     {"fastquilt.ops"},
     {"fastquilt.normalize"},
     {"fastquilt.quilt"},
