@@ -14,7 +14,7 @@ CSRC := $(shell find csrc -type f) CMakeLists.txt pyproject.toml
 # reinstall (the extension is rebuilt only where csrc/ changed).
 PYSRC := $(shell find python -name '*.py')
 
-.PHONY: demo test lint bench bench-gpu cuda-check clean
+.PHONY: demo test lint bench bench-gpu cuda-check kernel-bodies clean
 
 $(DEPS_STAMP): pyproject.toml Makefile
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -38,7 +38,10 @@ lint: $(DEPS_STAMP)
 cuda-check: $(DEPS_STAMP)
 	tools/check_cuda_compiles.sh $(VPY)
 
-test: $(BUILD_STAMP) lint cuda-check
+kernel-bodies:
+	tools/run_kernel_bodies.sh
+
+test: $(BUILD_STAMP) lint cuda-check kernel-bodies
 	$(VPY) -m pytest -q -p no:cacheprovider tests
 
 bench: $(BUILD_STAMP)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check, one command on an offline GPU machine (torch+CUDA, nvcc, pytest, hypothesis):
-# build the extension with its CUDA kernels, run the test suite on CUDA, compute-sanitizer
+# build the extension with its CUDA kernels, run the test suite on CUDA and the CUDA kernel
+# bodies on the CPU (tools/run_kernel_bodies.sh, which pytest does not run), compute-sanitizer
 # (memcheck, racecheck) on a small case, and the GPU benchmark. Results go to $OUT (or
 # benchmarks/results/gpu_check/ when $OUT is unset). Each stage has its own time limit and
 # the script carries on past a failing stage; the summary lists each stage's status.
@@ -49,7 +50,7 @@ stage build 300 env CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" FASTQUILT_BUILD_CUDA="
 "$PY" -c "import fastquilt, torch; torch.ops.fastquilt.gather_windows.default; print('import ok')" \
   2>&1 | tee -a "$OUT_DIR/log.txt"
 
-# FQ_GPU_TESTS: the test files to run (default: all), e.g. tests/test_cuda.py for a rerun.
+# FQ_GPU_TESTS: the test files to run (default: all), e.g. tests/ops/test_ops.py for a rerun.
 # FQ_GPU_TEST_WORKERS: pytest-xdist processes sharing the GPU where xdist is installed (the GPU
 # image has it; default 4, 0: one process). The whole suite took 241 s in one process on the
 # H100 (2026-11-26), most of this script's 386 s.
@@ -58,6 +59,7 @@ XDIST=()
 if [ "$WORKERS" -gt 0 ] && "$PY" -c "import xdist" 2> /dev/null; then XDIST=(-n "$WORKERS"); fi
 echo "test workers: ${XDIST[*]:-one process}" | tee -a "$OUT_DIR/log.txt"
 stage tests 300 "$PY" -m pytest -q -p no:cacheprovider -rs "${XDIST[@]}" ${FQ_GPU_TESTS:-tests}
+stage kernel_bodies 300 env FQ_KERNEL_BODIES_DIR="$SITE/kernel-bodies" tools/run_kernel_bodies.sh
 # The benchmark, then the last stored GPU run reprinted with the same definitions, so one log
 # compares the kernels before and after, then the stitch's chunk-shape experiment
 # (benchmarks/experiments/stitch_variants.cu; files coming back from $OUT are limited: no new
@@ -70,7 +72,7 @@ stage bench 200 bash -c '"$1" benchmarks/bench_gpu.py --json "$2"; rc=$?
   if [ -n "$3" ]; then echo; echo "--- previous stored run: $3"
     "$1" benchmarks/bench_gpu.py --report "$3"; fi
   echo; echo "--- benchmarks/experiments/stitch_variants.cu"
-  nvcc -O3 -std=c++17 -arch=sm_90 -Icsrc/include benchmarks/experiments/stitch_variants.cu \
+  nvcc -O3 -std=c++17 -arch=sm_90 -Icsrc benchmarks/experiments/stitch_variants.cu \
     -o "$4/stitch_variants" && "$4/stitch_variants" || rc=1
   exit $rc' _ "$PY" "$OUT_DIR/bench_gpu.json" "$PREVIOUS" "$SITE"
 stage memcheck 100 compute-sanitizer --tool memcheck --error-exitcode 9 "$PY" benchmarks/sanitizer_case.py

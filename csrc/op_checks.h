@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "fastquilt/index_math.h"
+#include "kernel_bodies/geometry.h"
 
 namespace fastquilt {
 
@@ -39,19 +39,6 @@ std::string msg(const Args&... args) {
 // Accumulation type: float32 for half/bfloat16/float32 data, float64 for float64.
 inline at::ScalarType acc_dtype(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-// Normalise (N, C, *spatial) and window to three spatial axes (2D -> (Y, 1, X)).
-inline Geometry make_geometry(int64_t N, int64_t C, at::IntArrayRef spatial,
-                              at::IntArrayRef window) {
-  Geometry g{N, C, {1, 1, 1}, {1, 1, 1}};
-  if (spatial.size() == 3) {
-    for (int d = 0; d < 3; ++d) { g.S[d] = spatial[d]; g.W[d] = window[d]; }
-  } else {  // 2D: the image rows become axis 0, axis 1 is a dummy of size 1
-    g.S[0] = spatial[0]; g.W[0] = window[0];
-    g.S[2] = spatial[1]; g.W[2] = window[1];
-  }
-  return g;
 }
 
 inline void check_window(at::IntArrayRef window, const char* op) {
@@ -102,11 +89,10 @@ inline void check_no_overlap(const at::Tensor& written, const char* written_name
   if (read.has_value()) check_no_overlap(written, written_name, *read, read_name, op);
 }
 
-// gather: input (N, C, *S) -> patches (M, C, *window)
-inline Geometry check_gather(const at::Tensor& input, const at::Tensor& origins,
-                             const c10::optional<at::Tensor>& weight, at::IntArrayRef window,
-                             const char* op) {
-  check_window(window, op);
+// gather: input (N, C, *S) -> patches (M, C, *window), for a window that check_window accepts.
+inline Geometry check_gather_args(const at::Tensor& input, const at::Tensor& origins,
+                                  const c10::optional<at::Tensor>& weight,
+                                  at::IntArrayRef window, const char* op) {
   const int64_t D = static_cast<int64_t>(window.size());
   TORCH_CHECK_VALUE(input.dim() == 2 + D, msg(op, ": input must be (N, C, *spatial) with ", D,
                     " spatial axes to match the window, got shape ", input.sizes()));
@@ -115,7 +101,8 @@ inline Geometry check_gather(const at::Tensor& input, const at::Tensor& origins,
                       " is larger than the image ", input.sizes().slice(2), " on axis ", d));
   check_origins(origins, D, input, op);
   check_weight(weight, input.scalar_type(), window, input, op);
-  return make_geometry(input.size(0), input.size(1), input.sizes().slice(2), window);
+  return make_geometry(input.size(0), input.size(1), input.sizes().slice(2).data(), window.data(),
+                       window.size());
 }
 
 // Patches to average: floating point, (M, C, *window) with 2 or 3 window axes.
@@ -133,7 +120,9 @@ inline void check_float_patches(const at::Tensor& patches, const char* op) {
 inline Geometry check_gather_into(const at::Tensor& input, const at::Tensor& origins,
                                   const c10::optional<at::Tensor>& weight, const at::Tensor& out,
                                   const char* op) {
-  const Geometry g = check_gather(input, origins, weight, out.sizes().slice(2), op);
+  const auto window = out.sizes().slice(2);
+  check_window(window, op);
+  const Geometry g = check_gather_args(input, origins, weight, window, op);
   TORCH_CHECK_VALUE(out.dim() == input.dim() && out.size(0) == origins.size(0) &&
                         out.size(1) == input.size(1),
                     msg(op, ": out must have shape (M, C, *window) = (", origins.size(0), ", ",
@@ -147,10 +136,9 @@ inline Geometry check_gather_into(const at::Tensor& input, const at::Tensor& ori
   return g;
 }
 
-// A new (M, C, *window) buffer for gather_windows.
+// A new (M, C, *window) buffer for gather_windows, for a window that check_window accepts.
 inline at::Tensor empty_patches(const at::Tensor& input, const at::Tensor& origins,
                                 at::IntArrayRef window) {
-  check_window(window, "fastquilt.gather_windows");
   std::vector<int64_t> shape{origins.size(0), input.dim() >= 2 ? input.size(1) : 0};
   shape.insert(shape.end(), window.begin(), window.end());
   return at::empty(shape, input.options());
@@ -185,7 +173,7 @@ inline Geometry check_scatter(const at::Tensor& patches, const at::Tensor& origi
                     " patches but ", origins.size(0), " origins"));
   check_origins(origins, D, patches, op);
   check_weight(weight, patches.scalar_type(), window, patches, op);
-  return make_geometry(num_images, patches.size(1), spatial, window);
+  return make_geometry(num_images, patches.size(1), spatial.data(), window.data(), window.size());
 }
 
 // All checks of the in-place scatter-add (both backends): the scatter into acc's spatial size

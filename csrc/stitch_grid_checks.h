@@ -1,25 +1,11 @@
-// Checks and geometry for the regular-grid stitch, shared by CPU and CUDA.
+// Argument checks of the regular-grid ops (stitch_grid, grid_weight_sum, grid_normalize_),
+// shared by CPU and CUDA; they return the checked grid (kernel_bodies/geometry.h).
 #pragma once
 #include <vector>
 
 #include "op_checks.h"
 
 namespace fastquilt {
-
-// The grid of (spatial, window, step) normalised to three axes; N is left for the caller.
-inline GridGeometry make_grid_geometry(int64_t C, at::IntArrayRef spatial, at::IntArrayRef window,
-                                       at::IntArrayRef step) {
-  GridGeometry gg;
-  gg.g = make_geometry(0, C, spatial, window);
-  if (spatial.size() == 3) { for (int d = 0; d < 3; ++d) gg.step[d] = step[d]; }
-  else { gg.step[0] = step[0]; gg.step[1] = 1; gg.step[2] = step[1]; }
-  gg.num_windows = 1;
-  for (int d = 0; d < 3; ++d) {
-    gg.count[d] = grid_count(gg.g.S[d], gg.g.W[d], gg.step[d]);
-    gg.num_windows *= gg.count[d];
-  }
-  return gg;
-}
 
 inline GridGeometry check_stitch_grid(const at::Tensor& patches,
                                       const c10::optional<at::Tensor>& weight,
@@ -36,7 +22,8 @@ inline GridGeometry check_stitch_grid(const at::Tensor& patches,
                       " is larger than spatial_size ", spatial, " on axis ", d));
   }
   check_weight(weight, patches.scalar_type(), window, patches, op);
-  GridGeometry gg = make_grid_geometry(patches.size(1), spatial, window, step);
+  GridGeometry gg =
+      make_grid_geometry(patches.size(1), spatial.data(), window.data(), step.data(), D);
   TORCH_CHECK_VALUE(patches.size(0) % gg.num_windows == 0, msg(op, ": ", patches.size(0),
                     " patches is not a whole number of images of ", gg.num_windows,
                     " windows each"));
@@ -85,15 +72,6 @@ inline GridGeometry check_stitch_grid_into(const at::Tensor& patches,
   return gg;
 }
 
-inline std::vector<int64_t> stitch_grid_out_shape(const at::Tensor& patches,
-                                                  const c10::optional<at::Tensor>& weight,
-                                                  at::IntArrayRef spatial, at::IntArrayRef step) {
-  const GridGeometry gg = check_stitch_grid(patches, weight, spatial, step, "fastquilt.stitch_grid");
-  std::vector<int64_t> shape{gg.g.N, gg.g.C};
-  shape.insert(shape.end(), spatial.begin(), spatial.end());
-  return shape;
-}
-
 // grid_weight_sum: weight (*window) float32/float64 -> (*spatial)
 inline GridGeometry check_grid_weight_sum(const at::Tensor& weight, at::IntArrayRef spatial,
                                           at::IntArrayRef step, const char* op) {
@@ -109,7 +87,7 @@ inline GridGeometry check_grid_weight_sum(const at::Tensor& weight, at::IntArray
     TORCH_CHECK_VALUE(window[d] >= 1 && window[d] <= spatial[d],
                       msg(op, ": window ", window, " does not fit spatial_size ", spatial));
   }
-  GridGeometry gg = make_grid_geometry(1, spatial, window, step);
+  GridGeometry gg = make_grid_geometry(1, spatial.data(), window.data(), step.data(), D);
   gg.g.N = 1;
   return gg;
 }

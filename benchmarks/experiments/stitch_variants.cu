@@ -1,39 +1,38 @@
 // Experiment that chooses the CUDA grid stitch's fast-path shape (StitchAlignedShape in
-// csrc/include/fastquilt/stitch_grid_fast_path.h) on the benchmark grid (512^3, window 64, step 32),
-// fp32 and bf16, against a d2d copy of the patches in the same run:
+// csrc/kernel_bodies/kernel_traits.h) on the benchmark grid (512^3, window 64, step 32), fp32
+// and bf16, against a d2d copy of the patches in the same run:
 //   - the shipped bodies: general (16 bytes per thread) and aligned, with the shipped shape;
 //   - the aligned body with other shapes S<voxels per thread, windows per load batch, weights
-//     loaded with the patches, L2 prefetch distance, min blocks per SM, staging slots> (staged:
-//     the patches of the next windows copied into shared memory with cp.async, so that the
-//     bytes in flight hold no registers);
+//     loaded with the patches, L2 prefetch distance, min blocks per SM>;
+//   - staged S<...>/ST<slots> (stitch_staged.h, not shipped): the patches of the next windows
+//     copied into shared memory with cp.async, so that the bytes in flight hold no registers;
 //   - the shipped shape without weight loads (flat weights): the cost of the weight loads;
 //   - "IW", with no shipped counterpart: no weight sums, the output multiplied by a
 //     precomputed 1 / weight sum (one more fp32 read per voxel).
 // Why these: the kernel is latency bound. Its bandwidth follows the patch bytes each SM has in
-// flight, and registers cap them (H200 runs of 2026-11-26: fp32 71% of copy bandwidth at 96
-// registers / 2 blocks per SM, 86-89% at <= 80 / 3 blocks; bf16 56% at 128 / 2 blocks; H100:
-// bf16 90% at 16 voxels per thread, 3 blocks, L2 prefetch two windows ahead).
+// flight, and registers cap them: the shapes trade voxels and windows per thread against
+// blocks per SM.
 // Every line also counts the voxels that differ from the general body (must be 0).
 // Standalone (no torch), ~15 s on a GPU machine, from the repository root:
-//   nvcc -O3 -std=c++17 -arch=sm_90 -Icsrc/include benchmarks/experiments/stitch_variants.cu \
+//   nvcc -O3 -std=c++17 -arch=sm_90 -Icsrc benchmarks/experiments/stitch_variants.cu \
 //     -o build/stitch_variants && build/stitch_variants
-// Earlier runs: benchmarks/results/gpu_check_2026-11-26_h200_aligned/stitch_variants.txt (H200),
+// Results: benchmarks/results/gpu_check_2026-11-26_h200_aligned/stitch_variants.txt (H200),
 // the bench.log of benchmarks/results/gpu_check_2026-11-26_h100*/ (H100).
-// Kept as a record and for the next tuning, not built by CI.
+// Kept for the next tuning, not built by CI.
 #include <cuda_bf16.h>
-#include <cuda_pipeline.h>
 
 #include <cstdio>
 #include <cstring>
 #include <vector>
 
-#include "fastquilt/stitch_grid_fast_path.h"
+#include "kernel_bodies/stitch_grid_fast_path.h"
+#include "stitch_staged.h"
 using namespace fastquilt;
 
 #define CK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { printf("CUDA %s at %d\n", cudaGetErrorString(e), __LINE__); exit(1);} } while (0)
 
-template <int V, int KB, bool HW, int PF, int MINB, int ST = 0>
-using S = StitchChunkShape<V, KB, HW, PF, MINB, ST>;
+template <int V, int KB, bool HW, int PF, int MINB>
+using S = StitchChunkShape<V, KB, HW, PF, MINB>;
 
 // ---- the shipped bodies ----
 template <typename T>
@@ -45,11 +44,19 @@ __global__ void __launch_bounds__(256, 1) k_general(const T* __restrict__ p, con
 
 template <typename T, typename Shape>
 __global__ void __launch_bounds__(256, Shape::kMinBlocks) k_shape(const T* __restrict__ p, const float* __restrict__ w, T* __restrict__ o, GridGeometry gg, int64_t total) {
-  extern __shared__ __align__(16) unsigned char stage_bytes[];  // staging shapes' slots
+  const ColumnRange all{0, gg.g.S[2]};
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
+    stitch_grid_chunk_aligned<int32_t, T, float, Shape>(p, w, o, gg, 0.f, all, int32_t(i));
+}
+
+// ---- staged (stitch_staged.h): Stages slots of Shape's chunk per thread in shared memory ----
+template <typename T, typename Shape, int Stages>
+__global__ void __launch_bounds__(256, Shape::kMinBlocks) k_staged(const T* __restrict__ p, const float* __restrict__ w, T* __restrict__ o, GridGeometry gg, int64_t total) {
+  extern __shared__ __align__(16) unsigned char stage_bytes[];
   Vec16<T>* stage = reinterpret_cast<Vec16<T>*>(stage_bytes) + threadIdx.x;
   const ColumnRange all{0, gg.g.S[2]};
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
-    stitch_grid_chunk_aligned<int32_t, T, float, Shape>(p, w, o, gg, 0.f, all, int32_t(i), stage, int(blockDim.x));
+    stitch_grid_chunk_staged<int32_t, T, float, Shape, Stages>(p, w, o, gg, 0.f, all, int32_t(i), stage, int(blockDim.x));
 }
 
 // ---- IW: no weight sums; out = sum(w p) * inv[z, y, x] (fp32 image of 1 / weight sum) ----
@@ -124,8 +131,7 @@ float timeit(F f) {
 }
 
 // staged: false: the shipped bodies and shapes, and IW; true: the staging shapes (run last:
-// their shared memory and cp.async have not run on a GPU before; a fault there cannot cost
-// the other lines).
+// a fault in their shared memory or cp.async cannot cost the other lines).
 template <typename T>
 void run(const char* name, bool staged) {
   GridGeometry gg{};
@@ -167,30 +173,30 @@ void run(const char* name, bool staged) {
     printf("  %-40s %.3f ms  %5.1f%% of copy bw  (the reference)\n", "general body (shipped)", ms, 100.0 * bytes / (ms * 1e-3) / copy_bw);
   }
 #define SHAPE(label, ...) { using Sh = __VA_ARGS__; const int64_t total = O / Sh::kVoxels; \
-    constexpr int smem = stitch_stage_bytes<Sh, T>(256); \
-    CK(cudaFuncSetAttribute(k_shape<T, Sh>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem)); \
-    report(label, timeit([&] { k_shape<T, Sh><<<int((total + 255) / 256), 256, smem>>>(p, w, o2, gg, total); })); }
+    report(label, timeit([&] { k_shape<T, Sh><<<int((total + 255) / 256), 256>>>(p, w, o2, gg, total); })); }
 #define SHAPE_NO_WEIGHTS(label, ...) { using Sh = __VA_ARGS__; const int64_t total = O / Sh::kVoxels; \
-    constexpr int smem = stitch_stage_bytes<Sh, T>(256); \
-    CK(cudaFuncSetAttribute(k_shape<T, Sh>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem)); \
-    report(label, timeit([&] { k_shape<T, Sh><<<int((total + 255) / 256), 256, smem>>>(p, nullptr, o2, gg, total); })); }
+    report(label, timeit([&] { k_shape<T, Sh><<<int((total + 255) / 256), 256>>>(p, nullptr, o2, gg, total); })); }
+#define STAGED(label, ST, ...) { using Sh = __VA_ARGS__; const int64_t total = O / Sh::kVoxels; \
+    constexpr int smem = stitch_stage_bytes<Sh, ST, T>(256); \
+    CK(cudaFuncSetAttribute(k_staged<T, Sh, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem)); \
+    report(label, timeit([&] { k_staged<T, Sh, ST><<<int((total + 255) / 256), 256, smem>>>(p, w, o2, gg, total); })); }
 #define IW(V, KB, MINB) { const int64_t total = O / (V); \
     report("IW V=" #V " KB=" #KB " MINB=" #MINB, timeit([&] { k_iw<T, V, KB, MINB><<<int((total + 255) / 256), 256>>>(p, w, o2, inv, gg, total); })); }
-  if (staged) {  // S<voxels, 1, weights with patches, 0, min blocks, slots (windows ahead + 1)>
+  if (staged) {  // STAGED(label, slots (windows ahead + 1), S<voxels, 1, false, 0, min blocks>)
     if constexpr (sizeof(T) == 2) {
-      SHAPE("staged S<32,1,0,0,2,ST2>", S<4 * V16, 1, false, 0, 2, 2>)
-      SHAPE("staged S<32,1,0,0,2,ST3>", S<4 * V16, 1, false, 0, 2, 3>)
-      SHAPE("staged S<32,1,0,0,2,ST4>", S<4 * V16, 1, false, 0, 2, 4>)
-      SHAPE("staged S<16,1,0,0,3,ST3>", S<2 * V16, 1, false, 0, 3, 3>)
-      SHAPE("staged S<16,1,0,0,3,ST4>", S<2 * V16, 1, false, 0, 3, 4>)
-      SHAPE("staged S<16,1,0,0,3,ST6>", S<2 * V16, 1, false, 0, 3, 6>)
-      SHAPE("staged S<8,1,0,0,4,ST4>", S<V16, 1, false, 0, 4, 4>)
-      SHAPE("staged S<8,1,0,0,4,ST8>", S<V16, 1, false, 0, 4, 8>)
+      STAGED("staged S<32,1,0,0,2,ST2>", 2, S<4 * V16, 1, false, 0, 2>)
+      STAGED("staged S<32,1,0,0,2,ST3>", 3, S<4 * V16, 1, false, 0, 2>)
+      STAGED("staged S<32,1,0,0,2,ST4>", 4, S<4 * V16, 1, false, 0, 2>)
+      STAGED("staged S<16,1,0,0,3,ST3>", 3, S<2 * V16, 1, false, 0, 3>)
+      STAGED("staged S<16,1,0,0,3,ST4>", 4, S<2 * V16, 1, false, 0, 3>)
+      STAGED("staged S<16,1,0,0,3,ST6>", 6, S<2 * V16, 1, false, 0, 3>)
+      STAGED("staged S<8,1,0,0,4,ST4>", 4, S<V16, 1, false, 0, 4>)
+      STAGED("staged S<8,1,0,0,4,ST8>", 8, S<V16, 1, false, 0, 4>)
     } else {
-      SHAPE("staged S<8,1,0,0,3,ST3>", S<2 * V16, 1, false, 0, 3, 3>)
-      SHAPE("staged S<8,1,0,0,3,ST4>", S<2 * V16, 1, false, 0, 3, 4>)
-      SHAPE("staged S<8,1,0,0,3,ST6>", S<2 * V16, 1, false, 0, 3, 6>)
-      SHAPE("staged S<16,1,0,0,2,ST3>", S<4 * V16, 1, false, 0, 2, 3>)
+      STAGED("staged S<8,1,0,0,3,ST3>", 3, S<2 * V16, 1, false, 0, 3>)
+      STAGED("staged S<8,1,0,0,3,ST4>", 4, S<2 * V16, 1, false, 0, 3>)
+      STAGED("staged S<8,1,0,0,3,ST6>", 6, S<2 * V16, 1, false, 0, 3>)
+      STAGED("staged S<16,1,0,0,2,ST3>", 3, S<4 * V16, 1, false, 0, 2>)
     }
   } else {
     SHAPE("aligned body, shipped shape", StitchAlignedShape<T>)

@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "kernel_bodies/index_math.h"
 #include "op_checks.h"
 
 namespace fastquilt::cpu {

@@ -1,7 +1,7 @@
 // Row-wise weight sums of a full regular (qlty step-back) grid, shared by the CPU grid stitch
-// and grid_weight_sum: which windows cover an output row (closed form, index_math.h), the sum
-// of their weight rows in a fixed order, and the rows' classes (rows covered at the same
-// offsets have the same sums).
+// and grid_weight_sum: which windows cover an output row (closed form,
+// kernel_bodies/geometry.h), the sum of their weight rows in a fixed order, and the rows'
+// classes (rows covered at the same offsets have the same sums).
 #pragma once
 #include <ATen/Parallel.h>
 
@@ -11,14 +11,9 @@
 
 #include "cpu/cpu_common.h"
 #include "cpu/row_kernels.h"
+#include "cpu/simd.h"
 
 namespace fastquilt::cpu {
-
-#if defined(__GNUC__)
-#define FQ_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define FQ_ALWAYS_INLINE inline
-#endif
 
 // The windows covering output row (n, z, y) along z and y, in the fixed (i0, i1) order:
 // f(m0, a, b) with m0 the pair's first window along x and (a, b) the row inside its windows.

@@ -6,18 +6,50 @@
 #include <type_traits>
 
 #include "cpu/float16_rows.h"
+#include "cpu/simd.h"
 
 namespace fastquilt::cpu {
 
-// float32 rows are the hot case: row_kernels.cpp compiles them twice (AVX2+FMA and baseline
-// x86-64) and the loader picks one at run time (GCC function multi-versioning: each name is an
-// ifunc), so one build runs on any x86-64. Declared here without the attribute: callers in
-// other files then call the ifunc, instead of emitting a resolver of their own that names
-// clones local to row_kernels.cpp (which links only while row_kernels.o's resolver wins).
-void axpy_row_f32(float* __restrict__ d, const float* __restrict__ p, const float* __restrict__ w,
-                  int64_t n);
-void add_row_f32(float* __restrict__ d, const float* __restrict__ p, int64_t n);
-void mul_row_f32(float* __restrict__ d, const float* __restrict__ w, int64_t n);
+// float32 rows are the hot case: row_kernels.cpp compiles each for baseline x86-64 and for
+// AVX2, and these pick one per call (cpu/simd.h), so one build runs fast on any x86-64.
+FQ_HIDDEN void axpy_row_f32_base(float* __restrict__ d, const float* __restrict__ p,
+                                 const float* __restrict__ w, int64_t n);
+FQ_HIDDEN void add_row_f32_base(float* __restrict__ d, const float* __restrict__ p, int64_t n);
+FQ_HIDDEN void mul_row_f32_base(float* __restrict__ d, const float* __restrict__ w, int64_t n);
+#ifdef FQ_HAVE_AVX2_VARIANTS
+FQ_HIDDEN FQ_TARGET_AVX2 void axpy_row_f32_avx2(float* __restrict__ d,
+                                                const float* __restrict__ p,
+                                                const float* __restrict__ w, int64_t n);
+FQ_HIDDEN FQ_TARGET_AVX2 void add_row_f32_avx2(float* __restrict__ d,
+                                               const float* __restrict__ p, int64_t n);
+FQ_HIDDEN FQ_TARGET_AVX2 void mul_row_f32_avx2(float* __restrict__ d,
+                                               const float* __restrict__ w, int64_t n);
+#endif
+
+// d[i] += p[i] * w[i]
+inline void axpy_row_f32(float* __restrict__ d, const float* __restrict__ p,
+                         const float* __restrict__ w, int64_t n) {
+#ifdef FQ_HAVE_AVX2_VARIANTS
+  if (cpu_has_avx2()) return axpy_row_f32_avx2(d, p, w, n);
+#endif
+  axpy_row_f32_base(d, p, w, n);
+}
+
+// d[i] += p[i]
+inline void add_row_f32(float* __restrict__ d, const float* __restrict__ p, int64_t n) {
+#ifdef FQ_HAVE_AVX2_VARIANTS
+  if (cpu_has_avx2()) return add_row_f32_avx2(d, p, n);
+#endif
+  add_row_f32_base(d, p, n);
+}
+
+// d[i] *= w[i]
+inline void mul_row_f32(float* __restrict__ d, const float* __restrict__ w, int64_t n) {
+#ifdef FQ_HAVE_AVX2_VARIANTS
+  if (cpu_has_avx2()) return mul_row_f32_avx2(d, w, n);
+#endif
+  mul_row_f32_base(d, w, n);
+}
 
 // 16-bit float rows go through float32 a block at a time (float16_rows.h), then the float32
 // loops: f(block of p as float32, offset, length).

@@ -1,5 +1,6 @@
 // Helpers shared by the CUDA kernels: launch geometry. The kernel bodies themselves live in
-// include/fastquilt/*_chunk.h, host-device code that the CPU tests run.
+// kernel_bodies/ (host-device code that the CPU tests run), their tuning constants in
+// kernel_bodies/kernel_traits.h.
 #pragma once
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
@@ -8,17 +9,17 @@
 
 #include <algorithm>
 
-#include "fastquilt/index_math.h"
-#include "op_checks.h"
+#include "kernel_bodies/index_math.h"
+#include "kernel_bodies/kernel_traits.h"
+#include "op_entry_points.h"
+#include "optional_tensor.h"
 
 namespace fastquilt::cuda {
-
-constexpr int kThreads = 256;
 
 // Grid size for a grid-stride loop over `work` items (capped; the loop covers the rest).
 inline unsigned int blocks_for(int64_t work, int threads = kThreads) {
   const int64_t b = (work + threads - 1) / threads;
-  return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>(b, int64_t(1) << 20)));
+  return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>(b, kMaxBlocks)));
 }
 
 }  // namespace fastquilt::cuda

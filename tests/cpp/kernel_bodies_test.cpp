@@ -1,4 +1,4 @@
-// Runs the CUDA kernel bodies (include/fastquilt/window_chunk.h, stitch_grid_chunk.h,
+// Runs the CUDA kernel bodies (csrc/kernel_bodies/window_chunk.h, stitch_grid_chunk.h,
 // stitch_grid_fast_path.h, grid_voxel_weight_sum and grid_normalize_voxel in index_math.h) on
 // the CPU, for every thread of an emulated launch, against float64 references: random 2D/3D
 // shapes, windows, steps (with gaps), channels, dtypes of 1, 2, 4 and 8 bytes, 32- and 64-bit
@@ -7,7 +7,8 @@
 // (vec_access.h), so a wrong alignment decision fails here; built with AddressSanitizer, so
 // an out-of-bounds access fails. Also the disjoint window sets of the deterministic scatter-add
 // (disjoint_groups.h).
-// Driven by tests/test_kernel_bodies.py. Exit status 0 = all cases passed.
+// Built and run by tools/run_kernel_bodies.sh (`make kernel-bodies`, part of `make test`).
+// Exit status 0 = all cases passed.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -16,9 +17,10 @@
 #include <string>
 #include <vector>
 
-#include "fastquilt/disjoint_groups.h"
-#include "fastquilt/stitch_grid_fast_path.h"
-#include "fastquilt/window_chunk.h"
+#include "kernel_bodies/disjoint_groups.h"
+#include "kernel_bodies/geometry.h"
+#include "kernel_bodies/stitch_grid_fast_path.h"
+#include "kernel_bodies/window_chunk.h"
 
 using namespace fastquilt;
 
@@ -109,15 +111,13 @@ Case random_case(int V, bool aligned_rows, int s_unit = 0) {
   return k;
 }
 
+// The case's grid, through the constructor the ops use (sizes as the op takes them).
 GridGeometry grid_of(const Case& k) {
-  GridGeometry gg;
-  gg.g = k.g;
-  gg.num_windows = 1;
-  for (int d = 0; d < 3; ++d) {
-    gg.step[d] = k.step[d];
-    gg.count[d] = grid_count(k.g.S[d], k.g.W[d], k.step[d]);
-    gg.num_windows *= gg.count[d];
-  }
+  const Geometry& g = k.g;
+  const int64_t S2[2] = {g.S[0], g.S[2]}, W2[2] = {g.W[0], g.W[2]}, s2[2] = {k.step[0], k.step[2]};
+  GridGeometry gg = k.D == 3 ? make_grid_geometry(g.C, g.S, g.W, k.step, 3)
+                             : make_grid_geometry(g.C, S2, W2, s2, 2);
+  gg.g.N = g.N;
   return gg;
 }
 
@@ -280,16 +280,9 @@ bool check_aligned_shape(const T* p, const acc_t* w, const GridGeometry& gg, acc
   if (fast.end == 0) return false;
   const std::string what = "stitch aligned (voxels " + std::to_string(Shape::kVoxels) +
                            ", batch " + std::to_string(Shape::kBatch) + ", prefetch " +
-                           std::to_string(Shape::kPrefetch) + ", stages " +
-                           std::to_string(Shape::kStages) + ") ";
-  // staging slots, interleaved with another thread's (stride 2), as the launcher lays them out
-  constexpr int kStride = 2;
-  std::vector<Vec16<T>> stage(Shape::kStages * Shape::kVoxels / Vec16<T>::kSize * kStride);
-  for (int64_t i = 0; i < stitch_chunk_count(g, fast, Shape::kVoxels); ++i) {
-    stitch_grid_chunk_aligned<I, T, acc_t, Shape>(p, w, out.data, gg, fill, fast, I(i),
-                                                  stage.data(), kStride);
-    if (host_async::pending() != 0) { fail(what + "left copies in flight " + name); break; }
-  }
+                           std::to_string(Shape::kPrefetch) + ") ";
+  for (int64_t i = 0; i < stitch_chunk_count(g, fast, Shape::kVoxels); ++i)
+    stitch_grid_chunk_aligned<I, T, acc_t, Shape>(p, w, out.data, gg, fill, fast, I(i));
   for (int64_t r = 0; r < rows; ++r)
     if (std::memcmp(general + r * g.S[2], out.data + r * g.S[2], fast.end * sizeof(T)) != 0) {
       fail(what + "!= general " + name);
@@ -306,12 +299,12 @@ constexpr int shape_voxels(ShapeList<Shapes...>, int k) {
 }
 
 // The fast path's other load schedules for chunks of V voxels (the experiment's): batches of
-// 2 and 3 windows, L2 prefetch 1 to 3 windows ahead, staging in 2, 3 and 5 slots.
+// 1 to 3 windows, with and without their weights, L2 prefetch 0 to 3 windows ahead.
 template <int V>
 using OtherSchedules =
     ShapeList<StitchChunkShape<V, 2, true, 3, 2>, StitchChunkShape<V, 1, false, 1, 2>,
-              StitchChunkShape<V, 3, false, 2, 2>, StitchChunkShape<V, 1, false, 0, 2, 2>,
-              StitchChunkShape<V, 1, true, 0, 2, 3>, StitchChunkShape<V, 1, false, 0, 2, 5>>;
+              StitchChunkShape<V, 3, false, 2, 2>, StitchChunkShape<V, 1, false, 0, 2>,
+              StitchChunkShape<V, 1, true, 0, 2>>;
 
 std::vector<int> chosen_shape_cases(2, 0);  // stitch cases per shape the launcher would pick
 
@@ -359,8 +352,8 @@ void check_stitch(const Case& k, bool weighted, int shift_p, int shift_w, int sh
       fail("stitch aligned != general " + k.name);
     // Every shape of the list that has a fast path here, chosen or not; and, with the chosen
     // shape's chunk, the other load schedules (the experiment's): L2 prefetches ahead (host:
-    // reads that ASan checks stay in the patches), other batches, staging through deferred
-    // copies (async_copy.h). All must give the same bytes.
+    // reads that ASan checks stay in the patches), other batches. All must give the same
+    // bytes.
     for (int s = 0; s < StitchAlignedShapes<T>::kSize; ++s)
       with_shape(StitchAlignedShapes<T>(), s, [&](auto shape) {
         check_aligned_shape<decltype(shape), I>(p.data, wp, gg, fill, general.data, k.name);

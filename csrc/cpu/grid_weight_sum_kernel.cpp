@@ -11,16 +11,15 @@
 
 #include "cpu/cpu_common.h"
 #include "cpu/grid_rows.h"
-#include "stitch_grid_checks.h"
+#include "op_entry_points.h"
 
 namespace fastquilt::cpu {
 namespace {
 
-at::Tensor grid_weight_sum_cpu(const at::Tensor& weight, at::IntArrayRef spatial_size,
-                               at::IntArrayRef step, bool inverse) {
-  const GridGeometry gg = check_grid_weight_sum(weight, spatial_size, step,
-                                                "fastquilt.grid_weight_sum");
-  auto out = at::empty(spatial_size, weight.options());
+// Unchecked (op_entry_points.h checks the arguments): out (*S), the weight's dtype.
+void grid_weight_sum_cpu(const at::Tensor& weight, const at::Tensor& out,
+                         const GridGeometry& geometry, bool inverse) {
+  const GridGeometry gg = geometry;  // a local const (op_entry_points.h)
   const auto w = weight.contiguous();
   const Geometry& g = gg.g;
   const GridRowClasses classes(gg);
@@ -34,16 +33,15 @@ at::Tensor grid_weight_sum_cpu(const at::Tensor& weight, at::IntArrayRef spatial
                     o + t * g.S[2]);
     });
   });
-  return out;
 }
 
 // acc (N, C, *S) *= 1 / grid weight sum, fill_value where no weight covers a voxel (inverse
 // 0): the same numbers as acc.mul_(grid_weight_sum(inverse=True)) then masked_fill_, in one
-// pass over acc and without the (*S) buffer (which cost more in page faults than its sums).
-void grid_normalize_cpu(const at::Tensor& acc, const at::Tensor& weight, at::IntArrayRef step,
-                        double fill_value) {
-  const GridGeometry gg =
-      check_grid_normalize(acc, weight, step, "fastquilt.grid_normalize_");
+// pass over acc and without the (*S) buffer (which costs more in page faults than its sums).
+// Unchecked (op_entry_points.h checks the arguments).
+void grid_normalize_cpu(const at::Tensor& acc, const at::Tensor& weight,
+                        const GridGeometry& geometry, double fill_value) {
+  const GridGeometry gg = geometry;  // a local const (op_entry_points.h)
   const Geometry& g = gg.g;
   const int64_t rows_per_image = g.S[0] * g.S[1];
   const int64_t NC = g.N * g.C;
@@ -77,8 +75,8 @@ void grid_normalize_cpu(const at::Tensor& acc, const at::Tensor& weight, at::Int
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastquilt, CPU, m) {
-  m.impl("grid_weight_sum", &grid_weight_sum_cpu);
-  m.impl("grid_normalize_", &grid_normalize_cpu);
+  m.impl("grid_weight_sum", &grid_weight_sum_op<&grid_weight_sum_cpu>);
+  m.impl("grid_normalize_", &grid_normalize_op<&grid_normalize_cpu>);
 }
 
 }  // namespace fastquilt::cpu

@@ -1,23 +1,23 @@
 // CUDA weighted scatter-add with atomics: acc[n, c, o + i] += w[i] * patches[m, c, i] (and the
 // weight sum for c == 0), for any list of window origins, in float32 (float64 for float64).
-// One thread handles four elements of a patch row (window_chunk in
-// include/fastquilt/window_chunk.h, host-device index math the CPU tests run), then adds them
+// One thread handles kScatterElements (four) elements of a patch row (window_chunk in
+// kernel_bodies/window_chunk.h, host-device index math the CPU tests run), then adds them
 // with atomics: one float4 atomic on sm_90 when the target is 16-byte aligned. Under
 // torch.use_deterministic_algorithms(True) the windows are added in sets of pairwise disjoint
-// windows (include/fastquilt/disjoint_groups.h), one launch per set: bit-identical run to run.
+// windows (kernel_bodies/disjoint_groups.h), one launch per set: bit-identical run to run.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/Atomic.cuh>
 #include <torch/library.h>
 
 #include "cuda/cuda_common.cuh"
-#include "fastquilt/disjoint_groups.h"
-#include "fastquilt/window_chunk.h"
-#include "optional_tensor.h"
-#include "out_of_place.h"
+#include "kernel_bodies/disjoint_groups.h"
+#include "kernel_bodies/window_chunk.h"
 
 namespace fastquilt::cuda {
 namespace {
+
+static_assert(kScatterElements == 4, "add4 adds one float4 of accumulator");
 
 template <typename acc_t>
 __device__ __forceinline__ void add4(acc_t* dst, const acc_t v[4], bool aligned) {
@@ -52,7 +52,7 @@ __global__ void scatter_kernel(const scalar_t* __restrict__ patches,
                                const int64_t* __restrict__ sel, acc_t* __restrict__ acc,
                                acc_t* __restrict__ wsum, Geometry g, int D, int64_t total,
                                bool vec) {
-  constexpr int kV = 4;  // elements per thread: one float4 of accumulator
+  constexpr int kV = kScatterElements;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
     WindowChunk<I> ch;
@@ -90,12 +90,10 @@ __global__ void weight_sum_kernel(const int64_t* __restrict__ org, const acc_t* 
   }
 }
 
-void scatter_add_windows_inplace_cuda(const at::Tensor& patches, const at::Tensor& origins,
-                                      const c10::optional<at::Tensor>& weight,
-                                      const at::Tensor& acc,
-                                      const c10::optional<at::Tensor>& weight_sum) {
-  constexpr const char* op = "fastquilt.scatter_add_windows_";
-  const Geometry g = check_scatter_inplace(patches, origins, weight, acc, weight_sum, op);
+// Unchecked (op_entry_points.h checks the arguments): adds into acc and weight_sum.
+void scatter_add_windows_cuda(const at::Tensor& patches, const at::Tensor& origins,
+                              const c10::optional<at::Tensor>& weight, const at::Tensor& acc,
+                              const c10::optional<at::Tensor>& weight_sum, const Geometry& g) {
   const int64_t M = origins.size(0);
   if (M == 0) return;
   c10::cuda::CUDAGuard guard(patches.device());
@@ -111,7 +109,7 @@ void scatter_add_windows_inplace_cuda(const at::Tensor& patches, const at::Tenso
     // Adds the windows sel[0 .. count) (all M windows for sel == nullptr) in one launch.
     auto launch = [&](const int64_t* sel, int64_t count) {
       if (g.C > 0 && p.numel() > 0) {
-        const int64_t total = window_chunk_count<4>(g, count);
+        const int64_t total = window_chunk_count<kScatterElements>(g, count);
         // acc / weight_sum may be views at any element offset: float4 atomics need both base
         // pointers 16-byte aligned (the chunk offsets are checked per chunk).
         const bool vec = aligned16(acc.const_data_ptr()) && (ws == nullptr || aligned16(ws));
@@ -151,8 +149,8 @@ void scatter_add_windows_inplace_cuda(const at::Tensor& patches, const at::Tenso
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastquilt, CUDA, m) {
-  m.impl("scatter_add_windows", &scatter_add_windows_via<&scatter_add_windows_inplace_cuda>);
-  m.impl("scatter_add_windows_", &scatter_add_windows_inplace_cuda);
+  m.impl("scatter_add_windows", &scatter_add_windows_op<&scatter_add_windows_cuda>);
+  m.impl("scatter_add_windows_", &scatter_add_windows_inplace_op<&scatter_add_windows_cuda>);
 }
 
 }  // namespace fastquilt::cuda

@@ -7,7 +7,7 @@
 #include <cassert>
 #include <cstdint>
 
-#include "fastquilt/index_math.h"
+#include "kernel_bodies/geometry.h"
 
 namespace fastquilt {
 

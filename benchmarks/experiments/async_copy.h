@@ -3,14 +3,15 @@
 // groups with async_wait_prior<N>(). The bytes in flight hold no registers, so a
 // latency-bound kernel can keep several loads of its own in flight.
 //
-// On the host, where the CPU tests run the kernel bodies, the copies are deferred the same
-// way: a group's copies happen only when a wait retires it. A body that reads a slot before
-// waiting for it, or refills a slot it has not read yet, then reads the wrong bytes there too,
-// so its wait counts and slot rotation are tested without a GPU. (Before sm_80: plain copies.)
+// Used by the staging experiment (stitch_staged.h), not by the shipped kernels.
+// On the host the copies are deferred the same way: a group's copies happen only when a wait
+// retires it. A body that reads a slot before waiting for it, or refills a slot it has not
+// read yet, then reads the wrong bytes there too, so its wait counts and slot rotation can be
+// tested without a GPU. (Below sm_80: plain copies.)
 #pragma once
 #include <cstring>
 
-#include "fastquilt/vec_access.h"
+#include "kernel_bodies/vec_access.h"
 
 #if defined(__CUDA_ARCH__)
 #include <cuda_pipeline.h>

@@ -5,8 +5,8 @@
 #pragma once
 #include <type_traits>
 
-#include "fastquilt/index_math.h"
-#include "fastquilt/vec_access.h"
+#include "kernel_bodies/index_math.h"
+#include "kernel_bodies/vec_access.h"
 
 namespace fastquilt {
 

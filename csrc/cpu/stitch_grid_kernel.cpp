@@ -2,8 +2,8 @@
 //   mean[n, c, p] = sum_{windows m covering p} w[p - o_m] * patches[m, c, p - o_m]
 //                   / sum_{same m} w[p - o_m]          (fill_value where nothing covers p)
 // Output-centric: each task owns one output row (n, z, y) and finds the windows covering it in
-// closed form (index_math.h, the same code the CUDA kernel runs), so no accumulator buffers are
-// written and the summation order per voxel is fixed.
+// closed form (kernel_bodies/geometry.h, the same code the CUDA kernel runs), so no
+// accumulator buffers are written and the summation order per voxel is fixed.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -15,8 +15,9 @@
 #include "cpu/float16_rows.h"
 #include "cpu/grid_rows.h"
 #include "cpu/row_kernels.h"
+#include "cpu/simd.h"
 #include "optional_tensor.h"
-#include "out_of_place.h"
+#include "op_entry_points.h"
 
 namespace fastquilt::cpu {
 namespace {
@@ -57,10 +58,10 @@ FQ_ALWAYS_INLINE void add_windows(acc_t* __restrict__ d, const row_t* const* row
 #else
 #define FQ_PREFETCH(p)
 #endif
-constexpr int64_t kAhead = 4;
+constexpr int64_t kAhead = 4;  // rows: far enough to hide a DRAM fetch behind a row's sums
 
 // Everything one output row (n, z, y) needs, for all channels, given the rows of the P windows
-// covering it along z and y. Inlined into two entry points below (AVX2+FMA and baseline).
+// covering it along z and y. Inlined into the baseline and AVX2 variants below (cpu/simd.h).
 template <typename scalar_t, typename acc_t>
 FQ_ALWAYS_INLINE void stitch_row(const scalar_t* const* prow, const acc_t* const* wrow, int P,
                                  const GridGeometry& gg, int64_t win, int64_t patch_c,
@@ -110,18 +111,14 @@ void stitch_row_base(const scalar_t* const* prow, const acc_t* const* wrow, int 
   stitch_row(prow, wrow, P, gg, win, patch_c, num, den, inv_row, out, out_c, fill, conv);
 }
 
-#if defined(__GNUC__) && defined(__x86_64__)
-// Same code compiled for AVX2+FMA, chosen at run time when the CPU has them.
+#ifdef FQ_HAVE_AVX2_VARIANTS
 template <typename scalar_t, typename acc_t>
-__attribute__((target("avx2,fma"))) void stitch_row_avx2(
-    const scalar_t* const* prow, const acc_t* const* wrow, int P, const GridGeometry& gg,
-    int64_t win, int64_t patch_c, acc_t* num, acc_t* den, const acc_t* inv_row, scalar_t* out,
-    int64_t out_c, acc_t fill, acc_t* const* conv) {
+FQ_TARGET_AVX2 void stitch_row_avx2(const scalar_t* const* prow, const acc_t* const* wrow, int P,
+                                    const GridGeometry& gg, int64_t win, int64_t patch_c,
+                                    acc_t* num, acc_t* den, const acc_t* inv_row, scalar_t* out,
+                                    int64_t out_c, acc_t fill, acc_t* const* conv) {
   stitch_row(prow, wrow, P, gg, win, patch_c, num, den, inv_row, out, out_c, fill, conv);
 }
-static const bool kHasAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-static const bool kHasAvx2 = false;
 #endif
 
 template <typename scalar_t, typename acc_t>
@@ -170,8 +167,8 @@ void stitch_grid_kernel(const scalar_t* patches, const acc_t* weight, const acc_
       const acc_t* inv_row = inv_wsum != nullptr ? inv_wsum + (z * g.S[1] + y) * g.S[2]
                              : class_inv.empty() ? nullptr
                                                  : class_inv.data() + classes.of(z, y) * g.S[2];
-#if defined(__GNUC__) && defined(__x86_64__)
-      if (kHasAvx2) {
+#ifdef FQ_HAVE_AVX2_VARIANTS
+      if (cpu_has_avx2()) {
         stitch_row_avx2(prow.data(), wrow.data(), P, gg, win, patch_c, num.data(), den.data(),
                         inv_row, o, out_c, fill, conv.data());
         continue;
@@ -183,12 +180,11 @@ void stitch_grid_kernel(const scalar_t* patches, const acc_t* weight, const acc_
   });
 }
 
-void stitch_grid_into_cpu(const at::Tensor& patches, const c10::optional<at::Tensor>& weight,
-                          at::IntArrayRef step, double fill_value, const at::Tensor& out,
-                          const c10::optional<at::Tensor>& inv_weight_sum) {
-  constexpr const char* op = "fastquilt.stitch_grid_into";
-  const GridGeometry gg =
-      check_stitch_grid_into(patches, weight, step, out, inv_weight_sum, op);
+// Unchecked (op_entry_points.h checks the arguments): out (N, C, *S), contiguous.
+void stitch_grid_cpu(const at::Tensor& patches, const c10::optional<at::Tensor>& weight,
+                     const c10::optional<at::Tensor>& inv_weight_sum, const at::Tensor& out,
+                     const GridGeometry& geometry, double fill_value) {
+  const GridGeometry gg = geometry;  // a local const (op_entry_points.h)
   if (out.numel() == 0) return;
   const auto p = patches.contiguous();
   const auto w = contiguous_or_none(weight);
@@ -204,8 +200,8 @@ void stitch_grid_into_cpu(const at::Tensor& patches, const c10::optional<at::Ten
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastquilt, CPU, m) {
-  m.impl("stitch_grid", &stitch_grid_via<&stitch_grid_into_cpu>);
-  m.impl("stitch_grid_into", &stitch_grid_into_cpu);
+  m.impl("stitch_grid", &stitch_grid_op<&stitch_grid_cpu>);
+  m.impl("stitch_grid_into", &stitch_grid_into_op<&stitch_grid_cpu>);
 }
 
 }  // namespace fastquilt::cpu

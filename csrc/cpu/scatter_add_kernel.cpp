@@ -14,7 +14,7 @@
 #include "cpu/cpu_common.h"
 #include "cpu/row_kernels.h"
 #include "optional_tensor.h"
-#include "out_of_place.h"
+#include "op_entry_points.h"
 
 namespace fastquilt::cpu {
 namespace {
@@ -88,14 +88,14 @@ void weight_sum_kernel(const std::vector<int64_t>& org, const PlaneIndex& index,
   });
 }
 
-void scatter_add_windows_inplace_cpu(const at::Tensor& patches, const at::Tensor& origins,
-                                     const c10::optional<at::Tensor>& weight,
-                                     const at::Tensor& acc,
-                                     const c10::optional<at::Tensor>& weight_sum) {
-  constexpr const char* op = "fastquilt.scatter_add_windows_";
-  const Geometry g = check_scatter_inplace(patches, origins, weight, acc, weight_sum, op);
+// Unchecked (op_entry_points.h checks the arguments): adds into acc and weight_sum.
+void scatter_add_windows_cpu(const at::Tensor& patches, const at::Tensor& origins,
+                             const c10::optional<at::Tensor>& weight, const at::Tensor& acc,
+                             const c10::optional<at::Tensor>& weight_sum,
+                             const Geometry& geometry) {
+  const Geometry g = geometry;  // a local const (op_entry_points.h)
   const int64_t D = patches.dim() - 2;
-  const auto org = load_origins(origins, g, D, op);
+  const auto org = load_origins(origins, g, D, "fastquilt.scatter_add_windows_");
   const int64_t M = origins.size(0);
   if (M == 0) return;
   const PlaneIndex index(org, g, M);
@@ -115,8 +115,8 @@ void scatter_add_windows_inplace_cpu(const at::Tensor& patches, const at::Tensor
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastquilt, CPU, m) {
-  m.impl("scatter_add_windows", &scatter_add_windows_via<&scatter_add_windows_inplace_cpu>);
-  m.impl("scatter_add_windows_", &scatter_add_windows_inplace_cpu);
+  m.impl("scatter_add_windows", &scatter_add_windows_op<&scatter_add_windows_cpu>);
+  m.impl("scatter_add_windows_", &scatter_add_windows_inplace_op<&scatter_add_windows_cpu>);
 }
 
 }  // namespace fastquilt::cpu

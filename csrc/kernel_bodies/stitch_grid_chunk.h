@@ -3,15 +3,15 @@
 // (stitch_grid_fast_path.h). Host-device code, run for every thread of a launch by the CPU
 // tests (tests/cpp/kernel_bodies_test.cpp).
 //
-// Why chunks: one thread per voxel paid the covering-window search and the offset math per
-// voxel and issued 4-byte loads one after another. A chunk pays them once for V voxels,
-// reads each covering window's part of the chunk with one 16-byte load (when aligned), issues
-// the loads of several windows before summing them and keeps the V sums in registers. The
-// order of the sums per voxel is still fixed (windows by increasing (i0, i1, i2)), so the
-// result is bit-identical run to run.
+// Why chunks: a chunk pays the covering-window search and the offset math once for V voxels
+// instead of once per voxel, reads each covering window's part of the chunk with one 16-byte
+// load (when aligned), issues the loads of several windows before summing them and keeps the
+// V sums in registers. The order of the sums per voxel is fixed (windows by increasing
+// (i0, i1, i2)), so the result is bit-identical run to run.
 #pragma once
-#include "fastquilt/index_math.h"
-#include "fastquilt/vec_access.h"
+#include "kernel_bodies/index_math.h"
+#include "kernel_bodies/kernel_traits.h"
+#include "kernel_bodies/vec_access.h"
 
 namespace fastquilt {
 
@@ -140,9 +140,8 @@ FQ_HD void stitch_grid_chunk(const scalar_t* patches, const acc_t* weight, scala
   FQ_UNROLL
   for (int k = 0; k < V; ++k) num[k] = den[k] = acc_t(0);
   // The covering windows (i0, i1, i2), in lexicographic order, in batches of kBatch: a batch
-  // issues all its patch loads before it sums them, so a thread has kBatch loads in flight
-  // rather than one (the usual grid, step = window / 2 in 3D, has 8 covering windows).
-  constexpr int kBatch = 4;
+  // issues all its patch loads before it sums them, so a thread has kBatch loads in flight.
+  constexpr int kBatch = kStitchBatch;
   const I n0 = l0 - f0 + 1, n1 = l1 - f1 + 1, n2 = l2 - f2 + 1;
   const I windows = n0 > 0 && n1 > 0 && n2 > 0 ? n0 * n1 * n2 : I(0);
   WindowCursor<I> next{f0, f1, f2, n1, n2};  // the next window

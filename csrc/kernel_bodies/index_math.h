@@ -1,60 +1,13 @@
 // Index math shared by the CPU (.cpp) and CUDA (.cu) kernels: one copy, so the CPU tests
-// exercise the exact code the GPU runs.
-//
-// Every kernel works in three spatial dimensions. A 2D image (N, C, Y, X) is viewed as
-// (N, C, Y, 1, X) with windows (wy, 1, wx): the last axis stays the contiguous row axis and
-// the first axis gives enough independent work to parallelise over.
+// exercise the exact code the GPU runs. Offsets into the contiguous tensors of a Geometry
+// (geometry.h), origin rows, and the grid's per-voxel weight sums.
 #pragma once
 #include <cfloat>
 #include <cstdint>
 
-#if defined(__CUDACC__) || defined(__HIPCC__)
-#define FQ_HD __host__ __device__ __forceinline__
-#define FQ_UNROLL _Pragma("unroll")
-#else
-#define FQ_HD inline
-#define FQ_UNROLL
-#endif
+#include "kernel_bodies/geometry.h"
 
 namespace fastquilt {
-
-// Shape of an image batch and of its windows, normalised to three spatial axes.
-struct Geometry {
-  int64_t N, C;      // images, channels
-  int64_t S[3];      // spatial size
-  int64_t W[3];      // window size
-};
-
-// A regular (qlty step-back) grid of windows over a Geometry.
-struct GridGeometry {
-  Geometry g;
-  int64_t step[3];
-  int64_t count[3];     // windows per normalised axis
-  int64_t num_windows;  // per image
-};
-
-// Index arithmetic runs in an integer type I: int64_t in general; the CUDA kernels use
-// int32_t when every offset of a launch fits (decided on the host), which halves the
-// registers and instructions their index math needs. Offsets below are nested products of
-// non-negative terms bounded by the tensor's element count, so they fit I when it does.
-template <typename T>
-struct same_type { using type = T; };
-template <typename T>
-using same_t = typename same_type<T>::type;  // a parameter that does not take part in deduction
-
-// a / b for a >= 0, b > 0. On the GPU a 64-bit division is a ~70-instruction software
-// routine; indices almost always fit 32 bits, and then the hardware 32-bit path is taken
-// (the branch is uniform across a warp). Host and device run the same code, so the CPU
-// tests cover both paths.
-template <typename I>
-FQ_HD I div_index(I a, same_t<I> b) {
-  if constexpr (sizeof(I) == 4) {
-    return I(uint32_t(a) / uint32_t(b));
-  } else {
-    if (a <= 0xFFFFFFFFll && b <= 0xFFFFFFFFll) return I(uint32_t(a) / uint32_t(b));
-    return a / b;
-  }
-}
 
 // Offset of element (n, c, z, y, x) in a contiguous (N, C, S0, S1, S2) tensor.
 template <typename I>
@@ -83,34 +36,6 @@ FQ_HD void normalised_origin(const int64_t* row, int64_t D, int64_t out[4]) {
   out[1] = row[1];
   out[2] = D == 3 ? row[2] : 0;
   out[3] = row[D];
-}
-
-// ---- qlty's step-back grid along one axis (size S, window w, step s; S >= w, s >= 1) ----
-
-// Number of windows: ceil((S - w) / s) + 1; the last one ends exactly at S.
-template <typename I>
-FQ_HD I grid_count(I S, same_t<I> w, same_t<I> s) {
-  return S <= w ? I(1) : div_index<I>(S - w + s - 1, s) + 1;
-}
-
-// Start of window i: i * s, stepped back to S - w so that no window leaves the image.
-template <typename I>
-FQ_HD I grid_start(I i, same_t<I> S, same_t<I> w, same_t<I> s) {
-  const I a = i * s;
-  return a < S - w ? a : S - w;
-}
-
-// Closed-form range [*first, *last] of the grid windows that cover position p (0 <= p < S).
-// Starts are non-decreasing, so the covering windows are contiguous; the range is empty
-// (*first > *last) only when s > w leaves p uncovered.
-template <typename I>
-FQ_HD void grid_cover(I p, same_t<I> S, same_t<I> w, same_t<I> s, I* first, I* last) {
-  const I n = grid_count<I>(S, w, s);
-  // first: smallest i with start_i + w > p. The last window (start S - w) always qualifies.
-  const I f = p < w ? I(0) : div_index<I>(p - w, s) + 1;
-  *first = f < n - 1 ? f : n - 1;
-  // last: largest i with start_i <= p. Regular windows i <= n - 2 start below S - w.
-  *last = p >= S - w ? n - 1 : div_index<I>(p, s);
 }
 
 // 1 / s for a weight sum s > 0 (s clamped to the smallest normal number, so the result stays

@@ -10,7 +10,7 @@
 #include "cpu/cpu_common.h"
 #include "cpu/row_kernels.h"
 #include "optional_tensor.h"
-#include "out_of_place.h"
+#include "op_entry_points.h"
 
 namespace fastquilt::cpu {
 namespace {
@@ -40,13 +40,13 @@ void gather_kernel(const scalar_t* in, const int64_t* org, const acc_t* weight, 
   });
 }
 
-void gather_windows_into_cpu(const at::Tensor& input, const at::Tensor& origins,
-                             const c10::optional<at::Tensor>& weight, const at::Tensor& out) {
-  constexpr const char* op = "fastquilt.gather_windows";
-  auto window = out.sizes().slice(2);
-  const Geometry g = check_gather_into(input, origins, weight, out, op);
-  const int64_t D = static_cast<int64_t>(window.size());
-  const auto org = load_origins(origins, g, D, op);
+// Unchecked (op_entry_points.h checks the arguments): out (M, C, *window), contiguous.
+void gather_windows_cpu(const at::Tensor& input, const at::Tensor& origins,
+                        const c10::optional<at::Tensor>& weight, const at::Tensor& out,
+                        const Geometry& geometry) {
+  const Geometry g = geometry;  // a local const (op_entry_points.h)
+  const int64_t D = out.dim() - 2;
+  const auto org = load_origins(origins, g, D, "fastquilt.gather_windows");
   const int64_t M = origins.size(0);
   if (M == 0 || out.numel() == 0) return;
   const auto in = input.contiguous();
@@ -65,8 +65,8 @@ void gather_windows_into_cpu(const at::Tensor& input, const at::Tensor& origins,
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastquilt, CPU, m) {
-  m.impl("gather_windows", &gather_windows_via<&gather_windows_into_cpu>);
-  m.impl("gather_windows_into", &gather_windows_into_cpu);
+  m.impl("gather_windows", &gather_windows_op<&gather_windows_cpu>);
+  m.impl("gather_windows_into", &gather_windows_into_op<&gather_windows_cpu>);
 }
 
 }  // namespace fastquilt::cpu
