@@ -22,7 +22,7 @@ $(DEPS_STAMP): pyproject.toml Makefile
 	$(PIP) $(TORCH)
 	$(PIP) $(TORCH) "scikit-build-core>=0.10" "cmake>=3.25" ninja numpy tqdm \
 	  "pytest>=8" "hypothesis>=6.100" "ruff>=0.5" qlty==1.5.0 "zarr>=3" dask distributed \
-	  "pillow>=9"
+	  "pillow>=9" "h5py>=3"
 	@touch $@
 
 $(BUILD_STAMP): $(DEPS_STAMP) $(CSRC) $(PYSRC)
@@ -41,8 +41,12 @@ cuda-check: $(DEPS_STAMP)
 kernel-bodies:
 	tools/run_kernel_bodies.sh
 
-test: $(BUILD_STAMP) lint cuda-check kernel-bodies
+test: $(BUILD_STAMP) lint cuda-check kernel-bodies qlty-tests
 	$(VPY) -m pytest -q -p no:cacheprovider tests
+
+# qlty 1.5.0's own tests against fastquilt.compat (tests/compat/qlty_expected_failures.txt).
+qlty-tests: $(BUILD_STAMP)
+	$(VPY) tools/run_qlty_tests.py
 
 bench: $(BUILD_STAMP)
 	$(PIP) $(TORCH) monai

@@ -14,11 +14,27 @@ from __future__ import annotations
 import torch  # noqa: F401  (must be loaded before the extension)
 
 from .accumulator import StitchAccumulator
+from .buffers import set_buffer_cache
 from .compat import (
+    DataSource3DBackend,
+    HDF5Backend,
+    InMemoryBackend,
     LargeNCYXQuilt,
     LargeNCZYXQuilt,
+    MemoryMappedBackend,
     NCYXQuilt,
+    NCZYX25DQuilt,
     NCZYXQuilt,
+    TensorLike3D,
+    ZarrBackend,
+    ZOperation,
+    extract_overlapping_pixels,
+    extract_overlapping_pixels_3d,
+    extract_patch_pairs,
+    extract_patch_pairs_3d,
+    from_hdf5,
+    from_memmap,
+    from_zarr,
     weed_sparse_classification_training_pairs_2D,
     weed_sparse_classification_training_pairs_3D,
 )
@@ -49,6 +65,21 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CleaningStats",
+    "DataSource3DBackend",
+    "HDF5Backend",
+    "InMemoryBackend",
+    "MemoryMappedBackend",
+    "NCZYX25DQuilt",
+    "TensorLike3D",
+    "ZOperation",
+    "ZarrBackend",
+    "extract_overlapping_pixels",
+    "extract_overlapping_pixels_3d",
+    "extract_patch_pairs",
+    "extract_patch_pairs_3d",
+    "from_hdf5",
+    "from_memmap",
+    "from_zarr",
     "LargeNCYXQuilt",
     "LargeNCZYXQuilt",
     "NCYXQuilt",
@@ -77,6 +108,7 @@ __all__ = [
     "make_weight",
     "scatter_add_windows",
     "scatter_add_windows_",
+    "set_buffer_cache",
     "sliding_window",
     "stitch_grid",
     "stitch_grid_into",
