@@ -1,9 +1,15 @@
-"""CPU benchmark: unstitch + stitch (identity model) of the two workloads in
-shared/notes/peers.md, for fastquilt, qlty 1.5.0, MONAI (if installed), Tensor.unfold + a
-slice-add loop, and a two-copy memcpy floor — in one process, one run, with 1 thread and with
-all threads. Prints seconds and ratios; writes JSON to benchmarks/results/.
+"""CPU benchmark: unstitch + stitch (identity model) of a 2D and a 3D workload, for fastquilt
+(into new outputs, as a qlty user calls it, and into reused out= buffers), its scatter-add and
+sliding_window, qlty 1.5.0, MONAI (if installed), Tensor.unfold + a slice-add loop, and a
+two-copy memcpy floor at the same thread count — in one process, one run, at 1, 2, ... all
+threads. Prints seconds and ratios; writes JSON to benchmarks/results/.
 
-    python benchmarks/bench_cpu.py [--reps 5] [--quick]
+``--memory warm`` runs the same in a process whose glibc keeps freed memory
+(``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>``), so that new outputs cost no page
+faults for any contender: compare qlty and fastquilt like with like, fresh with fresh (the
+default) and warm with warm.
+
+    python benchmarks/bench_cpu.py [--reps 5] [--quick] [--memory fresh|warm]
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -37,6 +45,15 @@ def impls(x: torch.Tensor, window: int, step: int, border: int) -> dict:
         return q.stitch(P, out=O)[0]
 
     out["fastquilt"] = fastquilt
+    out["fastquilt, new outputs"] = lambda: q.stitch(q.unstitch(x))[0]
+    acc = torch.zeros_like(x)
+    org, wt = q.origins(x.shape[0]), q.weight
+
+    def scatter():
+        acc.zero_()
+        fq.scatter_add_windows_(P, org, acc, None, weight=wt)
+
+    out["fastquilt scatter-add (into acc)"] = scatter
     out["fastquilt sliding_window"] = lambda: fq.sliding_window(
         lambda t: t, x, window, step, batch_size=64, weight=q.weight)
 
@@ -98,10 +115,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true",
                     help="smaller shapes (smoke test; writes JSON only with --json)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--memory", choices=["fresh", "warm"], default="fresh")
     a = ap.parse_args()
+    if a.memory == "warm" and os.environ.get("MALLOC_MMAP_MAX_") != "0":
+        env = dict(os.environ, MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(1 << 40))
+        sys.exit(subprocess.call([sys.executable, *sys.argv], env=env))
     all_threads = os.cpu_count() or 1
     results = {"machine": platform.processor() or platform.machine(), "cpus": all_threads,
-               "torch": torch.__version__, "runs": {}}
+               "torch": torch.__version__, "memory": a.memory, "runs": {}}
     for name, wl in WORKLOADS.items():
         shape = wl["shape"]
         if a.quick:
@@ -114,7 +135,7 @@ def main() -> None:
             if r is not None:
                 err = float((r - x).abs().max())
                 assert err < 1e-4, f"{k} on {name}: round trip error {err}"
-        for threads in sorted({1, all_threads}):
+        for threads in range(1, all_threads + 1):
             torch.set_num_threads(threads)
             try:
                 import numba
@@ -138,7 +159,8 @@ def main() -> None:
             print(f"  {k:34s} {t:9.4f} {t / fl:8.2f} {t / fq_t:19.1f}x")
     if a.quick and a.json is None:  # a smoke test must not replace the stored results
         return
-    path = Path(a.json or Path(__file__).parent / "results" / "bench_cpu.json")
+    default = "bench_cpu.json" if a.memory == "fresh" else "bench_cpu_warm.json"
+    path = Path(a.json or Path(__file__).parent / "results" / default)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1))
     print(f"\nwrote {path}")

@@ -63,8 +63,8 @@ def _produce(job: Job, model, windows: list[int], dests: list[int], c_out: int,
     lo = starts.min(0).values.tolist()
     hi = (starts.max(0).values + torch.tensor(layout.window)).tolist()
     shape = tuple(h - a for a, h in zip(lo, hi))
-    acc = torch.zeros((1, c_out, *shape))
-    wsum = torch.zeros((1, *shape))
+    acc = torch.zeros((1, c_out, *shape), device=device)  # summed on the model's device
+    wsum = torch.zeros((1, *shape), device=device)
     n = int(layout.origins[windows[0], 0])
     # one read of the region these windows cover, instead of one read per window
     region = read_region(job.x, n, lo, hi)
@@ -85,7 +85,8 @@ def _produce(job: Job, model, windows: list[int], dests: list[int], c_out: int,
         part = layout.units.clip(uid, lo, shape)
         if part is not None:
             src, dst = part
-            pieces[uid] = (dst, acc[(0, slice(None), *src)].clone(), wsum[(0, *src)].clone())
+            pieces[uid] = (dst, acc[(0, slice(None), *src)].to("cpu", copy=True),
+                           wsum[(0, *src)].to("cpu", copy=True))
     return pieces
 
 

@@ -61,6 +61,10 @@ class Layout:
     def window(self) -> tuple[int, ...]:
         return self.q.window
 
+    def weight_on(self, device: torch.device | str) -> torch.Tensor:
+        """The window weight (float32) on ``device``."""
+        return self.q.weight_for(torch.float32, torch.device(device))
+
     def metadata(self, out_dtype: str, weight, border_weight: float) -> dict:
         """What the output is made with (without the model's channel count): a resumed run
         must ask for exactly this."""

@@ -1,9 +1,14 @@
-"""The out-of-core run in one process: windows read in raster order (ahead of time, on reader
-threads), the model on batches, their weighted predictions summed in the RAM slab, finished
-units written on writer threads while the next windows run."""
+"""The out-of-core run in one process, as a pipeline whose stages overlap: input blocks read
+ahead on reader threads; windows cut and the model run on the main thread; the weighted
+predictions summed into the RAM slab on the model's device by an accumulator thread; finished
+units normalised there, copied back and written by writer threads. Memory stays bounded: one
+input block read ahead, at most ``QUEUE_DEPTH`` batches of predictions waiting, at most one
+plane of finished units waiting to be written, and the slab (about one plane of units)."""
 
 from __future__ import annotations
 
+import queue
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -14,6 +19,67 @@ from .models import predict
 from .reading import windows_by_row
 from .slab import Slab
 
+QUEUE_DEPTH = 2  # batches of predictions between the model and the accumulator
+_DONE = object()
+
+
+class _Accumulator(threading.Thread):
+    """Adds batches of predictions to the slab in order and hands finished units to the
+    writers; an error is kept for the main thread to raise."""
+
+    def __init__(self, job: Job, done: set[int], fill_value: float,
+                 writer: ThreadPoolExecutor) -> None:
+        super().__init__(name="fastquilt-accumulator", daemon=True)
+        self.job, self.done, self.fill_value, self.writer = job, done, fill_value, writer
+        self.batches: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+        self.writes: list[Future] = []
+        self.max_pending = int(np.prod(job.layout.units.counts[1:]))  # one plane of units
+        self.slab: Slab | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        ended = False  # the main thread has sent _DONE
+        try:
+            while not (ended := (item := self.batches.get()) is _DONE):
+                ks, pred = item
+                if self.slab is None:
+                    self.slab = Slab(self.job.layout, pred.shape[1], self.done, self.fill_value,
+                                     device=pred.device)
+                self._submit(self.slab.add(ks, pred))
+            if self.slab is not None:
+                self._submit(self.slab.flush_image())
+            for f in self.writes:
+                f.result()
+        except BaseException as e:  # raised again by the main thread
+            self.error = e
+            while not ended:  # take what the main thread still sends, until it stops
+                ended = self.batches.get() is _DONE
+
+    def _submit(self, units) -> None:
+        for uid, mean in units:
+            while len(self.writes) >= self.max_pending:  # back-pressure
+                self.writes.pop(0).result()
+            self.writes.append(self.writer.submit(self.job.store.write_unit, uid, mean.cpu()))
+        for f in [f for f in self.writes if f.done()]:
+            f.result()  # a failed write raises now
+        self.writes = [f for f in self.writes if not f.done()]
+
+    def put(self, item) -> None:
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.batches.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        self.batches.put(_DONE)
+        self.join()
+        if self.error is not None:
+            raise self.error
+
 
 def run_local(job: Job, model, batch_size: int, device: torch.device, fill_value: float,
               progress: bool):
@@ -23,22 +89,14 @@ def run_local(job: Job, model, batch_size: int, device: torch.device, fill_value
     todo, _ = layout.plan(done)
     writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastquilt-writer")
     reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastquilt-reader")
-    writes: list[Future] = []
-    slab = None
+    acc = _Accumulator(job, done, fill_value, writer)
+    acc.start()
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), unit="win", desc="sliding_window -> zarr")
-
-    max_pending = int(np.prod(layout.units.counts[1:]))  # one plane of units
-
-    def submit(units):
-        for uid, mean in units:
-            while len(writes) >= max_pending:  # back-pressure: memory stays bounded
-                writes.pop(0).result()
-            writes.append(writer.submit(store.write_unit, uid, mean))
-
+    finished = False
     try:
         windows = windows_by_row(job.x, layout, todo, reader)
         while True:
@@ -52,20 +110,15 @@ def run_local(job: Job, model, batch_size: int, device: torch.device, fill_value
                 break
             pred = predict(model, blocks, layout.window, device)
             store.ensure(pred.shape[1])
-            if slab is None:
-                slab = Slab(layout, pred.shape[1], done, fill_value)
-            submit(slab.add(batch, pred))
-            for f in [f for f in writes if f.done()]:
-                f.result()  # raise a failed write now
-            writes = [f for f in writes if not f.done()]
+            acc.put((batch, pred))
             if bar is not None:
                 bar.update(len(batch))
-                bar.set_postfix(units_written=slab.flushed)
-        if slab is not None:
-            submit(slab.flush_image())
-        for f in writes:
-            f.result()
+        acc.finish()
+        finished = True
     finally:
+        if not finished and acc.is_alive():
+            acc.batches.put(_DONE)  # (the accumulator drains until it sees this)
+            acc.join()
         writer.shutdown(wait=True)
         reader.shutdown(wait=False, cancel_futures=True)
         if bar is not None:

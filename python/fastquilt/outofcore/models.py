@@ -102,9 +102,9 @@ def resolve_model(model, device: torch.device | str | None = None):
 def predict(model, windows: Sequence[torch.Tensor], window: tuple[int, ...],
             device: torch.device) -> torch.Tensor:
     """The model's predictions ``(B, C_out, *window)`` for a batch of ``B`` windows
-    ``(C, *window)``, as float32 on the CPU (where the out-of-core sums live)."""
+    ``(C, *window)``, as float32 on the model's device (where the sums are made)."""
     xb = to_device(torch.stack(list(windows)), device)
     with torch.no_grad():
         y = model(xb)
     check_model_output(y, len(windows), window)
-    return y.detach().to("cpu", torch.float32)
+    return y.detach().to(torch.float32)

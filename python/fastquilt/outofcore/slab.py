@@ -22,7 +22,8 @@ def scatter_windows(layout: Layout, acc: torch.Tensor, wsum: torch.Tensor,
     rel = layout.origins[list(ks)].clone()
     rel[:, 0] = 0
     rel[:, 1:] -= torch.as_tensor(list(region_lo), dtype=torch.int64)
-    ops.scatter_add_windows_(pred, rel, acc, wsum, weight=layout.weight)
+    ops.scatter_add_windows_(pred, rel.to(acc.device), acc, wsum,
+                             weight=layout.weight_on(acc.device))
 
 
 class Slab:
@@ -31,13 +32,15 @@ class Slab:
     before ``s`` is complete: it is cut out, normalised and handed over, and the slab slides
     on. ``H = unit + window`` planes suffice, so memory is about one plane of units."""
 
-    def __init__(self, layout: Layout, c_out: int, done: set[int], fill_value: float) -> None:
+    def __init__(self, layout: Layout, c_out: int, done: set[int], fill_value: float,
+                 device: torch.device | str = "cpu") -> None:
         self.layout, self.done, self.fill_value = layout, done, fill_value
         self.U, self.w = layout.unit[0], layout.window[0]
         self.H = min(layout.spatial[0], self.U + self.w)
-        self.acc = torch.zeros((1, c_out, self.H, *layout.spatial[1:]))
+        # on the model's device: predictions are summed (and units normalised) where they are
+        self.acc = torch.zeros((1, c_out, self.H, *layout.spatial[1:]), device=device)
         # weight sums come from the same scatter (geometry only; never stored on disk)
-        self.wsum = torch.zeros((1, self.H, *layout.spatial[1:]))
+        self.wsum = torch.zeros((1, self.H, *layout.spatial[1:]), device=device)
         self.n, self.lo, self.start, self.flushed = None, 0, -1, 0
         self.next_unit_plane = 0  # index (along axis 0) of the first unit plane not yet cut
 

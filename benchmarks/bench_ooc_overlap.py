@@ -1,0 +1,102 @@
+"""How well the one-process out-of-core run overlaps its stages: a (1, 1, S^3) float32 zarr input
+(64^3 chunks, no compression, in the page cache), window 64, step 48, out of core into zarr.
+
+* read-only: reading every input window (as bench_out_of_core.py), the floor of any run;
+* identity model: the whole run; target <= 1.2x the read-only time;
+* a model that sleeps (the GIL released, a stand-in for a GPU model on a CPU machine) as long,
+  in total, as the read-only time: target <= 1.2x the larger of the two (stages one after the
+  other would take their sum, 2x).
+
+    python benchmarks/bench_ooc_overlap.py [--size 512] [--threads N] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import fastquilt as fq
+
+WINDOW, STEP, BATCH = 64, 48, 8
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    import zarr
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    work = Path(tempfile.mkdtemp(prefix="fq-overlap-"))
+    try:
+        shape = (1, 1, a.size, a.size, a.size)
+        z = zarr.create_array(store=str(work / "in.zarr"), shape=shape, dtype="float32",
+                              chunks=(1, 1, 64, 64, 64), compressors=None)
+        for i in range(0, a.size, 64):
+            z[:, :, i:i + 64] = np.random.default_rng(i).standard_normal(
+                (1, 1, min(64, a.size - i), a.size, a.size)).astype(np.float32)
+        q = fq.Quilt(shape[2:], WINDOW, STEP)
+        positions = q.positions(1).tolist()
+
+        def read_only():
+            for o in positions:
+                np.asarray(z[(o[0], slice(None), *[slice(s, s + WINDOW) for s in o[1:]])])
+
+        def run(model, name):
+            t0 = time.perf_counter()
+            fq.sliding_window(model, z, WINDOW, STEP, BATCH, out=work / f"{name}.zarr",
+                              compressors=None)
+            return time.perf_counter() - t0
+
+        read_only()  # the page cache
+        t_read = min(_timed(read_only) for _ in range(2))
+        batches = -(-len(positions) // BATCH)
+        pause = t_read / batches
+
+        def sleepy(p):
+            time.sleep(pause)
+            return p
+
+        t_identity = min(run(lambda p: p, f"id{i}") for i in range(2))
+        t_sleepy = min(run(sleepy, f"sleep{i}") for i in range(2))
+        res = {
+            "machine": platform.processor() or platform.machine(), "threads":
+            torch.get_num_threads(), "size": a.size, "windows": len(positions),
+            "read_only_s": t_read, "identity_s": t_identity, "sleep_model_total_s": t_read,
+            "sleep_model_run_s": t_sleepy,
+            "identity_x_read": t_identity / t_read,
+            "sleep_model_x_max_stage": t_sleepy / max(t_read, t_read),
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"(1, 1, {a.size}^3) float32 zarr, window {WINDOW}, step {STEP}, "
+          f"{len(positions)} windows, {res['threads']} threads")
+    print(f"  read the windows only          {t_read:7.2f} s   1.00")
+    print(f"  identity model                 {t_identity:7.2f} s   {t_identity / t_read:.2f}"
+          "  x read (target <= 1.2)")
+    print(f"  model sleeping {t_read:5.2f} s in all  {t_sleepy:7.2f} s   "
+          f"{t_sleepy / t_read:.2f}  x the larger stage (target <= 1.2; in series: 2)")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1))
+        print(f"wrote {a.json}")
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    main()
