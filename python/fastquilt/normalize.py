@@ -14,12 +14,27 @@ from __future__ import annotations
 
 import torch
 
+from . import buffers
+
 
 def inverse_weight_sum(weight_sum: torch.Tensor) -> torch.Tensor:
-    """``1 / max(weight_sum, tiny)`` where ``weight_sum > 0``, else 0; same shape and dtype."""
+    """``1 / max(weight_sum, tiny)`` where ``weight_sum > 0``, else 0; same shape and dtype.
+    Differentiable."""
     tiny = torch.finfo(weight_sum.dtype).tiny
     inv = weight_sum.clamp_min(tiny).reciprocal()
     return torch.where(weight_sum > 0, inv, torch.zeros((), dtype=inv.dtype, device=inv.device))
+
+
+def _inverse_and_covered(weight_sum: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`inverse_weight_sum` in one buffer, in place (no autograd), and the mask of the
+    voxels no weight covers (None when every voxel is covered, the usual case)."""
+    inv = buffers.empty(weight_sum.shape, weight_sum.dtype, weight_sum.device)
+    torch.clamp(weight_sum, min=torch.finfo(weight_sum.dtype).tiny, out=inv).reciprocal_()
+    covered = weight_sum > 0
+    if bool(covered.all()):
+        return inv, None
+    uncovered = covered.logical_not_()
+    return inv.masked_fill_(uncovered, 0), uncovered
 
 
 def _check(acc: torch.Tensor, weight_sum: torch.Tensor) -> torch.Tensor:
@@ -43,10 +58,9 @@ def divide_by_weight_sum_(
     above; returns ``acc``. Records no autograd."""
     ws = _check(acc, weight_sum)
     with torch.no_grad():
-        inv = inverse_weight_sum(ws)
+        inv, uncovered = _inverse_and_covered(ws)
         acc.mul_(inv)
-        uncovered = inv == 0
-        if bool(uncovered.any()):
+        if uncovered is not None:
             acc.masked_fill_(uncovered, fill_value)
     return acc
 
@@ -57,6 +71,11 @@ def weighted_mean(
     """The weighted mean by the rule above as a new tensor, differentiable in ``acc`` and
     ``weight_sum`` (the path of a trainable weight); ``acc`` is not modified."""
     ws = _check(acc, weight_sum)
+    if not (torch.is_grad_enabled() and (acc.requires_grad or ws.requires_grad)):
+        with torch.no_grad():
+            inv, uncovered = _inverse_and_covered(ws)
+            mean = torch.mul(acc, inv, out=buffers.empty(acc.shape, acc.dtype, acc.device))
+            return mean if uncovered is None else mean.masked_fill_(uncovered, fill_value)
     inv = inverse_weight_sum(ws)
     mean = acc * inv
     uncovered = inv == 0
