@@ -1,9 +1,10 @@
 """The out-of-core run in one process, as a pipeline whose stages overlap: input blocks read
-ahead on reader threads; windows cut and the model run on the main thread; the weighted
-predictions summed into the RAM slab on the model's device by an accumulator thread; finished
-units normalised there, copied back and written by writer threads. Memory stays bounded: one
-input block read ahead, at most ``QUEUE_DEPTH`` batches of predictions waiting, at most one
-plane of finished units waiting to be written, and the slab (about one plane of units)."""
+ahead on reader threads; batches of windows cut and stacked by a batcher thread; the model on
+the main thread; the weighted predictions summed into the RAM slab on the model's device by an
+accumulator thread; finished units normalised there, copied back and written by writer
+threads. Memory stays bounded: one input block read ahead, at most ``QUEUE_DEPTH`` batches of
+windows and of predictions waiting, at most one plane of finished units waiting to be written,
+and the slab (about one plane of units)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from .job import Job
-from .models import predict
+from .models import predict_batch
 from .reading import windows_by_row
 from .slab import Slab
 
@@ -81,6 +82,52 @@ class _Accumulator(threading.Thread):
             raise self.error
 
 
+class _Batcher(threading.Thread):
+    """Cuts the windows to run into stacked batches ``(ks, (B, C, *window))`` ahead of the
+    model; an error is kept for the main thread to raise."""
+
+    def __init__(self, job: Job, todo: list[int], batch_size: int,
+                 reader: ThreadPoolExecutor) -> None:
+        super().__init__(name="fastquilt-batcher", daemon=True)
+        self.windows = windows_by_row(job.x, job.layout, todo, reader)
+        self.batch_size = batch_size
+        self.batches: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            batch, blocks = [], []
+            for k, block in self.windows:
+                batch.append(k)
+                blocks.append(block)
+                if len(batch) == self.batch_size:
+                    self._put((batch, torch.stack(blocks)))
+                    batch, blocks = [], []
+                if self.stop.is_set():
+                    return
+            if batch:
+                self._put((batch, torch.stack(blocks)))
+        except BaseException as e:  # raised again by the main thread
+            self.error = e
+        finally:
+            self._put(_DONE)
+
+    def _put(self, item) -> None:
+        while not self.stop.is_set():
+            try:
+                self.batches.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self):
+        while (item := self.batches.get()) is not _DONE:
+            yield item
+        if self.error is not None:
+            raise self.error
+
+
 def run_local(job: Job, model, batch_size: int, device: torch.device, fill_value: float,
               progress: bool):
     """Run every window of ``job`` that touches an unfinished unit; returns the output."""
@@ -91,6 +138,8 @@ def run_local(job: Job, model, batch_size: int, device: torch.device, fill_value
     reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastquilt-reader")
     acc = _Accumulator(job, done, fill_value, writer)
     acc.start()
+    batcher = _Batcher(job, todo, batch_size, reader)
+    batcher.start()
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -98,17 +147,8 @@ def run_local(job: Job, model, batch_size: int, device: torch.device, fill_value
         bar = tqdm(total=len(todo), unit="win", desc="sliding_window -> zarr")
     finished = False
     try:
-        windows = windows_by_row(job.x, layout, todo, reader)
-        while True:
-            batch, blocks = [], []
-            for k, block in windows:
-                batch.append(k)
-                blocks.append(block)
-                if len(batch) == batch_size:
-                    break
-            if not batch:
-                break
-            pred = predict(model, blocks, layout.window, device)
+        for batch, windows in batcher:
+            pred = predict_batch(model, windows, layout.window, device)
             store.ensure(pred.shape[1])
             acc.put((batch, pred))
             if bar is not None:
@@ -116,6 +156,7 @@ def run_local(job: Job, model, batch_size: int, device: torch.device, fill_value
         acc.finish()
         finished = True
     finally:
+        batcher.stop.set()
         if not finished and acc.is_alive():
             acc.batches.put(_DONE)  # (the accumulator drains until it sees this)
             acc.join()

@@ -103,8 +103,14 @@ def predict(model, windows: Sequence[torch.Tensor], window: tuple[int, ...],
             device: torch.device) -> torch.Tensor:
     """The model's predictions ``(B, C_out, *window)`` for a batch of ``B`` windows
     ``(C, *window)``, as float32 on the model's device (where the sums are made)."""
-    xb = to_device(torch.stack(list(windows)), device)
+    return predict_batch(model, torch.stack(list(windows)), window, device)
+
+
+def predict_batch(model, batch: torch.Tensor, window: tuple[int, ...],
+                  device: torch.device) -> torch.Tensor:
+    """:func:`predict` for windows already stacked into ``(B, C, *window)``."""
+    xb = to_device(batch, device)
     with torch.no_grad():
         y = model(xb)
-    check_model_output(y, len(windows), window)
+    check_model_output(y, batch.shape[0], window)
     return y.detach().to(torch.float32)
