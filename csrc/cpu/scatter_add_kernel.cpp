@@ -38,18 +38,34 @@ struct PlaneIndex {
     const int64_t first = z - g.W[0] + 1 > 0 ? z - g.W[0] + 1 : 0;
     return {start[n * g.S[0] + first], start[n * g.S[0] + z + 1]};
   }
+
+  // The planes n * S0 + z that some window covers, in order. A streaming batch covers a narrow
+  // band of one image: splitting only these among the threads keeps all of them busy (an
+  // even split of every plane would give the whole band to one thread).
+  std::vector<int64_t> covered_planes(const Geometry& g) const {
+    std::vector<int64_t> planes;
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t z = 0; z < g.S[0]; ++z) {
+        const auto [lo, hi] = covering(g, n, z);
+        if (hi > lo) planes.push_back(n * g.S[0] + z);
+      }
+    return planes;
+  }
 };
 
 template <typename scalar_t, typename acc_t>
 void scatter_kernel(const scalar_t* patches, const std::vector<int64_t>& org,
-                    const PlaneIndex& index, const acc_t* weight, acc_t* acc, const Geometry& g) {
+                    const PlaneIndex& index, const std::vector<int64_t>& planes, const acc_t* weight,
+                    acc_t* acc, const Geometry& g) {
   const int64_t W2 = g.W[2];
-  const int64_t planes = g.N * g.C * g.S[0];
-  at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+  const int64_t P = static_cast<int64_t>(planes.size());
+  // task t = (covered plane t / C, channel t % C): each output plane (n, c, z) has one owner
+  at::parallel_for(0, P * g.C, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t z = t % g.S[0];
-      const int64_t c = (t / g.S[0]) % g.C;
-      const int64_t n = t / (g.S[0] * g.C);
+      const int64_t c = t % g.C;
+      const int64_t nz = planes[t / g.C];
+      const int64_t z = nz % g.S[0];
+      const int64_t n = nz / g.S[0];
       const auto [lo, hi] = index.covering(g, n, z);
       for (int64_t k = lo; k < hi; ++k) {
         const int64_t m = index.order[k];
@@ -68,12 +84,13 @@ void scatter_kernel(const scalar_t* patches, const std::vector<int64_t>& org,
 
 template <typename acc_t>
 void weight_sum_kernel(const std::vector<int64_t>& org, const PlaneIndex& index,
-                       const acc_t* weight, acc_t* wsum, const Geometry& g) {
+                       const std::vector<int64_t>& planes, const acc_t* weight, acc_t* wsum,
+                       const Geometry& g) {
   const Geometry g1{g.N, 1, {g.S[0], g.S[1], g.S[2]}, {g.W[0], g.W[1], g.W[2]}};
-  at::parallel_for(0, g.N * g.S[0], 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, static_cast<int64_t>(planes.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t z = t % g.S[0];
-      const int64_t n = t / g.S[0];
+      const int64_t z = planes[t] % g.S[0];
+      const int64_t n = planes[t] / g.S[0];
       const auto [lo, hi] = index.covering(g, n, z);
       for (int64_t k = lo; k < hi; ++k) {
         const int64_t* o = org.data() + index.order[k] * 4;
@@ -99,16 +116,17 @@ void scatter_add_windows_cpu(const at::Tensor& patches, const at::Tensor& origin
   const int64_t M = origins.size(0);
   if (M == 0) return;
   const PlaneIndex index(org, g, M);
+  const std::vector<int64_t> planes = index.covered_planes(g);
   const auto p = patches.contiguous();
   const auto w = contiguous_or_none(weight);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "scatter_add_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t* wp = data_or_null<acc_t>(w);
     if (g.C > 0 && p.numel() > 0)
-      scatter_kernel<scalar_t, acc_t>(p.const_data_ptr<scalar_t>(), org, index, wp,
+      scatter_kernel<scalar_t, acc_t>(p.const_data_ptr<scalar_t>(), org, index, planes, wp,
                                       acc.mutable_data_ptr<acc_t>(), g);
     if (weight_sum.has_value())
-      weight_sum_kernel<acc_t>(org, index, wp, weight_sum->mutable_data_ptr<acc_t>(), g);
+      weight_sum_kernel<acc_t>(org, index, planes, wp, weight_sum->mutable_data_ptr<acc_t>(), g);
   });
 }
 

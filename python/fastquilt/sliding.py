@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from . import ops
+from . import buffers, ops
 from ._args import device_arg, float_dtype_arg, positive_int_arg
 from .quilt import Quilt
 from .transfer import to_device
@@ -86,8 +86,8 @@ def sliding_window_tensor(
             check_model_output(y, hi - lo, q.window)
             if acc is None:
                 dt = ops.acc_dtype(y.dtype)
-                acc = torch.zeros((N, y.shape[1], *q.spatial_shape), dtype=dt,
-                                  device=out_device)
+                # (a dropped output of an earlier call is reused: no page faults)
+                acc = buffers.empty((N, y.shape[1], *q.spatial_shape), dt, out_device).zero_()
                 weight_t = q.weight_for(dt, out_device)
                 out_origins = origins.to(out_device)
                 out_dt = out_dt or y.dtype
