@@ -149,3 +149,23 @@ def test_errors():
         fq.extract_overlapping_pixels(p, p, torch.zeros(2, 2), torch.tensor([1, 0]))
     with pytest.raises(ValueError, match="must match"):
         fq.extract_overlapping_pixels(p, p, torch.zeros(3, 2))
+
+
+@pytest.mark.parametrize("seed", [None, 11])
+def test_replayed_draws_across_blocks_match_qlty(monkeypatch, seed):
+    """The CPU draws are replayed from blocks of raw generator outputs: many small blocks (a
+    refill every few pairs) still give qlty's numbers and leave the global RNG where qlty's
+    calls leave it."""
+    from fastquilt.compat import pair_sampling
+
+    monkeypatch.setattr(pair_sampling, "_BLOCK_MAX", 64)
+    x = torch.randn(3, 2, 48, 40)
+    args = (x, (12, 12), 25, (3, 9))
+    kw = dict(random_seed=seed, rotation_choices=[0, 1, 2, 3], return_positions=True)
+    torch.manual_seed(5)
+    got = fq.extract_patch_pairs(*args, **kw)
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    want = pp2.extract_patch_pairs(*args, **kw)
+    _same(got, want)
+    assert torch.equal(after, torch.rand(3))

@@ -117,13 +117,22 @@ def test_edge_planes_against_the_whole_volume():
     assert up[0, 0, 0, 0].item() == 4.0  # 7 reflects to 4 about the top edge (5)
 
 
-def test_one_gather_per_conversion(monkeypatch):
-    calls = []
-    real = zstack_mod.gather_windows
-    monkeypatch.setattr(zstack_mod, "gather_windows", lambda *a: calls.append(1) or real(*a))
-    x = torch.randn(2, 3, 9, 8, 7)
-    NCZYX25DQuilt(x, {"identity": [-1, 0, 1], "mean": [[-2, 2]], "std": [[-1, 1]]}).convert()
-    assert len(calls) == 1
+@pytest.mark.parametrize("spec, gathers", [
+    ({"identity": [-1, 0, 1], "mean": [[-2, 2]], "std": [[-1, 1]]}, 1),  # accumulator
+    ({"identity": [-1, 0, 1]}, 1),
+    ({"identity": [-1, 0, 1], "mean": [[-2, 1, 2], [0]]}, 3),  # one gather per tap round
+])
+def test_gathers_per_conversion_do_not_grow_with_planes(monkeypatch, spec, gathers):
+    """No per-plane or per-image loop: a conversion is a fixed number of plane gathers (the
+    first taps, then one per further tap of the MEAN channels)."""
+    real = zstack_mod._gather_rows
+    for N, Z in [(1, 9), (3, 40)]:
+        calls = []
+        monkeypatch.setattr(zstack_mod, "_gather_rows",
+                            lambda *a, calls=calls: calls.append(1) or real(*a))
+        x = torch.randn(N, 2, Z, 8, 7)
+        NCZYX25DQuilt(x, spec).convert()
+        assert len(calls) == gathers, (N, Z)
 
 
 def test_channel_order_and_metadata():

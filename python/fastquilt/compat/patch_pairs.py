@@ -151,28 +151,6 @@ def extract_patch_pairs_3d(tensor: torch.Tensor, window: tuple[int, int, int],
     return p1, p2, d
 
 
-def _overlap_rows(deltas_zyx: torch.Tensor, window: tuple[int, ...]):
-    """Per overlapping pixel: ``(pair, index in patch 1, index in patch 2)``, each index a
-    list of per-axis coordinates (z,) y, x, in qlty's order."""
-    dev = deltas_zyx.device
-    w = torch.tensor(window, dtype=torch.int64, device=dev)
-    lo = deltas_zyx.clamp(min=0)
-    extent = (torch.minimum(w, w + deltas_zyx) - lo).clamp(min=0)
-    sizes = extent.prod(1)
-    M = deltas_zyx.shape[0]
-    pair = torch.repeat_interleave(torch.arange(M, device=dev), sizes)
-    first = torch.cumsum(sizes, 0) - sizes
-    k = torch.arange(pair.numel(), device=dev) - first[pair]
-    ext = extent[pair]
-    coords1 = []
-    for a in range(len(window) - 1, -1, -1):
-        coords1.append(lo[pair, a] + k % ext[:, a])
-        k = torch.div(k, ext[:, a], rounding_mode="floor")
-    coords1.reverse()
-    coords2 = [c - deltas_zyx[pair, a] for a, c in enumerate(coords1)]
-    return pair, coords1, coords2
-
-
 def _rotated(coords2, rot: torch.Tensor, n: int):
     """Where pixel ``(a, b)`` of the unrotated second patch sits in the stored one
     (``torch.rot90(patch, k=r)``; square windows of side ``n``)."""
@@ -182,6 +160,76 @@ def _rotated(coords2, rot: torch.Tensor, n: int):
     rb = torch.where(rot == 1, a, torch.where(rot == 2, n - 1 - b,
                                               torch.where(rot == 3, n - 1 - a, b)))
     return [ra, rb]
+
+
+def _overlap_index(d: torch.Tensor, window: tuple[int, ...], C: int, rot):
+    """Where the shared pixels sit, in qlty's order (pair, then row-major inside the overlap
+    box): ``(t1, t2)``, each the flat index of a pixel's channel-0 value in the contiguous
+    patches (``pair * C * prod(window) + spatial index``). Index math per row of the overlap
+    boxes, then running sums per pixel (int32 where the patches allow it).
+
+    ``d``: ``(M, D)`` int64 displacements (z,) y, x; ``rot``: ``(M,)`` quarter turns of the
+    second patches (None: none)."""
+    dev = d.device
+    M, D = d.shape
+    plane = 1
+    for v in window:
+        plane *= v
+    itype = torch.int32 if M * C * plane < 2 ** 31 else torch.int64
+    w = torch.tensor(window, dtype=torch.int64, device=dev)
+    lo = d.clamp(min=0)
+    ext = (torch.minimum(w, w + d) - lo).clamp(min=0)
+    run = ext[:, -1]
+    nrows = ext[:, :-1].prod(1) * (run > 0)
+    row_pair = torch.repeat_interleave(torch.arange(M, device=dev), nrows)
+    k = torch.arange(row_pair.numel(), device=dev) - (torch.cumsum(nrows, 0) - nrows)[row_pair]
+    coords = []  # patch-1 coordinates of each row, axes 0 .. D-2
+    for a in range(D - 2, -1, -1):
+        e = ext[row_pair, a]
+        coords.append(lo[row_pair, a] + k % e)
+        k = torch.div(k, e, rounding_mode="floor")
+    coords.reverse()
+    x0 = lo[row_pair, -1]
+    run_row = run[row_pair]
+    stride = [1] * D
+    for a in range(D - 2, -1, -1):
+        stride[a] = stride[a + 1] * window[a + 1]
+    start1 = x0.clone()
+    start2 = x0 - d[row_pair, -1]
+    for a, c in enumerate(coords):
+        start1 += c * stride[a]
+        start2 += (c - d[row_pair, a]) * stride[a]
+    P = row_pair * (C * plane)
+    if rot is None or not bool((rot != 0).any()):
+        return _runs(P + start1, 1, run_row, itype), _runs(P + start2, 1, run_row, itype)
+    n = window[-1]
+    r = rot[row_pair]
+    ra, rb = _rotated([coords[0] - d[row_pair, 0], x0 - d[row_pair, 1]], r, n)
+    step = torch.tensor([1, -n, -1, n], dtype=torch.int64, device=dev)[r]
+    return _runs(P + start1, 1, run_row, itype), _runs(P + ra * n + rb, step, run_row, itype)
+
+
+def _runs(start: torch.Tensor, step, run: torch.Tensor, itype) -> torch.Tensor:
+    """``start[i] + step[i] * j`` for ``j < run[i]``, row after row (every ``run`` >= 1), as
+    running sums: ones (or the per-row step, itself a running sum of its changes) with each
+    row's jump from the previous row's last value at the row's first element."""
+    R = run.numel()
+    K = int(run.sum()) if R else 0
+    if K == 0:
+        return torch.empty(0, dtype=itype, device=run.device)
+    first = torch.cumsum(run, 0) - run
+    if isinstance(step, int):
+        prev_last = start[:-1] + step * (run[:-1] - 1)
+        inc = torch.full((K,), step, dtype=itype, device=run.device)
+    else:
+        prev_last = start[:-1] + step[:-1] * (run[:-1] - 1)
+        change = torch.zeros(K, dtype=itype, device=run.device)
+        change[first] = torch.diff(step, prepend=step.new_zeros(1)).to(itype)
+        inc = torch.cumsum(change, 0, dtype=itype)
+    jump = start.clone()
+    jump[1:] -= prev_last
+    inc[first] = jump.to(itype)
+    return torch.cumsum(inc, 0, dtype=itype)
 
 
 def _check_pairs(patches1, patches2, deltas, ndim: int):
@@ -201,28 +249,31 @@ def _check_pairs(patches1, patches2, deltas, ndim: int):
 
 def _overlap(patches1, patches2, deltas, rotations, ndim: int):
     _check_pairs(patches1, patches2, deltas, ndim)
+    M, C = patches1.shape[:2]
     window = tuple(patches1.shape[2:])
     d = deltas.to(patches1.device).to(torch.int32).to(torch.int64).flip(1)  # (z,) y, x
-    pair, c1, c2 = _overlap_rows(d, window)
+    rot = None
     if rotations is not None:
-        if rotations.shape[0] != patches1.shape[0]:
+        if rotations.shape[0] != M:
             raise ValueError(f"Number of rotations ({rotations.shape[0]}) must match number "
-                             f"of patch pairs ({patches1.shape[0]})")
+                             f"of patch pairs ({M})")
         rot = rotations.to(patches1.device).to(torch.int64) % 4
         if window[0] != window[1] and bool((rot % 2 == 1).any()):
             raise ValueError(f"rotations include quarter turns, which need square patches, "
                              f"got patches of {window}")
-        c2 = _rotated(c2, rot[pair], window[0])
-    return _pixels(patches1, pair, c1), _pixels(patches2, pair, c2)
+    t1, t2 = _overlap_index(d, window, C, rot)
+    return _pixels(patches1, t1), _pixels(patches2, t2)
 
 
-def _pixels(patches: torch.Tensor, pair: torch.Tensor, coords) -> torch.Tensor:
-    """``(K, C)``: pixel ``coords`` of patch ``pair``, rows of the channels-last patches."""
-    C, window = patches.shape[1], patches.shape[2:]
-    flat = pair
-    for size, c in zip(window, coords):
-        flat = flat * size + c
-    return patches.movedim(1, -1).reshape(-1, C).index_select(0, flat)
+def _pixels(patches: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``(K, C)``: the pixels whose channel-0 values sit at flat index ``t`` of the contiguous
+    ``patches`` (channel ``c`` ``c`` planes further): one gather from the flat patches."""
+    M, C = patches.shape[:2]
+    if t.numel() == 0 or patches.numel() == 0:
+        return patches.new_empty((0, C))
+    plane = patches[0, 0].numel()
+    off = torch.arange(0, C * plane, plane, dtype=t.dtype, device=t.device)
+    return patches.reshape(-1).index_select(0, (t.view(-1, 1) + off).view(-1)).view(-1, C)
 
 
 def extract_overlapping_pixels(patches1: torch.Tensor, patches2: torch.Tensor,

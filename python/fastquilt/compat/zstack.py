@@ -1,12 +1,11 @@
-"""2.5D channel stacking on the gather kernel: every output channel of every selected plane is
-one or more z-slices ("taps") of the input, so the whole conversion is one
-``gather_windows`` call over the input seen as ``(N * C, 1, Z, Y, X)`` with origins rows
-``[n * C + c, z, 0, 0]`` and window ``(1, Y, X)``. The tap planes come from index math
-(``plan_taps``), vectorised over the planes: no per-slice Python loop.
-
-IDENTITY channels (and one-slice MEAN channels) are the gathered slices themselves, in output
-order; MEAN and STD channels are reduced from their taps with ``index_add_`` (float32 for
-16-bit data, float64 for float64). Boundary handling is against the whole volume ``[0, Z)``.
+"""2.5D channel stacking as plane gathers: every output channel of every selected plane is
+one or more z-slices ("taps") of the input, seen as ``(N * C * Z, Y * X)`` rows. The tap
+planes come from index math (``plan_taps``), vectorised over the planes: no per-slice Python
+loop. Each output plane is written once, by one gather of its first tap (``index_select`` of
+whole planes: a memory copy each, any device); MEAN channels then add their further taps in
+place (one gather per tap round, in chunks) and are divided by their tap counts. 16-bit data
+and STD channels reduce in a float32 (float64 for float64) accumulator. Boundary handling is
+against the whole volume ``[0, Z)``.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..ops import gather_windows
 from .zspec import ChannelOperation, ZOperation
 
 
@@ -112,14 +110,29 @@ def plan_taps(operations: list[ChannelOperation], C: int, Z: int, z_indices: lis
     return Taps(dest, c_arr, z_arr, count_d, is_std, J * K, direct, reduces)
 
 
+_CHUNK_BYTES = 8 << 20  # the extra taps of MEAN channels are added in chunks of this size
+
+
+def _gather_rows(src: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The planes ``rows`` of ``src`` ``(planes, Y * X)``: one gather, one whole plane per row
+    (a memory copy per plane; ``index_select``, any device, differentiable)."""
+    return src.index_select(0, rows)
+
+
 def stack_channels(volume: torch.Tensor, taps: Taps, zmap: np.ndarray | None = None
                    ) -> torch.Tensor:
     """Apply ``taps`` to ``volume`` ``(N, C, Zl, Y, X)`` (``zmap``: the local index of each
     plane of the whole volume, when ``volume`` holds only some planes).
 
     Returns ``(N, n_outputs, Y, X)`` in ``dest`` order (reshape to the output layout).
+
+    Every output plane is written once by one gather of the planes it starts from (its first
+    tap; zero where no plane is read), in the source dtype; MEAN channels then add their other
+    taps in place (a gather per tap round, in chunks) and are divided by their tap counts, so
+    the sums are the same additions in the same order as a float32 / float64 accumulator.
+    16-bit data and STD channels reduce in a float32 (float64) accumulator instead.
     """
-    N, C, _, Y, X = volume.shape
+    N, C, Zl, Y, X = volume.shape
     T = len(taps.dest)
     if taps.reduces and not volume.is_floating_point():
         raise TypeError(
@@ -127,21 +140,71 @@ def stack_channels(volume: torch.Tensor, taps: Taps, zmap: np.ndarray | None = N
             "source first (e.g. data.float(), or dtype=torch.float32 in from_zarr / from_hdf5)")
     z = taps.z if zmap is None else zmap[taps.z]
     dev = volume.device
-    rows = torch.from_numpy(np.stack([taps.c, z], axis=1))
-    n = torch.arange(N, dtype=torch.int64).repeat_interleave(T)
-    origins = torch.zeros((N * T, 4), dtype=torch.int64)
-    origins[:, 0] = n * C + rows[:, 0].repeat(N)
-    origins[:, 1] = rows[:, 1].repeat(N)
-    flat = volume.reshape(N * C, 1, volume.shape[2], Y, X)
-    g = gather_windows(flat, origins.to(dev), (1, Y, X)).view(N, T, Y, X)
     D = taps.n_outputs
+    src = volume.contiguous().view(N * C * Zl, Y * X)
+    tap_row = taps.c * Zl + z  # the tap's plane in image 0
+    img_row = np.arange(N, dtype=np.int64) * (C * Zl)
     if taps.direct:
-        return g
+        rows = (img_row[:, None] + tap_row[None, :]).reshape(-1)
+        return _gather_rows(src, torch.from_numpy(rows).to(dev)).view(N, T, Y, X)
+    if taps.is_std.any() or (taps.reduces and volume.dtype not in (torch.float32,
+                                                                   torch.float64)):
+        return _reduce_in_accumulator(src, taps, tap_row, img_row, volume.dtype, (N, Y, X))
+    reads = np.bincount(taps.dest, minlength=D)
+    first = np.cumsum(reads) - reads
+    has = reads > 0
+    row_first = np.where(has, tap_row[np.minimum(first, max(T - 1, 0))] if T else 0, 0)
+    rows = (img_row[:, None] + row_first[None, :]).reshape(-1)
+    out = _gather_rows(src, torch.from_numpy(rows).to(dev))
+    out3 = out.view(N, D, Y * X)
+    if not has.all():
+        out3.index_fill_(1, torch.from_numpy(np.nonzero(~has)[0]).to(dev), 0)
+    chunk = max(1, _CHUNK_BYTES // max(1, Y * X * out.element_size()))
+    for k in range(1, int(reads.max()) if D else 0):  # the k-th tap of each output with > k
+        o = np.nonzero(reads > k)[0]
+        src_rows = (img_row[:, None] + tap_row[first[o] + k][None, :]).reshape(-1)
+        dst_rows = ((np.arange(N, dtype=np.int64) * D)[:, None] + o[None, :]).reshape(-1)
+        for a in range(0, len(src_rows), chunk):
+            s_idx = torch.from_numpy(src_rows[a:a + chunk]).to(dev)
+            out.index_add_(0, torch.from_numpy(dst_rows[a:a + chunk]).to(dev),
+                           _gather_rows(src, s_idx))
+    _divide(out, taps.count, N, D, Y * X)
+    return out.view(N, D, Y, X)
+
+
+def _divide(out: torch.Tensor, count: np.ndarray, N: int, D: int, P: int) -> None:
+    """Divide the output planes whose tap count is above 1 by it, in place. They come in runs
+    of channels repeating with a period (the MEAN channels of each plane): one strided view
+    then; otherwise run by run."""
+    divide = np.nonzero(count > 1)[0]
+    if not len(divide):
+        return
+    cuts = np.nonzero(np.diff(divide) != 1)[0] + 1
+    starts = divide[np.concatenate([[0], cuts])]
+    lengths = np.diff(np.concatenate([[0], cuts, [len(divide)]]))
+    L, R = int(lengths[0]), len(starts)
+    period = int(starts[1] - starts[0]) if R > 1 else D
+    dev, s0 = out.device, out.storage_offset()
+    if (lengths == L).all() and (R == 1 or (np.diff(starts) == period).all()):
+        view = out.as_strided((N, R, L, P), (D * P, period * P, P, 1),
+                              s0 + int(starts[0]) * P)
+        c = torch.from_numpy(count[divide].reshape(R, L)).to(dev, out.dtype)
+        view.div_(c.view(1, R, L, 1))
+        return
+    for a, n in zip(starts.tolist(), lengths.tolist()):
+        c = torch.from_numpy(count[a:a + n]).to(dev, out.dtype)
+        out.view(N, D, P)[:, a:a + n].div_(c.view(1, n, 1))
+
+
+def _reduce_in_accumulator(src, taps: Taps, tap_row, img_row, dtype, nyx) -> torch.Tensor:
+    """MEAN / STD in a float32 (float64 for float64) accumulator, cast back to ``dtype``."""
+    N, Y, X = nyx
+    T, D = len(taps.dest), taps.n_outputs
+    dev = src.device
+    rows = (img_row[:, None] + tap_row[None, :]).reshape(-1)
+    g = _gather_rows(src, torch.from_numpy(rows).to(dev)).view(N, T, Y, X)
     dest = torch.from_numpy(taps.dest).to(dev)
-    if not taps.reduces:
-        out = torch.zeros((N, D, Y, X), dtype=volume.dtype, device=dev)
-        return out.index_copy_(1, dest, g)
-    acc = torch.float64 if volume.dtype == torch.float64 else torch.float32
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
     gf = g.to(acc)
     count = torch.from_numpy(taps.count).to(dev, acc).view(1, D, 1, 1)
     mean = torch.zeros((N, D, Y, X), dtype=acc, device=dev)
@@ -156,4 +219,4 @@ def stack_channels(volume: torch.Tensor, taps: Taps, zmap: np.ndarray | None = N
         std = torch.sqrt((ss + zero_taps * mean * mean) / count)
         is_std = torch.from_numpy(taps.is_std).to(dev).view(1, D, 1, 1)
         mean = torch.where(is_std, std, mean)
-    return mean.to(volume.dtype)
+    return mean.to(dtype)
