@@ -147,7 +147,8 @@ def main() -> None:
             results["runs"][f"{name} threads={threads}"] = row
     torch.set_num_threads(all_threads)
 
-    print(f"\nunstitch + stitch, identity model, best of {a.reps} "
+    print(f"\nunstitch + stitch, identity model, fastest of ~{a.reps} calls "
+          "(torch.utils.benchmark) "
           f"(seconds; ratios measured in this run)"
           + ("\n--quick: every spatial size, window and step below divided by 4" if a.quick
              else ""))

@@ -1,7 +1,8 @@
 """CPU benchmark per floating dtype: unstitch, weighted unstitch, scatter-add and grid stitch of
 a (1,1,256^3) image, window 64 step 32 (343 windows), each as a multiple of a memcpy of the same
-patch bytes in the same run (best of 5, preallocated buffers, all threads). float16 and
-bfloat16 should cost about what float32 does per element, not more.
+patch bytes in the same run (wall_clock.best_of: torch.utils.benchmark, fastest block of ~5
+calls; preallocated buffers, all threads). float16 and bfloat16 should cost about what
+float32 does per element, not more.
 
     python benchmarks/bench_cpu_dtypes.py [--size 256] [--json FILE]
 """

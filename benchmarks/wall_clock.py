@@ -1,15 +1,24 @@
-"""The CPU benchmarks' timer."""
+"""The benchmarks' timer: ``torch.utils.benchmark`` (warm-up, block sizes that amortise the
+timer, CUDA synchronisation, the current thread count) in place of a hand-written loop."""
 
 import time
 
+import torch
+from torch.utils import benchmark
+
 
 def best_of(fn, reps: int = 5) -> float:
-    """Fastest of `reps` calls of fn, in seconds, after one warm-up call (page faults of fresh
-    buffers, JIT)."""
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    """Seconds per call of ``fn``: the fastest block's mean of a
+    ``torch.utils.benchmark.Timer.blocked_autorange`` run long enough for about ``reps``
+    calls after its warm-up (a first call, timed, sets that length). Blocks of one call for
+    anything slower than ~10 ms, so fresh-output contenders still pay their page faults on
+    every timed call."""
+    t0 = time.perf_counter()
+    fn()  # warm-up: page faults of fresh buffers, JIT
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    first = time.perf_counter() - t0
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn},
+                            num_threads=torch.get_num_threads())
+    m = timer.blocked_autorange(min_run_time=max(reps * first, 0.05))
+    return min(m.times)

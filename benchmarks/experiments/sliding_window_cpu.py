@@ -1,5 +1,6 @@
 """fastquilt.sliding_window on the CPU, identity model, (1,1,256^3) float32, window 64 step 32,
-border 4, batch 64 (bench_cpu.py's 3D workload): best of 5 after a warm-up, in seconds, and
+border 4, batch 64 (bench_cpu.py's 3D workload): wall_clock.best_of (torch.utils.benchmark,
+fastest block of ~5 calls after a warm-up), in seconds, and
 as a multiple of unstitch + stitch into preallocated buffers in the same run.
 Run: .venv/bin/python benchmarks/experiments/sliding_window_cpu.py"""
 

@@ -7,7 +7,12 @@ of the qlty paper's Table 1).
 ``python -m fastquilt infer --model model.pt --input in.zarr --output out.zarr --window 64
 --step 48 --batch-size 8 [--scheduler tcp://...]`` runs out-of-core sliding-window inference
 (a ``torch.export`` ``.pt2`` or TorchScript file, or a ``module:function`` factory for the
-model, built on ``--device``), resumable.
+model, built on ``--device``), resumable; ``--tuning tuned.json`` takes the window, step,
+batch size, unit and reader/writer threads from a tuned file (flags given win).
+
+``python -m fastquilt bench`` times the ops against a memcpy on this machine and compares with
+the reference machines; ``python -m fastquilt tune`` measures a model and writes a tuned file
+(:mod:`fastquilt.tuning`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from .arrays import OneImage
 from .outofcore import ModelFactory, sliding_window_zarr
 from .quilt import Quilt
 from .training import select_windows
+from .tuning.commands import bench_main, tune_main, tune_parser
+from .tuning.settings import load_tuning
 
 
 def _open_labels(path: str):
@@ -125,9 +132,11 @@ def infer(argv: list[str]) -> int:
                     "TorchScript) or module:function")
     ap.add_argument("--input", required=True, help="(N, C, *S) zarr array or .npy file")
     ap.add_argument("--output", required=True, help="output zarr v3 path")
-    ap.add_argument("--window", type=int, nargs="+", required=True)
-    ap.add_argument("--step", type=int, nargs="+", required=True)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--window", type=int, nargs="+", default=None, help="required without "
+                    "--tuning")
+    ap.add_argument("--step", type=int, nargs="+", default=None, help="required without "
+                    "--tuning")
+    ap.add_argument("--batch-size", type=int, default=None, help="default 8, or the tuned one")
     ap.add_argument("--weight", default="gaussian",
                     choices=["gaussian", "hann", "linear", "flat", "border"])
     ap.add_argument("--border", type=int, nargs="+", default=None)
@@ -135,11 +144,30 @@ def infer(argv: list[str]) -> int:
     ap.add_argument("--unit", type=int, nargs="+", default=None)
     ap.add_argument("--device", default=None)
     ap.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")
+    ap.add_argument("--tuning", default=None,
+                    help="tuned file from `python -m fastquilt tune` (flags given win)")
     a = ap.parse_args(argv)
 
     def one(v):
         return v[0] if v is not None and len(v) == 1 else (tuple(v) if v is not None else None)
 
+    tuned: dict = {}
+    if a.tuning is not None:
+        try:
+            tuned = load_tuning(a.tuning, out_of_core=True)
+        except ValueError as e:
+            print(f"error: --tuning: {e}", file=sys.stderr)
+            return 2
+    for flag in ("window", "step"):
+        if getattr(a, flag) is None and flag not in tuned:
+            print(f"error: --{flag} is required (or give --tuning tuned.json)", file=sys.stderr)
+            return 2
+    window = one(a.window) if a.window is not None else tuned["window"]
+    step = one(a.step) if a.step is not None else tuned["step"]
+    batch_size = a.batch_size if a.batch_size is not None else tuned.get("batch_size", 8)
+    unit = one(a.unit) if a.unit is not None else tuned.get("unit")
+    chunks = one(a.chunks) if a.chunks is not None else tuned.get("chunks")
+    threads = {k: tuned[k] for k in ("reader_threads", "writer_threads") if k in tuned}
     model = _model_spec(a.model)
     x = _open_input(a.input)
     client = None
@@ -149,9 +177,9 @@ def infer(argv: list[str]) -> int:
         client = Client(a.scheduler)
     try:
         out = sliding_window_zarr(
-            model, x, a.output, one(a.window), one(a.step), a.batch_size, a.weight,
-            border=one(a.border), chunks=one(a.chunks), unit=one(a.unit), device=a.device,
-            progress=True, client=client)
+            model, x, a.output, window, step, batch_size, a.weight,
+            border=one(a.border), chunks=chunks, unit=unit, device=a.device,
+            progress=True, client=client, **threads)
     except (ValueError, TypeError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -167,12 +195,34 @@ USAGE = """usage:
                            [--labels labels.npy|labels.zarr] [--missing-label -1]
   python -m fastquilt infer --model model.pt|module:function --input in.zarr
                             --output out.zarr --window W --step S [--batch-size 8]
-                            [--scheduler tcp://host:8786]"""
+                            [--scheduler tcp://host:8786] [--tuning tuned.json]
+  python -m fastquilt bench [--device cpu|cuda] [--dtype float32 ...] [--threads N ...]
+                            [--quick] [--json PATH]
+  python -m fastquilt tune --model model.pt|module:function (--input in.zarr | --shape Z Y X)
+                           --window W [--step S] [--device cpu|cuda] [--budget-seconds 60]
+                           [--out tuned.json] [--plot tuned.png]"""
+
+
+def tune(argv: list[str]) -> int:
+    """``tune``: the model and input are opened as ``infer`` opens them."""
+    a = tune_parser().parse_args(argv)
+    try:
+        model = _model_spec(a.model)
+        x = _open_input(a.input) if a.input is not None else None
+    except SystemExit as e:  # the openers' one-line errors, with the usage error status
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+            return 2
+        raise
+    return tune_main(a, model, x)
+
+
+COMMANDS = {"plan": plan, "infer": infer, "bench": bench_main, "tune": tune}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("plan", "infer"):
+    if not argv or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr)
         return 2
-    return plan(argv[1:]) if argv[0] == "plan" else infer(argv[1:])
+    return COMMANDS[argv[0]](argv[1:])

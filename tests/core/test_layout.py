@@ -23,6 +23,7 @@ LAYERS = [
     {"fastquilt.accumulator", "fastquilt.sliding"},
     {"fastquilt.training"},
     {"fastquilt.outofcore"},
+    {"fastquilt.tuning"},
     {"fastquilt.inference", "fastquilt.compat", "fastquilt.distributed", "fastquilt.cli"},
     {"fastquilt", "fastquilt.__main__"},
     {"fastquilt.demo"},

@@ -129,13 +129,14 @@ class _Batcher(threading.Thread):
 
 
 def run_local(job: Job, model, batch_size: int, device: torch.device, fill_value: float,
-              progress: bool):
-    """Run every window of ``job`` that touches an unfinished unit; returns the output."""
+              progress: bool, *, reader_threads: int = 2, writer_threads: int = 2):
+    """Run every window of ``job`` that touches an unfinished unit, reading input blocks on
+    ``reader_threads`` and writing finished units on ``writer_threads``; returns the output."""
     layout, store = job.layout, job.store
     done = store.verified_done()
     todo, _ = layout.plan(done)
-    writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastquilt-writer")
-    reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastquilt-reader")
+    writer = ThreadPoolExecutor(max_workers=writer_threads, thread_name_prefix="fastquilt-writer")
+    reader = ThreadPoolExecutor(max_workers=reader_threads, thread_name_prefix="fastquilt-reader")
     acc = _Accumulator(job, done, fill_value, writer)
     acc.start()
     batcher = _Batcher(job, todo, batch_size, reader)

@@ -40,6 +40,8 @@ def sliding_window_zarr(
     allow_gaps: bool = False,
     progress: bool = False,
     client=None,
+    reader_threads: int = 2,
+    writer_threads: int = 2,
 ):
     """Apply ``model`` to every window of ``x`` ``(N, C, *S)`` (zarr array, numpy array or
     memmap, dask array, or tensor) and write the weighted mean to the zarr v3 array at ``out``
@@ -57,10 +59,14 @@ def sliding_window_zarr(
 
     With ``client`` (a ``dask.distributed.Client``) the same work runs as a static task graph
     of producers and owners on the cluster: see :mod:`fastquilt.outofcore.distributed`.
+    ``reader_threads`` and ``writer_threads`` (default 2 each) read input blocks and write
+    finished units in a run in one process (``python -m fastquilt tune`` measures them).
     """
     if client is None and not isinstance(model, ModelFactory):
         check_model(model)
     batch_size = positive_int_arg(batch_size, "batch_size")
+    reader_threads = positive_int_arg(reader_threads, "reader_threads")
+    writer_threads = positive_int_arg(writer_threads, "writer_threads")
     # On a cluster the device is the workers', which this machine may lack.
     device = device_arg(device, here=client is None) or torch.device("cpu")
     layout = Layout(getattr(x, "shape", ()), window, step, weight, border, border_weight,
@@ -87,6 +93,7 @@ def sliding_window_zarr(
         if client is not None:
             return run_distributed(client, job, model, batch_size, device, fill_value,
                                    progress)
-        return run_local(job, model, batch_size, device, fill_value, progress)
+        return run_local(job, model, batch_size, device, fill_value, progress,
+                         reader_threads=reader_threads, writer_threads=writer_threads)
     finally:
         store.lease.release()
