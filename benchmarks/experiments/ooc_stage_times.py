@@ -1,0 +1,65 @@
+"""Where the one-process out-of-core run spends its time: the busy seconds of each stage
+(reading, the model call, the slab's sums, the unit writes), summed over their threads, for a
+(1, 1, 512^3) float32 zarr input, window 64, step 48, batch 8, and a model that sleeps 2 s in
+all (the GIL released). Stages that add up to more than the cores can run beside the model
+cannot hide behind it.
+
+    python benchmarks/experiments/ooc_stage_times.py
+"""
+
+import collections
+import tempfile
+import threading
+import time
+
+import numpy as np
+import zarr
+
+import fastquilt as fq
+from fastquilt.outofcore import local, reading, slab, store
+
+S = 512
+busy: dict = collections.defaultdict(float)
+lock = threading.Lock()
+
+
+def timed(name, f):
+    def g(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return f(*a, **k)
+        finally:
+            with lock:
+                busy[name] += time.perf_counter() - t0
+
+    return g
+
+
+def main() -> None:
+    d = tempfile.mkdtemp()
+    z = zarr.create_array(store=d + "/in.zarr", shape=(1, 1, S, S, S), dtype="float32",
+                          chunks=(1, 1, 64, 64, 64), compressors=None)
+    for i in range(0, S, 64):
+        z[:, :, i:i + 64] = np.random.default_rng(i).standard_normal(
+            (1, 1, min(64, S - i), S, S)).astype(np.float32)
+    slab.Slab.add = timed("accumulate (slab.add)", slab.Slab.add)
+    store.OutputStore.write_unit = timed("write_unit", store.OutputStore.write_unit)
+    reading.read_box = timed("read_box", reading.read_box)
+    local.predict_batch = timed("predict_batch", local.predict_batch)
+    n_batches = -(-len(fq.Quilt((S,) * 3, 64, 48).positions(1)) // 8)
+    pause = 2.0 / n_batches
+
+    def sleepy(p):
+        time.sleep(pause)
+        return p
+
+    t0 = time.perf_counter()
+    fq.sliding_window(sleepy, z, 64, 48, 8, out=d + "/o.zarr", compressors=None)
+    wall = time.perf_counter() - t0
+    print(f"wall {wall:.2f} s, the model sleeps {pause * n_batches:.2f} s in all")
+    for k, v in sorted(busy.items(), key=lambda kv: -kv[1]):
+        print(f"  {k:24s} {v:6.2f} s")
+
+
+if __name__ == "__main__":
+    main()
