@@ -2,7 +2,7 @@
 and compare every output bit for bit.
 
     python tools/ab_compare.py --before <git rev> [--after <git rev> | worktree]
-                               [--keep /tmp/fq_ab] [--allow KEY_GLOB ...] [--areas AREA ...]
+                               [--keep DIR] [--allow KEY_GLOB ...] [--areas AREA ...]
 
 For each side the tree (a git revision, extracted with ``git archive``, or the working tree's
 files as they are) is copied under ``--keep``, its C++ extension is built with CMake + Ninja
@@ -29,6 +29,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -433,8 +434,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--after", default="worktree", metavar="REV",
                     help='git revision after the change, or "worktree" (default: the working '
                     "tree's files as they are, committed or not)")
-    ap.add_argument("--keep", type=Path, default=Path("/tmp/fq_ab"), metavar="DIR",
-                    help="folder for the trees, cached builds and dumps (default /tmp/fq_ab)")
+    keep = Path(tempfile.gettempdir()) / "fastquilt-ab"
+    ap.add_argument("--keep", type=Path, default=keep, metavar="DIR",
+                    help=f"folder for the trees, cached builds and dumps (default {keep})")
     ap.add_argument("--allow", nargs="+", default=[], metavar="KEY_GLOB",
                     help="keys expected to differ (fnmatch globs such as 'errors/*'): "
                     "reported, but they do not fail the run")

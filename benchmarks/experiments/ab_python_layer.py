@@ -1,5 +1,5 @@
 """A/B timing of the Python layer's hot paths on two built trees (e.g. those tools/ab_compare.py
-keeps in /tmp/fq_ab): each case runs in its own process (python -S, the tree first on
+keeps in its --keep folder): each case runs in its own process (python -S, the tree first on
 sys.path), the two trees alternately, several rounds; prints the best time of each.
 
     python benchmarks/experiments/ab_python_layer.py BEFORE_TREE AFTER_TREE [--rounds 3]

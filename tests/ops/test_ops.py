@@ -10,6 +10,7 @@ from fastquilt import ops as _ops
 
 from .. import reference as ref
 from ..conftest import requires_cuda
+from .test_threads import with_threads
 
 FQ = torch.ops.fastquilt
 
@@ -155,15 +156,6 @@ def test_adjoint_identity():
             assert torch.allclose(lhs, rhs, rtol=1e-12, atol=1e-10)
 
 
-def _with_threads(n, fn):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        return fn()
-    finally:
-        torch.set_num_threads(old)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_cpu_results_bit_identical_for_1_and_2_threads(dtype):
     # qlty's race case: Y = X = 250, window 96, step 32, border 4 (stepped-back last window).
@@ -176,9 +168,9 @@ def test_cpu_results_bit_identical_for_1_and_2_threads(dtype):
     def run():
         return (q.stitch(p)[0], fq.scatter_add_windows(p, org, (250, 250), 2, weight=w)[0])
 
-    a = _with_threads(1, run)
+    a = with_threads(1, run)
     for _ in range(3):
-        b = _with_threads(2, run)
+        b = with_threads(2, run)
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 

@@ -45,7 +45,8 @@ def test_an_op_starts_worker_threads():
     assert after >= before + 2, f"threads before {before}, after {after}: the op ran serially"
 
 
-def _with_threads(n, fn):
+def with_threads(n, fn):
+    """fn() run with torch's thread count n."""
     old = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -76,9 +77,9 @@ def test_every_op_gives_the_same_bits_for_1_2_and_3_threads(case, dtype):
                 fq.grid_weight_sum(w, spatial, step, inverse=True),
                 fq.grid_normalize_(acc.clone(), w, step, -1.0)]
 
-    one = _with_threads(1, run)
+    one = with_threads(1, run)
     for n in (2, 3):
-        for a, b in zip(one, _with_threads(n, run)):
+        for a, b in zip(one, with_threads(n, run)):
             assert torch.equal(a, b), f"{n} threads differ from one"
 
 
@@ -91,7 +92,7 @@ def test_sliding_window_and_out_of_core_give_the_same_bits_for_1_and_3_threads(t
     z[...] = x.numpy()
 
     def run(n):
-        return _with_threads(n, lambda: (
+        return with_threads(n, lambda: (
             fq.sliding_window(lambda p: p * 2, x, 12, 9),
             torch.from_numpy(fq.sliding_window(lambda p: p * 2, z, 12, 9, chunks=12,
                                                out=tmp_path / f"o{n}.zarr")[...])))

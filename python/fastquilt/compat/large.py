@@ -20,9 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..outofcore.job import Layout
 from ..outofcore.unit_sums import UnitSums
-from ..outofcore.units import Units
-from ..quilt import Quilt
 from ..training.cleaning import clean_pairs
 
 
@@ -33,24 +32,21 @@ class _LargeQuilt:
                  border_weight: float) -> None:
         self.filename = str(filename)
         self.N = int(N)
-        self._q = Quilt(tuple(spatial), window, step, border=border,
-                        border_weight=border_weight)
+        # the out-of-core run's geometry: the grid, its chunks and units, the window origins
+        # and how many windows touch each unit
+        self._layout = Layout((self.N, 1, *spatial), window, step, None, border, border_weight,
+                              chunks=self._default_chunk, unit=None, shards=None)
+        self._q = self._layout.q
         self.window, self.step = self._q.window, self._q.step
         self.border = self._q.border
         self.border_weight = max(float(border_weight), 1e-8)
         self.weight = self._q.weight.double()
         self.N_chunks = self.N * self._q.num_windows
         self._next = 0
-        chunk = tuple(min(self._default_chunk, S) for S in self._q.spatial_shape)
-        self._chunk = chunk
-        self._units = Units(self.N, self._q.spatial_shape,
-                             tuple(min(2 * c, S) for c, S in zip(chunk, self._q.spatial_shape)))
-        self._origins = self._q.grid.origins(self.N)
-        self._w = self._q.weight.to(torch.float32)
-        self._remaining = np.zeros(self._units.total(), np.int64)
-        for k in range(self.N_chunks):
-            for u in self._units.touched(self._origins[k].tolist(), self.window):
-                self._remaining[u] += 1
+        self._chunk = self._layout.chunk
+        self._units, self._origins = self._layout.units, self._layout.origins
+        self._w = self._layout.weight
+        self._remaining = self._layout.plan(set())[1]
         self._seen = np.zeros(self.N_chunks, bool)
         self._sums: UnitSums | None = None  # channels: the prediction's, then patch_var's
         self.mean = self.std = None

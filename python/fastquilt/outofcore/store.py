@@ -160,11 +160,7 @@ class OutputStore:
 
     def metadata(self, out_channels: int) -> dict:
         """The stored metadata of an output with ``out_channels`` channels."""
-        meta = dict(self.base_metadata)
-        dtype = meta.pop("dtype")
-        meta["out_channels"] = int(out_channels)
-        meta["dtype"] = dtype
-        return json.loads(json.dumps(meta))
+        return json.loads(json.dumps({**self.base_metadata, "out_channels": int(out_channels)}))
 
     def open_existing(self) -> None:
         """Open an existing output and refuse one made differently (or not by fastquilt)."""
@@ -251,15 +247,21 @@ class OutputStore:
         return [prefix + encode((n, 0, *idx)) for idx in itertools.product(*ranges)]
 
     def stored(self, uids) -> set[int]:
-        """The units among ``uids`` whose every chunk (or shard) is in storage."""
+        """The units among ``uids`` whose every chunk (or shard) is in storage: one look-up per
+        key, all of them in one pass of zarr's event loop."""
+        import asyncio
+
         from zarr.core.sync import sync
 
+        uids = list(uids)
+        keys = [self.block_keys(uid) for uid in uids]
         store = self.arr.store
 
-        async def check(uid):
-            return all([await store.exists(k) for k in self.block_keys(uid)])
+        async def exists(flat):
+            return await asyncio.gather(*(store.exists(k) for k in flat))
 
-        return {uid for uid in uids if sync(check(uid))}
+        found = iter(sync(exists([k for ks in keys for k in ks])))
+        return {uid for uid, ks in zip(uids, keys) if all([next(found) for _ in ks])}
 
     def verified_done(self) -> set[int]:
         """The units marked done whose chunks storage holds; markers of units whose chunks are
