@@ -190,3 +190,30 @@ def test_resume_switches_between_local_and_cluster_with_the_same_model(client, t
     assert main(args) == 0
     (tmp_path / "cli.zarr").joinpath(*chunk).unlink()
     assert main(args + ["--scheduler", client.scheduler.address]) == 0
+
+
+def test_local_gpu_cluster_gives_each_worker_its_own_gpu(tmp_path):
+    # On this CPU machine the devices are names only: each worker process must see its own
+    # CUDA_VISIBLE_DEVICES (its GPU as cuda:0), run single-threaded, without
+    # MALLOC_TRIM_THRESHOLD_, and run the job like any cluster.
+    from fastquilt.distributed import local_gpu_cluster
+
+    with local_gpu_cluster(["3", "GPU-5"], dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as c:
+        env = c.run(lambda: (os.environ.get("CUDA_VISIBLE_DEVICES"),
+                             os.environ.get("MALLOC_TRIM_THRESHOLD_")))
+        assert sorted(env.values()) == [("3", None), ("GPU-5", None)]
+        assert sorted(c.nthreads().values()) == [1, 1]
+        x, src = make_input(tmp_path, (1, 1, 20, 24, 18))
+        got = fq.sliding_window(lambda p: 2 * p, src, 8, 6, out=str(tmp_path / "o.zarr"),
+                                client=c, device="cpu")
+        want = fq.sliding_window(lambda p: 2 * p, torch.from_numpy(x), 8, 6)
+        np.testing.assert_allclose(np.asarray(got[...]), want.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("devices", [[], ["0", "0"], ["1", ""]])
+def test_local_gpu_cluster_refuses_bad_devices(devices):
+    from fastquilt.distributed import local_gpu_cluster
+
+    with pytest.raises(ValueError, match="devices"):
+        local_gpu_cluster(devices)

@@ -9,7 +9,7 @@ per chunk, resumable after a kill. The modules, in the order of a run: :mod:`.jo
 :mod:`.distributed` (the two ways to run), :mod:`.run` (the entry point).
 """
 
-from .distributed import local_cluster
+from .distributed import local_cluster, local_gpu_cluster
 from .models import ModelFactory, load_model_file, resolve_model
 from .run import sliding_window_zarr
 from .store import progress_of
@@ -18,6 +18,7 @@ __all__ = [
     "ModelFactory",
     "load_model_file",
     "local_cluster",
+    "local_gpu_cluster",
     "progress_of",
     "resolve_model",
     "sliding_window_zarr",

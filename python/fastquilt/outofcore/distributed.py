@@ -43,6 +43,41 @@ def local_cluster(n_workers: int = 2, threads_per_worker: int = 1, **kwargs):
                             processes=True, **kwargs)
 
 
+def local_gpu_cluster(devices=None, **kwargs):
+    """One single-threaded worker process per GPU of this machine, each with its own
+    ``CUDA_VISIBLE_DEVICES`` so that it sees its GPU as ``cuda:0`` (run with
+    ``device="cuda"``); started like :func:`local_cluster`, without ``MALLOC_TRIM_THRESHOLD_``.
+
+    ``devices``: the GPUs, as ``CUDA_VISIBLE_DEVICES`` names them (indices or UUIDs; default:
+    this process's ``CUDA_VISIBLE_DEVICES``, else every GPU torch sees). ``kwargs`` go to
+    ``distributed.SpecCluster`` (e.g. ``asynchronous``); ``memory_limit`` and
+    ``dashboard_address`` are understood too. dask-cuda's ``LocalCUDACluster`` does the same
+    where it is installed."""
+    import dask
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    if devices is None:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        devices = ([d.strip() for d in visible.split(",") if d.strip()] if visible is not None
+                   else [str(i) for i in range(torch.cuda.device_count())])
+    devices = [str(d).strip() for d in devices]
+    if not devices:
+        raise ValueError("devices: no GPU to start a worker for (none visible); pass the "
+                         "GPUs' indices, or use local_cluster() for CPU workers")
+    if len(set(devices)) != len(devices) or any(not d for d in devices):
+        raise ValueError(f"devices must name distinct GPUs, got {devices}")
+    worker = {"nthreads": 1, "memory_limit": kwargs.pop("memory_limit", "auto")}
+    dashboard = kwargs.pop("dashboard_address", ":0")
+    scheduler = ({"dashboard": False} if dashboard is None
+                 else {"dashboard_address": dashboard})
+    workers = {f"gpu-{d}": {"cls": Nanny,
+                            "options": {**worker, "env": {"CUDA_VISIBLE_DEVICES": d}}}
+               for d in devices}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        return SpecCluster(workers=workers, scheduler={"cls": Scheduler, "options": scheduler},
+                           **kwargs)
+
+
 def _check_env() -> None:
     if os.environ.get("MALLOC_TRIM_THRESHOLD_"):
         warnings.warn(
