@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .reductions import activate, activation_arg, outputs_arg
+from .reductions import MOMENT_OUTPUTS, activate, activation_arg, outputs_arg
 from .sliding import check_model, check_model_output
 from .transfer import to_device
 from .tta import apply_transform, invert_transform, tta_transforms
@@ -31,16 +31,18 @@ class Predictor:
     the transforms of ``tta`` on a batch of windows ``(B, C, *window)`` and returns the
     per-window state ``(B, K, *window)`` in float32 on the model's device: the mean over the
     ``M`` members after ``activation`` (``K = C_out``), followed by their population variance
-    (``K = 2 C_out``) when ``moments`` (Welford's update over the members: no cancellation).
+    (``K = 2 C_out``) when ``outputs`` holds std or variance (Welford's update over the
+    members: no cancellation).
     ``channels`` is ``C_out`` once a batch has run. Picklable when the models are."""
 
     def __init__(self, models: Sequence, tta: str = "none", activation: str | None = "none",
-                 moments: bool = False, outputs: Sequence[str] | str = "mean",
-                 resolve: Callable | None = None) -> None:
+                 outputs: Sequence[str] | str = "mean", resolve: Callable | None = None) -> None:
         self.models = models_arg(models)
         self.tta = tta
-        self.activation = activation_arg(activation, outputs_arg(outputs))
-        self.moments, self.resolve = bool(moments), resolve
+        names = outputs_arg(outputs)
+        self.activation = activation_arg(activation, names)
+        self.moments = any(n in MOMENT_OUTPUTS for n in names)
+        self.resolve = resolve
         self.channels: int | None = None
         tta_transforms(tta, (1,))  # a clear error for an unknown set, before any work
         if resolve is None:
@@ -68,7 +70,8 @@ class Predictor:
                 for t in transforms:
                     y = self._run(model, apply_transform(xb, t).contiguous(), window)
                     self._check_channels(i, y.shape[1])
-                    p = activate(invert_transform(y, t), self.activation)
+                    # (contiguous: the activation then runs the same kernel for every member)
+                    p = activate(invert_transform(y, t).contiguous(), self.activation)
                     count += 1
                     if mean is None:  # (the model's own buffer when nothing else runs)
                         mean = p if len(self.models) * len(transforms) == 1 else p.clone()

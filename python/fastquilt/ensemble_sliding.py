@@ -41,7 +41,7 @@ def sliding_window_outputs(
     ``tta``; see :func:`fastquilt.sliding_window` for the arguments. Float outputs are in
     ``out_dtype`` (default float32), labels uint8/uint16."""
     names = outputs_arg(outputs)
-    pred = Predictor(models, tta, activation, moments=False, outputs=names)
+    pred = Predictor(models, tta, activation, outputs=names)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (4, 5) or x.shape[0] == 0:
@@ -68,8 +68,6 @@ def sliding_window_outputs(
                 buf = torch.empty((hi - lo, x.shape[1], *q.window), dtype=x.dtype,
                                   device=x.device)
             patches = ops.gather_windows_into(x, origins[lo:hi], buf[:hi - lo])
-            if red is None:
-                pred.moments = Reduction(names, 1).moments
             y = pred(patches, q.window, device)
             if red is None:
                 red = Reduction(names, pred.channels, fill_value)

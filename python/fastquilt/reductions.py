@@ -31,6 +31,7 @@ from .normalize import divide_by_weight_sum_
 OUTPUTS = ("mean", "std", "variance", "labels", "probability", "entropy")
 ACTIVATIONS = ("none", "softmax", "sigmoid")
 CLASS_OUTPUTS = ("labels", "probability", "entropy")
+MOMENT_OUTPUTS = ("std", "variance")
 
 
 def outputs_arg(outputs: str | Sequence[str]) -> tuple[str, ...]:
@@ -91,7 +92,7 @@ class Reduction:
                  fill_value: float = 0.0) -> None:
         self.outputs = outputs_arg(outputs)
         self.channels, self.fill_value = int(channels), float(fill_value)
-        self.moments = any(n in ("std", "variance") for n in self.outputs)
+        self.moments = any(n in MOMENT_OUTPUTS for n in self.outputs)
         if any(n in CLASS_OUTPUTS for n in self.outputs) and self.channels > ops.MAX_CLASSES:
             raise ValueError(f"labels hold at most {ops.MAX_CLASSES} classes (uint16); the "
                              f"models give {self.channels} channels")
