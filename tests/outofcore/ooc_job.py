@@ -124,3 +124,12 @@ class FailOnWindowsFrom(_FirstCallAnywhere):
             raise RuntimeError("model failed on this batch")
         time.sleep(0.5)
         return p
+
+
+def two_classes(scale: float = 1.0):
+    """A model factory for the CLI tests: two class scores."""
+    return lambda p: torch.cat([p * scale, 1.0 - p], 1)
+
+
+def two_classes_b():
+    return two_classes(2.0)

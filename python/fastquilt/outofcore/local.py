@@ -132,10 +132,12 @@ class _Batcher(threading.Thread):
 
 def run_local(job: Job, predictor: Predictor, outputs: tuple[str, ...], batch_size: int,
               device: torch.device, fill_value: float, progress: bool, *,
-              reader_threads: int = 2, writer_threads: int = 2):
+              reader_threads: int = 2, writer_threads: int = 2, memory=None):
     """Run every window of ``job`` that touches an unfinished unit through ``predictor``,
     reading input blocks on ``reader_threads`` and writing the finished units' ``outputs`` on
-    ``writer_threads``; returns the output."""
+    ``writer_threads``; returns the output. ``memory(channels)``, called once the first
+    batch has run, gives the :class:`~.budget.MemoryPlan` (queue depths, units waiting) or
+    raises when the run cannot fit."""
     layout, store = job.layout, job.store
     done = store.verified_done()
     todo, _ = layout.plan(done)
@@ -155,6 +157,10 @@ def run_local(job: Job, predictor: Predictor, outputs: tuple[str, ...], batch_si
         for batch, windows in batcher:
             pred = predictor(windows, layout.window, device)
             if acc.reduction is None:
+                if memory is not None:
+                    plan = memory(predictor.channels)
+                    acc.batches.maxsize = batcher.batches.maxsize = plan.queue_depth
+                    acc.max_pending = min(acc.max_pending, plan.max_pending)
                 store.ensure(predictor.channels)
                 acc.reduction = Reduction(outputs, predictor.channels, fill_value)
             acc.put((batch, pred))

@@ -5,22 +5,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
 from .._args import device_arg, positive_int_arg
 from ..arrays import with_absolute_paths
 from ..ensemble import Predictor, models_arg
-from ..reductions import outputs_arg
+from ..reductions import Reduction, outputs_arg
 from ..sliding import check_model
+from .budget import MemoryPlan, default_max_memory, memory_arg, plan_memory
 from .distributed import model_fingerprint_on_a_worker, run_distributed
 from .fingerprints import input_fingerprint, model_fingerprint
 from .job import Job, Layout
 from .local import run_local
 from .models import ModelFactory, resolve_model
 from .outputs import is_group
+from .reading import read_window
 from .store import OutputStore, zarr_dtype
 
 
@@ -50,6 +54,7 @@ def sliding_window_zarr(
     outputs: str | Sequence[str] = "mean",
     tta: str = "none",
     activation: str | None = None,
+    max_memory: int | str | None = None,
 ):
     """Apply ``model`` to every window of ``x`` ``(N, C, *S)`` (zarr array, numpy array or
     memmap, dask array, or tensor) and write the weighted mean to the zarr v3 array at ``out``
@@ -75,7 +80,15 @@ def sliding_window_zarr(
     written as a zarr group at ``out`` with one array per output (:mod:`.outputs`), each unit
     of every output written once before the unit's done-marker; a resumed run must ask for the
     same outputs, augmentations and activation.
+
+    ``max_memory`` (bytes, or a size such as ``"4G"``) bounds fastquilt's buffers in a run in
+    one process (:mod:`.budget`: the unit depth along axis 0, the queue depths and the units
+    waiting to be written are chosen to fit, after running the model on one window to learn
+    its channel count; a bound too small even for one batch is refused). Default: half the
+    physical memory, checked once the model's first batch has run. (On a cluster, dask's
+    worker memory limits apply.)
     """
+    budget = memory_arg(max_memory)
     names = outputs_arg(outputs)
     models = models_arg(model)
     if client is None:
@@ -91,6 +104,19 @@ def sliding_window_zarr(
     layout = Layout(getattr(x, "shape", ()), window, step, weight, border, border_weight,
                     chunks=chunks, unit=unit, shards=shards, allow_gaps=allow_gaps)
     dtype = zarr_dtype(out_dtype)
+    memory = None
+    if client is None:
+        if budget is not None:  # the unit depth depends on the bound: plan it now
+            plan = _plan(layout, x, predictor, names, batch_size, dtype, budget,
+                         unit is not None, _channels(predictor, x, layout, device))
+            if plan.unit0 != layout.unit[0]:
+                layout = Layout(getattr(x, "shape", ()), window, step, weight, border,
+                                border_weight, chunks=chunks, unit=(plan.unit0, *layout.unit[1:]),
+                                shards=shards, allow_gaps=allow_gaps)
+            memory = lambda c: plan  # noqa: E731
+        else:
+            memory = lambda c: _plan(layout, x, predictor, names, batch_size,  # noqa: E731
+                                     dtype, default_max_memory(), True, c)
     store = OutputStore(out, layout.units, layout.chunk, layout.shards, out_dtype=dtype,
                         compressors=compressors, fill_value=fill_value,
                         metadata=_metadata(layout.metadata(dtype, weight, border_weight),
@@ -118,9 +144,34 @@ def sliding_window_zarr(
             return run_distributed(client, job, predictor, names, batch_size, device,
                                    fill_value, progress)
         return run_local(job, predictor, names, batch_size, device, fill_value, progress,
-                         reader_threads=reader_threads, writer_threads=writer_threads)
+                         reader_threads=reader_threads, writer_threads=writer_threads,
+                         memory=memory)
     finally:
         store.lease.release()
+
+
+def _channels(predictor: Predictor, x, layout: Layout, device) -> int:
+    """The models' output channels, from one window."""
+    window = read_window(with_absolute_paths(x), layout, 0)
+    predictor(window[None], layout.window, device)
+    return int(predictor.channels)
+
+
+def _plan(layout: Layout, x, predictor: Predictor, names, batch_size: int, out_dtype: str,
+          budget: int, unit_given: bool, channels: int) -> MemoryPlan:
+    """The memory plan of a run in one process with ``channels`` model outputs."""
+    red = Reduction(names, channels)
+    out_bytes = sum(c * np.dtype(dt).itemsize for c, dt in red.specs(out_dtype).values())
+    in_itemsize = x.element_size() if isinstance(x, torch.Tensor) else np.dtype(x.dtype).itemsize
+    chunks = getattr(x, "chunks", None)
+    in_depth = int(chunks[2]) if isinstance(chunks, tuple) and len(chunks) > 2 and isinstance(
+        chunks[2], int) else layout.window[0]
+    return plan_memory(
+        budget, spatial=layout.spatial, window=layout.window,
+        chunk0=(layout.shards or layout.chunk)[0], unit=layout.unit, unit_given=unit_given,
+        plane_units=math.prod(layout.units.counts[1:]), c_in=layout.shape[1],
+        in_itemsize=in_itemsize, in_depth=in_depth, state_channels=red.state_channels,
+        out_bytes=out_bytes, c_out=channels, batch_size=batch_size)
 
 
 def _plain(names: tuple[str, ...], predictor: Predictor) -> bool:
