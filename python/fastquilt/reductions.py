@@ -81,6 +81,31 @@ def merge_moments_(W: torch.Tensor, mean: torch.Tensor, M2: torch.Tensor, Wb: to
     W.copy_(W_new)
 
 
+EPILOGUE_BLOCK_BYTES = 16 * 2**20  # the op reads a strided view through a copy this large
+
+
+def _class_outputs(acc: torch.Tensor, wsum: torch.Tensor | None, fill: float,
+                   names: list[str]) -> dict[str, torch.Tensor]:
+    """labels / probability / entropy ``(N, 1, *S)`` of ``acc`` by the fused epilogue, in
+    blocks of planes along the first spatial axis when ``acc`` is a strided view (a unit cut
+    from the slab): its copy then stays small instead of a unit's C channels."""
+    N, S = acc.shape[0], acc.shape[2:]
+    plane = max(1, acc[:, :, :1].numel() * acc.element_size())
+    step = S[0] if acc.is_contiguous() else max(1, EPILOGUE_BLOCK_BYTES // plane)
+    want = {"probability": "probability" in names, "entropy": "entropy" in names}
+    res = {n: None for n in names}
+    for z in range(0, S[0], step):
+        block = ops.class_epilogue(acc[:, :, z:z + step],
+                                   None if wsum is None else wsum[:, z:z + step], fill,
+                                   want["probability"], want["entropy"])
+        for name, t in zip(("labels", "probability", "entropy"), block):
+            if name in names:
+                if res[name] is None:
+                    res[name] = t.new_empty((N, 1, *S))
+                res[name][:, 0, z:z + step] = t
+    return res
+
+
 class Reduction:
     """The accumulation and finishing of ``outputs`` for models with ``channels`` outputs.
 
@@ -147,11 +172,7 @@ class Reduction:
             out["mean"] = mean
         cls = [n for n in CLASS_OUTPUTS if n in self.outputs]
         if cls:
-            labels, prob, ent = ops.class_epilogue(base, ws, fill, "probability" in cls,
-                                                   "entropy" in cls)
-            for name, t in (("labels", labels), ("probability", prob), ("entropy", ent)):
-                if name in cls:
-                    out[name] = t.unsqueeze(1)
+            out.update(_class_outputs(base, ws, fill, cls))
         return {n: out[n] for n in self.outputs}
 
     def merge_piece(self, acc: torch.Tensor, wsum: torch.Tensor, dst: tuple[slice, ...],

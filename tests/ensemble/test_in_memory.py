@@ -142,3 +142,19 @@ def test_bad_input_is_refused_clearly():
         Reduction(("labels",), 65536)
     with pytest.raises(ValueError, match="names an output twice"):
         fq.sliding_window([m], x, 8, 4, outputs=("mean", "mean"))
+
+
+def test_the_epilogue_of_a_strided_unit_in_blocks_equals_the_whole(monkeypatch):
+    from fastquilt import reductions
+
+    g = torch.Generator().manual_seed(0)
+    slab = torch.rand(1, 6, 20, 9, 11, generator=g)
+    wsum = torch.rand(1, 20, 9, 11, generator=g)
+    wsum[0, 3] = 0
+    red = Reduction(("labels", "probability", "entropy", "mean"), 6, fill_value=0.5)
+    view, wview = slab[:, :, 2:17, 1:8], wsum[:, 2:17, 1:8]
+    whole = red.finish(view.contiguous(), wview.contiguous())
+    monkeypatch.setattr(reductions, "EPILOGUE_BLOCK_BYTES", 4 * 6 * 7 * 11 * 2)  # 2 planes
+    blocks = red.finish(view, wview)
+    for k in whole:
+        assert torch.equal(whole[k], blocks[k]), k
