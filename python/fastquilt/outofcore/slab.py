@@ -94,9 +94,13 @@ class Slab:
         if new_lo > self.lo:  # slide: keep the planes still open, zero the rest
             shift = new_lo - self.lo
             keep = self.H - shift
-            if keep > 0:
-                self.acc[:, :, :keep] = self.acc[:, :, shift:].clone()
-                self.wsum[:, :keep] = self.wsum[:, shift:].clone()
+            # in blocks of `shift` planes, front to back: source and destination of a block
+            # never overlap, so no temporary copy of the open planes is needed (it was as
+            # large as the slab's kept part)
+            for i in range(0, max(keep, 0), shift):
+                n = min(shift, keep - i)
+                self.acc[:, :, i:i + n] = self.acc[:, :, i + shift:i + shift + n]
+                self.wsum[:, i:i + n] = self.wsum[:, i + shift:i + shift + n]
             self.acc[:, :, max(keep, 0):] = 0
             self.wsum[:, max(keep, 0):] = 0
             self.lo = new_lo
