@@ -64,13 +64,14 @@ def test_the_plan_fits_the_bound_and_a_tighter_bound_gives_a_shallower_unit(tmp_
     assert roomy.unit0 == 16 and roomy.queue_depth == 2 and roomy.total <= 2**30
     est = {k: v for k, v in sizes.items() if k not in ("chunk0", "unit_given", "plane_units")}
     deepest_least = sum(budget.estimate(**est, queue_depth=1, max_pending=1).values())
-    assert budget.plan_memory(deepest_least, **sizes).unit0 == 16
-    tight = budget.plan_memory(deepest_least - 1, **sizes)  # no unit of depth 16 fits
-    assert tight.unit0 == 8 and tight.total < deepest_least
+    bound = int(deepest_least / budget.HEADROOM) + 1
+    assert budget.plan_memory(bound, **sizes).unit0 == 16
+    tight = budget.plan_memory(bound - 2, **sizes)  # no unit of depth 16 fits
+    assert tight.unit0 == 8 and tight.total <= budget.HEADROOM * (bound - 2)
     with pytest.raises(ValueError, match=r"too small .* needs .*slab .*batches"):
         budget.plan_memory(2**20, **sizes)
-    g = fq.sliding_window(model, x, 8, 6, out=tmp_path / "o.zarr",
-                          max_memory=tight.total, **kw)
+    g = fq.sliding_window(model, x, 8, 6, out=tmp_path / "o.zarr", max_memory=bound - 2,
+                          **kw)
     assert dict(g.attrs)["fastquilt"]["unit"][0] == 8
     want = fq.sliding_window(model, torch.from_numpy(x), 8, 6, outputs=("labels",),
                              activation="softmax")
