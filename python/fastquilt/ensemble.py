@@ -62,28 +62,28 @@ class Predictor:
                  device: torch.device) -> torch.Tensor:
         xb = to_device(batch, device)
         transforms = tta_transforms(self.tta, window)
-        mean = m2 = None
-        count = 0
+        models = [self.resolve(m, device) if self.resolve is not None else m
+                  for m in self.models]
+        total = None  # (count, mean or sum, M2) over the transforms done
         with torch.no_grad():
-            for i, spec in enumerate(self.models):
-                model = self.resolve(spec, device) if self.resolve is not None else spec
-                for t in transforms:
-                    y = self._run(model, apply_transform(xb, t).contiguous(), window)
+            for t in transforms:
+                xt = apply_transform(xb, t).contiguous()
+                # the models' predictions under one transform, combined where they are (in the
+                # transformed frame): one inverse per transform, not one per member
+                group = None
+                for i, model in enumerate(models):
+                    y = self._run(model, xt, window)
                     self._check_channels(i, y.shape[1])
-                    # (contiguous: the activation then runs the same kernel for every member)
-                    p = activate(invert_transform(y, t).contiguous(), self.activation)
-                    count += 1
-                    if mean is None:  # (the model's own buffer when nothing else runs)
-                        mean = p if len(self.models) * len(transforms) == 1 else p.clone()
-                        m2 = torch.zeros_like(p) if self.moments else None
-                        continue
-                    delta = p - mean
-                    mean.add_(delta, alpha=1.0 / count)
-                    if self.moments:
-                        m2.addcmul_(delta, p - mean)
+                    group = _add_member(group, activate(y, self.activation), self.moments)
+                n, mean, m2 = group
+                # (contiguous: an inverse permutation's view, made like a flip's result)
+                mean = invert_transform(mean, t).contiguous()
+                m2 = invert_transform(m2, t).contiguous() if m2 is not None else None
+                total = _merge_groups(total, (n, mean, m2), self.moments)
+        n, mean, m2, _ = total
         if not self.moments:
-            return mean
-        return torch.cat([mean, m2.div_(count)], dim=1)
+            return mean.div_(n) if n > 1 else mean
+        return torch.cat([mean, m2.div_(n)], dim=1)
 
     def _check_channels(self, i: int, c: int) -> None:
         if self.channels is None:
@@ -93,3 +93,36 @@ class Predictor:
                 f"the models disagree on the number of output channels: model {i} gives {c}, "
                 f"an earlier one {self.channels}; an ensemble's members must predict the same "
                 "channels")
+
+
+def _add_member(group, p: torch.Tensor, moments: bool):
+    """Add one member's prediction ``p`` to ``(count, sum or mean, M2)`` (Welford's update
+    with moments: no cancellation). The first member's tensor is never written to (it may be
+    the model's input or its own buffer): the second makes a new one."""
+    if group is None:
+        return 1, p, (torch.zeros_like(p) if moments else None)
+    n, mean, m2 = group
+    n += 1
+    if not moments:
+        return n, (mean + p if n == 2 else mean.add_(p)), None
+    delta = p - mean
+    mean = mean + delta / n if n == 2 else mean.add_(delta, alpha=1.0 / n)
+    m2.addcmul_(delta, p - mean)
+    return n, mean, m2
+
+
+def _merge_groups(total, group, moments: bool):
+    """Merge ``group`` ``(count, sum or mean, M2)`` into ``total`` (Chan et al. with
+    moments); the first group's tensors are not written to (they may be a member's own)."""
+    if total is None:
+        return (*group, False)
+    n_a, a, m2_a, owned = total
+    n_b, b, m2_b = group
+    n = n_a + n_b
+    if not moments:
+        return n, (a.add_(b) if owned else a + b), None, True
+    delta = b - a
+    a = a.add_(delta, alpha=n_b / n) if owned else a + delta * (n_b / n)
+    m2_a = (m2_a.add_(m2_b) if owned else m2_a + m2_b).addcmul_(delta, delta,
+                                                               value=n_a * n_b / n)
+    return n, a, m2_a, True
