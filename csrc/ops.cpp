@@ -46,4 +46,10 @@ TORCH_LIBRARY(fastquilt, m) {
   // acc (N, C, *S) divided in place by the grid's weight sum, fill_value where it is 0: the
   // sliding window's normalisation without a (*S) buffer.
   m.def("grid_normalize_(Tensor(a!) acc, Tensor weight, SymInt[] step, float fill_value) -> ()");
+  // Class epilogue: acc (N, C, *S) divided by weight_sum (N, *S) (absent: acc is the mean),
+  // then per voxel the argmax label (N, *S) (uint8 up to 256 classes, else uint16), the mean
+  // of that class and the entropy of the mean (N, *S) (empty (0,) tensors when not asked for).
+  m.def(
+      "class_epilogue(Tensor acc, Tensor? weight_sum, float fill_value, bool probability, "
+      "bool entropy) -> (Tensor, Tensor, Tensor)");
 }

@@ -127,9 +127,9 @@ def infer(argv: list[str]) -> int:
         prog="python -m fastquilt infer",
         description="Sliding-window inference from a zarr (or .npy) array into a zarr v3 array, "
                     "bounded memory, resumable (re-run the same command after a crash).")
-    ap.add_argument("--model", required=True,
+    ap.add_argument("--model", required=True, action="append",
                     help="model file (torch.export .pt2 with a dynamic batch dimension, or "
-                    "TorchScript) or module:function")
+                    "TorchScript) or module:function; repeat for an ensemble")
     ap.add_argument("--input", required=True, help="(N, C, *S) zarr array or .npy file")
     ap.add_argument("--output", required=True, help="output zarr v3 path")
     ap.add_argument("--window", type=int, nargs="+", default=None, help="required without "
@@ -146,6 +146,15 @@ def infer(argv: list[str]) -> int:
     ap.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")
     ap.add_argument("--tuning", default=None,
                     help="tuned file from `python -m fastquilt tune` (flags given win)")
+    ap.add_argument("--tta", default="none", choices=["none", "flips", "all"],
+                    help="test-time augmentations (flips; all: flips and axis permutations)")
+    ap.add_argument("--activation", default="none", choices=["none", "softmax", "sigmoid"],
+                    help="applied to every prediction before averaging")
+    ap.add_argument("--outputs", nargs="+", default=["mean"],
+                    help="any of mean std variance labels probability entropy (default mean; "
+                    "anything else writes a zarr group with one array per output)")
+    ap.add_argument("--max-memory", default=None,
+                    help="bound on fastquilt's memory, e.g. 4G (default: half the RAM)")
     a = ap.parse_args(argv)
 
     def one(v):
@@ -168,8 +177,12 @@ def infer(argv: list[str]) -> int:
     unit = one(a.unit) if a.unit is not None else tuned.get("unit")
     chunks = one(a.chunks) if a.chunks is not None else tuned.get("chunks")
     threads = {k: tuned[k] for k in ("reader_threads", "writer_threads") if k in tuned}
-    model = _model_spec(a.model)
+    models = [_model_spec(m) for m in a.model]
+    model = models[0] if len(models) == 1 else models
     x = _open_input(a.input)
+    ensemble = {}
+    if a.outputs != ["mean"] or a.tta != "none" or a.activation != "none" or len(models) > 1:
+        ensemble = dict(outputs=tuple(a.outputs), tta=a.tta, activation=a.activation)
     client = None
     if a.scheduler:
         from distributed import Client
@@ -179,14 +192,18 @@ def infer(argv: list[str]) -> int:
         out = sliding_window_zarr(
             model, x, a.output, window, step, batch_size, a.weight,
             border=one(a.border), chunks=chunks, unit=unit, device=a.device,
-            progress=True, client=client, **threads)
+            progress=True, client=client, max_memory=a.max_memory, **threads, **ensemble)
     except (ValueError, TypeError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
         if client is not None:
             client.close()
-    print(f"wrote {a.output}: shape {out.shape}, dtype {out.dtype}")
+    if hasattr(out, "array_keys"):  # a group of outputs
+        for name in a.outputs:
+            print(f"wrote {a.output}/{name}: shape {out[name].shape}, dtype {out[name].dtype}")
+    else:
+        print(f"wrote {a.output}: shape {out.shape}, dtype {out.dtype}")
     return 0
 
 
@@ -196,6 +213,9 @@ USAGE = """usage:
   python -m fastquilt infer --model model.pt|module:function --input in.zarr
                             --output out.zarr --window W --step S [--batch-size 8]
                             [--scheduler tcp://host:8786] [--tuning tuned.json]
+                            [--model m2.pt ...] [--tta none|flips|all]
+                            [--activation none|softmax|sigmoid] [--max-memory 4G]
+                            [--outputs mean std labels probability entropy]
   python -m fastquilt bench [--device cpu|cuda] [--dtype float32 ...] [--threads N ...]
                             [--quick] [--json PATH]
   python -m fastquilt tune --model model.pt|module:function (--input in.zarr | --shape Z Y X)

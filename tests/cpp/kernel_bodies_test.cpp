@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "kernel_bodies/class_epilogue.h"
 #include "kernel_bodies/disjoint_groups.h"
 #include "kernel_bodies/geometry.h"
 #include "kernel_bodies/stitch_grid_fast_path.h"
@@ -479,8 +480,52 @@ void check_group_count() {
 
 }  // namespace
 
+// The class epilogue of one voxel (class_epilogue.h) against a float64 reference: the
+// normalisation rule, the first maximum (NaN counts as the maximum), its mean, the entropy;
+// channels at a stride, as the kernels read them; uint8 and uint16 labels.
+template <typename T, typename L>
+void check_class_epilogue(int cases) {
+  std::mt19937 rng(7);
+  for (int i = 0; i < cases; ++i) {
+    const int64_t big = sizeof(L) == 1 ? 256 : 300;
+    const int64_t C = 1 + int64_t(rng() % (i % 3 == 0 ? big : 9)), stride = 1 + rng() % 5;
+    std::vector<T> acc(size_t(C * stride), T(-1));
+    const bool ties = i % 4 == 1, nan = i % 7 == 3;
+    for (int64_t c = 0; c < C; ++c)
+      acc[c * stride] = ties ? T(rng() % 3) : T((rng() % 100000) / 1000.0);
+    if (nan) acc[(rng() % C) * stride] = T(NAN);
+    const T ws = i % 5 == 0 ? T(0) : T(0.5 + (rng() % 1000) / 100.0);
+    const bool normalise = i % 6 != 2;
+    const T fill = T(0.25);
+    L label = 0;
+    T prob = 0, ent = 0;
+    class_epilogue_voxel<T, L>(acc.data(), C, stride, normalise, inverse_or_zero(ws), fill,
+                               &label, &prob, &ent);
+    int64_t best = -1;
+    double best_v = 0, h = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      double v = double(acc[c * stride]);
+      if (normalise) v = ws > T(0) ? double(T(acc[c * stride] * inverse_or_zero(ws))) : 0.25;
+      if (best < 0 || (!std::isnan(best_v) && (std::isnan(v) || v > best_v))) {
+        best = c;
+        best_v = v;
+      }
+      h -= v == 0 ? 0.0 : v * std::log(v);
+    }
+    ++checks;
+    const bool nan_ok = std::isnan(best_v) && std::isnan(double(prob));
+    if (int64_t(label) != best || (!nan_ok && double(prob) != best_v) ||
+        (!std::isnan(h) && std::fabs(double(ent) - h) > 1e-4 * (1 + std::fabs(h))) ||
+        (std::isnan(h) != std::isnan(double(ent))))
+      fail("class_epilogue case " + std::to_string(i) + " C=" + std::to_string(C) +
+           ": label " + std::to_string(int64_t(label)) + " vs " + std::to_string(best));
+  }
+}
+
 int main() {
   check_group_count();
+  check_class_epilogue<float, uint8_t>(200);
+  check_class_epilogue<double, uint16_t>(200);
   for (int i = 0; i < 60; ++i) {
     const Case k = random_case(4, i % 2 == 0);
     check_scatter_offsets<int32_t>(k, i % 3 != 0);

@@ -29,10 +29,12 @@ import warnings
 
 import torch
 
+from ..ensemble import Predictor
+from ..reductions import Reduction
 from .fingerprints import model_fingerprint
 from .input_parts import assemble, blocks_meeting, read_parts, window_region
 from .job import Job
-from .models import ModelFactory, predict, resolve_model
+from .models import ModelFactory, resolve_model
 from .reading import read_window
 from .slab import scatter_windows
 from .unit_sums import UnitSums
@@ -92,14 +94,14 @@ def _check_env() -> None:
             RuntimeWarning, stacklevel=2)
 
 
-def _produce(job: Job, model, windows: list[int], dests: list[int], c_out: int,
-             batch_size: int, device: str, *parts: tuple) -> dict:
-    """Run ``windows`` once; return ``{unit: (slices in the unit, weighted-sum piece,
-    weight-sum piece)}`` for the units ``dests`` their region reaches. ``parts``: the region
-    the windows cover, in parts read by the blocks' readers (input_parts.py)."""
+def _produce(job: Job, predictor: Predictor, windows: list[int], dests: list[int],
+             reduction: Reduction, batch_size: int, device: str, *parts: tuple) -> dict:
+    """Run ``windows`` once; return ``{unit: (slices in the unit, state piece, weight-sum
+    piece)}`` for the units ``dests`` their region reaches. ``parts``: the region the windows
+    cover, in parts cut by the blocks' readers (input_parts.py)."""
     _check_env()
     layout = job.layout
-    model = resolve_model(model, device)
+    c_out = reduction.state_channels
     n, lo, hi = window_region(layout, windows)
     shape = tuple(h - a for a, h in zip(lo, hi))
     acc = torch.zeros((1, c_out, *shape), device=device)  # summed on the model's device
@@ -113,8 +115,10 @@ def _produce(job: Job, model, windows: list[int], dests: list[int], c_out: int,
 
     for i in range(0, len(windows), batch_size):
         batch = windows[i:i + batch_size]
-        pred = predict(model, [block(k) for k in batch], layout.window, torch.device(device))
-        scatter_windows(layout, acc, wsum, lo, batch, pred)  # the region holds them all
+        pred = predictor(torch.stack([block(k) for k in batch]), layout.window,
+                         torch.device(device))
+        # the region holds them all
+        scatter_windows(layout, acc, wsum, lo, batch, pred, reduction)
     pieces = {}
     for uid in dests:
         if layout.units.box(uid)[0] != n:
@@ -143,26 +147,28 @@ def _worker_fingerprint(factory: ModelFactory, device: str) -> str | None:
     return model_fingerprint(resolve_model(factory, device))
 
 
-def _probe(job: Job, model, k: int, device: str) -> int:
-    """Output channels of the model, from one window."""
+def _probe(job: Job, predictor: Predictor, k: int, device: str) -> int:
+    """Output channels of the models, from one window."""
     window = read_window(job.x, job.layout, k)
-    return int(predict(resolve_model(model, device), [window], job.layout.window,
-                       torch.device(device)).shape[1])
+    predictor(window[None], job.layout.window, torch.device(device))
+    return int(predictor.channels)
 
 
-def _own(job: Job, uid: int, c_out: int, fill_value: float, *produced: dict) -> int:
-    """Add the pieces reaching unit ``uid`` (fixed order), normalise, write once, mark done."""
-    sums = UnitSums(job.layout.units, c_out)
+def _own(job: Job, uid: int, reduction: Reduction, *produced: dict) -> int:
+    """Merge the pieces reaching unit ``uid`` (fixed order), finish its outputs, write them
+    once, mark the unit done."""
+    sums = UnitSums(job.layout.units, reduction.state_channels, reduction)
     for pieces in produced:
         if uid in pieces:
             sums.add(uid, *pieces[uid])
-    job.store.write_unit(uid, sums.pop_mean(uid, fill_value))
+    job.store.write_unit(uid, sums.pop_outputs(uid))
     return uid
 
 
-def run_distributed(client, job: Job, model, batch_size: int, device, fill_value: float,
-                    progress: bool):
-    """Build and run the producer/owner graph for ``job`` on ``client``; returns the output."""
+def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, ...],
+                    batch_size: int, device, fill_value: float, progress: bool):
+    """Build and run the producer/owner graph for ``job`` on ``client`` (``predictor``'s
+    models may be recipes, built on the workers); returns the output."""
     from distributed import as_completed
 
     layout, store = job.layout, job.store
@@ -176,11 +182,12 @@ def run_distributed(client, job: Job, model, batch_size: int, device, fill_value
     # The job and the model reach the workers as tasks, not scattered data: when a worker
     # dies, dask recomputes them on another one (or on its restarted self) from the graph.
     run = f"{store.path.name}-{uuid.uuid4().hex[:12]}"
-    model_f = client.submit(_hold, model, key=f"fastquilt-model-{run}", pure=False)
+    model_f = client.submit(_hold, predictor, key=f"fastquilt-model-{run}", pure=False)
     # The output needs C_out: probe the model on one window, on a worker (the model may not
     # fit or run on the client).
     c_out = client.submit(_probe, job, model_f, todo[0], device, pure=False).result()
     store.ensure(c_out)
+    reduction = Reduction(outputs, c_out, fill_value)
     job_f = client.submit(_hold, job, key=f"fastquilt-job-{run}", pure=False)
     # producers: windows grouped by the unit holding their start
     groups: dict[int, list[int]] = {}
@@ -209,14 +216,14 @@ def run_distributed(client, job: Job, model, batch_size: int, device, fill_value
                                            key=f"fastquilt-read-{run}-{b}", pure=False)
             parts.append(client.submit(operator.getitem, readers[b], p,
                                        key=f"fastquilt-part-{run}-{b}-{p}", pure=False))
-        producers[p] = client.submit(_produce, job_f, model_f, ks, sorted(feeds[p]), c_out,
-                                     batch_size, device, *parts,
+        producers[p] = client.submit(_produce, job_f, model_f, ks, sorted(feeds[p]),
+                                     reduction, batch_size, device, *parts,
                                      key=f"fastquilt-produce-{run}-{p}", pure=False)
     fed_by: dict[int, list] = {}
     for p in sorted(producers):
         for uid in feeds[p]:
             fed_by.setdefault(uid, []).append(producers[p])
-    owners = [client.submit(_own, job_f, uid, c_out, fill_value, *fed_by[uid],
+    owners = [client.submit(_own, job_f, uid, reduction, *fed_by[uid],
                             key=f"fastquilt-own-{run}-{uid}", pure=False)
               for uid in sorted(remaining)]
     bar = None

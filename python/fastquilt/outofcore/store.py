@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 
 from .._args import float_dtype_arg
+from ..reductions import Reduction
 from .fingerprints import describe, same_source
+from .outputs import create_outputs, is_group, open_outputs
 from .units import Units
 
 FORMAT_VERSION = 1
@@ -130,7 +132,9 @@ class Lease:
 
 
 class OutputStore:
-    """The zarr v3 output ``(N, C_out, *S)`` at ``path``, cut into ``units``.
+    """The zarr v3 output ``(N, C_out, *S)`` at ``path``, cut into ``units``: one array, or
+    a group of one array per name of ``outputs`` (:mod:`.outputs`); ``arr`` is the array or
+    the group, ``arrays`` the arrays by output name.
 
     ``metadata`` is what the output is made with except the model's channel count
     (``out_channels`` is added when the model has run); ``sources`` identifies the model and
@@ -139,7 +143,8 @@ class OutputStore:
 
     def __init__(self, path, units: Units, chunk: tuple[int, ...],
                  shards: tuple[int, ...] | None, *, out_dtype: str, compressors,
-                 fill_value: float, metadata: dict) -> None:
+                 fill_value: float, metadata: dict,
+                 outputs: tuple[str, ...] = ("mean",)) -> None:
         # absolute: the path crosses process boundaries (dask workers start elsewhere)
         self.path = Path(os.path.abspath(path))
         self.units, self.chunk, self.shards = units, chunk, shards
@@ -148,15 +153,18 @@ class OutputStore:
         self.sources: dict = {"model": None, "input": None}
         self.progress = Progress(self.path)
         self.lease = Lease(self.path)
+        self.outputs = tuple(outputs)
         self.arr = None
+        self.arrays: dict = {}
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "lease"}  # the client's alone
 
-    def _writable(self, arr):
+    def _set(self, root, arrays: dict) -> None:
         # every written chunk is stored, even one equal to the fill value, so that "done"
         # can be checked against what storage holds
-        return arr.with_config({"write_empty_chunks": True})
+        self.arrays = {n: a.with_config({"write_empty_chunks": True}) for n, a in arrays.items()}
+        self.arr = self.arrays["mean"] if not is_group(self.outputs) else root
 
     def metadata(self, out_channels: int) -> dict:
         """The stored metadata of an output with ``out_channels`` channels."""
@@ -164,7 +172,6 @@ class OutputStore:
 
     def open_existing(self) -> None:
         """Open an existing output and refuse one made differently (or not by fastquilt)."""
-        import zarr
 
         if not self.path.exists():
             # Markers without their output (the user removed it to redo the run) would skip
@@ -172,11 +179,12 @@ class OutputStore:
             self.progress.clear()
             return
         try:
-            self.arr = self._writable(zarr.open_array(str(self.path), mode="r+"))
+            self._set(*open_outputs(self.path, self.outputs, mode="r+"))
         except Exception as e:
+            what = "zarr group of outputs" if is_group(self.outputs) else "zarr array"
             raise ValueError(
-                f"output {self.path} exists and is not a zarr array (it holds other "
-                "contents); choose a new path or remove it") from e
+                f"output {self.path} exists and is not a {what} (it holds other contents, or "
+                "was made for other outputs); choose a new path or remove it") from e
         meta = dict(self.arr.attrs).get("fastquilt")
         if meta is None:
             raise ValueError(f"output {self.path} is a zarr array that fastquilt did not "
@@ -198,39 +206,37 @@ class OutputStore:
 
     def ensure(self, c_out: int) -> None:
         """Create the output for a model with ``c_out`` channels, or check the opened one."""
-        import zarr
 
         if self.arr is None:
-            N, spatial = self.units.N, self.units.spatial
+            specs = Reduction(self.outputs, c_out).specs(self.out_dtype)
             try:
-                self.arr = self._writable(zarr.create_array(
-                    store=str(self.path), shape=(N, c_out, *spatial),
-                    chunks=(1, c_out, *self.chunk), dtype=self.out_dtype,
-                    shards=(1, c_out, *self.shards) if self.shards else None,
-                    compressors=self.compressors, fill_value=self.fill_value,
-                    attributes={"fastquilt": self.metadata(c_out),
-                                "fastquilt_sources": self.sources}))
+                self._set(*create_outputs(
+                    self.path, specs, self.units.N, self.units.spatial, self.chunk,
+                    self.shards, self.compressors, self.fill_value,
+                    {"fastquilt": self.metadata(c_out), "fastquilt_sources": self.sources}))
             except OSError as e:
                 raise ValueError(f"cannot create the output {self.path}: {e.strerror or e}; "
                                  "choose a writable path") from None
-        elif self.arr.shape[1] != c_out:
+        elif (made := dict(self.arr.attrs)["fastquilt"]["out_channels"]) != c_out:
             raise ValueError(
                 f"model output has {c_out} channels but {self.path} was made for "
-                f"{self.arr.shape[1]}; cannot resume into it")
+                f"{made}; cannot resume into it")
 
     def open_finished(self):
         """The output array, opened for reading (a run that had nothing left to do)."""
-        import zarr
 
         if self.arr is None:
-            self.arr = zarr.open_array(str(self.path), mode="r")
+            self._set(*open_outputs(self.path, self.outputs, mode="r"))
         return self.arr
 
-    def write_unit(self, uid: int, mean: torch.Tensor) -> None:
-        """Write a finished unit ``(C_out, *unit)`` once, then mark it done (idempotent)."""
+    def write_unit(self, uid: int, outputs: dict[str, torch.Tensor]) -> None:
+        """Write a finished unit's outputs ``{name: (c, *unit)}`` once each, then mark the
+        unit done (idempotent): a marker means every output of the unit is written."""
         n, box = self.units.box(uid)
         try:
-            self.arr[(n, slice(None), *box)] = mean.numpy().astype(self.out_dtype, copy=False)
+            for name, arr in self.arrays.items():
+                arr[(n, slice(None), *box)] = outputs[name].numpy().astype(arr.dtype,
+                                                                           copy=False)
             self.progress.mark(uid)
         except Exception as e:
             raise RuntimeError(
@@ -238,13 +244,16 @@ class OutputStore:
                 "not marked done, re-run the same call to resume") from e
 
     def block_keys(self, uid: int) -> list[str]:
-        """The storage keys (chunks, or shards) that hold unit ``uid``."""
+        """The storage keys (chunks, or shards) that hold unit ``uid`` in every output."""
         n, box = self.units.box(uid)
         block = self.shards or self.chunk
         ranges = [range(b.start // k, math.ceil(b.stop / k)) for b, k in zip(box, block)]
-        encode = self.arr.metadata.encode_chunk_key
-        prefix = f"{self.arr.path}/" if self.arr.path else ""
-        return [prefix + encode((n, 0, *idx)) for idx in itertools.product(*ranges)]
+        keys = []
+        for arr in self.arrays.values():
+            encode = arr.metadata.encode_chunk_key
+            prefix = f"{arr.path}/" if arr.path else ""
+            keys += [prefix + encode((n, 0, *idx)) for idx in itertools.product(*ranges)]
+        return keys
 
     def stored(self, uids) -> set[int]:
         """The units among ``uids`` whose every chunk (or shard) is in storage: one look-up per
@@ -293,8 +302,9 @@ def progress_of(out: str | os.PathLike) -> dict:
     import zarr
 
     out_path = Path(out)
-    arr = zarr.open_array(str(out_path), mode="r")
-    meta = dict(arr.attrs)["fastquilt"]
-    units = Units(arr.shape[0], tuple(arr.shape[2:]), tuple(meta["unit"]))
+    root = zarr.open(str(out_path), mode="r")  # an array, or a group of outputs
+    meta = dict(root.attrs)["fastquilt"]
+    shape = meta["input_shape"]
+    units = Units(shape[0], tuple(shape[2:]), tuple(meta["unit"]))
     return {"done": len(Progress(out_path).done()), "total": units.total(),
             "metadata": dict(meta)}
