@@ -43,6 +43,7 @@ from .inference import sliding_window
 from .ops import (
     gather_windows,
     gather_windows_into,
+    gather_windows_oriented,
     grid_normalize_,
     grid_weight_sum,
     scatter_add_windows,
@@ -99,6 +100,7 @@ __all__ = [
     "border_weight",
     "gather_windows",
     "gather_windows_into",
+    "gather_windows_oriented",
     "gaussian_weight",
     "grid_origins",
     "grid_normalize_",

@@ -51,6 +51,34 @@ def gather_windows(
     return _ops.gather_windows.default(input, origins, weight, int_list_arg(window, "window"))
 
 
+def gather_windows_oriented(
+    input: torch.Tensor,
+    origins: torch.Tensor,
+    orientation: torch.Tensor,
+    window: Sequence[int],
+) -> torch.Tensor:
+    """Gather windows with each one's axes permuted and flipped by the kernel's index math:
+    input ``(N, C, *S)`` -> patches ``(M, C, *window)``, no copy after the gather.
+
+    ``orientation`` is int64 ``(M, D)``: for patch axis ``d``, ``+(k + 1)`` reads input axis
+    ``k`` forwards, ``-(k + 1)`` backwards. Patch ``m`` equals
+    ``plain[m].permute(0, 1 + k_0, ..., 1 + k_{D-1}).flip(backward axes)`` of the plain
+    gather; only axes of equal window size may trade places. Differentiable in ``input``
+    (the backward scatters with the inverse orientation).
+    """
+    return _ops.gather_windows_oriented.default(input, origins, orientation,
+                                                int_list_arg(window, "window"))
+
+
+def inverse_orientation(orientation: torch.Tensor) -> torch.Tensor:
+    """The orientation rows ``(M, D)`` that undo ``orientation``'s: gathering an oriented
+    patch with them gives back the plain window."""
+    D = orientation.shape[1]
+    axes = orientation.abs() - 1
+    codes = torch.arange(1, D + 1, device=orientation.device).expand_as(orientation)
+    return torch.empty_like(orientation).scatter_(1, axes, codes * orientation.sign())
+
+
 def gather_windows_into(
     input: torch.Tensor,
     origins: torch.Tensor,
@@ -180,6 +208,13 @@ def _gather_fake(input, origins, weight, window):
     return input.new_empty((origins.shape[0], input.shape[1], *window))
 
 
+@torch.library.register_fake("fastquilt::gather_windows_oriented")
+def _gather_oriented_fake(input, origins, orientation, window):
+    torch._check(origins.dim() == 2 and origins.shape[1] == 1 + len(window))
+    torch._check(orientation.dim() == 2 and orientation.shape[1] == len(window))
+    return input.new_empty((origins.shape[0], input.shape[1], *window))
+
+
 @torch.library.register_fake("fastquilt::gather_windows_into")
 def _gather_into_fake(input, origins, weight, out):
     return None
@@ -252,6 +287,33 @@ def _gather_backward(ctx, grad):
 
 torch.library.register_autograd(
     "fastquilt::gather_windows", _gather_backward, setup_context=_gather_setup
+)
+
+
+def _gather_oriented_setup(ctx, inputs, output):
+    input, origins, orientation, window = inputs
+    ctx.spatial, ctx.num_images = list(input.shape[2:]), input.shape[0]
+    ctx.in_dtype, ctx.window = input.dtype, list(window)
+    ctx.save_for_backward(origins, orientation)
+
+
+def _gather_oriented_backward(ctx, grad):
+    """The adjoint: each patch of ``grad`` turned back by the inverse orientation (an oriented
+    gather over the patches themselves), then scattered into the input."""
+    origins, orientation = ctx.saved_tensors
+    M = grad.shape[0]
+    own = torch.zeros((M, 1 + len(ctx.window)), dtype=torch.int64, device=grad.device)
+    own[:, 0] = torch.arange(M, device=grad.device)
+    plain = _ops.gather_windows_oriented.default(grad, own, inverse_orientation(orientation),
+                                                 ctx.window)
+    acc, _ = _ops.scatter_add_windows.default(plain, origins, None, ctx.spatial,
+                                              ctx.num_images)
+    return acc.to(ctx.in_dtype), None, None, None
+
+
+torch.library.register_autograd(
+    "fastquilt::gather_windows_oriented", _gather_oriented_backward,
+    setup_context=_gather_oriented_setup
 )
 
 
