@@ -52,7 +52,14 @@ from .ops import (
     stitch_grid_into,
 )
 from .quilt import Quilt
-from .training import CleaningStats, PatchDataset, clean_pairs, select_windows, unstitch_pair
+from .training import (
+    CleaningStats,
+    PatchDataset,
+    WindowSampler,
+    clean_pairs,
+    select_windows,
+    unstitch_pair,
+)
 from .weights import (
     border_mask,
     border_weight,
@@ -86,6 +93,7 @@ __all__ = [
     "NCYXQuilt",
     "NCZYXQuilt",
     "PatchDataset",
+    "WindowSampler",
     "clean_pairs",
     "select_windows",
     "unstitch_pair",
