@@ -61,6 +61,16 @@ def test_every_orientation_matches_permute_flip(spatial, window, dtype, device):
     assert got.dtype == dtype and torch.equal(got, want)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int8])
+@pytest.mark.parametrize("spatial,window", [((23, 21, 22), (18, 18, 18)), ((40, 37), (33, 33))])
+def test_windows_larger_than_a_tile_match_permute_flip(spatial, window, dtype):
+    x, org, _ = _case(spatial, window, 1, 2, dtype)
+    ori = _valid_orientations(window)
+    org = org.expand(len(ori), -1).contiguous()
+    got = fq.gather_windows_oriented(x, org, ori, window)
+    assert torch.equal(got, _reference(x, org, ori, window))
+
+
 @given(st.data())
 def test_random_shapes_match_permute_flip(data):
     D = data.draw(st.sampled_from([2, 3]))

@@ -2,9 +2,10 @@
 
 A 3D volume of noisy curvilinear filaments labelled on a few XY/XZ/YZ slices; plan statistics;
 cleaning (only windows with labels, from box sums); a tiny 3D conv net trained for a few
-seconds on the kept windows (lazy dataset, flips/rot90); sliding-window inference with
-Gaussian-weighted stitching; F1 on held-out labelled slices; timings; a PNG of input | truth |
-prediction in ``demo_out/`` (Pillow). Nothing in the library imports this package.
+seconds on batches a WindowSampler draws where the labels are (flips/rot90 in the gather);
+sliding-window inference with Gaussian-weighted stitching; F1 on held-out labelled slices;
+timings; a PNG of input | truth | prediction in ``demo_out/`` (Pillow). Nothing in the
+library imports this package.
 """
 
 from __future__ import annotations
@@ -61,18 +62,17 @@ def main(argv=None) -> None:
     times["plan + clean (counts from labels, no patches)"] = time.perf_counter() - t0
     print("\n" + stats.table() + "\n")
 
-    # --- training on the kept windows only, read lazily, flips/rot90 -------------------------
-    ds = fq.PatchDataset(x, train_labels, q, missing_label=-1, indices=kept, augment=True)
-    loader = torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True,
-                                         generator=torch.Generator().manual_seed(0))
+    # --- training: batches drawn where the labels are, flips/rot90 fused into the gather ------
+    sampler = fq.WindowSampler(x, train_labels, q, missing_label=-1, batch_size=8,
+                               where="labelled", seed=0)
     net = TinyNet()
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     frac = float(label.mean())
     pos_weight = torch.tensor(min(20.0, (1 - frac) / frac))
     t0, steps, epoch, loss = time.perf_counter(), 0, 0, torch.tensor(0.0)
     while time.perf_counter() - t0 < a.train_seconds:
-        ds.set_epoch(epoch)
-        for xb, yb in loader:
+        sampler.set_epoch(epoch)
+        for xb, yb in sampler:
             valid = yb >= 0  # only labelled voxels (interior of the window) count
             logits = net(xb)[:, 0]
             loss = F.binary_cross_entropy_with_logits(
@@ -84,9 +84,9 @@ def main(argv=None) -> None:
             if time.perf_counter() - t0 >= a.train_seconds:
                 break
         epoch += 1
-    times["train tiny 3D net on kept windows"] = time.perf_counter() - t0
-    print(f"trained {steps} steps ({epoch} epochs of {len(ds)} windows), last loss "
-          f"{loss.item():.3f}")
+    times["train tiny 3D net (WindowSampler, labelled)"] = time.perf_counter() - t0
+    print(f"trained {steps} steps ({epoch} epochs of {len(sampler)} batches drawn in proportion "
+          f"to the labelled voxels of {stats.kept_windows} windows), last loss {loss.item():.3f}")
 
     # --- sliding-window inference with Gaussian-weighted stitching ----------------------------
     net.eval()
