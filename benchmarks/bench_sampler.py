@@ -62,12 +62,11 @@ def patch_dataset_source(vol, lab, q, batch, workers):
     return iter(dl)
 
 
-def monai_source(vol, lab, batch, workers):
+def monai_source(vol, lab, batch, workers, w):
     from monai.data import DataLoader, Dataset, list_data_collate
     from monai.transforms import Compose, RandFlipd, RandRotate90d, RandSpatialCropSamplesd
 
     keys = ["image", "label"]
-    w = 64
     tf = Compose([
         RandSpatialCropSamplesd(keys, roi_size=(w, w, w), num_samples=batch, random_size=False),
         RandFlipd(keys, prob=0.5, spatial_axis=0), RandFlipd(keys, prob=0.5, spatial_axis=1),
@@ -79,13 +78,13 @@ def monai_source(vol, lab, batch, workers):
     return (( b["image"], b["label"]) for b in endless(lambda: iter(dl)))
 
 
-def torchio_source(vol, lab, batch, workers):
+def torchio_source(vol, lab, batch, workers, w):
     import torchio as tio
 
     subject = tio.Subject(image=tio.ScalarImage(tensor=vol[0]), label=tio.LabelMap(tensor=lab))
     ds = tio.SubjectsDataset([subject] * 8, transform=tio.RandomFlip(axes=(0, 1, 2)))
     queue = tio.Queue(ds, max_length=4 * batch, samples_per_volume=batch,
-                      sampler=tio.UniformSampler(64), num_workers=workers, shuffle_subjects=False)
+                      sampler=tio.UniformSampler(w), num_workers=workers, shuffle_subjects=False)
     dl = torch.utils.data.DataLoader(queue, batch_size=batch, num_workers=0)
     return ((b["image"]["data"], b["label"]["data"]) for b in endless(lambda: iter(dl)))
 
@@ -98,13 +97,14 @@ def contenders(vol, lab, q, batch, device, workers_list):
         ahead = 2 * w  # DataLoader's prefetch_factor (2) per worker
         out[f"PatchDataset w{w}"] = (lambda w=w: patch_dataset_source(vol, lab, q, batch, w),
                                      ahead)
-        out[f"MONAI w{w}"] = (lambda w=w: monai_source(vol, lab, batch, w), ahead)
+        out[f"MONAI w{w}"] = (lambda w=w: monai_source(vol, lab, batch, w, q.window[0]), ahead)
     try:
         import torchio  # noqa: F401
 
         for w in workers_list:
             # the queue holds up to max_length patches (4 batches) besides the workers' own
-            out[f"TorchIO w{w}"] = (lambda w=w: torchio_source(vol, lab, batch, w), 4 + 2 * w)
+            out[f"TorchIO w{w}"] = (lambda w=w: torchio_source(vol, lab, batch, w, q.window[0]),
+                                    4 + 2 * w)
     except ImportError:
         print("torchio not installed: its Queue is left out")
     return out
@@ -150,7 +150,7 @@ def busy_fraction(it, steps: int, device) -> tuple[float, float]:
     cuda = torch.device(device).type == "cuda"
     busy = 0.0
     events = []
-    x, y = next(it)  # warm-up step
+    next(it)  # a batch made before the clock starts
     sync(device)
     t0 = time.perf_counter()
     for x, y in itertools.islice(it, steps):
@@ -176,20 +176,22 @@ def busy_fraction(it, steps: int, device) -> tuple[float, float]:
     return busy / wall, steps / wall
 
 
-def main() -> None:
+def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--window", type=int, default=64)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--batches", type=int, default=8, help="batches timed per round")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--train", type=int, default=0, help="training steps for the busy fraction")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
-          f"volume {args.size}^3 float32, window 64, batch {args.batch}, augmentation on")
+          f"volume {args.size}^3 float32, window {args.window}, batch {args.batch}, "
+          "augmentation on")
     vol, lab = make_data(args.size)
-    q = fq.Quilt(vol.shape[2:], 64, 32, border=8)
+    q = fq.Quilt(vol.shape[2:], args.window, args.window // 2, border=args.window // 8)
     made = contenders(vol, lab, q, args.batch, args.device, args.workers)
     sources = {name: make() for name, (make, _) in made.items()}
     ahead = {name: a for name, (_, a) in made.items()}
@@ -213,6 +215,7 @@ def main() -> None:
             frac, sps = busy_fraction(sources[name], args.train, args.device)
             print(f"training from {name}: model busy {100 * frac:.1f}% of the wall time, "
                   f"{sps:.2f} steps/s")
+    return med
 
 
 if __name__ == "__main__":
