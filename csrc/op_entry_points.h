@@ -64,6 +64,15 @@ at::Tensor gather_windows_oriented_op(const at::Tensor& input, const at::Tensor&
   return out;
 }
 
+template <GatherOrientedKernel kernel>
+void gather_windows_oriented_into_op(const at::Tensor& input, const at::Tensor& origins,
+                                     const at::Tensor& orientation, const at::Tensor& out) {
+  constexpr const char* op = "fastquilt.gather_windows_oriented";
+  const Geometry g = check_gather_into(input, origins, c10::nullopt, out, op);
+  check_orientation(orientation, origins, out.dim() - 2, input, op);
+  kernel(input, origins, orientation, out, g);
+}
+
 template <ScatterAddKernel kernel>
 std::tuple<at::Tensor, at::Tensor> scatter_add_windows_op(
     const at::Tensor& patches, const at::Tensor& origins, const c10::optional<at::Tensor>& weight,

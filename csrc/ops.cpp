@@ -23,6 +23,9 @@ TORCH_LIBRARY(fastquilt, m) {
   m.def(
       "gather_windows_oriented(Tensor input, Tensor origins, Tensor orientation, SymInt[] window) "
       "-> Tensor");
+  m.def(
+      "gather_windows_oriented_into(Tensor input, Tensor origins, Tensor orientation, "
+      "Tensor(a!) out) -> ()");
   // Same, written into a caller's contiguous (M, C, *window) buffer.
   m.def("gather_windows_into(Tensor input, Tensor origins, Tensor? weight, Tensor(a!) out) -> ()");
   // patches (M, C, *window) -> (acc (N, C, *S), weight_sum (N, *S)): the adjoint of the gather.

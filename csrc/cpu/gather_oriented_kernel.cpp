@@ -58,7 +58,9 @@ void row_plane(const scalar_t* in, const OrientedWindow& w, const Geometry& g, i
     scalar_t* dst = out + patch_offset(g, m, c, a, b, 0);
     if (sx == 1) {
       std::memcpy(dst, src, sizeof(scalar_t) * W2);
-    } else {
+    } else if (sx == -1) {  // a constant step: the compiler vectorises the reversal
+      for (int64_t x = 0; x < W2; ++x) dst[x] = src[-x];
+    } else {  // W2 == 1
       for (int64_t x = 0; x < W2; ++x) dst[x] = src[x * sx];
     }
   }
@@ -130,6 +132,8 @@ void gather_windows_oriented_cpu(const at::Tensor& input, const at::Tensor& orig
 
 TORCH_LIBRARY_IMPL(fastquilt, CPU, m) {
   m.impl("gather_windows_oriented", &gather_windows_oriented_op<&gather_windows_oriented_cpu>);
+  m.impl("gather_windows_oriented_into",
+         &gather_windows_oriented_into_op<&gather_windows_oriented_cpu>);
 }
 
 }  // namespace fastquilt::cpu

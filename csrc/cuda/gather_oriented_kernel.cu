@@ -55,6 +55,8 @@ void gather_windows_oriented_cuda(const at::Tensor& input, const at::Tensor& ori
 
 TORCH_LIBRARY_IMPL(fastquilt, CUDA, m) {
   m.impl("gather_windows_oriented", &gather_windows_oriented_op<&gather_windows_oriented_cuda>);
+  m.impl("gather_windows_oriented_into",
+         &gather_windows_oriented_into_op<&gather_windows_oriented_cuda>);
 }
 
 }  // namespace fastquilt::cuda

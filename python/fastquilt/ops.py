@@ -57,17 +57,26 @@ def gather_windows_oriented(
     orientation: torch.Tensor,
     window: Sequence[int],
 ) -> torch.Tensor:
-    """Gather windows with each one's axes permuted and flipped by the kernel's index math:
-    input ``(N, C, *S)`` -> patches ``(M, C, *window)``, no copy after the gather.
-
-    ``orientation`` is int64 ``(M, D)``: for patch axis ``d``, ``+(k + 1)`` reads input axis
-    ``k`` forwards, ``-(k + 1)`` backwards. Patch ``m`` equals
-    ``plain[m].permute(0, 1 + k_0, ..., 1 + k_{D-1}).flip(backward axes)`` of the plain
-    gather; only axes of equal window size may trade places. Differentiable in ``input``
-    (the backward scatters with the inverse orientation).
-    """
+    """Gather windows, each one's axes permuted and flipped by the kernel's index math:
+    input ``(N, C, *S)`` -> patches ``(M, C, *window)``. ``orientation`` is int64 ``(M, D)``:
+    for patch axis ``d``, ``+(k + 1)`` reads input axis ``k`` forwards, ``-(k + 1)``
+    backwards, so patch ``m`` is ``plain[m].permute(0, 1 + k_0, ...).flip(backward axes)``;
+    only axes of equal window size trade places. Differentiable in ``input``."""
     return _ops.gather_windows_oriented.default(input, origins, orientation,
                                                 int_list_arg(window, "window"))
+
+
+def gather_windows_oriented_into(
+    input: torch.Tensor,
+    origins: torch.Tensor,
+    orientation: torch.Tensor,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """Like :func:`gather_windows_oriented`, writing into the contiguous buffer ``out``
+    ``(M, C, *window)``; returns it. Records no autograd."""
+    _no_autograd("gather_windows_oriented_into", input=input, out=out)
+    _ops.gather_windows_oriented_into.default(input, origins, orientation, out)
+    return out
 
 
 def inverse_orientation(orientation: torch.Tensor) -> torch.Tensor:
@@ -215,6 +224,11 @@ def _gather_oriented_fake(input, origins, orientation, window):
     return input.new_empty((origins.shape[0], input.shape[1], *window))
 
 
+@torch.library.register_fake("fastquilt::gather_windows_oriented_into")
+def _gather_oriented_into_fake(input, origins, orientation, out):
+    return None
+
+
 @torch.library.register_fake("fastquilt::gather_windows_into")
 def _gather_into_fake(input, origins, weight, out):
     return None
@@ -298,8 +312,7 @@ def _gather_oriented_setup(ctx, inputs, output):
 
 
 def _gather_oriented_backward(ctx, grad):
-    """The adjoint: each patch of ``grad`` turned back by the inverse orientation (an oriented
-    gather over the patches themselves), then scattered into the input."""
+    """The adjoint: ``grad``'s patches turned back by the inverse orientation, scattered."""
     origins, orientation = ctx.saved_tensors
     M = grad.shape[0]
     own = torch.zeros((M, 1 + len(ctx.window)), dtype=torch.int64, device=grad.device)

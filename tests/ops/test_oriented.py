@@ -103,6 +103,19 @@ def test_inverse_orientation_undoes_it():
     assert not torch.equal(turned, x)  # the orientations do move elements
 
 
+def test_into_form_writes_the_same_and_refuses_grad(device):
+    x, org, ori = _case((9, 10, 11), (4, 4, 4), 6, 7)
+    x, org, ori = x.to(device), org.to(device), ori.to(device)
+    out = torch.full((6, 3, 4, 4, 4), float("nan"), dtype=x.dtype, device=device)
+    got = fq.ops.gather_windows_oriented_into(x, org, ori, out)
+    assert got is out and torch.equal(out, fq.gather_windows_oriented(x, org, ori, (4, 4, 4)))
+    torch.library.opcheck(FQ.gather_windows_oriented_into.default, (x, org, ori, out))
+    with pytest.raises(ValueError, match="records no autograd"):
+        fq.ops.gather_windows_oriented_into(x.requires_grad_(True), org, ori, out)
+    with pytest.raises(ValueError, match="out must have shape"):
+        fq.ops.gather_windows_oriented_into(x.detach(), org, ori, out[:2])
+
+
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_opcheck(requires_grad, device):
     for spatial, window in [((7, 8, 9), (3, 3, 3)), ((9, 8), (4, 4))]:

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from .. import ops
+from .. import buffers, ops
 from .._args import bool_arg, index_tensor
 from ..arrays import read_box
 from ..quilt import Quilt
@@ -119,7 +119,6 @@ class WindowSampler(torch.utils.data.IterableDataset):
                              f"{self.batch_size} with drop_last=True")
         self.choices = sampling.orientation_choices(quilt.window, quilt.border) if augment \
             else torch.arange(1, D + 1).unsqueeze(0)
-        self.frame = (quilt.border_mask() < 0.5).to(self.device)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     def _candidates(self, labels, criteria) -> torch.Tensor:
@@ -176,12 +175,15 @@ class WindowSampler(torch.utils.data.IterableDataset):
         return origins, sampling.draw_orientations(self.choices, origins.shape[0], gen)
 
     def _gather(self, source, origins, orient, channel: bool) -> torch.Tensor:
-        """Oriented windows of one source, on the source's device (CPU for array-likes)."""
+        """Oriented windows of one source, on the source's device (CPU for array-likes), in a
+        reused buffer once the caller has dropped an earlier batch (buffers.py: fresh CPU
+        memory costs a page fault per 4 KiB)."""
         w = self.quilt.window
         if isinstance(source, torch.Tensor):
-            src = source if channel else source.unsqueeze(1)
+            src = source.detach() if channel else source.detach().unsqueeze(1)
             dev = src.device
-            return ops.gather_windows_oriented(src.detach(), origins.to(dev), orient.to(dev), w)
+            out = buffers.empty((origins.shape[0], src.shape[1], *w), src.dtype, dev)
+            return ops.gather_windows_oriented_into(src, origins.to(dev), orient.to(dev), out)
         boxes = []
         for o in origins.tolist():  # one read per window, then the same fused orientation
             sl = tuple(slice(a, a + k) for a, k in zip(o[1:], w))
@@ -191,6 +193,14 @@ class WindowSampler(torch.utils.data.IterableDataset):
         own = torch.zeros_like(origins)
         own[:, 0] = torch.arange(origins.shape[0])
         return ops.gather_windows_oriented(stack, own, orient, w)
+
+    def _mask_frame(self, y: torch.Tensor) -> None:
+        """``missing_label`` into the border frame of label patches ``(B, C, *window)``: two
+        slabs per axis, filled in place (a broadcast boolean mask costs several times more)."""
+        for d, (w, b) in enumerate(zip(self.quilt.window, self.quilt.border or ())):
+            if b:
+                y.narrow(2 + d, 0, b).fill_(self.missing_label)
+                y.narrow(2 + d, w - b, b).fill_(self.missing_label)
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         if t.device == self.device:
@@ -208,7 +218,7 @@ class WindowSampler(torch.utils.data.IterableDataset):
             return x
         y = self._gather(self.labels, origins, orient, self.label_channel)
         if self.missing_label is not None:
-            y.masked_fill_(self.frame.to(y.device), self.missing_label)
+            self._mask_frame(y)
         y = self._to_device(y)
         return x, (y if self.label_channel else y.squeeze(1))
 
