@@ -3,7 +3,8 @@ serving batches of 3D windows (window 64) with flips and 90-degree rotations plu
 windows, in one run: contenders alternate, several rounds, the median of each is compared.
 
 * ``sampler``: ``WindowSampler(where="uniform")`` (and ``"labelled"``), augmentation fused into
-  the gather, straight from the volume tensor.
+  the gather, straight from the volume tensor; ``sampler uniform w2``: the same through
+  ``DataLoader(sampler, batch_size=None, num_workers=2)`` (as many processes as the loaders).
 * ``PatchDataset w0`` / ``w2``: ``DataLoader(PatchDataset(augment=True), num_workers=0 / 2)``.
 * ``MONAI w0`` / ``w2``: ``RandSpatialCropSamplesd`` + ``RandFlipd`` x 3 + ``RandRotate90d``.
 * ``TorchIO w0`` / ``w2``: ``Queue`` with a ``UniformSampler`` and ``RandomFlip`` (no rotation:
@@ -47,10 +48,16 @@ def endless(make_iter):
         yield from make_iter()
 
 
-def sampler_source(vol, lab, q, batch, where, device):
-    s = fq.WindowSampler(vol.to(device), lab.to(device), q, MISSING, batch_size=batch,
+def sampler_source(vol, lab, q, batch, where, device, workers=0):
+    """The sampler iterated directly, or through ``DataLoader(sampler, batch_size=None)`` with
+    ``workers`` processes (each makes every ``workers``-th batch)."""
+    dev = device if workers == 0 else "cpu"
+    s = fq.WindowSampler(vol.to(dev), lab.to(dev), q, MISSING, batch_size=batch,
                          where=where, steps_per_epoch=1 << 30, seed=0)
-    return iter(s)
+    if workers == 0:
+        return iter(s)
+    return iter(torch.utils.data.DataLoader(s, batch_size=None, num_workers=workers,
+                                            persistent_workers=True))
 
 
 def patch_dataset_source(vol, lab, q, batch, workers):
@@ -93,6 +100,9 @@ def contenders(vol, lab, q, batch, device, workers_list):
     """``{name: (make the batch iterator, batches it may hold ready ahead of time)}``."""
     out = {"sampler uniform": (lambda: sampler_source(vol, lab, q, batch, "uniform", device), 1),
            "sampler labelled": (lambda: sampler_source(vol, lab, q, batch, "labelled", device), 1)}
+    for w in [w for w in workers_list if w > 0]:
+        out[f"sampler uniform w{w}"] = (
+            lambda w=w: sampler_source(vol, lab, q, batch, "uniform", device, w), 2 * w)
     for w in workers_list:
         ahead = 2 * w  # DataLoader's prefetch_factor (2) per worker
         out[f"PatchDataset w{w}"] = (lambda w=w: patch_dataset_source(vol, lab, q, batch, w),
