@@ -207,3 +207,17 @@ def test_bad_input_is_a_clear_error():
         fq.WindowSampler(vol, lab, q, batch_size=2, where="labelled")
     with pytest.raises(ValueError, match="where must be one of"):
         fq.WindowSampler(vol, lab, q, MISSING, batch_size=2, where="random")
+
+
+def test_2d_batches_are_permuted_flipped_windows():
+    g = torch.Generator().manual_seed(5)
+    vol = torch.randn(2, 3, 30, 28, generator=g)
+    lab = torch.where(torch.rand(2, 30, 28, generator=g) < 0.1,
+                      torch.randint(0, 2, (2, 30, 28), generator=g), MISSING)
+    q = fq.Quilt(vol.shape[2:], 10, 5, border=2)
+    s = fq.WindowSampler(vol, lab, q, MISSING, batch_size=12, where="uniform", seed=2)
+    (x, y), (origins, orient) = s.batch(0), s.draw(0)
+    assert x.shape == (12, 3, 10, 10) and y.shape == (12, 10, 10)
+    assert len({tuple(r) for r in orient.tolist()}) > 3
+    want_x, want_y = _reference_batch(vol, lab, q, origins, orient)
+    assert torch.equal(x, want_x) and torch.equal(y, want_y)

@@ -15,6 +15,7 @@ from .. import buffers, ops
 from .._args import bool_arg, index_tensor
 from ..arrays import read_box
 from ..quilt import Quilt
+from ..transfer import staged_to_device
 from . import sampling
 from .cleaning import select_windows, window_label_counts
 from .labels import check_missing_label, label_has_channel_axis, torch_dtype
@@ -203,11 +204,7 @@ class WindowSampler(torch.utils.data.IterableDataset):
                 y.narrow(2 + d, w - b, b).fill_(self.missing_label)
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
-        if t.device == self.device:
-            return t
-        if self.device.type == "cuda" and t.device.type == "cpu":
-            return t.pin_memory().to(self.device, non_blocking=True)
-        return t.to(self.device)
+        return t if t.device == self.device else staged_to_device(t, self.device)
 
     def batch(self, step: int, epoch: int | None = None):
         """Batch ``step`` of ``epoch`` (default: the current one): ``(images, labels)``, or
