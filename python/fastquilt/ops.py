@@ -51,6 +51,43 @@ def gather_windows(
     return _ops.gather_windows.default(input, origins, weight, int_list_arg(window, "window"))
 
 
+def gather_windows_oriented(
+    input: torch.Tensor,
+    origins: torch.Tensor,
+    orientation: torch.Tensor,
+    window: Sequence[int],
+) -> torch.Tensor:
+    """Gather windows, each one's axes permuted and flipped by the kernel's index math:
+    input ``(N, C, *S)`` -> patches ``(M, C, *window)``. ``orientation`` is int64 ``(M, D)``:
+    for patch axis ``d``, ``+(k + 1)`` reads input axis ``k`` forwards, ``-(k + 1)``
+    backwards, so patch ``m`` is ``plain[m].permute(0, 1 + k_0, ...).flip(backward axes)``;
+    only axes of equal window size trade places. Differentiable in ``input``."""
+    return _ops.gather_windows_oriented.default(input, origins, orientation,
+                                                int_list_arg(window, "window"))
+
+
+def gather_windows_oriented_into(
+    input: torch.Tensor,
+    origins: torch.Tensor,
+    orientation: torch.Tensor,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """Like :func:`gather_windows_oriented`, writing into the contiguous buffer ``out``
+    ``(M, C, *window)``; returns it. Records no autograd."""
+    _no_autograd("gather_windows_oriented_into", input=input, out=out)
+    _ops.gather_windows_oriented_into.default(input, origins, orientation, out)
+    return out
+
+
+def inverse_orientation(orientation: torch.Tensor) -> torch.Tensor:
+    """The orientation rows ``(M, D)`` that undo ``orientation``'s: gathering an oriented
+    patch with them gives back the plain window."""
+    D = orientation.shape[1]
+    axes = orientation.abs() - 1
+    codes = torch.arange(1, D + 1, device=orientation.device).expand_as(orientation)
+    return torch.empty_like(orientation).scatter_(1, axes, codes * orientation.sign())
+
+
 def gather_windows_into(
     input: torch.Tensor,
     origins: torch.Tensor,
@@ -207,6 +244,18 @@ def _gather_fake(input, origins, weight, window):
     return input.new_empty((origins.shape[0], input.shape[1], *window))
 
 
+@torch.library.register_fake("fastquilt::gather_windows_oriented")
+def _gather_oriented_fake(input, origins, orientation, window):
+    torch._check(origins.dim() == 2 and origins.shape[1] == 1 + len(window))
+    torch._check(orientation.dim() == 2 and orientation.shape[1] == len(window))
+    return input.new_empty((origins.shape[0], input.shape[1], *window))
+
+
+@torch.library.register_fake("fastquilt::gather_windows_oriented_into")
+def _gather_oriented_into_fake(input, origins, orientation, out):
+    return None
+
+
 @torch.library.register_fake("fastquilt::gather_windows_into")
 def _gather_into_fake(input, origins, weight, out):
     return None
@@ -288,6 +337,32 @@ def _gather_backward(ctx, grad):
 
 torch.library.register_autograd(
     "fastquilt::gather_windows", _gather_backward, setup_context=_gather_setup
+)
+
+
+def _gather_oriented_setup(ctx, inputs, output):
+    input, origins, orientation, window = inputs
+    ctx.spatial, ctx.num_images = list(input.shape[2:]), input.shape[0]
+    ctx.in_dtype, ctx.window = input.dtype, list(window)
+    ctx.save_for_backward(origins, orientation)
+
+
+def _gather_oriented_backward(ctx, grad):
+    """The adjoint: ``grad``'s patches turned back by the inverse orientation, scattered."""
+    origins, orientation = ctx.saved_tensors
+    M = grad.shape[0]
+    own = torch.zeros((M, 1 + len(ctx.window)), dtype=torch.int64, device=grad.device)
+    own[:, 0] = torch.arange(M, device=grad.device)
+    plain = _ops.gather_windows_oriented.default(grad, own, inverse_orientation(orientation),
+                                                 ctx.window)
+    acc, _ = _ops.scatter_add_windows.default(plain, origins, None, ctx.spatial,
+                                              ctx.num_images)
+    return acc.to(ctx.in_dtype), None, None, None
+
+
+torch.library.register_autograd(
+    "fastquilt::gather_windows_oriented", _gather_oriented_backward,
+    setup_context=_gather_oriented_setup
 )
 
 

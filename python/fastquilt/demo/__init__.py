@@ -2,9 +2,10 @@
 
 A 3D volume of noisy curvilinear filaments labelled on a few XY/XZ/YZ slices; plan statistics;
 cleaning (only windows with labels, from box sums); an ensemble of tiny 3D conv nets (different
-seeds) trained for a few seconds each on the kept windows (lazy dataset, flips/rot90);
-sliding-window inference of the ensemble with flips (Gaussian-weighted stitching, the mean
-probability and the std across members and flips in one pass); F1 of each member and of the
+seeds) trained for a few seconds each on batches a ``WindowSampler`` draws where the labels are
+(flips/rot90 fused into the gather); sliding-window inference of the ensemble with flips
+(Gaussian-weighted stitching, the mean probability and the std across members and flips in one
+pass); F1 of each member and of the
 ensemble on held-out labelled slices; timings; a PNG of input | truth | prediction | std
 (disagreement) in ``demo_out/`` (Pillow). Nothing in the library imports this package.
 """
@@ -42,6 +43,8 @@ def main(argv=None) -> None:
     ap.add_argument("--train-seconds", type=float, default=12.0,
                     help="training time of the whole ensemble")
     ap.add_argument("--members", type=int, default=3)
+    ap.add_argument("--min-steps", type=int, default=40,
+                    help="training steps of each member at least, however slow the machine")
     ap.add_argument("--out", default="demo_out")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
@@ -61,23 +64,26 @@ def main(argv=None) -> None:
     # --- plan: which windows hold labels, and the statistics to choose window/step/border ---
     q = fq.Quilt(x.shape[2:], 24, 12, border=4, border_weight=0.1)
     t0 = time.perf_counter()
-    kept, stats = fq.select_windows(q, train_labels, -1)
+    _, stats = fq.select_windows(q, train_labels, -1)
     times["plan + clean (counts from labels, no patches)"] = time.perf_counter() - t0
     print("\n" + stats.table() + "\n")
 
-    # --- training on the kept windows only, read lazily, flips/rot90 -------------------------
-    ds = fq.PatchDataset(x, train_labels, q, missing_label=-1, indices=kept, augment=True)
+    # --- training: batches drawn where the labels are, flips/rot90 fused into the gather ------
     frac = float(label.mean())
     pos_weight = torch.tensor(min(20.0, (1 - frac) / frac))
     t0 = time.perf_counter()
     nets = []
     for seed in range(a.members):
-        net, steps, epochs, loss = train_member(ds, pos_weight, a.train_seconds / a.members,
-                                                seed)
+        sampler = fq.WindowSampler(x, train_labels, q, missing_label=-1, batch_size=8,
+                                   where="labelled", seed=seed)
+        net, steps, epochs, loss = train_member(sampler, pos_weight,
+                                                a.train_seconds / a.members, a.min_steps, seed)
         nets.append(net)
-        print(f"member {seed}: trained {steps} steps ({epochs} epochs of {len(ds)} windows), "
-              f"last loss {loss:.3f}")
-    times[f"train {a.members} tiny 3D nets on kept windows"] = time.perf_counter() - t0
+        print(f"member {seed}: trained {steps} steps ({epochs} epochs of {len(sampler)} "
+              f"batches drawn in proportion to the labelled voxels of {stats.kept_windows} "
+              f"windows), last loss {loss:.3f}")
+    times[f"train {a.members} tiny 3D nets (WindowSampler, labelled)"] = \
+        time.perf_counter() - t0
 
     # --- sliding-window inference with Gaussian-weighted stitching ----------------------------
     t0 = time.perf_counter()
@@ -123,18 +129,23 @@ def main(argv=None) -> None:
           "input | truth | prediction | std)")
 
 
-def train_member(ds, pos_weight: torch.Tensor, seconds: float, seed: int):
-    """One ensemble member: a :class:`TinyNet` from seed ``seed`` trained for ``seconds`` on
-    the labelled voxels of ``ds``; returns ``(net in eval mode, steps, epochs, last loss)``."""
+def train_member(sampler, pos_weight: torch.Tensor, seconds: float, min_steps: int,
+                 seed: int):
+    """One ensemble member: a :class:`TinyNet` from seed ``seed`` trained on the labelled voxels
+    of the ``sampler``'s batches for ``seconds``, and for ``min_steps`` steps at least (a slow
+    or busy machine still trains every member); returns ``(net in eval mode, steps, epochs,
+    last loss)``."""
     torch.manual_seed(seed)
-    loader = torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True,
-                                         generator=torch.Generator().manual_seed(seed))
     net = TinyNet()
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     t0, steps, epoch, loss = time.perf_counter(), 0, 0, torch.tensor(0.0)
-    while time.perf_counter() - t0 < seconds:
-        ds.set_epoch(epoch)
-        for xb, yb in loader:
+
+    def done() -> bool:
+        return steps >= min_steps and time.perf_counter() - t0 >= seconds
+
+    while not done():
+        sampler.set_epoch(epoch)
+        for xb, yb in sampler:
             valid = yb >= 0  # only labelled voxels (interior of the window) count
             logits = net(xb)[:, 0]
             loss = F.binary_cross_entropy_with_logits(
@@ -143,7 +154,7 @@ def train_member(ds, pos_weight: torch.Tensor, seconds: float, seed: int):
             loss.backward()
             opt.step()
             steps += 1
-            if time.perf_counter() - t0 >= seconds:
+            if done():
                 break
         epoch += 1
     return net.eval(), steps, epoch, float(loss.detach())
