@@ -2,12 +2,12 @@
 
 A 3D volume of noisy curvilinear filaments labelled on a few XY/XZ/YZ slices; plan statistics;
 cleaning (only windows with labels, from box sums); an ensemble of tiny 3D conv nets (different
-seeds) trained for a few seconds each on batches a ``WindowSampler`` draws where the labels are
+seeds) trained for a few seconds each on class-balanced batches a ``WindowSampler`` draws
 (flips/rot90 fused into the gather); sliding-window inference of the ensemble with flips
 (Gaussian-weighted stitching, the mean probability and the std across members and flips in one
-pass); F1 of each member and of the
-ensemble on held-out labelled slices; timings; a PNG of input | truth | prediction | std
-(disagreement) in ``demo_out/`` (Pillow). Nothing in the library imports this package.
+pass); F1 of each member and of the ensemble on held-out labelled slices; timings; a PNG of
+input | truth | prediction | std (disagreement) in ``demo_out/`` (Pillow). Nothing in the
+library imports this package.
 """
 
 from __future__ import annotations
@@ -75,14 +75,14 @@ def main(argv=None) -> None:
     nets = []
     for seed in range(a.members):
         sampler = fq.WindowSampler(x, train_labels, q, missing_label=-1, batch_size=8,
-                                   where="labelled", seed=seed)
+                                   where="balanced", seed=seed)
         net, steps, epochs, loss = train_member(sampler, pos_weight,
                                                 a.train_seconds / a.members, a.min_steps, seed)
         nets.append(net)
         print(f"member {seed}: trained {steps} steps ({epochs} epochs of {len(sampler)} "
-              f"batches drawn in proportion to the labelled voxels of {stats.kept_windows} "
-              f"windows), last loss {loss:.3f}")
-    times[f"train {a.members} tiny 3D nets (WindowSampler, labelled)"] = \
+              f"batches, each holding windows of every class, drawn from the "
+              f"{stats.kept_windows} windows with labels), last loss {loss:.3f}")
+    times[f"train {a.members} tiny 3D nets (WindowSampler, balanced)"] = \
         time.perf_counter() - t0
 
     # --- sliding-window inference with Gaussian-weighted stitching ----------------------------
