@@ -17,7 +17,8 @@ def test_png_writer_scales_min_to_max(tmp_path):
 
 
 def test_demo_smoke(tmp_path, capsys):
-    demo.main(["--train-seconds", "0.3", "--min-steps", "2", "--out", str(tmp_path)])
+    demo.main(["--train-seconds", "0.3", "--min-steps", "2", "--members", "2",
+               "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "F1 on the held-out labelled slices" in out and "windows kept" in out
     assert list(tmp_path.glob("*.png"))
