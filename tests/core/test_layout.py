@@ -17,7 +17,7 @@ LAYERS = [
     {"fastquilt._C", "fastquilt._args"},
     {"fastquilt.grid", "fastquilt.weights", "fastquilt.arrays", "fastquilt.transfer",
      "fastquilt.buffers"},
-    {"fastquilt.ops"},
+    {"fastquilt.ops", "fastquilt.classes"},
     {"fastquilt.normalize"},
     {"fastquilt.tta", "fastquilt.reductions"},
     {"fastquilt.quilt"},
