@@ -4,7 +4,8 @@ windows, in one run: contenders alternate, several rounds, the median of each is
 
 * ``sampler``: ``WindowSampler(where="uniform")`` (and ``"labelled"``), augmentation fused into
   the gather, straight from the volume tensor; ``sampler uniform w2``: the same through
-  ``DataLoader(sampler, batch_size=None, num_workers=2)`` (as many processes as the loaders).
+  ``DataLoader(sampler, batch_size=None, num_workers=2)`` (as many processes as the loaders);
+  ``sampler uniform 1 thread``: in the training process under ``torch.set_num_threads(1)``.
 * ``PatchDataset w0`` / ``w2``: ``DataLoader(PatchDataset(augment=True), num_workers=0 / 2)``.
 * ``MONAI w0`` / ``w2``: ``RandSpatialCropSamplesd`` + ``RandFlipd`` x 3 + ``RandRotate90d``.
 * ``TorchIO w0`` / ``w2``: ``Queue`` with a ``UniformSampler`` and ``RandomFlip`` (no rotation:
@@ -48,12 +49,12 @@ def endless(make_iter):
         yield from make_iter()
 
 
-def sampler_source(vol, lab, q, batch, where, device, workers=0):
+def sampler_source(vol, lab, q, batch, where, device, workers=0, prefetch=True):
     """The sampler iterated directly, or through ``DataLoader(sampler, batch_size=None)`` with
     ``workers`` processes (each makes every ``workers``-th batch)."""
     dev = device if workers == 0 else "cpu"
     s = fq.WindowSampler(vol.to(dev), lab.to(dev), q, MISSING, batch_size=batch,
-                         where=where, steps_per_epoch=1 << 30, seed=0)
+                         where=where, steps_per_epoch=1 << 30, seed=0, prefetch=prefetch)
     if workers == 0:
         return iter(s)
     return iter(torch.utils.data.DataLoader(s, batch_size=None, num_workers=workers,
@@ -100,6 +101,10 @@ def contenders(vol, lab, q, batch, device, workers_list):
     """``{name: (make the batch iterator, batches it may hold ready ahead of time)}``."""
     out = {"sampler uniform": (lambda: sampler_source(vol, lab, q, batch, "uniform", device), 1),
            "sampler labelled": (lambda: sampler_source(vol, lab, q, batch, "labelled", device), 1)}
+    # in the training process with one intra-op thread (torch.set_num_threads(1) while it runs,
+    # as DataLoader workers run): no parallel region waiting for a descheduled thread
+    out["sampler uniform 1 thread"] = (
+        lambda: sampler_source(vol, lab, q, batch, "uniform", device, prefetch=False), 0)
     for w in [w for w in workers_list if w > 0]:
         out[f"sampler uniform w{w}"] = (
             lambda w=w: sampler_source(vol, lab, q, batch, "uniform", device, w), 2 * w)
@@ -211,13 +216,17 @@ def main(argv=None) -> dict:
     for r in range(args.rounds):
         names = list(sources) if r % 2 == 0 else list(reversed(sources))
         for name in names:
+            threads = torch.get_num_threads()
+            if name.endswith("1 thread"):
+                torch.set_num_threads(1)
             rates[name].append(time_batches(sources[name], args.batches, args.batch,
                                             args.device, ahead[name]))
+            torch.set_num_threads(threads)
     med = {name: statistics.median(v) for name, v in rates.items()}
     best_other = max((v, n) for n, v in med.items() if not n.startswith("sampler"))
-    print(f"{'contender':<20} {'windows/s (median)':>20} {'min':>8} {'max':>8}")
+    print(f"{'contender':<26} {'windows/s (median)':>20} {'min':>8} {'max':>8}")
     for name, v in med.items():
-        print(f"{name:<20} {v:>20.1f} {min(rates[name]):>8.1f} {max(rates[name]):>8.1f}")
+        print(f"{name:<26} {v:>20.1f} {min(rates[name]):>8.1f} {max(rates[name]):>8.1f}")
     for name in [n for n in med if n.startswith("sampler")]:
         print(f"{name} / best other ({best_other[1]}): {med[name] / best_other[0]:.2f}x")
     if args.train:

@@ -176,6 +176,17 @@ def test_same_batches_for_same_seed_on_every_device_and_source(device, tmp_path)
                                                               **{**kw, "seed": 12}).batch(0)[0])
 
 
+def test_strided_numpy_views_are_read_window_by_window():
+    vol, lab = _data(spatial=(12, 12, 12))
+    q = fq.Quilt(vol.shape[2:], 6, 3, border=1)
+    flipped = np.flip(vol.numpy(), axis=2)  # negative strides: no tensor can view it
+    s = fq.WindowSampler(flipped, lab.numpy(), q, MISSING, batch_size=4, where="uniform")
+    want = fq.WindowSampler(torch.from_numpy(flipped.copy()), lab, q, MISSING, batch_size=4,
+                            where="uniform")
+    for a, b in zip(s.batch(0), want.batch(0)):
+        assert torch.equal(a, b)
+
+
 def test_dataloader_workers_serve_the_same_batches():
     vol, lab = _data(spatial=(12, 12, 12))
     q = fq.Quilt(vol.shape[2:], 6, 3, border=1)

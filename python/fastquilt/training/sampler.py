@@ -33,10 +33,12 @@ _IN_PLACE = {np.dtype(t) for t in (bool, np.uint8, np.int8, np.int16, np.int32, 
 
 
 def _as_source(array):
-    """A torch tensor stays as it is (any device); a numpy array or memmap of a dtype the
-    kernels read becomes a tensor over the same memory (no copy: the gather reads it in place,
-    and never writes it); other array-likes are read window by window."""
-    if isinstance(array, np.ndarray) and array.dtype in _IN_PLACE:
+    """A torch tensor stays as it is (any device); a C-contiguous numpy array or memmap of a
+    dtype the kernels read becomes a tensor over the same memory (no copy: the gather reads it
+    in place, and never writes it); other array-likes, strided views included (the kernels
+    would copy them whole for every batch), are read window by window."""
+    if (isinstance(array, np.ndarray) and array.dtype in _IN_PLACE
+            and array.flags.c_contiguous):
         with warnings.catch_warnings():  # a read-only memmap: only ever read
             warnings.simplefilter("ignore", UserWarning)
             return torch.from_numpy(array)
@@ -188,7 +190,8 @@ class WindowSampler(torch.utils.data.IterableDataset):
         boxes = []
         for o in origins.tolist():  # one read per window, then the same fused orientation
             sl = tuple(slice(a, a + k) for a, k in zip(o[1:], w))
-            box = read_box(source, (o[0], slice(None), *sl) if channel else (o[0], *sl))
+            box = read_box(source, (o[0], slice(None), *sl) if channel else (o[0], *sl),
+                           copy=True)  # (a view with negative strides is no tensor)
             boxes.append(box if channel else box.unsqueeze(0))
         stack = torch.stack(boxes)
         own = torch.zeros_like(origins)
