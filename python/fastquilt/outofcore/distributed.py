@@ -2,11 +2,8 @@
 
 The work is a static task graph, built once on the client:
 
-* one **reader** per input block (a unit's box of the input): reads it once and cuts it into
-  the parts that the producers' regions need (input_parts.py);
 * one **producer** per output unit: runs the model once on every window whose start lies in
-  that unit (skipping windows that only touch finished units), on the region those windows
-  cover put together from its readers' parts, and returns its weighted sums cut
+  that unit (skipping windows that only touch finished units) and returns its weighted sums cut
   into pieces, one per unit the windows reach (at most 2^D, because a window is never longer
   than a unit plus the step);
 * one **owner** per unfinished unit: adds the pieces that reach it, in a fixed order,
@@ -22,7 +19,6 @@ do not get distributed's default ``MALLOC_TRIM_THRESHOLD_=65536`` (it made windo
 
 from __future__ import annotations
 
-import operator
 import os
 import uuid
 import warnings
@@ -32,10 +28,9 @@ import torch
 from ..ensemble import Predictor
 from ..reductions import Reduction
 from .fingerprints import model_fingerprint
-from .input_parts import assemble, blocks_meeting, read_parts, window_region
 from .job import Job
 from .models import ModelFactory, resolve_model
-from .reading import read_window
+from .reading import read_region, read_window
 from .slab import scatter_windows
 from .unit_sums import UnitSums
 
@@ -95,18 +90,21 @@ def _check_env() -> None:
 
 
 def _produce(job: Job, predictor: Predictor, windows: list[int], dests: list[int],
-             reduction: Reduction, batch_size: int, device: str, *parts: tuple) -> dict:
+             reduction: Reduction, batch_size: int, device: str) -> dict:
     """Run ``windows`` once; return ``{unit: (slices in the unit, state piece, weight-sum
-    piece)}`` for the units ``dests`` their region reaches. ``parts``: the region the windows
-    cover, in parts cut by the blocks' readers (input_parts.py)."""
+    piece)}`` for the units ``dests`` their region reaches."""
     _check_env()
     layout = job.layout
     c_out = reduction.state_channels
-    n, lo, hi = window_region(layout, windows)
+    starts = layout.origins[windows, 1:]
+    lo = starts.min(0).values.tolist()
+    hi = (starts.max(0).values + torch.tensor(layout.window)).tolist()
+    n = int(layout.origins[windows[0], 0])
     shape = tuple(h - a for a, h in zip(lo, hi))
     acc = torch.zeros((1, c_out, *shape), device=device)  # summed on the model's device
     wsum = torch.zeros((1, *shape), device=device)
-    region = assemble((n, lo, hi), parts)
+    # one read of the region these windows cover, instead of one read per window
+    region = read_region(job.x, n, lo, hi)
 
     def block(k):
         o = layout.origins[k].tolist()
@@ -198,27 +196,11 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
         groups.setdefault(start_unit, []).append(k)
         feeds.setdefault(start_unit, set()).update(
             u for u in layout.units.touched(o, layout.window) if u not in done)
-    # each input block read once, by one task, and cut into the parts the producers' regions
-    # need; submitted producer by producer so that dask's priorities (submission order) read
-    # blocks as the producers come, not the whole input first
-    regions = {p: window_region(layout, ks) for p, ks in groups.items()}
-    meeting: dict[int, dict] = {}
-    for p in sorted(regions):
-        for b in blocks_meeting(layout, regions[p]):
-            meeting.setdefault(b, {})[p] = regions[p]
-    readers: dict[int, object] = {}
-    producers = {}
-    for p, ks in sorted(groups.items()):
-        parts = []
-        for b in blocks_meeting(layout, regions[p]):
-            if b not in readers:
-                readers[b] = client.submit(read_parts, job_f, b, meeting[b],
-                                           key=f"fastquilt-read-{run}-{b}", pure=False)
-            parts.append(client.submit(operator.getitem, readers[b], p,
-                                       key=f"fastquilt-part-{run}-{b}-{p}", pure=False))
-        producers[p] = client.submit(_produce, job_f, model_f, ks, sorted(feeds[p]),
-                                     reduction, batch_size, device, *parts,
-                                     key=f"fastquilt-produce-{run}-{p}", pure=False)
+    producers = {
+        p: client.submit(_produce, job_f, model_f, ks, sorted(feeds[p]), reduction, batch_size,
+                         device, key=f"fastquilt-produce-{run}-{p}", pure=False)
+        for p, ks in sorted(groups.items())
+    }
     fed_by: dict[int, list] = {}
     for p in sorted(producers):
         for uid in feeds[p]:
@@ -239,8 +221,7 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
     except BaseException:
         # A failed task or Ctrl-C: stop the rest of the graph instead of leaving it running
         # (and writing) on the cluster; what finished stays marked done for the next run.
-        client.cancel([model_f, job_f, *readers.values(), *producers.values(), *owners],
-                      force=True)
+        client.cancel([model_f, job_f, *producers.values(), *owners], force=True)
         raise
     finally:
         if bar is not None:
