@@ -91,10 +91,14 @@ def plan(argv: list[str]) -> int:
     return 0
 
 
-def _model_spec(spec: str):
-    """A model file (``torch.export`` ``.pt2`` or TorchScript), or ``module:function``
-    returning a model (built once per worker, on the device)."""
+def _model_spec(spec: str, weights: str | None = None):
+    """A model file (``torch.export`` ``.pt2``, AOTInductor, TorchScript), or
+    ``module:function`` returning a model (built once per worker, on the device), with
+    ``weights`` (a state dict) loaded into it."""
     if Path(spec).exists():  # a file, even one whose path holds a ':'
+        if weights is not None:
+            raise SystemExit(f"error: --weights goes with --model module:function (a factory "
+                             f"that builds the model); {spec} is a file")
         return ModelFactory(os.path.abspath(spec))  # absolute: workers start elsewhere
     if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec):
         import importlib
@@ -104,7 +108,11 @@ def _model_spec(spec: str):
             factory = getattr(importlib.import_module(mod), fn)
         except (ImportError, AttributeError) as e:
             raise SystemExit(f"error: cannot import model factory {spec!r}: {e}") from e
-        return ModelFactory(factory)
+        if weights is None:
+            return ModelFactory(factory)
+        if not Path(weights).is_file():
+            raise SystemExit(f"error: --weights {weights} does not exist")
+        return ModelFactory.with_weights(factory, os.path.abspath(weights))
     raise SystemExit(f"error: model file {spec} does not exist (nor is it a module:function)")
 
 
@@ -128,8 +136,10 @@ def infer(argv: list[str]) -> int:
         description="Sliding-window inference from a zarr (or .npy) array into a zarr v3 array, "
                     "bounded memory, resumable (re-run the same command after a crash).")
     ap.add_argument("--model", required=True,
-                    help="model file (torch.export .pt2 with a dynamic batch dimension, or "
-                    "TorchScript) or module:function")
+                    help="model file (torch.export .pt2 with a dynamic batch dimension, an "
+                    "AOTInductor package, or TorchScript (deprecated)) or module:function")
+    ap.add_argument("--weights", default=None,
+                    help="state dict (torch.save) loaded into the model module:function builds")
     ap.add_argument("--input", required=True, help="(N, C, *S) zarr array or .npy file")
     ap.add_argument("--output", required=True, help="output zarr v3 path")
     ap.add_argument("--window", type=int, nargs="+", default=None, help="required without "
@@ -168,7 +178,7 @@ def infer(argv: list[str]) -> int:
     unit = one(a.unit) if a.unit is not None else tuned.get("unit")
     chunks = one(a.chunks) if a.chunks is not None else tuned.get("chunks")
     threads = {k: tuned[k] for k in ("reader_threads", "writer_threads") if k in tuned}
-    model = _model_spec(a.model)
+    model = _model_spec(a.model, a.weights)
     x = _open_input(a.input)
     client = None
     if a.scheduler:

@@ -25,6 +25,20 @@ class Slow(torch.nn.Module):
         return p * self.scale + 1.0
 
 
+def export_model(net: torch.nn.Module, path, example_shape=(2, 1, 8, 8, 8)) -> None:
+    """Save ``net`` as a torch.export ``.pt2`` with a dynamic batch dimension (the format
+    fastquilt's docs recommend)."""
+    x = torch.randn(example_shape)
+    torch.export.save(torch.export.export(net.eval(), (x,),
+                                          dynamic_shapes=({0: torch.export.Dim("batch")},)),
+                      str(path))
+
+
+def conv_1_to_2():
+    """A Conv3d(1, 2, 3) with fixed weights (a factory for ``--weights``)."""
+    return torch.nn.Conv3d(1, 2, 3, padding=1)
+
+
 def _slow_writes(flag: str) -> None:
     from fastquilt.outofcore.store import Progress
 

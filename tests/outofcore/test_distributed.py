@@ -183,8 +183,9 @@ def test_resume_switches_between_local_and_cluster_with_the_same_model(client, t
     # a model file through the command line, with and without --scheduler
     from fastquilt.cli import main
 
-    torch.jit.script(torch.nn.Conv3d(1, 1, 3, padding=1)).save(str(tmp_path / "m.pt"))
-    args = ["infer", "--model", str(tmp_path / "m.pt"), "--input", str(tmp_path / "in.zarr"),
+    ooc_job.export_model(torch.nn.Conv3d(1, 1, 3, padding=1), tmp_path / "m.pt2",
+                         (2, 1, 12, 12, 12))
+    args = ["infer", "--model", str(tmp_path / "m.pt2"), "--input", str(tmp_path / "in.zarr"),
             "--output", str(tmp_path / "cli.zarr"), "--window", "12", "--step", "9",
             "--chunks", "12"]
     assert main(args) == 0
