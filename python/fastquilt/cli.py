@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from .arrays import OneImage
+from .formats import open_ome_zarr
+from .formats.ome_zarr import is_ome_zarr
 from .outofcore import ModelFactory, sliding_window_zarr
 from .quilt import Quilt
 from .training import select_windows
@@ -116,10 +118,19 @@ def _model_spec(spec: str, weights: str | None = None):
     raise SystemExit(f"error: model file {spec} does not exist (nor is it a module:function)")
 
 
-def _open_input(path: str):
+def _open_input(path: str, level: int | None = None):
+    """A ``.npy`` file, a zarr array, or level ``level`` (default 0) of an OME-Zarr image
+    (recognised by its metadata)."""
     p = Path(path)
     if not p.exists():
         raise SystemExit(f"error: input {path} does not exist")
+    if is_ome_zarr(path):
+        try:
+            return open_ome_zarr(path, level or 0)
+        except ValueError as e:
+            raise SystemExit(f"error: --input {path}: {e}") from None
+    if level is not None:
+        raise SystemExit(f"error: --level applies to an OME-Zarr input; {path} is not one")
     if path.endswith(".npy"):
         return np.load(path, mmap_mode="r")
     import zarr
@@ -140,8 +151,19 @@ def infer(argv: list[str]) -> int:
                     "AOTInductor package, or TorchScript (deprecated)) or module:function")
     ap.add_argument("--weights", default=None,
                     help="state dict (torch.save) loaded into the model module:function builds")
-    ap.add_argument("--input", required=True, help="(N, C, *S) zarr array or .npy file")
-    ap.add_argument("--output", required=True, help="output zarr v3 path")
+    ap.add_argument("--input", required=True, help="(N, C, *S) zarr array or .npy file, or an "
+                    "OME-Zarr image (its metadata is kept)")
+    ap.add_argument("--level", type=int, default=None,
+                    help="level of an OME-Zarr input to read (default 0: full resolution)")
+    ap.add_argument("--output", required=True, help="output zarr v3 path; *.ome.zarr writes an "
+                    "OME-Zarr 0.5 image with a multiscale pyramid")
+    ap.add_argument("--levels", type=int, default=None, help="pyramid levels besides level 0 "
+                    "of an OME-Zarr output (default: until it fits a screen)")
+    ap.add_argument("--voxel-size", type=float, nargs="+", default=None,
+                    help="voxel size per spatial axis (Z Y X) for an OME-Zarr output (default: "
+                    "the OME-Zarr input's, or 1)")
+    ap.add_argument("--voxel-unit", default=None,
+                    help="unit of --voxel-size, an NGFF unit name such as micrometer")
     ap.add_argument("--window", type=int, nargs="+", default=None, help="required without "
                     "--tuning")
     ap.add_argument("--step", type=int, nargs="+", default=None, help="required without "
@@ -179,7 +201,9 @@ def infer(argv: list[str]) -> int:
     chunks = one(a.chunks) if a.chunks is not None else tuned.get("chunks")
     threads = {k: tuned[k] for k in ("reader_threads", "writer_threads") if k in tuned}
     model = _model_spec(a.model, a.weights)
-    x = _open_input(a.input)
+    x = _open_input(a.input, a.level)
+    ome = {k: v for k, v in (("levels", a.levels), ("voxel_size", one(a.voxel_size)),
+                             ("voxel_unit", a.voxel_unit)) if v is not None}
     client = None
     if a.scheduler:
         from distributed import Client
@@ -189,7 +213,7 @@ def infer(argv: list[str]) -> int:
         out = sliding_window_zarr(
             model, x, a.output, window, step, batch_size, a.weight,
             border=one(a.border), chunks=chunks, unit=unit, device=a.device,
-            progress=True, client=client, **threads)
+            progress=True, client=client, **threads, **ome)
     except (ValueError, TypeError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -203,8 +227,11 @@ def infer(argv: list[str]) -> int:
 USAGE = """usage:
   python -m fastquilt plan --shape Z Y X --window W --step S [--border B]
                            [--labels labels.npy|labels.zarr] [--missing-label -1]
-  python -m fastquilt infer --model model.pt|module:function --input in.zarr
-                            --output out.zarr --window W --step S [--batch-size 8]
+  python -m fastquilt infer --model model.pt2|module:function [--weights w.pt]
+                            --input in.zarr|in.ome.zarr [--level 0]
+                            --output out.zarr|out.ome.zarr [--levels L]
+                            [--voxel-size Z Y X --voxel-unit micrometer]
+                            --window W --step S [--batch-size 8]
                             [--scheduler tcp://host:8786] [--tuning tuned.json]
   python -m fastquilt bench [--device cpu|cuda] [--dtype float32 ...] [--threads N ...]
                             [--quick] [--json PATH]

@@ -22,6 +22,7 @@ LAYERS = [
     {"fastquilt.quilt"},
     {"fastquilt.accumulator", "fastquilt.sliding"},
     {"fastquilt.training"},
+    {"fastquilt.formats"},
     {"fastquilt.outofcore"},
     {"fastquilt.tuning"},
     {"fastquilt.inference", "fastquilt.compat", "fastquilt.distributed", "fastquilt.cli"},

@@ -191,3 +191,24 @@ def test_resume_switches_between_local_and_cluster_with_the_same_model(client, t
     assert main(args) == 0
     (tmp_path / "cli.zarr").joinpath(*chunk).unlink()
     assert main(args + ["--scheduler", client.scheduler.address]) == 0
+
+
+def test_ome_zarr_pyramid_is_written_by_the_owners_and_resumes(client, tmp_path):
+    import ooc_job
+
+    from .ome_check import reference_levels, validate
+
+    x, z = make_input(tmp_path)
+    out = tmp_path / "pred.ome.zarr"
+    want = reference(x, lambda p: p * 2.0 + 1.0, 12, 9)
+    args = dict(out=str(out), chunks=8, unit=16, levels=2, voxel_size=(1.0, 0.5, 0.5),
+                voxel_unit="micrometer")
+    fq.sliding_window(ModelFactory(ooc_job.double_plus_one), z, 12, 9, client=client, **args)
+    (out / "1" / "c" / "0" / "0" / "1" / "1" / "0").unlink()  # one unit's level 1: again
+    y = fq.sliding_window(ModelFactory(ooc_job.double_plus_one), z, 12, 9, client=client,
+                          **args)
+    np.testing.assert_allclose(y[...], want, rtol=1e-5, atol=1e-5)
+    levels = [zarr.open_array(str(out / str(lv)))[...] for lv in (0, 1, 2)]
+    for got, ref in zip(levels[1:], reference_levels(levels[0], 2)):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    validate(out)

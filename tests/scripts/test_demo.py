@@ -1,6 +1,7 @@
 """The demo runs end to end (briefly) and writes a valid PNG."""
 
 import numpy as np
+import zarr
 from PIL import Image
 
 from fastquilt import demo
@@ -21,3 +22,19 @@ def test_demo_smoke(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "F1 on the held-out labelled slices" in out and "windows kept" in out
     assert list(tmp_path.glob("*.png"))
+    # beside it, the prediction as OME-Zarr: image, labels and pyramid, read by the ecosystem
+    from ome_zarr_models.v05.image import Image
+    from ome_zarr_models.v05.image_label import ImageLabel
+
+    from tests.outofcore.ome_check import read_with_ome_zarr_py
+
+    path = tmp_path / "pred.ome.zarr"
+    image = Image.from_zarr(zarr.open_group(str(path), mode="r"))
+    assert len(image.ome_attributes.multiscales[0].datasets) == 3
+    label = ImageLabel.from_zarr(zarr.open_group(str(path / "labels" / "filaments"), mode="r"))
+    assert label.ome_attributes.image_label.colors[0].label_value == 1
+    nodes = read_with_ome_zarr_py(path)
+    assert len(nodes[0].data) == 3 and any("filaments" in str(n.zarr.path) for n in nodes)
+    prob = zarr.open_array(str(path / "0"))[...]
+    labels = zarr.open_array(str(path / "labels" / "filaments" / "0"))[...]
+    assert labels.dtype == np.uint8 and np.array_equal(labels, prob > 0.5)

@@ -19,10 +19,15 @@ from pathlib import Path
 import torch
 
 from .._args import float_dtype_arg
+from ..formats.ome_writer import MEAN, OmeWriter, level0_array
+from ..formats.ome_zarr import is_ome_zarr
 from .fingerprints import describe, same_source
 from .units import Units
 
 FORMAT_VERSION = 1
+# every written chunk is stored, even one equal to the fill value, so that "done" can be
+# checked against what storage holds
+WRITE_ALL = {"write_empty_chunks": True}
 
 
 def zarr_dtype(out_dtype) -> str:
@@ -149,14 +154,13 @@ class OutputStore:
         self.progress = Progress(self.path)
         self.lease = Lease(self.path)
         self.arr = None
+        self.ome: OmeWriter | None = None  # an OME-Zarr output: its levels and metadata
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "lease"}  # the client's alone
 
     def _writable(self, arr):
-        # every written chunk is stored, even one equal to the fill value, so that "done"
-        # can be checked against what storage holds
-        return arr.with_config({"write_empty_chunks": True})
+        return arr.with_config(WRITE_ALL)
 
     def metadata(self, out_channels: int) -> dict:
         """The stored metadata of an output with ``out_channels`` channels."""
@@ -171,8 +175,13 @@ class OutputStore:
             # units that no longer exist on disk: they are stale, start afresh.
             self.progress.clear()
             return
+        if self.ome is not None:  # (its own clear errors)
+            self.ome.open(MEAN)
+            self.ome.writable(WRITE_ALL)
+            self.arr = self.ome.arrays[MEAN][0]
         try:
-            self.arr = self._writable(zarr.open_array(str(self.path), mode="r+"))
+            if self.arr is None:
+                self.arr = self._writable(zarr.open_array(str(self.path), mode="r+"))
         except Exception as e:
             raise ValueError(
                 f"output {self.path} exists and is not a zarr array (it holds other "
@@ -200,7 +209,17 @@ class OutputStore:
         """Create the output for a model with ``c_out`` channels, or check the opened one."""
         import zarr
 
-        if self.arr is None:
+        if self.arr is None and self.ome is not None:
+            try:
+                self.ome.create(MEAN, "image", self.units.N, c_out, self.out_dtype,
+                                {"fastquilt": self.metadata(c_out),
+                                 "fastquilt_sources": self.sources})
+            except OSError as e:
+                raise ValueError(f"cannot create the output {self.path}: {e.strerror or e}; "
+                                 "choose a writable path") from None
+            self.ome.writable(WRITE_ALL)
+            self.arr = self.ome.arrays[MEAN][0]
+        elif self.arr is None:
             N, spatial = self.units.N, self.units.spatial
             try:
                 self.arr = self._writable(zarr.create_array(
@@ -223,7 +242,8 @@ class OutputStore:
         import zarr
 
         if self.arr is None:
-            self.arr = zarr.open_array(str(self.path), mode="r")
+            self.arr = level0_array(self.path) if self.ome is not None else \
+                zarr.open_array(str(self.path), mode="r")
         return self.arr
 
     def write_unit(self, uid: int, mean: torch.Tensor) -> None:
@@ -231,6 +251,8 @@ class OutputStore:
         n, box = self.units.box(uid)
         try:
             self.arr[(n, slice(None), *box)] = mean.numpy().astype(self.out_dtype, copy=False)
+            if self.ome is not None:  # the unit's blocks of every pyramid level, before the mark
+                self.ome.write_levels(MEAN, n, box, mean, self.out_dtype)
             self.progress.mark(uid)
         except Exception as e:
             raise RuntimeError(
@@ -244,7 +266,8 @@ class OutputStore:
         ranges = [range(b.start // k, math.ceil(b.stop / k)) for b, k in zip(box, block)]
         encode = self.arr.metadata.encode_chunk_key
         prefix = f"{self.arr.path}/" if self.arr.path else ""
-        return [prefix + encode((n, 0, *idx)) for idx in itertools.product(*ranges)]
+        keys = [prefix + encode((n, 0, *idx)) for idx in itertools.product(*ranges)]
+        return keys + (self.ome.level_keys(MEAN, n, box) if self.ome is not None else [])
 
     def stored(self, uids) -> set[int]:
         """The units among ``uids`` whose every chunk (or shard) is in storage: one look-up per
@@ -293,7 +316,8 @@ def progress_of(out: str | os.PathLike) -> dict:
     import zarr
 
     out_path = Path(out)
-    arr = zarr.open_array(str(out_path), mode="r")
+    arr = level0_array(out_path) if is_ome_zarr(out_path) else \
+        zarr.open_array(str(out_path), mode="r")
     meta = dict(arr.attrs)["fastquilt"]
     units = Units(arr.shape[0], tuple(arr.shape[2:]), tuple(meta["unit"]))
     return {"done": len(Progress(out_path).done()), "total": units.total(),
