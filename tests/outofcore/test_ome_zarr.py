@@ -4,6 +4,7 @@ reference downsample of the full result, resume and exactly-once hold for every 
 OME-Zarr input keeps its metadata, and label outputs go under labels/."""
 
 import json
+import pickle
 import warnings
 
 import numpy as np
@@ -131,6 +132,8 @@ def test_ome_input_keeps_its_metadata_and_reads_any_level(tmp_path, capsys):
     np.testing.assert_array_equal(x[...], data[None])
     np.testing.assert_array_equal(x[(0, slice(None), slice(2, 5), slice(None), slice(3, 9))],
                                   data[:, 2:5, :, 3:9])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(x))[...], data[None])  # (dask)
+    assert x.chunks[:2] == (1, 1)
     out = tmp_path / "pred.ome.zarr"
     fq.sliding_window(model, x, 8, 6, out=str(out), chunks=8, unit=16, levels=1)
     np.testing.assert_allclose(zarr.open_array(str(out / "0"))[...],

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -78,18 +79,16 @@ def level_box(box: Sequence[slice], level: int) -> tuple[slice, ...]:
 
 
 def _block_sums(x: torch.Tensor, f: int) -> torch.Tensor:
-    """Sums of each ``f``-cube of ``x`` ``(C, *s)`` (zeros past the far edges)."""
-    C, *s = x.shape
-    out = [-(-n // f) for n in s]
+    """Sums of each ``f``-cube of the floating ``x`` ``(C, *s)``, partial cubes at the far
+    edges over the voxels they hold: torch's average pooling with the divisor 1 (ceil_mode
+    keeps the partial cubes; an axis shorter than ``f`` is padded with zeros to ``f``)."""
     pad = []
-    for n in reversed(s):
-        pad += [0, (-n) % f]
+    for n in reversed(x.shape[1:]):
+        pad += [0, max(0, f - n)]
     if any(pad):
         x = F.pad(x, pad)
-    shape = [C]
-    for n in out:
-        shape += [n, f]
-    return x.reshape(shape).sum(tuple(range(2, 2 * len(s) + 1, 2)))
+    pool = F.avg_pool3d if x.dim() == 4 else F.avg_pool2d
+    return pool(x, f, f, ceil_mode=True, divisor_override=1)
 
 
 def _counts(s: Sequence[int], level: int, dtype) -> torch.Tensor:
@@ -115,12 +114,37 @@ def downsample_mean(block: torch.Tensor, level: int) -> torch.Tensor:
 
 def mean_levels(block: torch.Tensor, levels: int) -> list[torch.Tensor]:
     """Levels ``1..levels`` of :func:`downsample_mean`, each level's sums made from the
-    previous level's (one pass over the block, then ever smaller ones)."""
-    out, sums = [], block
+    previous level's by pairwise sums along each axis (one pass over the block, then ever
+    smaller ones). In numpy, on the calling thread: the writer threads call this, and small
+    torch ops that share torch's thread pool between threads stall on a busy machine."""
+    a = block.numpy()
+    out = []
     for lv in range(1, levels + 1):
-        sums = _block_sums(sums, 2)
-        out.append(sums / _counts(block.shape[1:], lv, block.dtype))
+        a = _pair_sums(a)
+        out.append(torch.from_numpy(a / _np_counts(block.shape[1:], lv, a.dtype)))
     return out
+
+
+def _np_counts(s: Sequence[int], level: int, dtype) -> np.ndarray:
+    """:func:`_counts` in numpy."""
+    f = 1 << level
+    count = np.ones((), dtype)
+    for n in s:
+        c = np.full(-(-n // f), f, dtype)
+        c[-1] = n - (c.size - 1) * f
+        count = np.multiply.outer(count, c)
+    return count
+
+
+def _pair_sums(a: np.ndarray) -> np.ndarray:
+    """Sums of each 2-cube of ``a`` ``(C, *s)`` (an odd axis gains a zero plane first)."""
+    if any(n % 2 for n in a.shape[1:]):
+        a = np.pad(a, [(0, 0)] + [(0, n % 2) for n in a.shape[1:]])
+    for ax in range(1, a.ndim):
+        even = tuple(slice(0, None, 2) if i == ax else slice(None) for i in range(a.ndim))
+        odd = tuple(slice(1, None, 2) if i == ax else slice(None) for i in range(a.ndim))
+        a = a[even] + a[odd]
+    return a
 
 
 def _mode2(block: torch.Tensor) -> torch.Tensor:
