@@ -203,5 +203,19 @@ def test_label_outputs_are_ngff_label_images_with_mode_levels(tmp_path):
         assert got.dtype == np.uint16
         np.testing.assert_array_equal(got[0], want)
     validate(tmp_path / "seg.ome.zarr" / "labels" / "labels", "labels")
+    # another float output (a std): an image group of its own beside the levels
+    ome.create("std", "image", 1, 1, "float32", {})
+    std = np.random.default_rng(2).random((1, 1, *spatial)).astype(np.float32)
+    for uid in range(units.total()):
+        n, box = units.box(uid)
+        ome.arrays["std"][0][(n, slice(None), *box)] = std[(n, slice(None), *box)]
+        ome.write_levels("std", n, box, torch.from_numpy(std[(n, slice(None), *box)]),
+                         "float32")
+    got = zarr.open_array(str(tmp_path / "seg.ome.zarr" / "std" / "2"))[...]
+    np.testing.assert_allclose(got, reference_levels(std, 2)[1], rtol=1e-5, atol=1e-6)
+    validate(tmp_path / "seg.ome.zarr" / "std")
+    root = json.loads((tmp_path / "seg.ome.zarr" / "zarr.json").read_text())["attributes"]
+    assert root["fastquilt_outputs"] == ["std"]
+    validate(tmp_path / "seg.ome.zarr")  # the root image, with labels/ and std/ inside
     nodes = read_with_ome_zarr_py(tmp_path / "seg.ome.zarr")
     assert any(n.zarr.path.rstrip("/").endswith("labels/labels") for n in nodes)
