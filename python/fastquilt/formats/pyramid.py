@@ -147,40 +147,44 @@ def _pair_sums(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _mode2(block: torch.Tensor) -> torch.Tensor:
+def _mode2(a: np.ndarray) -> np.ndarray:
     """One halving of an integer block ``(C, *s)`` by the mode of each ``2^D`` cube (ties:
-    the smallest label; voxels past the far edge do not count)."""
-    C, *s = block.shape
+    the smallest label; voxels past the far edge do not count). In numpy, like
+    :func:`mean_levels`."""
+    lo, hi = int(a.min()), int(a.max())
+    labels = (lo + np.flatnonzero(np.bincount((a.astype(np.int64) - lo).ravel()))
+              if hi - lo < 1 << 16
+              else np.unique(a)).astype(a.dtype)
+    if labels.size <= 16:  # few labels (semantic classes): count each one per cube
+        counts = np.stack([_pair_sums((a == v).astype(np.uint8)) for v in labels])
+        return labels[counts.argmax(0)].astype(a.dtype)  # (first maximum: smallest label)
+    C, *s = a.shape
     D = len(s)
     out = [-(-n // 2) for n in s]
-    pad = []
-    for n in reversed(s):
-        pad += [0, (-n) % 2]
-    x = block.to(torch.int64)
-    valid = torch.ones_like(x, dtype=torch.bool)
-    if any(pad):
-        x = F.pad(x, pad)
-        valid = F.pad(valid, pad)
+    x = a.astype(np.int64)
+    valid = np.ones(x.shape, bool)
+    if any(n % 2 for n in s):
+        pad = [(0, 0)] + [(0, n % 2) for n in s]
+        x, valid = np.pad(x, pad), np.pad(valid, pad)  # (padding: not valid)
     # (C, *out, 2^D): the voxels of each cube side by side
     shape = [C]
     for n in out:
         shape += [n, 2]
     perm = [0, *range(1, 2 * D, 2), *range(2, 2 * D + 1, 2)]
-    cubes = x.reshape(shape).permute(perm).reshape(C, *out, 1 << D)
-    ok = valid.reshape(shape).permute(perm).reshape(C, *out, 1 << D)
-    same = (cubes.unsqueeze(-1) == cubes.unsqueeze(-2)) & ok.unsqueeze(-2)
-    counts = torch.where(ok, same.sum(-1), -1)
-    top = counts.max(-1, keepdim=True).values
-    big = torch.iinfo(torch.int64).max
-    winner = torch.where(counts == top, cubes, big).min(-1).values
-    return winner.to(block.dtype)
+    cubes = x.reshape(shape).transpose(perm).reshape(C, *out, 1 << D)
+    ok = valid.reshape(shape).transpose(perm).reshape(C, *out, 1 << D)
+    same = (cubes[..., :, None] == cubes[..., None, :]) & ok[..., None, :]
+    counts = np.where(ok, same.sum(-1), -1)
+    top = counts.max(-1, keepdims=True)
+    winner = np.where(counts == top, cubes, np.iinfo(np.int64).max).min(-1)
+    return winner.astype(a.dtype)
 
 
 def downsample_mode(block: torch.Tensor, level: int) -> list[torch.Tensor]:
     """Levels ``1..level`` of an integer level-0 block ``(C, *s)``, each the mode of the
     ``2^D`` voxels below it in the level before (ties: the smallest label)."""
-    out, cur = [], block
+    out, cur = [], block.numpy()
     for _ in range(level):
         cur = _mode2(cur)
-        out.append(cur)
+        out.append(torch.from_numpy(cur))
     return out
