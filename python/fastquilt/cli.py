@@ -4,11 +4,14 @@
 labels.zarr --missing-label -1]`` prints the grid and, with labels, what cleaning keeps (the rows
 of the qlty paper's Table 1).
 
-``python -m fastquilt infer --model model.pt --input in.zarr --output out.zarr --window 64
+``python -m fastquilt infer --model model.pt2 --input in.zarr --output out.zarr --window 64
 --step 48 --batch-size 8 [--scheduler tcp://...]`` runs out-of-core sliding-window inference
-(a ``torch.export`` ``.pt2`` or TorchScript file, or a ``module:function`` factory for the
-model, built on ``--device``), resumable; ``--tuning tuned.json`` takes the window, step,
-batch size, unit and reader/writer threads from a tuned file (flags given win).
+(a model file told apart by its contents — ``torch.export`` ``.pt2``, AOTInductor,
+TorchScript — or a ``module:function`` factory with optional ``--weights``, built on
+``--device``), resumable; an OME-Zarr ``--input`` (``--level``) and a ``*.ome.zarr``
+``--output`` (``--levels``, ``--voxel-size``) keep NGFF metadata and write a pyramid;
+``--tuning tuned.json`` takes the window, step, batch size, unit and reader/writer threads
+from a tuned file (flags given win).
 
 ``python -m fastquilt bench`` times the ops against a memcpy on this machine and compares with
 the reference machines; ``python -m fastquilt tune`` measures a model and writes a tuned file

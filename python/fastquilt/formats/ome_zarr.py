@@ -11,7 +11,6 @@ always has both (``t`` of length ``N``, ``c`` of length ``C_out``).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -208,6 +207,3 @@ def is_ome_zarr(path: str | os.PathLike) -> bool:
                 else False
     return False
 
-
-def level_names(levels: int) -> Sequence[str]:
-    return [str(lv) for lv in range(levels + 1)]
