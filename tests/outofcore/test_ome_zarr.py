@@ -106,7 +106,6 @@ def test_every_level_is_written_before_the_mark_and_resumes_exactly_once(tmp_pat
 def write_ome_input(path, data, axes, scale, translation=None, levels=2):
     """An OME-Zarr image written by ome-zarr-py (the ecosystem's writer), for input tests."""
     from ome_zarr.format import FormatV05
-    from ome_zarr.writer import write_multiscale
 
     pyramid = [data[..., ::1 << lv, ::1 << lv, ::1 << lv] for lv in range(levels)]
     transforms = [[{"type": "scale", "scale": [s * (1 << lv) if i >= len(axes) - 3 else s
@@ -114,8 +113,10 @@ def write_ome_input(path, data, axes, scale, translation=None, levels=2):
                   + ([{"type": "translation", "translation": translation}] if translation
                      else []) for lv in range(levels)]
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
-    with warnings.catch_warnings():  # (ome-zarr-py's own deprecations of its older API)
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with warnings.catch_warnings():  # (ome-zarr-py's own deprecations of its older API,
+        warnings.simplefilter("ignore", DeprecationWarning)  # some raised on import)
+        from ome_zarr.writer import write_multiscale
+
         write_multiscale(pyramid, group=root, axes=axes, fmt=FormatV05(),
                          coordinate_transformations=transforms)
 
