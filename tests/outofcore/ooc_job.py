@@ -1,6 +1,8 @@
 """Subprocess for the kill/resume tests: a slow deterministic model writing to zarr
 (``python ooc_job.py SRC DST [SCALE]``; ``FQ_TEST_SLOW_WRITE=FLAG``: after a unit's chunks are
-written, create FLAG and wait before marking it done, to be killed there). And models for the
+written, create FLAG and wait before marking it done, to be killed there;
+``FQ_TEST_SLOW_LEVELS=FLAG``: the same between a unit's level 0 and its pyramid levels; a DST
+named ``*.ome.zarr`` gets 2 pyramid levels). And models for the
 cluster tests."""
 
 import os
@@ -53,13 +55,31 @@ def _slow_writes(flag: str) -> None:
     Progress.mark = mark
 
 
+def _slow_levels(flag: str) -> None:
+    """After a unit's level 0 is written, create FLAG and wait before its pyramid levels."""
+    from fastquilt.formats.ome_writer import OmeWriter
+
+    real = OmeWriter.write_levels
+
+    def write_levels(self, *args):
+        with open(flag, "w") as f:
+            f.write("levels")
+        time.sleep(60)
+        real(self, *args)
+
+    OmeWriter.write_levels = write_levels
+
+
 if __name__ == "__main__":
     src, dst = sys.argv[1], sys.argv[2]
     scale = float(sys.argv[3]) if len(sys.argv) > 3 else 2.0
     if os.environ.get("FQ_TEST_SLOW_WRITE"):
         _slow_writes(os.environ["FQ_TEST_SLOW_WRITE"])
+    if os.environ.get("FQ_TEST_SLOW_LEVELS"):
+        _slow_levels(os.environ["FQ_TEST_SLOW_LEVELS"])
+    ome = {"levels": 2} if dst.endswith(".ome.zarr") else {}  # (an OME-Zarr output: a pyramid)
     fq.sliding_window(Slow(scale), zarr.open_array(src, mode="r"), 16, 12, batch_size=4,
-                      weight="gaussian", out=dst, chunks=16, unit=16)
+                      weight="gaussian", out=dst, chunks=16, unit=16, **ome)
 
 
 class _FirstCallAnywhere(torch.nn.Module):
