@@ -166,6 +166,18 @@ def test_aoti_packages_are_recognised_and_padded_to_their_batch(tmp_path, monkey
         torch.testing.assert_close(m(x[:3]), net(x[:3]))  # the last, smaller batch
     with pytest.raises(ValueError, match="batches of 4"):
         m(torch.randn(5, 1, 6, 6, 6))
+    # a run with a package, resumed with another one: refused by the files' contents (the
+    # compiled model itself has no fingerprint)
+    with zipfile.ZipFile(tmp_path / "other.pt2", "w") as z:
+        z.writestr("m/archive_format", "pt2")
+        z.writestr("m/data/aotinductor/model/x.wrapper.so", b"retrained")
+    x = torch.randn(1, 1, 12, 12, 12)
+    out = str(tmp_path / "o.zarr")
+    y = fq.sliding_window(ModelFactory(str(tmp_path / "m.pt2")), x, 6, 4, 4, out=out)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(y[...]), fq.sliding_window(net, x, 6, 4))
+    with pytest.raises(ValueError, match="made with another model"):
+        fq.sliding_window(ModelFactory(str(tmp_path / "other.pt2")), x, 6, 4, 4, out=out)
 
 
 def test_cli_weights_with_a_factory(tmp_path, monkeypatch, capsys):

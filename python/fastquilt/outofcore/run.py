@@ -99,6 +99,7 @@ def sliding_window_zarr(
     # What made the output: a resume must not mix two models' (or inputs') results. A
     # factory's model is fingerprinted once built (here, or on a worker), so that a run with
     # the factory and one with the model it builds resume each other.
+    recipe = model
     if client is None:
         model = resolve_model(model, device)  # a ModelFactory is built here
         fingerprint = model_fingerprint(model)
@@ -106,6 +107,8 @@ def sliding_window_zarr(
         fingerprint = model_fingerprint_on_a_worker(client, model, device)
     else:
         fingerprint = model_fingerprint(model)
+    if fingerprint is None and isinstance(recipe, ModelFactory) and isinstance(recipe.fn, str):
+        fingerprint = model_fingerprint(recipe)  # (a compiled model has none: the file's)
     store.sources = {"model": fingerprint, "input": input_fingerprint(x)}
     store.lease.acquire()  # one run at a time writes an output
     try:
