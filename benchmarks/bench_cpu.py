@@ -99,6 +99,13 @@ def impls(x: torch.Tensor, window: int, step: int, border: int) -> dict:
         out["qlty 1.5.0"] = lambda: ql.stitch(ql.unstitch(x))[0]
     except ImportError:
         pass
+    from fastquilt import compat
+
+    # the qlty drop-in: qlty's classes and calls, fastquilt underneath (fresh outputs)
+    cq = (compat.NCYXQuilt(*x.shape[2:], (window,) * 2, (step,) * 2, border, border_weight=0.1)
+          if D == 2 else
+          compat.NCZYXQuilt(*x.shape[2:], (window,) * 3, (step,) * 3, border, border_weight=0.1))
+    out["fastquilt.compat (qlty drop-in)"] = lambda: cq.stitch(cq.unstitch(x))[0]
     try:
         from monai.inferers import sliding_window_inference
 

@@ -2,6 +2,9 @@
 (64^3 chunks, no compression, in the page cache), window 64, step 48, out of core into zarr.
 
 * read-only: reading every input window (as bench_out_of_core.py), the floor of any run;
+* write-only: writing the output's bytes, unit by unit (the run's default 128^3 units), into a
+  fresh zarr array with the run's chunks and no compression: the other floor of any run (on a
+  machine whose file writes are slower than its page-cache reads, the higher one);
 * identity model: the whole run; target <= 1.2x the read-only time;
 * a model that sleeps (the GIL released, a stand-in for a GPU model on a CPU machine) as long,
   in total, as the read-only time: target <= 1.2x the larger of the two (stages one after the
@@ -59,8 +62,23 @@ def main() -> None:
                               compressors=None)
             return time.perf_counter() - t0
 
+        unit = 128
+        block = np.ones((1, 1, unit, unit, unit), np.float32)
+
+        def write_only(name):
+            o = zarr.create_array(store=str(work / f"{name}.zarr"), shape=shape,
+                                  dtype="float32", chunks=(1, 1, 64, 64, 64), compressors=None,
+                                  fill_value=0).with_config({"write_empty_chunks": True})
+            for i in range(0, a.size, unit):
+                for j in range(0, a.size, unit):
+                    for k in range(0, a.size, unit):
+                        o[:, :, i:i + unit, j:j + unit, k:k + unit] = \
+                            block[:, :, :a.size - i, :a.size - j, :a.size - k]
+
         read_only()  # the page cache
         t_read = min(_timed(read_only) for _ in range(2))
+        t_write = min(_timed(write_only, f"w{i}") for i in range(2))
+        floor = max(t_read, t_write)
         batches = -(-len(positions) // BATCH)
         pause = t_read / batches
 
@@ -73,28 +91,33 @@ def main() -> None:
         res = {
             "machine": platform.processor() or platform.machine(), "threads":
             torch.get_num_threads(), "size": a.size, "windows": len(positions),
-            "read_only_s": t_read, "identity_s": t_identity, "sleep_model_total_s": t_read,
-            "sleep_model_run_s": t_sleepy,
+            "read_only_s": t_read, "write_only_s": t_write, "identity_s": t_identity,
+            "sleep_model_total_s": t_read, "sleep_model_run_s": t_sleepy,
             "identity_x_read": t_identity / t_read,
+            "identity_x_larger_floor": t_identity / floor,
             "sleep_model_x_max_stage": t_sleepy / max(t_read, t_read),
+            "sleep_model_x_larger_floor": t_sleepy / floor,
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"(1, 1, {a.size}^3) float32 zarr, window {WINDOW}, step {STEP}, "
           f"{len(positions)} windows, {res['threads']} threads")
+    floor = max(t_read, t_write)
     print(f"  read the windows only          {t_read:7.2f} s   1.00")
+    print(f"  write the output only          {t_write:7.2f} s   {t_write / t_read:.2f}")
     print(f"  identity model                 {t_identity:7.2f} s   {t_identity / t_read:.2f}"
-          "  x read (target <= 1.2)")
+          f"  x read (target <= 1.2), {t_identity / floor:.2f} x the larger floor")
     print(f"  model sleeping {t_read:5.2f} s in all  {t_sleepy:7.2f} s   "
-          f"{t_sleepy / t_read:.2f}  x the larger stage (target <= 1.2; in series: 2)")
+          f"{t_sleepy / t_read:.2f}  x the larger stage (target <= 1.2; in series: 2), "
+          f"{t_sleepy / floor:.2f} x the larger floor")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
         print(f"wrote {a.json}")
 
 
-def _timed(fn) -> float:
+def _timed(fn, *args) -> float:
     t0 = time.perf_counter()
-    fn()
+    fn(*args)
     return time.perf_counter() - t0
 
 

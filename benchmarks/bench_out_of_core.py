@@ -5,7 +5,7 @@ contender runs in its own process; wall time, peak memory (max RSS; for the clus
 largest worker and the client) and the ratio to the time of just reading the input windows are
 printed in one run.
 
-    python benchmarks/bench_out_of_core.py [--size 512] [--skip-qlty]
+    python benchmarks/bench_out_of_core.py [--size 512] [--skip-qlty] [--skip-peers]
 """
 
 from __future__ import annotations
@@ -109,6 +109,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--skip-qlty", action="store_true")
+    ap.add_argument("--skip-peers", action="store_true", help="fastquilt's contenders only")
     ap.add_argument("--json", default=None,
                     help="where to write the results (default: the stored results, full runs only)")
     ap.add_argument("--impl", default=None, help=argparse.SUPPRESS)
@@ -133,8 +134,10 @@ def main() -> None:
     plan = [("read-only", "identity"), ("fastquilt", "identity"),
             ("fastquilt-cluster", "identity"), ("fastquilt", "conv"),
             ("fastquilt-cluster", "conv"), ("monai", "identity")]
-    if not a.skip_qlty:
+    if not (a.skip_qlty or a.skip_peers):
         plan.append(("qlty", "identity"))
+    if a.skip_peers:
+        plan.remove(("monai", "identity"))
     results = []
     for impl, model in plan:
         p = subprocess.run([sys.executable, __file__, "--impl", impl, "--model", model,
@@ -162,7 +165,8 @@ def main() -> None:
         print(f"  {r['impl']:20s} {r['model']:9s} {r['seconds']:8.2f} {r['seconds'] / read:11.2f} "
               f"{peak}  {rel}")
     shutil.rmtree(work, ignore_errors=True)
-    if a.json is None and (a.size != 512 or a.skip_qlty):  # keep the stored full run
+    # keep the stored full run
+    if a.json is None and (a.size != 512 or a.skip_qlty or a.skip_peers):
         return
     out = Path(a.json or Path(__file__).parent / "results" / "bench_out_of_core.json")
     out.write_text(json.dumps({"size": a.size, "results": results}, indent=1))

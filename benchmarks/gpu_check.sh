@@ -75,6 +75,13 @@ stage bench 200 bash -c '"$1" benchmarks/bench_gpu.py --json "$2"; rc=$?
   nvcc -O3 -std=c++17 -arch=sm_90 -Icsrc benchmarks/experiments/stitch_variants.cu \
     -o "$4/stitch_variants" && "$4/stitch_variants" || rc=1
   exit $rc' _ "$PY" "$OUT_DIR/bench_gpu.json" "$PREVIOUS" "$SITE"
+# Training batches: WindowSampler from a GPU-resident volume against DataLoader loaders with 8
+# CPU workers, and the model's busy fraction in a short training run from each.
+stage sampler 240 "$PY" benchmarks/bench_sampler.py --device cuda --workers 8 --rounds 3 \
+  --train 40
+# The whole pipeline with a real model (issue 15): GPU busy fraction and what reading,
+# stitching and writing add to a 3D U-Net's time, out of core and in memory, fp32 and bf16.
+stage pipeline 240 "$PY" benchmarks/bench_gpu_pipeline.py --json "$OUT_DIR/bench_gpu_pipeline.json"
 stage memcheck 100 compute-sanitizer --tool memcheck --error-exitcode 9 "$PY" benchmarks/sanitizer_case.py
 stage racecheck 80 compute-sanitizer --tool racecheck --error-exitcode 9 "$PY" benchmarks/sanitizer_case.py
 echo "=== summary"; cat "$SUMMARY"

@@ -105,6 +105,20 @@ inline Geometry check_gather_args(const at::Tensor& input, const at::Tensor& ori
                        window.size());
 }
 
+// Orientation rows of gather_windows_oriented: int64 (M, D) on the data's device. (Their
+// values are data: the kernels check them as they read them.)
+inline void check_orientation(const at::Tensor& orientation, const at::Tensor& origins, int64_t D,
+                              const at::Tensor& like, const char* op) {
+  TORCH_CHECK_TYPE(orientation.scalar_type() == at::kLong, msg(op,
+                   ": orientation must be int64 (torch.long), got ", orientation.scalar_type()));
+  TORCH_CHECK_VALUE(orientation.dim() == 2 && orientation.size(0) == origins.size(0) &&
+                        orientation.size(1) == D,
+                    msg(op, ": orientation must have shape (M, ", D, ") = (", origins.size(0),
+                        ", ", D, ") like the origins, got ", orientation.sizes()));
+  TORCH_CHECK_VALUE(orientation.device() == like.device(), msg(op, ": orientation is on ",
+                    orientation.device(), " but the data is on ", like.device()));
+}
+
 // Patches to average: floating point, (M, C, *window) with 2 or 3 window axes.
 inline void check_float_patches(const at::Tensor& patches, const char* op) {
   TORCH_CHECK_TYPE(at::isFloatingType(patches.scalar_type()), msg(op,

@@ -19,6 +19,9 @@ namespace fastquilt {
 using GatherKernel = void (*)(const at::Tensor& input, const at::Tensor& origins,
                               const c10::optional<at::Tensor>& weight, const at::Tensor& out,
                               const Geometry& g);
+using GatherOrientedKernel = void (*)(const at::Tensor& input, const at::Tensor& origins,
+                                      const at::Tensor& orientation, const at::Tensor& out,
+                                      const Geometry& g);
 using ScatterAddKernel = void (*)(const at::Tensor& patches, const at::Tensor& origins,
                                   const c10::optional<at::Tensor>& weight, const at::Tensor& acc,
                                   const c10::optional<at::Tensor>& weight_sum, const Geometry& g);
@@ -47,6 +50,27 @@ void gather_windows_into_op(const at::Tensor& input, const at::Tensor& origins,
                             const c10::optional<at::Tensor>& weight, const at::Tensor& out) {
   kernel(input, origins, weight, out,
          check_gather_into(input, origins, weight, out, "fastquilt.gather_windows"));
+}
+
+template <GatherOrientedKernel kernel>
+at::Tensor gather_windows_oriented_op(const at::Tensor& input, const at::Tensor& origins,
+                                      const at::Tensor& orientation, at::IntArrayRef window) {
+  constexpr const char* op = "fastquilt.gather_windows_oriented";
+  check_window(window, op);
+  const Geometry g = check_gather_args(input, origins, c10::nullopt, window, op);
+  check_orientation(orientation, origins, static_cast<int64_t>(window.size()), input, op);
+  auto out = empty_patches(input, origins, window);
+  kernel(input, origins, orientation, out, g);
+  return out;
+}
+
+template <GatherOrientedKernel kernel>
+void gather_windows_oriented_into_op(const at::Tensor& input, const at::Tensor& origins,
+                                     const at::Tensor& orientation, const at::Tensor& out) {
+  constexpr const char* op = "fastquilt.gather_windows_oriented";
+  const Geometry g = check_gather_into(input, origins, c10::nullopt, out, op);
+  check_orientation(orientation, origins, out.dim() - 2, input, op);
+  kernel(input, origins, orientation, out, g);
 }
 
 template <ScatterAddKernel kernel>

@@ -17,6 +17,15 @@ TORCH_LIBRARY(fastquilt, m) {
   // input (N, C, *S), origins int64 (M, 1+D) rows [n, start_0, ...] -> patches (M, C, *window),
   // each multiplied by weight (*window) when given.
   m.def("gather_windows(Tensor input, Tensor origins, Tensor? weight, SymInt[] window) -> Tensor");
+  // Same windows, each read with its axes permuted and flipped: orientation int64 (M, D), one
+  // signed axis code per patch axis (+(k+1): input axis k forwards, -(k+1): backwards;
+  // kernel_bodies/orientation.h). Only axes of equal window size trade places.
+  m.def(
+      "gather_windows_oriented(Tensor input, Tensor origins, Tensor orientation, SymInt[] window) "
+      "-> Tensor");
+  m.def(
+      "gather_windows_oriented_into(Tensor input, Tensor origins, Tensor orientation, "
+      "Tensor(a!) out) -> ()");
   // Same, written into a caller's contiguous (M, C, *window) buffer.
   m.def("gather_windows_into(Tensor input, Tensor origins, Tensor? weight, Tensor(a!) out) -> ()");
   // patches (M, C, *window) -> (acc (N, C, *S), weight_sum (N, *S)): the adjoint of the gather.
@@ -46,4 +55,10 @@ TORCH_LIBRARY(fastquilt, m) {
   // acc (N, C, *S) divided in place by the grid's weight sum, fill_value where it is 0: the
   // sliding window's normalisation without a (*S) buffer.
   m.def("grid_normalize_(Tensor(a!) acc, Tensor weight, SymInt[] step, float fill_value) -> ()");
+  // Class epilogue: acc (N, C, *S) divided by weight_sum (N, *S) (absent: acc is the mean),
+  // then per voxel the argmax label (N, *S) (uint8 up to 256 classes, else uint16), the mean
+  // of that class and the entropy of the mean (N, *S) (empty (0,) tensors when not asked for).
+  m.def(
+      "class_epilogue(Tensor acc, Tensor? weight_sum, float fill_value, bool probability, "
+      "bool entropy) -> (Tensor, Tensor, Tensor)");
 }

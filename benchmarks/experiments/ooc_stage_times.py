@@ -45,7 +45,7 @@ def main() -> None:
     slab.Slab.add = timed("accumulate (slab.add)", slab.Slab.add)
     store.OutputStore.write_unit = timed("write_unit", store.OutputStore.write_unit)
     reading.read_box = timed("read_box", reading.read_box)
-    local.predict_batch = timed("predict_batch", local.predict_batch)
+    local.Predictor.__call__ = timed("predict (Predictor)", local.Predictor.__call__)
     n_batches = -(-len(fq.Quilt((S,) * 3, 64, 48).positions(1)) // 8)
     pause = 2.0 / n_batches
 

@@ -44,6 +44,7 @@ from .inference import sliding_window
 from .ops import (
     gather_windows,
     gather_windows_into,
+    gather_windows_oriented,
     grid_normalize_,
     grid_weight_sum,
     scatter_add_windows,
@@ -52,7 +53,14 @@ from .ops import (
     stitch_grid_into,
 )
 from .quilt import Quilt
-from .training import CleaningStats, PatchDataset, clean_pairs, select_windows, unstitch_pair
+from .training import (
+    CleaningStats,
+    PatchDataset,
+    WindowSampler,
+    clean_pairs,
+    select_windows,
+    unstitch_pair,
+)
 from .weights import (
     border_mask,
     border_weight,
@@ -86,6 +94,7 @@ __all__ = [
     "NCYXQuilt",
     "NCZYXQuilt",
     "PatchDataset",
+    "WindowSampler",
     "clean_pairs",
     "select_windows",
     "unstitch_pair",
@@ -100,6 +109,7 @@ __all__ = [
     "border_weight",
     "gather_windows",
     "gather_windows_into",
+    "gather_windows_oriented",
     "gaussian_weight",
     "grid_origins",
     "grid_normalize_",

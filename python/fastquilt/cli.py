@@ -149,17 +149,20 @@ def infer(argv: list[str]) -> int:
         prog="python -m fastquilt infer",
         description="Sliding-window inference from a zarr (or .npy) array into a zarr v3 array, "
                     "bounded memory, resumable (re-run the same command after a crash).")
-    ap.add_argument("--model", required=True,
+    ap.add_argument("--model", required=True, action="append",
                     help="model file (torch.export .pt2 with a dynamic batch dimension, an "
-                    "AOTInductor package, or TorchScript (deprecated)) or module:function")
-    ap.add_argument("--weights", default=None,
-                    help="state dict (torch.save) loaded into the model module:function builds")
+                    "AOTInductor package, or TorchScript (deprecated)) or module:function; "
+                    "repeat for an ensemble")
+    ap.add_argument("--weights", default=None, action="append",
+                    help="state dict (torch.save) loaded into the model module:function builds "
+                    "(with several --model: one --weights per --model, in order)")
     ap.add_argument("--input", required=True, help="(N, C, *S) zarr array or .npy file, or an "
                     "OME-Zarr image (its metadata is kept)")
     ap.add_argument("--level", type=int, default=None,
                     help="level of an OME-Zarr input to read (default 0: full resolution)")
     ap.add_argument("--output", required=True, help="output zarr v3 path; *.ome.zarr writes an "
-                    "OME-Zarr 0.5 image with a multiscale pyramid")
+                    "OME-Zarr 0.5 image with a multiscale pyramid (several outputs: "
+                    "docs/formats.md)")
     ap.add_argument("--levels", type=int, default=None, help="pyramid levels besides level 0 "
                     "of an OME-Zarr output (default: until it fits a screen)")
     ap.add_argument("--voxel-size", type=float, nargs="+", default=None,
@@ -181,6 +184,15 @@ def infer(argv: list[str]) -> int:
     ap.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")
     ap.add_argument("--tuning", default=None,
                     help="tuned file from `python -m fastquilt tune` (flags given win)")
+    ap.add_argument("--tta", default="none", choices=["none", "flips", "all"],
+                    help="test-time augmentations (flips; all: flips and axis permutations)")
+    ap.add_argument("--activation", default="none", choices=["none", "softmax", "sigmoid"],
+                    help="applied to every prediction before averaging")
+    ap.add_argument("--outputs", nargs="+", default=["mean"],
+                    help="any of mean std variance labels probability entropy (default mean; "
+                    "anything else writes a zarr group with one array per output)")
+    ap.add_argument("--max-memory", default=None,
+                    help="bound on fastquilt's memory, e.g. 4G (default: half the RAM)")
     a = ap.parse_args(argv)
 
     def one(v):
@@ -203,10 +215,18 @@ def infer(argv: list[str]) -> int:
     unit = one(a.unit) if a.unit is not None else tuned.get("unit")
     chunks = one(a.chunks) if a.chunks is not None else tuned.get("chunks")
     threads = {k: tuned[k] for k in ("reader_threads", "writer_threads") if k in tuned}
-    model = _model_spec(a.model, a.weights)
+    weights = a.weights or [None] * len(a.model)
+    if len(weights) != len(a.model):
+        raise SystemExit(f"error: {len(weights)} --weights for {len(a.model)} --model: give one "
+                         "--weights per --model, in order (or none)")
+    models = [_model_spec(m, w) for m, w in zip(a.model, weights)]
+    model = models[0] if len(models) == 1 else models
     x = _open_input(a.input, a.level)
     ome = {k: v for k, v in (("levels", a.levels), ("voxel_size", one(a.voxel_size)),
                              ("voxel_unit", a.voxel_unit)) if v is not None}
+    ensemble = {}
+    if a.outputs != ["mean"] or a.tta != "none" or a.activation != "none" or len(models) > 1:
+        ensemble = dict(outputs=tuple(a.outputs), tta=a.tta, activation=a.activation)
     client = None
     if a.scheduler:
         from distributed import Client
@@ -216,14 +236,19 @@ def infer(argv: list[str]) -> int:
         out = sliding_window_zarr(
             model, x, a.output, window, step, batch_size, a.weight,
             border=one(a.border), chunks=chunks, unit=unit, device=a.device,
-            progress=True, client=client, **threads, **ome)
+            progress=True, client=client, max_memory=a.max_memory, **threads, **ensemble,
+            **ome)
     except (ValueError, TypeError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
         if client is not None:
             client.close()
-    print(f"wrote {a.output}: shape {out.shape}, dtype {out.dtype}")
+    if hasattr(out, "array_keys"):  # a group of outputs
+        for name in a.outputs:
+            print(f"wrote {a.output}/{name}: shape {out[name].shape}, dtype {out[name].dtype}")
+    else:
+        print(f"wrote {a.output}: shape {out.shape}, dtype {out.dtype}")
     return 0
 
 
@@ -236,6 +261,9 @@ USAGE = """usage:
                             [--voxel-size Z Y X --voxel-unit micrometer]
                             --window W --step S [--batch-size 8]
                             [--scheduler tcp://host:8786] [--tuning tuned.json]
+                            [--model m2.pt2 ...] [--tta none|flips|all]
+                            [--activation none|softmax|sigmoid] [--max-memory 4G]
+                            [--outputs mean std labels probability entropy]
   python -m fastquilt bench [--device cpu|cuda] [--dtype float32 ...] [--threads N ...]
                             [--quick] [--json PATH]
   python -m fastquilt tune --model model.pt|module:function (--input in.zarr | --shape Z Y X)

@@ -19,6 +19,18 @@ def copy_is_async(t: torch.Tensor, device: torch.device) -> bool:
     return not (t.device.type == "cpu" and t.is_pinned())
 
 
+def staged_to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A CPU ``t`` on a CUDA ``device`` through a pinned copy of its own, queued on the
+    device's stream (a truly asynchronous copy: the CPU goes on with the next batch while the
+    DMA runs). Safe where :func:`copy_is_async` refuses a caller's pinned buffer: nobody else
+    holds this copy, and torch's pinned-memory allocator keeps its block until the copy has
+    completed. Anything else goes through :func:`to_device`."""
+    device = torch.device(device)
+    if device.type != "cuda" or t.device.type != "cpu":
+        return to_device(t, device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """``t`` on ``device``; the copy is queued on the device's stream where that is safe
     (:func:`copy_is_async`), else it completes before the call returns."""

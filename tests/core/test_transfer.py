@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 import fastquilt
-from fastquilt.transfer import copy_is_async, to_device
+from fastquilt.transfer import copy_is_async, staged_to_device, to_device
 
 
 class _RecordTo(torch.Tensor):
@@ -63,3 +63,13 @@ def test_no_other_non_blocking_copy_in_the_package():
     offenders = [str(p.relative_to(pkg)) for p in pkg.rglob("*.py")
                  if p.name != "transfer.py" and "non_blocking" in p.read_text()]
     assert offenders == [], f"copies that bypass to_device: {offenders}"
+
+
+def test_staged_copy_is_the_tensor_on_the_device():
+    t = torch.arange(6.0)
+    got = staged_to_device(t, "cpu")  # no CUDA: the plain copy
+    assert torch.equal(got, t)
+    if torch.cuda.is_available():
+        got = staged_to_device(t, "cuda")
+        t.fill_(-1.0)  # the caller's buffer refilled at once: the pinned copy is its own
+        assert torch.equal(got.cpu(), torch.arange(6.0))

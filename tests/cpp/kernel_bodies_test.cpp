@@ -9,6 +9,7 @@
 // (disjoint_groups.h).
 // Built and run by tools/run_kernel_bodies.sh (`make kernel-bodies`, part of `make test`).
 // Exit status 0 = all cases passed.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -17,8 +18,10 @@
 #include <string>
 #include <vector>
 
+#include "kernel_bodies/class_epilogue.h"
 #include "kernel_bodies/disjoint_groups.h"
 #include "kernel_bodies/geometry.h"
+#include "kernel_bodies/orientation.h"
 #include "kernel_bodies/stitch_grid_fast_path.h"
 #include "kernel_bodies/window_chunk.h"
 
@@ -477,10 +480,116 @@ void check_group_count() {
     fail("groups: " + std::to_string(groups.bounds.size() - 1) + " sets for the 512^3 grid");
 }
 
+// ---- oriented gather: oriented_element_offset for every element vs the definition ----
+// patch[m, c, j] = image[n, c, o + i] with i_k = j_d or W_k - 1 - j_d for code_d = +-(k + 1),
+// computed here with plain loops over D-axis indices. Random valid orientations (axes of equal
+// window size made equal first), plus invalid ones and out-of-bounds origins (offset -1).
+template <typename I>
+void check_oriented(Case k) {
+  Geometry& g = k.g;
+  const int D = int(k.D);
+  const int ax[3] = {0, D == 3 ? 1 : 2, 2};  // normalised axis of spatial axis d
+  if (rand_int(0, 1)) {  // equal window sizes (and room for them): permutations happen
+    const int64_t w = g.W[0];
+    for (int d = 0; d < D; ++d) { g.W[ax[d]] = w; g.S[ax[d]] = std::max(g.S[ax[d]], w); }
+  }
+  int64_t M = 0;
+  std::vector<int64_t> org = make_origins(k, false, &M);
+  std::vector<int64_t> ori;
+  for (int64_t m = 0; m < M; ++m) {
+    int perm[3] = {0, 1, 2};
+    std::shuffle(perm, perm + D, rng);
+    for (int d = 0; d < D; ++d) {
+      if (g.W[ax[perm[d]]] != g.W[ax[d]]) perm[d] = d;  // keep the shape
+    }
+    bool seen[3] = {false, false, false}, ok = true;
+    for (int d = 0; d < D; ++d) { ok = ok && !seen[perm[d]]; seen[perm[d]] = true; }
+    for (int d = 0; d < D; ++d) {
+      const int64_t code = ok ? perm[d] + 1 : d + 1;
+      ori.push_back(rand_int(0, 1) ? -code : code);
+    }
+  }
+  const int64_t win = g.C * g.W[0] * g.W[1] * g.W[2];
+  for (int64_t i = 0; i < M * win; ++i) {
+    const int64_t m = i / win, c = (i / (g.W[0] * g.W[1] * g.W[2])) % g.C;
+    const int64_t j3[3] = {(i / (g.W[1] * g.W[2])) % g.W[0], (i / g.W[2]) % g.W[1], i % g.W[2]};
+    int64_t src[3] = {0, 0, 0};  // normalised input position
+    for (int d = 0; d < D; ++d) {
+      const int64_t code = ori[m * D + d], kk = (code < 0 ? -code : code) - 1;
+      const int64_t j = j3[ax[d]];
+      src[ax[kk]] = code < 0 ? g.W[ax[kk]] - 1 - j : j;
+    }
+    int64_t o[4];
+    normalised_origin(org.data() + m * (1 + D), D, o);
+    const int64_t want = image_offset<int64_t>(g, o[0], c, o[1] + src[0], o[2] + src[1],
+                                               o[3] + src[2]);
+    const int64_t got = oriented_element_offset<I>(g, org.data(), ori.data(), D, I(i));
+    if (got != want) fail("oriented offset " + k.name + " element " + std::to_string(i));
+  }
+  // a repeated axis code and an origin past the image: -1, nothing read
+  std::vector<int64_t> bad(ori.begin(), ori.begin() + D);
+  bad[0] = bad[D - 1] = D;
+  if (D > 1 && oriented_element_offset<I>(g, org.data(), bad.data(), D, I(0)) != -1)
+    fail("oriented: repeated axis code accepted " + k.name);
+  std::vector<int64_t> far(org.begin(), org.begin() + 1 + D);
+  far[1] = g.S[0];
+  if (oriented_element_offset<I>(g, far.data(), ori.data(), D, I(0)) != -1)
+    fail("oriented: origin past the image accepted " + k.name);
+  ++checks;
+}
+
 }  // namespace
 
+// The class epilogue of one voxel (class_epilogue.h) against a float64 reference: the
+// normalisation rule, the first maximum (NaN counts as the maximum), its mean, the entropy;
+// channels at a stride, as the kernels read them; uint8 and uint16 labels.
+template <typename T, typename L>
+void check_class_epilogue(int cases) {
+  std::mt19937 rng(7);
+  for (int i = 0; i < cases; ++i) {
+    const int64_t big = sizeof(L) == 1 ? 256 : 300;
+    const int64_t C = 1 + int64_t(rng() % (i % 3 == 0 ? big : 9)), stride = 1 + rng() % 5;
+    std::vector<T> acc(size_t(C * stride), T(-1));
+    const bool ties = i % 4 == 1, nan = i % 7 == 3;
+    for (int64_t c = 0; c < C; ++c)
+      acc[c * stride] = ties ? T(rng() % 3) : T((rng() % 100000) / 1000.0);
+    if (nan) acc[(rng() % C) * stride] = T(NAN);
+    const T ws = i % 5 == 0 ? T(0) : T(0.5 + (rng() % 1000) / 100.0);
+    const bool normalise = i % 6 != 2;
+    const T fill = T(0.25);
+    L label = 0;
+    T prob = 0, ent = 0;
+    class_epilogue_voxel<T, L>(acc.data(), C, stride, normalise, inverse_or_zero(ws), fill,
+                               &label, &prob, &ent);
+    int64_t best = -1;
+    double best_v = 0, h = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      double v = double(acc[c * stride]);
+      if (normalise) v = ws > T(0) ? double(T(acc[c * stride] * inverse_or_zero(ws))) : 0.25;
+      if (best < 0 || (!std::isnan(best_v) && (std::isnan(v) || v > best_v))) {
+        best = c;
+        best_v = v;
+      }
+      h -= v == 0 ? 0.0 : v * std::log(v);
+    }
+    ++checks;
+    const bool nan_ok = std::isnan(best_v) && std::isnan(double(prob));
+    if (int64_t(label) != best || (!nan_ok && double(prob) != best_v) ||
+        (!std::isnan(h) && std::fabs(double(ent) - h) > 1e-4 * (1 + std::fabs(h))) ||
+        (std::isnan(h) != std::isnan(double(ent))))
+      fail("class_epilogue case " + std::to_string(i) + " C=" + std::to_string(C) +
+           ": label " + std::to_string(int64_t(label)) + " vs " + std::to_string(best));
+  }
+}
+
 int main() {
+  for (int i = 0; i < 60; ++i) {
+    check_oriented<int32_t>(random_case(4, false));
+    check_oriented<int64_t>(random_case(4, false));
+  }
   check_group_count();
+  check_class_epilogue<float, uint8_t>(200);
+  check_class_epilogue<double, uint16_t>(200);
   for (int i = 0; i < 60; ++i) {
     const Case k = random_case(4, i % 2 == 0);
     check_scatter_offsets<int32_t>(k, i % 3 != 0);

@@ -44,3 +44,54 @@ def reference_levels(level0: np.ndarray, levels: int) -> list[np.ndarray]:
         counts = ones.reshape(cshape).sum(tuple(range(1, len(cshape), 2)))
         out.append(sums / counts)
     return out
+
+
+def output_path(name: str, level: int = 0, root: str = "mean") -> str:
+    """Where level ``level`` of output ``name`` lives in an OME-Zarr output (docs/formats.md):
+    the root image's levels at the top, other float outputs under ``<name>/``, the labels
+    under ``labels/labels/``."""
+    if name == root:
+        return str(level)
+    return f"labels/{name}/{level}" if name == "labels" else f"{name}/{level}"
+
+
+def mode_levels(labels: np.ndarray, levels: int) -> list[np.ndarray]:
+    """The numpy reference of a label pyramid ``(N, C, *S)``: each level the mode of the
+    ``2^D`` voxels below it in the level before (ties: the smallest label)."""
+    from tests.formats.test_pyramid import mode_reference
+
+    out, cur = [], labels
+    for _ in range(levels):
+        cur = np.stack([mode_reference(a) for a in cur])
+        out.append(cur)
+    return out
+
+
+def check_outputs(path, names, levels: int, want0: dict, root: str = "mean",
+                  exact_floats: bool = False) -> None:
+    """Every output of the OME-Zarr output at ``path``: valid (ome-zarr-models), read by
+    ome-zarr-py, level 0 equal to ``want0[name]``, and every level equal to the numpy
+    reference downsample of level 0 (the mean for floats, the mode for labels)."""
+    validate(path)
+    nodes = read_with_ome_zarr_py(path)
+    assert len(nodes[0].data) == levels + 1
+    for name in names:
+        got = [zarr.open_array(f"{path}/{output_path(name, lv, root)}", mode="r")[...]
+               for lv in range(levels + 1)]
+        if name == "labels":
+            validate(f"{path}/labels/labels", "labels")
+            assert any(str(n.zarr.path).rstrip("/").endswith("labels/labels") for n in nodes)
+            np.testing.assert_array_equal(got[0], want0[name])
+            for lv, (g, w) in enumerate(zip(got[1:], mode_levels(got[0], levels)), 1):
+                assert g.dtype == got[0].dtype, (name, lv)
+                np.testing.assert_array_equal(g, w, err_msg=f"{name} level {lv}")
+            continue
+        if name != root:
+            validate(f"{path}/{name}")
+        if exact_floats:
+            np.testing.assert_array_equal(got[0], want0[name], err_msg=name)
+        else:
+            np.testing.assert_allclose(got[0], want0[name], rtol=1e-5, atol=1e-6, err_msg=name)
+        for lv, (g, w) in enumerate(zip(got[1:], reference_levels(got[0], levels)), 1):
+            assert g.shape == w.shape, (name, lv)
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=f"{name} level {lv}")

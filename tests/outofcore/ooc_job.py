@@ -2,7 +2,8 @@
 (``python ooc_job.py SRC DST [SCALE]``; ``FQ_TEST_SLOW_WRITE=FLAG``: after a unit's chunks are
 written, create FLAG and wait before marking it done, to be killed there;
 ``FQ_TEST_SLOW_LEVELS=FLAG``: the same between a unit's level 0 and its pyramid levels; a DST
-named ``*.ome.zarr`` gets 2 pyramid levels). And models for the
+named ``*.ome.zarr`` gets 2 pyramid levels; ``FQ_TEST_ENSEMBLE=1``: two members, flips,
+softmax and four outputs). And models for the
 cluster tests."""
 
 import os
@@ -18,12 +19,14 @@ import fastquilt as fq
 class Slow(torch.nn.Module):
     """p * scale + 1, slow enough to be killed mid-run."""
 
+    delay = 0.1  # seconds per call
+
     def __init__(self, scale: float = 2.0) -> None:
         super().__init__()
         self.scale = torch.nn.Parameter(torch.tensor(float(scale)), requires_grad=False)
 
     def forward(self, p):
-        time.sleep(0.1)
+        time.sleep(self.delay)
         return p * self.scale + 1.0
 
 
@@ -70,6 +73,21 @@ def _slow_levels(flag: str) -> None:
     OmeWriter.write_levels = write_levels
 
 
+class SlowClasses(Slow):
+    """Two class scores, p * scale + 1 and 1 - p * scale, slowly (an ensemble of two with
+    flips calls each 8 times per batch)."""
+
+    delay = 0.015
+
+    def forward(self, p):
+        y = super().forward(p)
+        return torch.cat([y, 2.0 - y], 1)
+
+
+# FQ_TEST_ENSEMBLE=1: two members, flips, softmax and several outputs into a group
+ENSEMBLE = dict(outputs=("mean", "std", "labels", "entropy"), tta="flips", activation="softmax")
+
+
 if __name__ == "__main__":
     src, dst = sys.argv[1], sys.argv[2]
     scale = float(sys.argv[3]) if len(sys.argv) > 3 else 2.0
@@ -78,8 +96,11 @@ if __name__ == "__main__":
     if os.environ.get("FQ_TEST_SLOW_LEVELS"):
         _slow_levels(os.environ["FQ_TEST_SLOW_LEVELS"])
     ome = {"levels": 2} if dst.endswith(".ome.zarr") else {}  # (an OME-Zarr output: a pyramid)
-    fq.sliding_window(Slow(scale), zarr.open_array(src, mode="r"), 16, 12, batch_size=4,
-                      weight="gaussian", out=dst, chunks=16, unit=16, **ome)
+    ensemble = os.environ.get("FQ_TEST_ENSEMBLE") == "1"
+    model = [SlowClasses(scale), SlowClasses(scale + 1)] if ensemble else Slow(scale)
+    fq.sliding_window(model, zarr.open_array(src, mode="r"), 16, 12, batch_size=4,
+                      weight="gaussian", out=dst, chunks=16, unit=16,
+                      **(ENSEMBLE if ensemble else {}), **ome)
 
 
 class _FirstCallAnywhere(torch.nn.Module):
@@ -138,3 +159,12 @@ class FailOnWindowsFrom(_FirstCallAnywhere):
             raise RuntimeError("model failed on this batch")
         time.sleep(0.5)
         return p
+
+
+def two_classes(scale: float = 1.0):
+    """A model factory for the CLI tests: two class scores."""
+    return lambda p: torch.cat([p * scale, 1.0 - p], 1)
+
+
+def two_classes_b():
+    return two_classes(2.0)

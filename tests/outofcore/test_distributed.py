@@ -212,3 +212,58 @@ def test_ome_zarr_pyramid_is_written_by_the_owners_and_resumes(client, tmp_path)
     for got, ref in zip(levels[1:], reference_levels(levels[0], 2)):
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
     validate(out)
+
+
+def test_local_gpu_cluster_gives_each_worker_its_own_gpu(tmp_path):
+    # On this CPU machine the devices are names only: each worker process must see its own
+    # CUDA_VISIBLE_DEVICES (its GPU as cuda:0), run single-threaded, without
+    # MALLOC_TRIM_THRESHOLD_, and run the job like any cluster.
+    from fastquilt.distributed import local_gpu_cluster
+
+    with local_gpu_cluster(["3", "GPU-5"], dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as c:
+        env = c.run(lambda: (os.environ.get("CUDA_VISIBLE_DEVICES"),
+                             os.environ.get("MALLOC_TRIM_THRESHOLD_")))
+        assert sorted(env.values()) == [("3", None), ("GPU-5", None)]
+        assert sorted(c.nthreads().values()) == [1, 1]
+        x, src = make_input(tmp_path, (1, 1, 20, 24, 18))
+        got = fq.sliding_window(lambda p: 2 * p, src, 8, 6, out=str(tmp_path / "o.zarr"),
+                                client=c, device="cpu")
+        want = fq.sliding_window(lambda p: 2 * p, torch.from_numpy(x), 8, 6)
+        np.testing.assert_allclose(np.asarray(got[...]), want.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("devices", [[], ["0", "0"], ["1", ""]])
+def test_local_gpu_cluster_refuses_bad_devices(devices):
+    from fastquilt.distributed import local_gpu_cluster
+
+    with pytest.raises(ValueError, match="devices"):
+        local_gpu_cluster(devices)
+
+
+def test_ome_zarr_with_several_outputs_is_written_by_the_owners(client, tmp_path):
+    # an ensemble of two factories with flips and softmax: mean, std and labels into
+    # x.ome.zarr on the cluster; level 0 equals a run into a plain zarr group in one
+    # process, every level of every output the numpy reference downsample of its level 0
+    import ooc_job
+
+    from .ome_check import check_outputs
+
+    x, z = make_input(tmp_path, (1, 1, 36, 32, 40))
+    models = [ModelFactory(ooc_job.two_classes), ModelFactory(ooc_job.two_classes_b)]
+    kw = dict(outputs=("mean", "std", "labels"), tta="flips", activation="softmax",
+              chunks=8, unit=16)
+    plain = fq.sliding_window(models, z, 12, 9, out=str(tmp_path / "plain.zarr"), **kw)
+    out = tmp_path / "x.ome.zarr"
+    got = fq.sliding_window(models, z, 12, 9, out=str(out), client=client, levels=2, **kw)
+    assert sorted(got.group_keys()) == ["labels", "std"]
+    want = {n: plain[n][...] for n in kw["outputs"]}
+    # (the owners merge the producers' moments in the order they come: the mean may differ
+    # from the plain run's in its last bits, so the labels are the argmax of this mean, and
+    # equal to the plain run's wherever the two classes are not within 1e-4)
+    mean = zarr.open_array(str(out / "0"))[...]
+    clear = np.abs(mean[:, 0] - mean[:, 1]) > 1e-4
+    np.testing.assert_array_equal(mean.argmax(1)[clear], want["labels"][:, 0][clear])
+    want["labels"] = mean.argmax(1)[:, None]
+    check_outputs(out, kw["outputs"], 2, want)
+    assert progress_of(out)["done"] == progress_of(out)["total"]

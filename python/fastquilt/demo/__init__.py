@@ -1,11 +1,14 @@
 """``make demo`` / ``python -m fastquilt.demo``: the qlty paper's workflow on synthetic data.
 
 A 3D volume of noisy curvilinear filaments labelled on a few XY/XZ/YZ slices; plan statistics;
-cleaning (only windows with labels, from box sums); a tiny 3D conv net trained for a few
-seconds on the kept windows (lazy dataset, flips/rot90); sliding-window inference with
-Gaussian-weighted stitching; F1 on held-out labelled slices; timings; a PNG of input | truth |
-prediction in ``demo_out/`` (Pillow), and the prediction as OME-Zarr (probability image,
-labels, pyramid) beside it, for napari. Nothing in the library imports this package.
+cleaning (only windows with labels, from box sums); an ensemble of tiny 3D conv nets (different
+seeds) trained for a few seconds each on batches a ``WindowSampler`` draws where the labels are
+(flips/rot90 fused into the gather); sliding-window inference of the ensemble with flips, out
+of core into OME-Zarr (Gaussian-weighted stitching; the mean class probabilities, their std
+across members and flips, and the labels, each with a pyramid written by the unit owners, in
+one pass); F1 of each member and of the ensemble on held-out labelled slices; timings; a PNG
+of input | truth | prediction | std (disagreement) in ``demo_out/`` (Pillow) beside the
+OME-Zarr, for napari. Nothing in the library imports this package.
 """
 
 from __future__ import annotations
@@ -38,7 +41,11 @@ def write_png_gray(path: str | Path, image: np.ndarray) -> Path:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train-seconds", type=float, default=25.0)
+    ap.add_argument("--train-seconds", type=float, default=12.0,
+                    help="training time of the whole ensemble")
+    ap.add_argument("--members", type=int, default=3)
+    ap.add_argument("--min-steps", type=int, default=40,
+                    help="training steps of each member at least, however slow the machine")
     ap.add_argument("--out", default="demo_out")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
@@ -58,55 +65,48 @@ def main(argv=None) -> None:
     # --- plan: which windows hold labels, and the statistics to choose window/step/border ---
     q = fq.Quilt(x.shape[2:], 24, 12, border=4, border_weight=0.1)
     t0 = time.perf_counter()
-    kept, stats = fq.select_windows(q, train_labels, -1)
+    _, stats = fq.select_windows(q, train_labels, -1)
     times["plan + clean (counts from labels, no patches)"] = time.perf_counter() - t0
     print("\n" + stats.table() + "\n")
 
-    # --- training on the kept windows only, read lazily, flips/rot90 -------------------------
-    ds = fq.PatchDataset(x, train_labels, q, missing_label=-1, indices=kept, augment=True)
-    loader = torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True,
-                                         generator=torch.Generator().manual_seed(0))
-    net = TinyNet()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    # --- training: batches drawn where the labels are, flips/rot90 fused into the gather ------
     frac = float(label.mean())
     pos_weight = torch.tensor(min(20.0, (1 - frac) / frac))
-    t0, steps, epoch, loss = time.perf_counter(), 0, 0, torch.tensor(0.0)
-    while time.perf_counter() - t0 < a.train_seconds:
-        ds.set_epoch(epoch)
-        for xb, yb in loader:
-            valid = yb >= 0  # only labelled voxels (interior of the window) count
-            logits = net(xb)[:, 0]
-            loss = F.binary_cross_entropy_with_logits(
-                logits[valid], yb[valid].float(), pos_weight=pos_weight)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            steps += 1
-            if time.perf_counter() - t0 >= a.train_seconds:
-                break
-        epoch += 1
-    times["train tiny 3D net on kept windows"] = time.perf_counter() - t0
-    print(f"trained {steps} steps ({epoch} epochs of {len(ds)} windows), last loss "
-          f"{loss.item():.3f}")
+    t0 = time.perf_counter()
+    nets = []
+    for seed in range(a.members):
+        sampler = fq.WindowSampler(x, train_labels, q, missing_label=-1, batch_size=8,
+                                   where="labelled", seed=seed)
+        net, steps, epochs, loss = train_member(sampler, pos_weight,
+                                                a.train_seconds / a.members, a.min_steps, seed)
+        nets.append(net)
+        print(f"member {seed}: trained {steps} steps ({epochs} epochs of {len(sampler)} "
+              f"batches drawn in proportion to the labelled voxels of {stats.kept_windows} "
+              f"windows), last loss {loss:.3f}")
+    times[f"train {a.members} tiny 3D nets (WindowSampler, labelled)"] = \
+        time.perf_counter() - t0
 
     # --- sliding-window inference with Gaussian-weighted stitching ----------------------------
-    net.eval()
     t0 = time.perf_counter()
-    logits = fq.sliding_window(net, x, window=32, step=24, batch_size=8, weight="gaussian")
-    times["sliding_window inference (model + stitch)"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ome = write_ome_zarr(torch.nn.Sequential(net, torch.nn.Sigmoid()), x, a.out)
-    times["same, out of core to OME-Zarr + pyramid"] = time.perf_counter() - t0
+    ome = Path(a.out) / "pred.ome.zarr"
+    root = write_ome_zarr(nets, x, ome)
+    times[f"sliding_window, {a.members} nets x 8 flips, out of core to OME-Zarr"] = \
+        time.perf_counter() - t0
     qi = fq.Quilt(x.shape[2:], 32, 24, weight="gaussian")
     t0 = time.perf_counter()
     mean, _ = qi.stitch(qi.unstitch(x))
     times[f"unstitch + stitch alone ({qi.num_windows} windows)"] = time.perf_counter() - t0
     assert torch.allclose(mean, x, atol=1e-5), "identity round trip failed"
-    prob = torch.sigmoid(logits)
-    pred = prob > 0.5
+    prob = torch.from_numpy(root["0"][:, 1:])  # (the filament class)
+    std = torch.from_numpy(root["std/0"][:, 1:])
     ho = held_out >= 0
-    f1_held = f1_score(pred[0, 0][ho[0]], held_out[0][ho[0]] > 0)
-    f1_all = f1_score(pred, label > 0.5)
+
+    def held_out_f1(p):
+        return f1_score((p > 0.5)[0, 0][ho[0]], held_out[0][ho[0]] > 0)
+
+    members = [held_out_f1(torch.sigmoid(fq.sliding_window(n, x, 32, 24, 8))) for n in nets]
+    f1_held = held_out_f1(prob)
+    f1_all = f1_score(prob > 0.5, label > 0.5)
 
     z = x.shape[2] // 2
     slab = slice(z - 6, z + 7)  # maximum projection of 13 slices shows the filaments as curves
@@ -116,34 +116,83 @@ def main(argv=None) -> None:
         return ((v - v.min()) / (v.max() - v.min()).clamp_min(1e-12)).numpy()
 
     gap = np.ones((x.shape[3], 4))
-    panel = np.concatenate([mip(x), gap, mip(label), gap, mip(prob)], axis=1)
+    panel = np.concatenate([mip(x), gap, mip(label), gap, mip(prob), gap, mip(std)], axis=1)
     png = write_png_gray(f"{a.out}/slab_z{z}.png", panel)
 
     print("\ntimings (2 CPU cores are typical here)")
     for k, v in times.items():
         print(f"  {k:46s} {v:8.3f} s")
-    print(f"\nF1 on the held-out labelled slices: {f1_held:.3f} (whole volume: {f1_all:.3f})")
+    print("\nF1 of each member on the held-out slices: "
+          + ", ".join(f"{f:.3f}" for f in members))
+    print(f"F1 on the held-out labelled slices: {f1_held:.3f} (ensemble + flips; whole volume: "
+          f"{f1_all:.3f}); std across members and flips: mean {float(std.mean()):.3f}, max "
+          f"{float(std.max()):.3f}")
     print(f"wrote {png} (max projection of z {slab.start}..{slab.stop - 1}: "
-          "input | truth | prediction)")
-    print(f"wrote {ome} (OME-Zarr 0.5: probability image + labels/filaments, 3 levels; "
-          f"napari --plugin napari-ome-zarr {ome})")
+          "input | truth | prediction | std)")
+    print(f"wrote {ome} (OME-Zarr 0.5: class probabilities [background, filament], std/, "
+          f"labels/labels, 3 levels each; napari --plugin napari-ome-zarr {ome})")
 
 
-def write_ome_zarr(model, x: torch.Tensor, out: str | Path) -> Path:
-    """The model's prediction of ``x`` written out of core as an OME-Zarr image with a
-    pyramid (levels written by the unit owners), and its thresholded labels (> 0.5) as an
-    NGFF label image; the volume's voxels are 1 micrometer. Returns the path."""
+class TwoClasses(torch.nn.Module):
+    """A binary net's logit ``y`` as two class scores ``[0, y]``: their softmax is
+    ``[1 - sigmoid(y), sigmoid(y)]``, so the ensemble's labels are its argmax."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.net(x)
+        return torch.cat([torch.zeros_like(y), y], 1)
+
+
+def write_ome_zarr(nets, x: torch.Tensor, path: Path):
+    """The ensemble of ``nets`` with flips, out of core into the OME-Zarr image ``path``:
+    the mean class probabilities (the root image), their std (``std/``) and the labels
+    (``labels/labels/``, filaments red), 2 pyramid levels each written by the unit owners, 1
+    micrometer voxels. Returns the root zarr group (a fresh output each run)."""
     import shutil
 
-    from ..formats.ome_writer import add_label_image
+    from ..formats.ome_writer import set_label_colors
 
-    path = Path(out) / "pred.ome.zarr"
     path.parent.mkdir(parents=True, exist_ok=True)
     for p in (path, path.parent / (path.name + ".fastquilt-progress")):
-        shutil.rmtree(p, ignore_errors=True)  # (a fresh run each time)
-    prob = fq.sliding_window(model, x, window=32, step=24, batch_size=8, weight="gaussian",
-                             out=str(path), chunks=32, unit=64, levels=2, voxel_size=1.0,
-                             voxel_unit="micrometer")
-    labels = (prob[...] > 0.5).astype(np.uint8)
-    add_label_image(path, "filaments", labels, chunks=32, colors={1: (255, 64, 64, 255)})
-    return path
+        shutil.rmtree(p, ignore_errors=True)
+    root = fq.sliding_window([TwoClasses(n) for n in nets], x, window=32, step=24,
+                             batch_size=8, weight="gaussian", out=str(path), chunks=32,
+                             unit=64, levels=2, voxel_size=1.0, voxel_unit="micrometer",
+                             outputs=("mean", "std", "labels"), tta="flips",
+                             activation="softmax")
+    set_label_colors(path, "labels", {1: (255, 64, 64, 255)})
+    return root
+
+
+def train_member(sampler, pos_weight: torch.Tensor, seconds: float, min_steps: int,
+                 seed: int):
+    """One ensemble member: a :class:`TinyNet` from seed ``seed`` trained on the labelled voxels
+    of the ``sampler``'s batches for ``seconds``, and for ``min_steps`` steps at least (a slow
+    or busy machine still trains every member); returns ``(net in eval mode, steps, epochs,
+    last loss)``."""
+    torch.manual_seed(seed)
+    net = TinyNet()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    t0, steps, epoch, loss = time.perf_counter(), 0, 0, torch.tensor(0.0)
+
+    def done() -> bool:
+        return steps >= min_steps and time.perf_counter() - t0 >= seconds
+
+    while not done():
+        sampler.set_epoch(epoch)
+        for xb, yb in sampler:
+            valid = yb >= 0  # only labelled voxels (interior of the window) count
+            logits = net(xb)[:, 0]
+            loss = F.binary_cross_entropy_with_logits(
+                logits[valid], yb[valid].float(), pos_weight=pos_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            steps += 1
+            if done():
+                break
+        epoch += 1
+    return net.eval(), steps, epoch, float(loss.detach())

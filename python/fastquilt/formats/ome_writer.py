@@ -4,11 +4,11 @@ images under ``labels/``. The owner of a unit writes the unit's block of every l
 units are aligned to the pyramid, :mod:`.pyramid`), so no level is read back, and nothing
 needs a second pass.
 
-The layout for several outputs (docs/out-of-core.md): float outputs are images (the root
-image is ``mean``; each other float output, e.g. ``std``, is the image group ``<name>/``
-beside the levels, listed in the root's ``fastquilt_outputs`` attribute), and integer outputs
-(``labels``) are label images ``labels/<name>/`` with ``image-label`` metadata, downsampled
-by the mode.
+The layout for several outputs (docs/formats.md): float outputs are images (the root
+image is ``mean``, else the first float output; each other float output, e.g. ``std``, is
+the image group ``<name>/`` beside the levels, listed in the root's ``fastquilt_outputs``
+attribute), and integer outputs (``labels``) are label images ``labels/<name>/`` with
+``image-label`` metadata, downsampled by the mode.
 """
 
 from __future__ import annotations
@@ -24,7 +24,13 @@ import torch
 from .ome_zarr import VERSION, SpaceMeta, dimension_names, multiscales
 from .pyramid import downsample_mode, level_box, level_chunks, level_shape, mean_levels
 
-MEAN = "mean"  # the root image: fastquilt's weighted mean
+MEAN = "mean"  # the root image: fastquilt's weighted mean (else the first float output)
+
+
+def output_kind(name: str) -> str:
+    """``"labels"`` (an NGFF label image, integer, mode-downsampled) for the ``labels``
+    output, else ``"image"`` (float, mean-downsampled)."""
+    return "labels" if name == "labels" else "image"
 
 
 class OmeWriter:
@@ -34,8 +40,9 @@ class OmeWriter:
     def __init__(self, path: str | os.PathLike, space: SpaceMeta, levels: int,
                  spatial: Sequence[int], unit: Sequence[int], chunk: Sequence[int],
                  shards: Sequence[int] | None, *, compressors="auto",
-                 fill_value: float = 0.0) -> None:
+                 fill_value: float = 0.0, root: str = MEAN) -> None:
         self.path = os.path.abspath(path)
+        self.root = root  # the output that is the root image
         self.space, self.levels = space, levels
         self.spatial, self.unit, self.chunk = tuple(spatial), tuple(unit), tuple(chunk)
         self.shards = tuple(shards) if shards else None
@@ -48,7 +55,7 @@ class OmeWriter:
         return {"version": VERSION, "levels": self.levels, "space": self.space.describe()}
 
     def _group_path(self, name: str, kind: str) -> str:
-        if name == MEAN:
+        if name == self.root:
             return ""
         return f"labels/{name}" if kind == "labels" else name
 
@@ -83,20 +90,24 @@ class OmeWriter:
             names = list(dict(labels.attrs).get("ome", {}).get("labels", []))
             labels.attrs["ome"] = {"version": VERSION, "labels": sorted({*names, name})}
         group.attrs["ome"] = ome
-        if name != MEAN and kind == "image":
+        if name != self.root and kind == "image":
             outputs = dict(root.attrs).get("fastquilt_outputs", [])
             root.attrs["fastquilt_outputs"] = sorted({*outputs, name})
         self.arrays[name], self.kinds[name] = arrays, kind
         return arrays[0]
 
-    def open(self, name: str = MEAN, kind: str = "image"):
+    def open(self, name: str | None = None, kind: str = "image"):
         """Open the existing output ``name`` for writing; returns its level-0 array. A
         ``ValueError`` where ``path`` is not an OME-Zarr image with these levels."""
         import zarr
 
+        name = self.root if name is None else name
         gpath = self._group_path(name, kind)
         try:
-            group = zarr.open_group(os.path.join(self.path, gpath), mode="r+")
+            # (through the root: every array's path is then relative to the one store whose
+            # keys block_keys lists)
+            root = zarr.open_group(self.path, mode="r+")
+            group = root[gpath] if gpath else root
             ms = dict(group.attrs)["ome"]["multiscales"][0]
             arrays = [group[d["path"]] for d in ms["datasets"]]
         except Exception as e:
@@ -188,8 +199,22 @@ def add_label_image(path: str | os.PathLike, name: str, labels, *, chunks: int =
         writer.write_levels(name, n, box, torch.from_numpy(labels[n].astype(np.int64)),
                             labels.dtype)
     if colors:
-        group = zarr.open_group(os.path.join(writer.path, "labels", name), mode="r+")
+        set_label_colors(writer.path, name, colors)
+
+
+def set_label_colors(path: str | os.PathLike, name: str,
+                     colors: dict[int, Sequence[int]]) -> None:
+    """Give the label image ``labels/<name>`` of the OME-Zarr image at ``path`` display
+    colours ``{label value: RGBA (0..255)}`` (NGFF ``image-label`` ``colors``)."""
+    import zarr
+
+    try:
+        group = zarr.open_group(os.path.join(os.fspath(path), "labels", name), mode="r+")
         ome = dict(group.attrs)["ome"]
-        ome["image-label"]["colors"] = [{"label-value": int(k), "rgba": [int(c) for c in v]}
-                                        for k, v in sorted(colors.items())]
-        group.attrs["ome"] = ome
+        ome["image-label"]
+    except Exception as e:
+        raise ValueError(f"{path} has no label image labels/{name} ({type(e).__name__}); "
+                         "name one of its label images") from None
+    ome["image-label"]["colors"] = [{"label-value": int(k), "rgba": [int(c) for c in v]}
+                                    for k, v in sorted(colors.items())]
+    group.attrs["ome"] = ome

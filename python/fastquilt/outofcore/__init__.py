@@ -9,7 +9,7 @@ per chunk, resumable after a kill. The modules, in the order of a run: :mod:`.jo
 :mod:`.distributed` (the two ways to run), :mod:`.run` (the entry point).
 """
 
-from .distributed import local_cluster
+from .distributed import local_cluster, local_gpu_cluster
 from .model_files import load_model_file
 from .models import ModelFactory, resolve_model
 from .run import sliding_window_zarr
@@ -19,6 +19,7 @@ __all__ = [
     "ModelFactory",
     "load_model_file",
     "local_cluster",
+    "local_gpu_cluster",
     "progress_of",
     "resolve_model",
     "sliding_window_zarr",

@@ -2,8 +2,11 @@
 
 The work is a static task graph, built once on the client:
 
+* one **reader** per input block (a unit's box of the input): reads it once and cuts it into
+  the parts that the producers' regions need (input_parts.py);
 * one **producer** per output unit: runs the model once on every window whose start lies in
-  that unit (skipping windows that only touch finished units) and returns its weighted sums cut
+  that unit (skipping windows that only touch finished units), on the region those windows
+  cover put together from its readers' parts, and returns its weighted sums cut
   into pieces, one per unit the windows reach (at most 2^D, because a window is never longer
   than a unit plus the step);
 * one **owner** per unfinished unit: adds the pieces that reach it, in a fixed order,
@@ -19,16 +22,20 @@ do not get distributed's default ``MALLOC_TRIM_THRESHOLD_=65536`` (it made windo
 
 from __future__ import annotations
 
+import operator
 import os
 import uuid
 import warnings
 
 import torch
 
+from ..ensemble import Predictor
+from ..reductions import Reduction
 from .fingerprints import model_fingerprint
+from .input_parts import assemble, blocks_meeting, read_parts, window_region
 from .job import Job
-from .models import ModelFactory, predict, resolve_model
-from .reading import read_region, read_window
+from .models import ModelFactory, resolve_model
+from .reading import read_window
 from .slab import scatter_windows
 from .unit_sums import UnitSums
 
@@ -43,6 +50,41 @@ def local_cluster(n_workers: int = 2, threads_per_worker: int = 1, **kwargs):
                             processes=True, **kwargs)
 
 
+def local_gpu_cluster(devices=None, **kwargs):
+    """One single-threaded worker process per GPU of this machine, each with its own
+    ``CUDA_VISIBLE_DEVICES`` so that it sees its GPU as ``cuda:0`` (run with
+    ``device="cuda"``); started like :func:`local_cluster`, without ``MALLOC_TRIM_THRESHOLD_``.
+
+    ``devices``: the GPUs, as ``CUDA_VISIBLE_DEVICES`` names them (indices or UUIDs; default:
+    this process's ``CUDA_VISIBLE_DEVICES``, else every GPU torch sees). ``kwargs`` go to
+    ``distributed.SpecCluster`` (e.g. ``asynchronous``); ``memory_limit`` and
+    ``dashboard_address`` are understood too. dask-cuda's ``LocalCUDACluster`` does the same
+    where it is installed."""
+    import dask
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    if devices is None:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        devices = ([d.strip() for d in visible.split(",") if d.strip()] if visible is not None
+                   else [str(i) for i in range(torch.cuda.device_count())])
+    devices = [str(d).strip() for d in devices]
+    if not devices:
+        raise ValueError("devices: no GPU to start a worker for (none visible); pass the "
+                         "GPUs' indices, or use local_cluster() for CPU workers")
+    if len(set(devices)) != len(devices) or any(not d for d in devices):
+        raise ValueError(f"devices must name distinct GPUs, got {devices}")
+    worker = {"nthreads": 1, "memory_limit": kwargs.pop("memory_limit", "auto")}
+    dashboard = kwargs.pop("dashboard_address", ":0")
+    scheduler = ({"dashboard": False} if dashboard is None
+                 else {"dashboard_address": dashboard})
+    workers = {f"gpu-{d}": {"cls": Nanny,
+                            "options": {**worker, "env": {"CUDA_VISIBLE_DEVICES": d}}}
+               for d in devices}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        return SpecCluster(workers=workers, scheduler={"cls": Scheduler, "options": scheduler},
+                           **kwargs)
+
+
 def _check_env() -> None:
     if os.environ.get("MALLOC_TRIM_THRESHOLD_"):
         warnings.warn(
@@ -52,22 +94,19 @@ def _check_env() -> None:
             RuntimeWarning, stacklevel=2)
 
 
-def _produce(job: Job, model, windows: list[int], dests: list[int], c_out: int,
-             batch_size: int, device: str) -> dict:
-    """Run ``windows`` once; return ``{unit: (slices in the unit, weighted-sum piece,
-    weight-sum piece)}`` for the units ``dests`` their region reaches."""
+def _produce(job: Job, predictor: Predictor, windows: list[int], dests: list[int],
+             reduction: Reduction, batch_size: int, device: str, *parts: tuple) -> dict:
+    """Run ``windows`` once; return ``{unit: (slices in the unit, state piece, weight-sum
+    piece)}`` for the units ``dests`` their region reaches. ``parts``: the region the windows
+    cover, in parts cut by the blocks' readers (input_parts.py)."""
     _check_env()
     layout = job.layout
-    model = resolve_model(model, device)
-    starts = layout.origins[windows, 1:]
-    lo = starts.min(0).values.tolist()
-    hi = (starts.max(0).values + torch.tensor(layout.window)).tolist()
+    c_out = reduction.state_channels
+    n, lo, hi = window_region(layout, windows)
     shape = tuple(h - a for a, h in zip(lo, hi))
     acc = torch.zeros((1, c_out, *shape), device=device)  # summed on the model's device
     wsum = torch.zeros((1, *shape), device=device)
-    n = int(layout.origins[windows[0], 0])
-    # one read of the region these windows cover, instead of one read per window
-    region = read_region(job.x, n, lo, hi)
+    region = assemble((n, lo, hi), parts)
 
     def block(k):
         o = layout.origins[k].tolist()
@@ -76,8 +115,10 @@ def _produce(job: Job, model, windows: list[int], dests: list[int], c_out: int,
 
     for i in range(0, len(windows), batch_size):
         batch = windows[i:i + batch_size]
-        pred = predict(model, [block(k) for k in batch], layout.window, torch.device(device))
-        scatter_windows(layout, acc, wsum, lo, batch, pred)  # the region holds them all
+        pred = predictor(torch.stack([block(k) for k in batch]), layout.window,
+                         torch.device(device))
+        # the region holds them all
+        scatter_windows(layout, acc, wsum, lo, batch, pred, reduction)
     pieces = {}
     for uid in dests:
         if layout.units.box(uid)[0] != n:
@@ -106,26 +147,28 @@ def _worker_fingerprint(factory: ModelFactory, device: str) -> str | None:
     return model_fingerprint(resolve_model(factory, device))
 
 
-def _probe(job: Job, model, k: int, device: str) -> int:
-    """Output channels of the model, from one window."""
+def _probe(job: Job, predictor: Predictor, k: int, device: str) -> int:
+    """Output channels of the models, from one window."""
     window = read_window(job.x, job.layout, k)
-    return int(predict(resolve_model(model, device), [window], job.layout.window,
-                       torch.device(device)).shape[1])
+    predictor(window[None], job.layout.window, torch.device(device))
+    return int(predictor.channels)
 
 
-def _own(job: Job, uid: int, c_out: int, fill_value: float, *produced: dict) -> int:
-    """Add the pieces reaching unit ``uid`` (fixed order), normalise, write once, mark done."""
-    sums = UnitSums(job.layout.units, c_out)
+def _own(job: Job, uid: int, reduction: Reduction, *produced: dict) -> int:
+    """Merge the pieces reaching unit ``uid`` (fixed order), finish its outputs, write them
+    once, mark the unit done."""
+    sums = UnitSums(job.layout.units, reduction.state_channels, reduction)
     for pieces in produced:
         if uid in pieces:
             sums.add(uid, *pieces[uid])
-    job.store.write_unit(uid, sums.pop_mean(uid, fill_value))
+    job.store.write_unit(uid, sums.pop_outputs(uid))
     return uid
 
 
-def run_distributed(client, job: Job, model, batch_size: int, device, fill_value: float,
-                    progress: bool):
-    """Build and run the producer/owner graph for ``job`` on ``client``; returns the output."""
+def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, ...],
+                    batch_size: int, device, fill_value: float, progress: bool):
+    """Build and run the producer/owner graph for ``job`` on ``client`` (``predictor``'s
+    models may be recipes, built on the workers); returns the output."""
     from distributed import as_completed
 
     layout, store = job.layout, job.store
@@ -135,15 +178,16 @@ def run_distributed(client, job: Job, model, batch_size: int, device, fill_value
     # Task keys unique to this call (run, below): dask hands a new task the result of a live
     # one with the same key, so keys named after the output alone would mix two runs.
     if not todo:
-        return store.arr
+        return store.result()
     # The job and the model reach the workers as tasks, not scattered data: when a worker
     # dies, dask recomputes them on another one (or on its restarted self) from the graph.
     run = f"{store.path.name}-{uuid.uuid4().hex[:12]}"
-    model_f = client.submit(_hold, model, key=f"fastquilt-model-{run}", pure=False)
+    model_f = client.submit(_hold, predictor, key=f"fastquilt-model-{run}", pure=False)
     # The output needs C_out: probe the model on one window, on a worker (the model may not
     # fit or run on the client).
     c_out = client.submit(_probe, job, model_f, todo[0], device, pure=False).result()
     store.ensure(c_out)
+    reduction = Reduction(outputs, c_out, fill_value)
     job_f = client.submit(_hold, job, key=f"fastquilt-job-{run}", pure=False)
     # producers: windows grouped by the unit holding their start
     groups: dict[int, list[int]] = {}
@@ -154,16 +198,32 @@ def run_distributed(client, job: Job, model, batch_size: int, device, fill_value
         groups.setdefault(start_unit, []).append(k)
         feeds.setdefault(start_unit, set()).update(
             u for u in layout.units.touched(o, layout.window) if u not in done)
-    producers = {
-        p: client.submit(_produce, job_f, model_f, ks, sorted(feeds[p]), c_out, batch_size,
-                         device, key=f"fastquilt-produce-{run}-{p}", pure=False)
-        for p, ks in sorted(groups.items())
-    }
+    # each input block read once, by one task, and cut into the parts the producers' regions
+    # need; submitted producer by producer so that dask's priorities (submission order) read
+    # blocks as the producers come, not the whole input first
+    regions = {p: window_region(layout, ks) for p, ks in groups.items()}
+    meeting: dict[int, dict] = {}
+    for p in sorted(regions):
+        for b in blocks_meeting(layout, regions[p]):
+            meeting.setdefault(b, {})[p] = regions[p]
+    readers: dict[int, object] = {}
+    producers = {}
+    for p, ks in sorted(groups.items()):
+        parts = []
+        for b in blocks_meeting(layout, regions[p]):
+            if b not in readers:
+                readers[b] = client.submit(read_parts, job_f, b, meeting[b],
+                                           key=f"fastquilt-read-{run}-{b}", pure=False)
+            parts.append(client.submit(operator.getitem, readers[b], p,
+                                       key=f"fastquilt-part-{run}-{b}-{p}", pure=False))
+        producers[p] = client.submit(_produce, job_f, model_f, ks, sorted(feeds[p]),
+                                     reduction, batch_size, device, *parts,
+                                     key=f"fastquilt-produce-{run}-{p}", pure=False)
     fed_by: dict[int, list] = {}
     for p in sorted(producers):
         for uid in feeds[p]:
             fed_by.setdefault(uid, []).append(producers[p])
-    owners = [client.submit(_own, job_f, uid, c_out, fill_value, *fed_by[uid],
+    owners = [client.submit(_own, job_f, uid, reduction, *fed_by[uid],
                             key=f"fastquilt-own-{run}-{uid}", pure=False)
               for uid in sorted(remaining)]
     bar = None
@@ -179,10 +239,11 @@ def run_distributed(client, job: Job, model, batch_size: int, device, fill_value
     except BaseException:
         # A failed task or Ctrl-C: stop the rest of the graph instead of leaving it running
         # (and writing) on the cluster; what finished stays marked done for the next run.
-        client.cancel([model_f, job_f, *producers.values(), *owners], force=True)
+        client.cancel([model_f, job_f, *readers.values(), *producers.values(), *owners],
+                      force=True)
         raise
     finally:
         if bar is not None:
             bar.close()
     store.check_written(remaining)  # never report success for output that is not there
-    return store.arr
+    return store.result()

@@ -15,8 +15,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
+from ..ensemble import Predictor
+from ..reductions import Reduction
 from .job import Job
-from .models import predict_batch
 from .reading import windows_by_row
 from .slab import Slab
 
@@ -28,10 +29,10 @@ class _Accumulator(threading.Thread):
     """Adds batches of predictions to the slab in order and hands finished units to the
     writers; an error is kept for the main thread to raise."""
 
-    def __init__(self, job: Job, done: set[int], fill_value: float,
-                 writer: ThreadPoolExecutor) -> None:
+    def __init__(self, job: Job, done: set[int], writer: ThreadPoolExecutor) -> None:
         super().__init__(name="fastquilt-accumulator", daemon=True)
-        self.job, self.done, self.fill_value, self.writer = job, done, fill_value, writer
+        self.job, self.done, self.writer = job, done, writer
+        self.reduction: Reduction | None = None  # set by the main thread before a batch
         self.batches: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
         self.writes: list[Future] = []
         self.max_pending = int(np.prod(job.layout.units.counts[1:]))  # one plane of units
@@ -44,7 +45,7 @@ class _Accumulator(threading.Thread):
             while not (ended := (item := self.batches.get()) is _DONE):
                 ks, pred = item
                 if self.slab is None:
-                    self.slab = Slab(self.job.layout, pred.shape[1], self.done, self.fill_value,
+                    self.slab = Slab(self.job.layout, self.reduction, self.done,
                                      device=pred.device)
                 self._submit(self.slab.add(ks, pred))
             if self.slab is not None:
@@ -57,10 +58,11 @@ class _Accumulator(threading.Thread):
                 ended = self.batches.get() is _DONE
 
     def _submit(self, units) -> None:
-        for uid, mean in units:
+        for uid, outputs in units:
             while len(self.writes) >= self.max_pending:  # back-pressure
                 self.writes.pop(0).result()
-            self.writes.append(self.writer.submit(self.job.store.write_unit, uid, mean.cpu()))
+            self.writes.append(self.writer.submit(
+                self.job.store.write_unit, uid, {n: t.cpu() for n, t in outputs.items()}))
         for f in [f for f in self.writes if f.done()]:
             f.result()  # a failed write raises now
         self.writes = [f for f in self.writes if not f.done()]
@@ -128,16 +130,20 @@ class _Batcher(threading.Thread):
             raise self.error
 
 
-def run_local(job: Job, model, batch_size: int, device: torch.device, fill_value: float,
-              progress: bool, *, reader_threads: int = 2, writer_threads: int = 2):
-    """Run every window of ``job`` that touches an unfinished unit, reading input blocks on
-    ``reader_threads`` and writing finished units on ``writer_threads``; returns the output."""
+def run_local(job: Job, predictor: Predictor, outputs: tuple[str, ...], batch_size: int,
+              device: torch.device, fill_value: float, progress: bool, *,
+              reader_threads: int = 2, writer_threads: int = 2, memory=None):
+    """Run every window of ``job`` that touches an unfinished unit through ``predictor``,
+    reading input blocks on ``reader_threads`` and writing the finished units' ``outputs`` on
+    ``writer_threads``; returns the output. ``memory(channels)``, called once the first
+    batch has run, gives the :class:`~.budget.MemoryPlan` (queue depths, units waiting) or
+    raises when the run cannot fit."""
     layout, store = job.layout, job.store
     done = store.verified_done()
     todo, _ = layout.plan(done)
     writer = ThreadPoolExecutor(max_workers=writer_threads, thread_name_prefix="fastquilt-writer")
     reader = ThreadPoolExecutor(max_workers=reader_threads, thread_name_prefix="fastquilt-reader")
-    acc = _Accumulator(job, done, fill_value, writer)
+    acc = _Accumulator(job, done, writer)
     acc.start()
     batcher = _Batcher(job, todo, batch_size, reader)
     batcher.start()
@@ -149,8 +155,14 @@ def run_local(job: Job, model, batch_size: int, device: torch.device, fill_value
     finished = False
     try:
         for batch, windows in batcher:
-            pred = predict_batch(model, windows, layout.window, device)
-            store.ensure(pred.shape[1])
+            pred = predictor(windows, layout.window, device)
+            if acc.reduction is None:
+                if memory is not None:
+                    plan = memory(predictor.channels)
+                    acc.batches.maxsize = batcher.batches.maxsize = plan.queue_depth
+                    acc.max_pending = min(acc.max_pending, plan.max_pending)
+                store.ensure(predictor.channels)
+                acc.reduction = Reduction(outputs, predictor.channels, fill_value)
             acc.put((batch, pred))
             if bar is not None:
                 bar.update(len(batch))

@@ -3,28 +3,37 @@ v3 array, in one process or on a dask cluster (the design: docs/out-of-core.md).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+import numpy as np
 import torch
 
 from .._args import device_arg, positive_int_arg
 from ..arrays import with_absolute_paths
+from ..ensemble import Predictor, models_arg
 from ..formats.ome_writer import OmeWriter
 from ..formats.ome_zarr import OmeInput, space_meta
 from ..formats.pyramid import check_levels, default_levels
+from ..reductions import Reduction, outputs_arg
 from ..sliding import check_model
+from .budget import MemoryPlan, default_max_memory, memory_arg, plan_memory
 from .distributed import model_fingerprint_on_a_worker, run_distributed
 from .fingerprints import input_fingerprint, model_fingerprint
 from .job import Job, Layout
 from .local import run_local
 from .models import ModelFactory, resolve_model
+from .outputs import is_group
+from .reading import read_window
 from .store import OutputStore, zarr_dtype
 
 
 def sliding_window_zarr(
-    model: Callable[[torch.Tensor], torch.Tensor],
+    model: Callable[[torch.Tensor], torch.Tensor] | Sequence,
     x,
     out: str | os.PathLike,
     window: int | Sequence[int],
@@ -46,6 +55,10 @@ def sliding_window_zarr(
     client=None,
     reader_threads: int = 2,
     writer_threads: int = 2,
+    outputs: str | Sequence[str] = "mean",
+    tta: str = "none",
+    activation: str | None = None,
+    max_memory: int | str | None = None,
     ome_zarr: bool | None = None,
     levels: int | None = None,
     voxel_size: float | Sequence[float] | None = None,
@@ -70,16 +83,39 @@ def sliding_window_zarr(
     ``reader_threads`` and ``writer_threads`` (default 2 each) read input blocks and write
     finished units in a run in one process (``python -m fastquilt tune`` measures them).
 
+    ``model`` may be a list of models (or factories), ``tta``, ``activation`` and ``outputs``
+    as in :func:`fastquilt.sliding_window`: any set of outputs other than ``"mean"`` alone is
+    written as a zarr group at ``out`` with one array per output (:mod:`.outputs`), each unit
+    of every output written once before the unit's done-marker; a resumed run must ask for the
+    same outputs, augmentations and activation.
+
+    ``max_memory`` (bytes, or a size such as ``"4G"``) bounds fastquilt's buffers in a run in
+    one process (:mod:`.budget`: the unit depth along axis 0, the queue depths and the units
+    waiting to be written are chosen to fit, after running the model on one window to learn
+    its channel count; a bound too small even for one batch is refused). Default: half the
+    physical memory, checked once the model's first batch has run. (On a cluster, dask's
+    worker memory limits apply.)
+
     OME-Zarr: with ``out`` ending in ``.ome.zarr`` (or ``ome_zarr=True``) the output is an
     NGFF 0.5 image group (axes ``t, c, [z,] y, x``; the returned array is its level 0) with
     ``levels`` pyramid levels (default: until the largest side fits a screen, 1024 voxels, as
     far as ``unit`` allows: ``unit`` must be a multiple of ``2^levels``), each written by the
     unit's owner as the unit finishes. The voxel size, unit and offset come from ``x`` when it
     is an OME-Zarr input (:func:`fastquilt.formats.open_ome_zarr`), or from ``voxel_size``
-    (per spatial axis) in ``voxel_unit`` (an NGFF unit name, e.g. ``"micrometer"``).
+    (per spatial axis) in ``voxel_unit`` (an NGFF unit name, e.g. ``"micrometer"``). With
+    several outputs the root image is ``mean`` (else the first float output asked for), other
+    float outputs are image groups ``<name>/`` and ``labels`` the label image
+    ``labels/labels/``, every level of every output written before the unit's marker
+    (docs/formats.md); labels alone are refused (a label image needs a parent image).
     """
-    if client is None and not isinstance(model, ModelFactory):
-        check_model(model)
+    budget = memory_arg(max_memory)
+    names = outputs_arg(outputs)
+    models = models_arg(model)
+    if client is None:
+        for m in models:
+            if not isinstance(m, ModelFactory):
+                check_model(m)
+    predictor = Predictor(models, tta, activation, outputs=names, resolve=resolve_model)
     batch_size = positive_int_arg(batch_size, "batch_size")
     reader_threads = positive_int_arg(reader_threads, "reader_threads")
     writer_threads = positive_int_arg(writer_threads, "writer_threads")
@@ -88,45 +124,114 @@ def sliding_window_zarr(
     layout = Layout(getattr(x, "shape", ()), window, step, weight, border, border_weight,
                     chunks=chunks, unit=unit, shards=shards, allow_gaps=allow_gaps)
     dtype = zarr_dtype(out_dtype)
-    ome = _ome_writer(x, out, layout, ome_zarr, levels, voxel_size, voxel_unit, compressors,
-                      fill_value)
-    metadata = layout.metadata(dtype, weight, border_weight)
+    memory = None
+    if client is None:
+        if budget is not None:  # the unit depth depends on the bound: plan it now
+            plan = _plan(layout, x, predictor, names, batch_size, dtype, budget,
+                         unit is not None, _channels(predictor, x, layout, device))
+            if plan.unit0 != layout.unit[0]:
+                layout = Layout(getattr(x, "shape", ()), window, step, weight, border,
+                                border_weight, chunks=chunks, unit=(plan.unit0, *layout.unit[1:]),
+                                shards=shards, allow_gaps=allow_gaps)
+            memory = lambda c: plan  # noqa: E731
+        else:
+            memory = lambda c: _plan(layout, x, predictor, names, batch_size,  # noqa: E731
+                                     dtype, default_max_memory(), True, c)
+    ome = _ome_writer(x, out, layout, names, ome_zarr, levels, voxel_size, voxel_unit,
+                      compressors, fill_value)
+    metadata = _metadata(layout.metadata(dtype, weight, border_weight), names, predictor)
     if ome is not None:  # (a resumed run must ask for the same levels and metadata)
         metadata["ome"] = ome.describe()
     store = OutputStore(out, layout.units, layout.chunk, layout.shards, out_dtype=dtype,
-                        compressors=compressors, fill_value=fill_value, metadata=metadata)
-    store.ome = ome
+                        compressors=compressors, fill_value=fill_value, metadata=metadata,
+                        outputs=names, ome=ome)
     # What made the output: a resume must not mix two models' (or inputs') results. A
     # factory's model is fingerprinted once built (here, or on a worker), so that a run with
     # the factory and one with the model it builds resume each other.
-    recipe = model
-    if client is None:
-        model = resolve_model(model, device)  # a ModelFactory is built here
-        fingerprint = model_fingerprint(model)
-    elif isinstance(model, ModelFactory):
-        fingerprint = model_fingerprint_on_a_worker(client, model, device)
-    else:
-        fingerprint = model_fingerprint(model)
-    if fingerprint is None and isinstance(recipe, ModelFactory) and isinstance(recipe.fn, str):
-        fingerprint = model_fingerprint(recipe)  # (a compiled model has none: the file's)
-    store.sources = {"model": fingerprint, "input": input_fingerprint(x)}
+    fingerprints = []
+    for i, m in enumerate(models):
+        if client is None:
+            models[i] = resolve_model(m, device)  # a ModelFactory is built here
+            fingerprint = model_fingerprint(models[i])
+        elif isinstance(m, ModelFactory):
+            fingerprint = model_fingerprint_on_a_worker(client, m, device)
+        else:
+            fingerprint = model_fingerprint(m)
+        if fingerprint is None and isinstance(m, ModelFactory) and isinstance(m.fn, str):
+            fingerprint = model_fingerprint(m)  # (a compiled model has none: the file's)
+        fingerprints.append(fingerprint)
+    predictor.models = models
+    store.sources = {"model": _ensemble_fingerprint(fingerprints, predictor),
+                     "input": input_fingerprint(x)}
     store.lease.acquire()  # one run at a time writes an output
     try:
         store.open_existing()
         job = Job(with_absolute_paths(x), layout, store)
         if client is not None:
-            return run_distributed(client, job, model, batch_size, device, fill_value,
-                                   progress)
-        return run_local(job, model, batch_size, device, fill_value, progress,
-                         reader_threads=reader_threads, writer_threads=writer_threads)
+            return run_distributed(client, job, predictor, names, batch_size, device,
+                                   fill_value, progress)
+        return run_local(job, predictor, names, batch_size, device, fill_value, progress,
+                         reader_threads=reader_threads, writer_threads=writer_threads,
+                         memory=memory)
     finally:
         store.lease.release()
 
 
-def _ome_writer(x, out, layout: Layout, ome_zarr, levels, voxel_size, voxel_unit,
-                compressors, fill_value) -> OmeWriter | None:
+def _channels(predictor: Predictor, x, layout: Layout, device) -> int:
+    """The models' output channels, from one window."""
+    window = read_window(with_absolute_paths(x), layout, 0)
+    predictor(window[None], layout.window, device)
+    return int(predictor.channels)
+
+
+def _plan(layout: Layout, x, predictor: Predictor, names, batch_size: int, out_dtype: str,
+          budget: int, unit_given: bool, channels: int) -> MemoryPlan:
+    """The memory plan of a run in one process with ``channels`` model outputs."""
+    red = Reduction(names, channels)
+    out_bytes = sum(c * np.dtype(dt).itemsize for c, dt in red.specs(out_dtype).values())
+    in_itemsize = x.element_size() if isinstance(x, torch.Tensor) else np.dtype(x.dtype).itemsize
+    chunks = getattr(x, "chunks", None)
+    in_depth = int(chunks[2]) if isinstance(chunks, tuple) and len(chunks) > 2 and isinstance(
+        chunks[2], int) else layout.window[0]
+    return plan_memory(
+        budget, spatial=layout.spatial, window=layout.window,
+        chunk0=(layout.shards or layout.chunk)[0], unit=layout.unit, unit_given=unit_given,
+        plane_units=math.prod(layout.units.counts[1:]), c_in=layout.shape[1],
+        in_itemsize=in_itemsize, in_depth=in_depth, state_channels=red.state_channels,
+        out_bytes=out_bytes, c_out=channels, batch_size=batch_size)
+
+
+def _plain(names: tuple[str, ...], predictor: Predictor) -> bool:
+    """One model's weighted mean, no augmentation or activation (the metadata and
+    fingerprints of such runs stay as they always were)."""
+    return (not is_group(names) and len(predictor.models) == 1 and predictor.tta == "none"
+            and predictor.activation == "none")
+
+
+def _metadata(base: dict, names: tuple[str, ...], predictor: Predictor) -> dict:
+    """The stored metadata: the layout's, plus the outputs, augmentations, activation and
+    member count of an ensemble run."""
+    if _plain(names, predictor):
+        return base
+    return {**base, "outputs": list(names), "tta": predictor.tta,
+            "activation": predictor.activation, "models": len(predictor.models)}
+
+
+def _ensemble_fingerprint(fingerprints: list, predictor: Predictor) -> str | None:
+    """One model's own fingerprint, or one over every member's (unknown if one is)."""
+    if len(fingerprints) == 1:
+        return fingerprints[0]
+    if any(f is None for f in fingerprints):
+        return None
+    h = hashlib.sha256(json.dumps(fingerprints).encode()).hexdigest()
+    return f"ensemble:{len(fingerprints)}:{h}"
+
+
+def _ome_writer(x, out, layout: Layout, names: tuple[str, ...], ome_zarr, levels, voxel_size,
+                voxel_unit, compressors, fill_value) -> OmeWriter | None:
     """The OME-Zarr writer of an output ``out`` that is OME-Zarr (by ``ome_zarr``, or its
-    ``.ome.zarr`` name), else None (and no OME-Zarr options may be given)."""
+    ``.ome.zarr`` name), else None (and no OME-Zarr options may be given). Its root image is
+    ``mean``, else the first float output of ``names``; labels alone are refused."""
     if ome_zarr is None:
         ome_zarr = str(out).rstrip("/").endswith(".ome.zarr")
     if not ome_zarr:
@@ -136,6 +241,13 @@ def _ome_writer(x, out, layout: Layout, ome_zarr, levels, voxel_size, voxel_unit
             raise ValueError(f"{', '.join(given)} apply to an OME-Zarr output only: name the "
                              "output *.ome.zarr or pass ome_zarr=True")
         return None
+    images = [n for n in names if n != "labels"]
+    if not images:
+        raise ValueError(
+            f"outputs={names} cannot be written as OME-Zarr: an NGFF label image needs a parent "
+            "image, and these outputs have none; add a float output (e.g. "
+            "outputs=('probability', 'labels') or ('mean', 'labels')), or write a plain zarr "
+            "group (an output path not ending in .ome.zarr, or ome_zarr=False)")
     D = len(layout.spatial)
     if isinstance(x, OmeInput):
         space = x.space
@@ -148,4 +260,5 @@ def _ome_writer(x, out, layout: Layout, ome_zarr, levels, voxel_size, voxel_unit
     levels = (default_levels(layout.spatial, layout.unit) if levels is None
               else check_levels(levels, layout.spatial, layout.unit))
     return OmeWriter(out, space, levels, layout.spatial, layout.unit, layout.chunk,
-                     layout.shards, compressors=compressors, fill_value=fill_value)
+                     layout.shards, compressors=compressors, fill_value=fill_value,
+                     root="mean" if "mean" in names else images[0])

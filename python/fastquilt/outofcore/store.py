@@ -19,9 +19,11 @@ from pathlib import Path
 import torch
 
 from .._args import float_dtype_arg
-from ..formats.ome_writer import MEAN, OmeWriter, level0_array
+from ..formats.ome_writer import OmeWriter, level0_array, output_kind
 from ..formats.ome_zarr import is_ome_zarr
+from ..reductions import Reduction
 from .fingerprints import describe, same_source
+from .outputs import create_outputs, is_group, open_outputs
 from .units import Units
 
 FORMAT_VERSION = 1
@@ -135,7 +137,11 @@ class Lease:
 
 
 class OutputStore:
-    """The zarr v3 output ``(N, C_out, *S)`` at ``path``, cut into ``units``.
+    """The zarr v3 output ``(N, C_out, *S)`` at ``path``, cut into ``units``: one array, or
+    a group of one array per name of ``outputs`` (:mod:`.outputs`), or with ``ome`` an
+    OME-Zarr image whose outputs have pyramid levels (:mod:`fastquilt.formats.ome_writer`);
+    ``arr`` holds the metadata (the array, the group, or the root image's level 0),
+    ``arrays`` the (level-0) arrays by output name.
 
     ``metadata`` is what the output is made with except the model's channel count
     (``out_channels`` is added when the model has run); ``sources`` identifies the model and
@@ -144,7 +150,8 @@ class OutputStore:
 
     def __init__(self, path, units: Units, chunk: tuple[int, ...],
                  shards: tuple[int, ...] | None, *, out_dtype: str, compressors,
-                 fill_value: float, metadata: dict) -> None:
+                 fill_value: float, metadata: dict,
+                 outputs: tuple[str, ...] = ("mean",), ome: OmeWriter | None = None) -> None:
         # absolute: the path crosses process boundaries (dask workers start elsewhere)
         self.path = Path(os.path.abspath(path))
         self.units, self.chunk, self.shards = units, chunk, shards
@@ -153,14 +160,33 @@ class OutputStore:
         self.sources: dict = {"model": None, "input": None}
         self.progress = Progress(self.path)
         self.lease = Lease(self.path)
+        self.outputs = tuple(outputs)
         self.arr = None
-        self.ome: OmeWriter | None = None  # an OME-Zarr output: its levels and metadata
+        self.arrays: dict = {}  # level 0 of every output, by name
+        self.ome: OmeWriter | None = ome  # an OME-Zarr output: its levels and metadata
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "lease"}  # the client's alone
 
-    def _writable(self, arr):
-        return arr.with_config(WRITE_ALL)
+    def _set(self, root, arrays: dict) -> None:
+        self.arrays = {n: a.with_config(WRITE_ALL) for n, a in arrays.items()}
+        self.arr = self.arrays["mean"] if not is_group(self.outputs) else root
+
+    def _set_ome(self) -> None:
+        # the metadata live on level 0 of the root image
+        self.ome.writable(WRITE_ALL)
+        self.arrays = {n: self.ome.arrays[n][0] for n in self.outputs}
+        self.arr = self.arrays[self.ome.root]
+
+    def result(self):
+        """What a run returns: the output array of a lone ``mean`` (level 0 of an
+        OME-Zarr image), else the group holding every output (an OME-Zarr output's root
+        group)."""
+        if self.ome is not None and is_group(self.outputs):
+            import zarr
+
+            return zarr.open_group(str(self.path), mode="r")
+        return self.arr
 
     def metadata(self, out_channels: int) -> dict:
         """The stored metadata of an output with ``out_channels`` channels."""
@@ -168,24 +194,22 @@ class OutputStore:
 
     def open_existing(self) -> None:
         """Open an existing output and refuse one made differently (or not by fastquilt)."""
-        import zarr
 
         if not self.path.exists():
             # Markers without their output (the user removed it to redo the run) would skip
             # units that no longer exist on disk: they are stale, start afresh.
             self.progress.clear()
             return
-        if self.ome is not None:  # (its own clear errors)
-            self.ome.open(MEAN)
-            self.ome.writable(WRITE_ALL)
-            self.arr = self.ome.arrays[MEAN][0]
-        try:
-            if self.arr is None:
-                self.arr = self._writable(zarr.open_array(str(self.path), mode="r+"))
-        except Exception as e:
-            raise ValueError(
-                f"output {self.path} exists and is not a zarr array (it holds other "
-                "contents); choose a new path or remove it") from e
+        if self.ome is not None:  # (its own clear errors; the other outputs once checked)
+            self.arr = self.ome.open(self.ome.root)
+        else:
+            try:
+                self._set(*open_outputs(self.path, self.outputs, mode="r+"))
+            except Exception as e:
+                what = "zarr group of outputs" if is_group(self.outputs) else "zarr array"
+                raise ValueError(
+                    f"output {self.path} exists and is not a {what} (it holds other contents, "
+                    "or was made for other outputs); choose a new path or remove it") from e
         meta = dict(self.arr.attrs).get("fastquilt")
         if meta is None:
             raise ValueError(f"output {self.path} is a zarr array that fastquilt did not "
@@ -204,55 +228,58 @@ class OutputStore:
                     f"({describe(stored.get(what))}; now {describe(self.sources.get(what))}): "
                     "resuming would mix the results of both in one array; use a new output "
                     "path, or remove this one to redo the run")
+        if self.ome is not None:  # (made for these outputs: the metadata say so)
+            for name in self.outputs:
+                if name != self.ome.root:
+                    self.ome.open(name, output_kind(name))
+            self._set_ome()
 
     def ensure(self, c_out: int) -> None:
         """Create the output for a model with ``c_out`` channels, or check the opened one."""
-        import zarr
-
-        if self.arr is None and self.ome is not None:
-            try:
-                self.ome.create(MEAN, "image", self.units.N, c_out, self.out_dtype,
-                                {"fastquilt": self.metadata(c_out),
-                                 "fastquilt_sources": self.sources})
-            except OSError as e:
-                raise ValueError(f"cannot create the output {self.path}: {e.strerror or e}; "
-                                 "choose a writable path") from None
-            self.ome.writable(WRITE_ALL)
-            self.arr = self.ome.arrays[MEAN][0]
-        elif self.arr is None:
-            N, spatial = self.units.N, self.units.spatial
-            try:
-                self.arr = self._writable(zarr.create_array(
-                    store=str(self.path), shape=(N, c_out, *spatial),
-                    chunks=(1, c_out, *self.chunk), dtype=self.out_dtype,
-                    shards=(1, c_out, *self.shards) if self.shards else None,
-                    compressors=self.compressors, fill_value=self.fill_value,
-                    attributes={"fastquilt": self.metadata(c_out),
-                                "fastquilt_sources": self.sources}))
-            except OSError as e:
-                raise ValueError(f"cannot create the output {self.path}: {e.strerror or e}; "
-                                 "choose a writable path") from None
-        elif self.arr.shape[1] != c_out:
-            raise ValueError(
-                f"model output has {c_out} channels but {self.path} was made for "
-                f"{self.arr.shape[1]}; cannot resume into it")
-
-    def open_finished(self):
-        """The output array, opened for reading (a run that had nothing left to do)."""
-        import zarr
 
         if self.arr is None:
-            self.arr = level0_array(self.path) if self.ome is not None else \
-                zarr.open_array(str(self.path), mode="r")
-        return self.arr
+            specs = Reduction(self.outputs, c_out).specs(self.out_dtype)
+            attributes = {"fastquilt": self.metadata(c_out), "fastquilt_sources": self.sources}
+            try:
+                if self.ome is not None:  # the root image first, with the metadata
+                    for name in sorted(specs, key=lambda n: n != self.ome.root):
+                        c, dt = specs[name]
+                        self.ome.create(name, output_kind(name), self.units.N, c, dt,
+                                        attributes if name == self.ome.root else {})
+                    self._set_ome()
+                else:
+                    self._set(*create_outputs(
+                        self.path, specs, self.units.N, self.units.spatial, self.chunk,
+                        self.shards, self.compressors, self.fill_value, attributes))
+            except OSError as e:
+                raise ValueError(f"cannot create the output {self.path}: {e.strerror or e}; "
+                                 "choose a writable path") from None
+        elif (made := dict(self.arr.attrs)["fastquilt"]["out_channels"]) != c_out:
+            raise ValueError(
+                f"model output has {c_out} channels but {self.path} was made for "
+                f"{made}; cannot resume into it")
 
-    def write_unit(self, uid: int, mean: torch.Tensor) -> None:
-        """Write a finished unit ``(C_out, *unit)`` once, then mark it done (idempotent)."""
+    def open_finished(self):
+        """The output (:meth:`result`), opened for reading (a run that had nothing left to
+        do)."""
+
+        if self.arr is None:
+            if self.ome is not None:
+                self.arr = level0_array(self.path)
+            else:
+                self._set(*open_outputs(self.path, self.outputs, mode="r"))
+        return self.result()
+
+    def write_unit(self, uid: int, outputs: dict[str, torch.Tensor]) -> None:
+        """Write a finished unit's outputs ``{name: (c, *unit)}`` once each, then mark the
+        unit done (idempotent): a marker means every output of the unit is written."""
         n, box = self.units.box(uid)
         try:
-            self.arr[(n, slice(None), *box)] = mean.numpy().astype(self.out_dtype, copy=False)
-            if self.ome is not None:  # the unit's blocks of every pyramid level, before the mark
-                self.ome.write_levels(MEAN, n, box, mean, self.out_dtype)
+            for name, arr in self.arrays.items():
+                arr[(n, slice(None), *box)] = outputs[name].numpy().astype(arr.dtype,
+                                                                           copy=False)
+                if self.ome is not None:  # the unit's blocks of every level, before the mark
+                    self.ome.write_levels(name, n, box, outputs[name], arr.dtype)
             self.progress.mark(uid)
         except Exception as e:
             raise RuntimeError(
@@ -260,14 +287,18 @@ class OutputStore:
                 "not marked done, re-run the same call to resume") from e
 
     def block_keys(self, uid: int) -> list[str]:
-        """The storage keys (chunks, or shards) that hold unit ``uid``."""
+        """The storage keys (chunks, or shards) that hold unit ``uid`` in every output."""
         n, box = self.units.box(uid)
         block = self.shards or self.chunk
         ranges = [range(b.start // k, math.ceil(b.stop / k)) for b, k in zip(box, block)]
-        encode = self.arr.metadata.encode_chunk_key
-        prefix = f"{self.arr.path}/" if self.arr.path else ""
-        keys = [prefix + encode((n, 0, *idx)) for idx in itertools.product(*ranges)]
-        return keys + (self.ome.level_keys(MEAN, n, box) if self.ome is not None else [])
+        keys = []
+        for name, arr in self.arrays.items():
+            encode = arr.metadata.encode_chunk_key
+            prefix = f"{arr.path}/" if arr.path else ""
+            keys += [prefix + encode((n, 0, *idx)) for idx in itertools.product(*ranges)]
+            if self.ome is not None:
+                keys += self.ome.level_keys(name, n, box)
+        return keys
 
     def stored(self, uids) -> set[int]:
         """The units among ``uids`` whose every chunk (or shard) is in storage: one look-up per
@@ -316,9 +347,11 @@ def progress_of(out: str | os.PathLike) -> dict:
     import zarr
 
     out_path = Path(out)
-    arr = level0_array(out_path) if is_ome_zarr(out_path) else \
-        zarr.open_array(str(out_path), mode="r")
-    meta = dict(arr.attrs)["fastquilt"]
-    units = Units(arr.shape[0], tuple(arr.shape[2:]), tuple(meta["unit"]))
+    # an array, a group of outputs, or an OME-Zarr image (the metadata on its level 0)
+    root = level0_array(out_path) if is_ome_zarr(out_path) else zarr.open(str(out_path),
+                                                                          mode="r")
+    meta = dict(root.attrs)["fastquilt"]
+    shape = meta["input_shape"]
+    units = Units(shape[0], tuple(shape[2:]), tuple(meta["unit"]))
     return {"done": len(Progress(out_path).done()), "total": units.total(),
             "metadata": dict(meta)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..normalize import divide_by_weight_sum_
+from ..reductions import Reduction
 from .units import Units
 
 
@@ -13,8 +14,10 @@ class UnitSums:
     """Weighted-sum ``(C, *unit)`` and weight-sum ``(*unit)`` buffers (float32) of the units
     that have received something, by unit id."""
 
-    def __init__(self, units: Units, channels: int) -> None:
-        self.units, self.channels = units, channels
+    def __init__(self, units: Units, channels: int, reduction: Reduction | None = None) -> None:
+        # with a reduction, pieces are merged by it (sums, or moments) and finished into its
+        # outputs; channels is then its state's channel count
+        self.units, self.channels, self.reduction = units, channels, reduction
         self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def add(self, uid: int, dst: tuple[slice, ...], acc: torch.Tensor,
@@ -25,8 +28,20 @@ class UnitSums:
             shape = self.units.shape(uid)
             self.buffers[uid] = (torch.zeros((self.channels, *shape)), torch.zeros(shape))
         a, w = self.buffers[uid]
+        if self.reduction is not None:
+            self.reduction.merge_piece(a, w, dst, acc, wsum)
+            return
         a[(slice(None), *dst)] += acc
         w[dst] += wsum  # weight sums come from the geometry, never from storage
+
+    def pop_outputs(self, uid: int) -> dict[str, torch.Tensor]:
+        """The reduction's outputs ``{name: (c, *unit)}`` of unit ``uid``; its buffers are
+        released (a unit that received nothing holds the fill value)."""
+        if uid not in self.buffers:
+            shape = self.units.shape(uid)
+            self.buffers[uid] = (torch.zeros((self.channels, *shape)), torch.zeros(shape))
+        acc, wsum = self.buffers.pop(uid)
+        return {n: t[0] for n, t in self.reduction.finish(acc[None], wsum[None]).items()}
 
     def pop_mean(self, uid: int, fill_value: float = 0.0) -> torch.Tensor:
         """The weighted mean ``(C, *unit)`` of unit ``uid`` (:mod:`fastquilt.normalize`);

@@ -203,6 +203,27 @@ def select_windows(
     return kept, stats
 
 
+def window_label_counts(
+    quilt: Quilt, labels, missing_label, *, per_class: bool = False
+) -> tuple[torch.Tensor, dict]:
+    """Labelled elements in every window's interior, ``(N * num_windows,)`` int64 in qlty
+    order, and with ``per_class`` the same count per label value ``{k: (N * num_windows,)}``
+    (integer labels; classes in ascending order). The counts cleaning decides by (O(labelled
+    voxels) for sparse labels, no window materialised); label-aware sampling draws from them.
+    """
+    voxels = _LabelledVoxels(labels, quilt, missing_label)
+    voxels.scan()
+    total = voxels.per_window(lambda v: torch.ones_like(v, dtype=torch.bool))
+    classes: dict = {}
+    if per_class:
+        if voxels.dtype.is_floating_point or voxels.dtype == torch.bool:
+            raise TypeError(f"class-balanced sampling needs integer class labels, got "
+                            f"{voxels.dtype} labels")
+        for k in torch.unique(voxels.values).tolist():
+            classes[k] = voxels.per_window(lambda v, k=k: v == k)
+    return total, classes
+
+
 def clean_pairs(
     quilt: Quilt,
     x: torch.Tensor,

@@ -1,0 +1,43 @@
+// The per-voxel class epilogue, shared by the CPU (.cpp) and CUDA (.cu) kernels and run on
+// the CPU by tests/cpp/kernel_bodies_test.cpp: a voxel's C accumulated class scores divided by
+// its weight sum (fastquilt.normalize's rule: fill_value where nothing covers it), the label
+// of the largest mean (ties and NaN as torch.argmax: the first maximum; a NaN counts as the
+// maximum), that mean (the probability of the chosen class) and the entropy -sum p log p
+// (0 log 0 = 0) of the mean.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "kernel_bodies/index_math.h"
+
+namespace fastquilt {
+
+FQ_HD float log_of(float v) { return logf(v); }
+FQ_HD double log_of(double v) { return log(v); }
+
+// acc points at the voxel's channel 0; channel c is at acc[c * stride]. inv is the voxel's
+// inverse weight sum (inverse_or_zero), or 1 with normalise == false (acc is already the mean).
+// prob and entropy may be nullptr (not asked for).
+template <typename acc_t, typename label_t>
+FQ_HD void class_epilogue_voxel(const acc_t* acc, int64_t C, int64_t stride, bool normalise,
+                                acc_t inv, acc_t fill, label_t* label, acc_t* prob,
+                                acc_t* entropy) {
+  int64_t best = 0;
+  acc_t best_v = acc_t(0);
+  acc_t h = acc_t(0);
+  for (int64_t c = 0; c < C; ++c) {
+    acc_t v = acc[c * stride];
+    if (normalise) v = inv == acc_t(0) ? fill : v * inv;
+    const bool v_nan = v != v, best_nan = best_v != best_v;
+    if (c == 0 || (!best_nan && (v_nan || v > best_v))) {
+      best = c;
+      best_v = v;
+    }
+    h -= v == acc_t(0) ? acc_t(0) : v * log_of(v);
+  }
+  *label = static_cast<label_t>(best);
+  if (prob != nullptr) *prob = best_v;
+  if (entropy != nullptr) *entropy = h;
+}
+
+}  // namespace fastquilt
