@@ -12,7 +12,7 @@ import torch
 
 import fastquilt as fq
 from fastquilt.outofcore import progress_of
-from tests.outofcore.ome_check import check_outputs, output_path
+from tests.outofcore.ome_check import check_outputs, output_path, validate
 
 zarr = pytest.importorskip("zarr")
 
@@ -68,7 +68,15 @@ def test_mean_std_labels_into_ome_zarr_in_one_process(tmp_path):
     again = fq.sliding_window(models, x, 12, 9, out=out, levels=2, voxel_size=0.5,
                               voxel_unit="micrometer", **KW)
     assert calls == [] and isinstance(again, zarr.Group)
-    # other outputs, or a plain zarr request, into the same output: refused
+    # display colours for the labels; a label image that is not there: a clear error
+    from fastquilt.formats.ome_writer import set_label_colors
+
+    set_label_colors(out, "labels", {1: (255, 0, 0, 255)})
+    assert validate(out / "labels" / "labels", "labels").ome_attributes.image_label.colors[
+        0].rgba == (255, 0, 0, 255)
+    with pytest.raises(ValueError, match="no label image labels/cells"):
+        set_label_colors(out, "cells", {1: (255, 0, 0, 255)})
+    # other outputs into the same output: refused
     with pytest.raises(ValueError, match="different geometry"):
         fq.sliding_window(models, x, 12, 9, out=out, levels=2, voxel_size=0.5,
                           voxel_unit="micrometer", **{**KW, "outputs": ("mean", "labels")})
