@@ -75,7 +75,9 @@ def local_gpu_cluster(devices=None, **kwargs):
         raise ValueError(f"devices must name distinct GPUs, got {devices}")
     worker = {"nthreads": 1, "memory_limit": kwargs.pop("memory_limit", "auto")}
     dashboard = kwargs.pop("dashboard_address", ":0")
-    scheduler = ({"dashboard": False} if dashboard is None
+    # (without a dashboard the scheduler's HTTP server still starts: on any free port, not
+    # 8787, which another cluster on the machine may hold)
+    scheduler = ({"dashboard": False, "dashboard_address": ":0"} if dashboard is None
                  else {"dashboard_address": dashboard})
     workers = {f"gpu-{d}": {"cls": Nanny,
                             "options": {**worker, "env": {"CUDA_VISIBLE_DEVICES": d}}}
