@@ -90,8 +90,7 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     ome = Path(a.out) / "pred.ome.zarr"
     root = write_ome_zarr(nets, x, ome)
-    times[f"sliding_window, {a.members} nets x 8 flips, out of core to OME-Zarr"] = \
-        time.perf_counter() - t0
+    times[f"{a.members} nets x 8 flips, out of core to OME-Zarr"] = time.perf_counter() - t0
     qi = fq.Quilt(x.shape[2:], 32, 24, weight="gaussian")
     t0 = time.perf_counter()
     mean, _ = qi.stitch(qi.unstitch(x))
