@@ -22,7 +22,7 @@ $(DEPS_STAMP): pyproject.toml Makefile
 	$(PIP) $(TORCH)
 	$(PIP) $(TORCH) "scikit-build-core>=0.10" "cmake>=3.25" ninja numpy tqdm \
 	  "pytest>=8" "hypothesis>=6.100" "ruff>=0.5" qlty==1.5.0 "zarr>=3" dask distributed \
-	  "pillow>=9" "h5py>=3"
+	  "pillow>=9" "h5py>=3" "ome-zarr>=0.12" "ome-zarr-models>=1.0"
 	@touch $@
 
 $(BUILD_STAMP): $(DEPS_STAMP) $(CSRC) $(PYSRC)

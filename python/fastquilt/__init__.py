@@ -38,6 +38,7 @@ from .compat import (
     weed_sparse_classification_training_pairs_2D,
     weed_sparse_classification_training_pairs_3D,
 )
+from .formats import open_ome_zarr
 from .grid import Grid, axis_count, axis_starts, grid_origins
 from .inference import sliding_window
 from .ops import (
@@ -116,6 +117,7 @@ __all__ = [
     "hann_weight",
     "linear_weight",
     "make_weight",
+    "open_ome_zarr",
     "scatter_add_windows",
     "scatter_add_windows_",
     "set_buffer_cache",

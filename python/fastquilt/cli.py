@@ -4,11 +4,14 @@
 labels.zarr --missing-label -1]`` prints the grid and, with labels, what cleaning keeps (the rows
 of the qlty paper's Table 1).
 
-``python -m fastquilt infer --model model.pt --input in.zarr --output out.zarr --window 64
+``python -m fastquilt infer --model model.pt2 --input in.zarr --output out.zarr --window 64
 --step 48 --batch-size 8 [--scheduler tcp://...]`` runs out-of-core sliding-window inference
-(a ``torch.export`` ``.pt2`` or TorchScript file, or a ``module:function`` factory for the
-model, built on ``--device``), resumable; ``--tuning tuned.json`` takes the window, step,
-batch size, unit and reader/writer threads from a tuned file (flags given win).
+(a model file told apart by its contents — ``torch.export`` ``.pt2``, AOTInductor,
+TorchScript — or a ``module:function`` factory with optional ``--weights``, built on
+``--device``), resumable; an OME-Zarr ``--input`` (``--level``) and a ``*.ome.zarr``
+``--output`` (``--levels``, ``--voxel-size``) keep NGFF metadata and write a pyramid;
+``--tuning tuned.json`` takes the window, step, batch size, unit and reader/writer threads
+from a tuned file (flags given win).
 
 ``python -m fastquilt bench`` times the ops against a memcpy on this machine and compares with
 the reference machines; ``python -m fastquilt tune`` measures a model and writes a tuned file
@@ -26,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from .arrays import OneImage
+from .formats import open_ome_zarr
+from .formats.ome_zarr import is_ome_zarr
 from .outofcore import ModelFactory, sliding_window_zarr
 from .quilt import Quilt
 from .training import select_windows
@@ -91,10 +96,14 @@ def plan(argv: list[str]) -> int:
     return 0
 
 
-def _model_spec(spec: str):
-    """A model file (``torch.export`` ``.pt2`` or TorchScript), or ``module:function``
-    returning a model (built once per worker, on the device)."""
+def _model_spec(spec: str, weights: str | None = None):
+    """A model file (``torch.export`` ``.pt2``, AOTInductor, TorchScript), or
+    ``module:function`` returning a model (built once per worker, on the device), with
+    ``weights`` (a state dict) loaded into it."""
     if Path(spec).exists():  # a file, even one whose path holds a ':'
+        if weights is not None:
+            raise SystemExit(f"error: --weights goes with --model module:function (a factory "
+                             f"that builds the model); {spec} is a file")
         return ModelFactory(os.path.abspath(spec))  # absolute: workers start elsewhere
     if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec):
         import importlib
@@ -104,14 +113,27 @@ def _model_spec(spec: str):
             factory = getattr(importlib.import_module(mod), fn)
         except (ImportError, AttributeError) as e:
             raise SystemExit(f"error: cannot import model factory {spec!r}: {e}") from e
-        return ModelFactory(factory)
+        if weights is None:
+            return ModelFactory(factory)
+        if not Path(weights).is_file():
+            raise SystemExit(f"error: --weights {weights} does not exist")
+        return ModelFactory.with_weights(factory, os.path.abspath(weights))
     raise SystemExit(f"error: model file {spec} does not exist (nor is it a module:function)")
 
 
-def _open_input(path: str):
+def _open_input(path: str, level: int | None = None):
+    """A ``.npy`` file, a zarr array, or level ``level`` (default 0) of an OME-Zarr image
+    (recognised by its metadata)."""
     p = Path(path)
     if not p.exists():
         raise SystemExit(f"error: input {path} does not exist")
+    if is_ome_zarr(path):
+        try:
+            return open_ome_zarr(path, level or 0)
+        except ValueError as e:
+            raise SystemExit(f"error: --input {path}: {e}") from None
+    if level is not None:
+        raise SystemExit(f"error: --level applies to an OME-Zarr input; {path} is not one")
     if path.endswith(".npy"):
         return np.load(path, mmap_mode="r")
     import zarr
@@ -128,10 +150,26 @@ def infer(argv: list[str]) -> int:
         description="Sliding-window inference from a zarr (or .npy) array into a zarr v3 array, "
                     "bounded memory, resumable (re-run the same command after a crash).")
     ap.add_argument("--model", required=True, action="append",
-                    help="model file (torch.export .pt2 with a dynamic batch dimension, or "
-                    "TorchScript) or module:function; repeat for an ensemble")
-    ap.add_argument("--input", required=True, help="(N, C, *S) zarr array or .npy file")
-    ap.add_argument("--output", required=True, help="output zarr v3 path")
+                    help="model file (torch.export .pt2 with a dynamic batch dimension, an "
+                    "AOTInductor package, or TorchScript (deprecated)) or module:function; "
+                    "repeat for an ensemble")
+    ap.add_argument("--weights", default=None, action="append",
+                    help="state dict (torch.save) loaded into the model module:function builds "
+                    "(with several --model: one --weights per --model, in order)")
+    ap.add_argument("--input", required=True, help="(N, C, *S) zarr array or .npy file, or an "
+                    "OME-Zarr image (its metadata is kept)")
+    ap.add_argument("--level", type=int, default=None,
+                    help="level of an OME-Zarr input to read (default 0: full resolution)")
+    ap.add_argument("--output", required=True, help="output zarr v3 path; *.ome.zarr writes an "
+                    "OME-Zarr 0.5 image with a multiscale pyramid (several outputs: "
+                    "docs/formats.md)")
+    ap.add_argument("--levels", type=int, default=None, help="pyramid levels besides level 0 "
+                    "of an OME-Zarr output (default: until it fits a screen)")
+    ap.add_argument("--voxel-size", type=float, nargs="+", default=None,
+                    help="voxel size per spatial axis (Z Y X) for an OME-Zarr output (default: "
+                    "the OME-Zarr input's, or 1)")
+    ap.add_argument("--voxel-unit", default=None,
+                    help="unit of --voxel-size, an NGFF unit name such as micrometer")
     ap.add_argument("--window", type=int, nargs="+", default=None, help="required without "
                     "--tuning")
     ap.add_argument("--step", type=int, nargs="+", default=None, help="required without "
@@ -177,9 +215,15 @@ def infer(argv: list[str]) -> int:
     unit = one(a.unit) if a.unit is not None else tuned.get("unit")
     chunks = one(a.chunks) if a.chunks is not None else tuned.get("chunks")
     threads = {k: tuned[k] for k in ("reader_threads", "writer_threads") if k in tuned}
-    models = [_model_spec(m) for m in a.model]
+    weights = a.weights or [None] * len(a.model)
+    if len(weights) != len(a.model):
+        raise SystemExit(f"error: {len(weights)} --weights for {len(a.model)} --model: give one "
+                         "--weights per --model, in order (or none)")
+    models = [_model_spec(m, w) for m, w in zip(a.model, weights)]
     model = models[0] if len(models) == 1 else models
-    x = _open_input(a.input)
+    x = _open_input(a.input, a.level)
+    ome = {k: v for k, v in (("levels", a.levels), ("voxel_size", one(a.voxel_size)),
+                             ("voxel_unit", a.voxel_unit)) if v is not None}
     ensemble = {}
     if a.outputs != ["mean"] or a.tta != "none" or a.activation != "none" or len(models) > 1:
         ensemble = dict(outputs=tuple(a.outputs), tta=a.tta, activation=a.activation)
@@ -192,7 +236,8 @@ def infer(argv: list[str]) -> int:
         out = sliding_window_zarr(
             model, x, a.output, window, step, batch_size, a.weight,
             border=one(a.border), chunks=chunks, unit=unit, device=a.device,
-            progress=True, client=client, max_memory=a.max_memory, **threads, **ensemble)
+            progress=True, client=client, max_memory=a.max_memory, **threads, **ensemble,
+            **ome)
     except (ValueError, TypeError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -210,10 +255,13 @@ def infer(argv: list[str]) -> int:
 USAGE = """usage:
   python -m fastquilt plan --shape Z Y X --window W --step S [--border B]
                            [--labels labels.npy|labels.zarr] [--missing-label -1]
-  python -m fastquilt infer --model model.pt|module:function --input in.zarr
-                            --output out.zarr --window W --step S [--batch-size 8]
+  python -m fastquilt infer --model model.pt2|module:function [--weights w.pt]
+                            --input in.zarr|in.ome.zarr [--level 0]
+                            --output out.zarr|out.ome.zarr [--levels L]
+                            [--voxel-size Z Y X --voxel-unit micrometer]
+                            --window W --step S [--batch-size 8]
                             [--scheduler tcp://host:8786] [--tuning tuned.json]
-                            [--model m2.pt ...] [--tta none|flips|all]
+                            [--model m2.pt2 ...] [--tta none|flips|all]
                             [--activation none|softmax|sigmoid] [--max-memory 4G]
                             [--outputs mean std labels probability entropy]
   python -m fastquilt bench [--device cpu|cuda] [--dtype float32 ...] [--threads N ...]

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
-from . import classes, ops
+from . import ops
 from .normalize import divide_by_weight_sum_
 
 OUTPUTS = ("mean", "std", "variance", "labels", "probability", "entropy")
@@ -95,7 +95,7 @@ def _class_outputs(acc: torch.Tensor, wsum: torch.Tensor | None, fill: float,
     want = {"probability": "probability" in names, "entropy": "entropy" in names}
     res = {n: None for n in names}
     for z in range(0, S[0], step):
-        block = classes.class_epilogue(acc[:, :, z:z + step],
+        block = ops.class_epilogue(acc[:, :, z:z + step],
                                    None if wsum is None else wsum[:, z:z + step], fill,
                                    want["probability"], want["entropy"])
         for name, t in zip(("labels", "probability", "entropy"), block):
@@ -118,8 +118,8 @@ class Reduction:
         self.outputs = outputs_arg(outputs)
         self.channels, self.fill_value = int(channels), float(fill_value)
         self.moments = any(n in MOMENT_OUTPUTS for n in self.outputs)
-        if any(n in CLASS_OUTPUTS for n in self.outputs) and self.channels > classes.MAX_CLASSES:
-            raise ValueError(f"labels hold at most {classes.MAX_CLASSES} classes (uint16); the "
+        if any(n in CLASS_OUTPUTS for n in self.outputs) and self.channels > ops.MAX_CLASSES:
+            raise ValueError(f"labels hold at most {ops.MAX_CLASSES} classes (uint16); the "
                              f"models give {self.channels} channels")
 
     @property
@@ -128,7 +128,7 @@ class Reduction:
 
     def specs(self, float_dtype: str = "float32") -> dict[str, tuple[int, str]]:
         """Per output: ``(channels, numpy dtype name)``."""
-        lab = str(classes.label_dtype(self.channels)).replace("torch.", "")
+        lab = str(ops.label_dtype(self.channels)).replace("torch.", "")
         return {n: ((self.channels if n in ("mean", "std", "variance") else 1),
                     lab if n == "labels" else float_dtype) for n in self.outputs}
 

@@ -78,33 +78,39 @@ def test_a_lone_mean_of_an_ensemble_is_one_array_and_resume_needs_the_same_outpu
                           activation="softmax", tta="flips")
 
 
-def _start(src, dst, slow_write_flag=None):
+def _start(src, dst, slow_write_flag=None, slow_levels_flag=None):
     env = dict(os.environ, FQ_TEST_ENSEMBLE="1", PYTHONPATH=os.pathsep.join(
         p for p in [str(OOC), os.environ.get("PYTHONPATH", "")] if p))
     if slow_write_flag:
         env["FQ_TEST_SLOW_WRITE"] = str(slow_write_flag)
+    if slow_levels_flag:  # (the first output's levels: the others are not written yet)
+        env["FQ_TEST_SLOW_LEVELS"] = str(slow_levels_flag)
     return subprocess.Popen([sys.executable, str(OOC / "ooc_job.py"), str(src), str(dst)],
                             env=env)
 
 
-@pytest.mark.parametrize("moment", ["a_third", "mid_write"])
-def test_kill_9_then_resume_gives_every_output_exactly_once(moment, tmp_path):
+@pytest.mark.parametrize("moment,name", [("a_third", "out.zarr"), ("mid_write", "out.zarr"),
+                                         ("between_levels", "out.ome.zarr")])
+def test_kill_9_then_resume_gives_every_output_exactly_once(moment, name, tmp_path):
+    # out.ome.zarr: the four outputs as OME-Zarr with 2 levels each (ooc_job), killed
+    # between a unit's level 0 and its first output's pyramid levels
     if str(OOC) not in sys.path:
         sys.path.insert(0, str(OOC))
     import ooc_job
 
     x = np.random.default_rng(0).standard_normal((1, 1, 48, 48, 48)).astype(np.float32)
-    src, dst = tmp_path / "in.zarr", tmp_path / "out.zarr"
+    src, dst = tmp_path / "in.zarr", tmp_path / name
     z = zarr.create_array(store=str(src), shape=x.shape, dtype="float32",
                           chunks=(1, 1, 16, 16, 16))
     z[...] = x
-    markers = tmp_path / "out.zarr.fastquilt-progress"
+    markers = tmp_path / f"{name}.fastquilt-progress"
     flag = tmp_path / "writing"
-    proc = _start(src, dst, flag if moment == "mid_write" else None)
+    proc = _start(src, dst, flag if moment == "mid_write" else None,
+                  flag if moment == "between_levels" else None)
     deadline = time.time() + 120
 
     def ready():
-        if moment == "mid_write":  # every output of a unit written, its marker not yet
+        if moment in ("mid_write", "between_levels"):  # a unit written in part, not marked
             return flag.exists()
         return markers.exists() and len(list(markers.glob("u*"))) >= 9
 
@@ -115,10 +121,18 @@ def test_kill_9_then_resume_gives_every_output_exactly_once(moment, tmp_path):
     proc.wait()
     assert progress_of(dst)["done"] < 27
     models = [ooc_job.SlowClasses(2.0), ooc_job.SlowClasses(3.0)]
+    ome = {"levels": 2} if name.endswith(".ome.zarr") else {}
     got = fq.sliding_window(models, zarr.open_array(str(src)), 16, 12, batch_size=4,
-                            weight="gaussian", out=dst, chunks=16, unit=16, **ooc_job.ENSEMBLE)
+                            weight="gaussian", out=dst, chunks=16, unit=16, **ooc_job.ENSEMBLE,
+                            **ome)
     assert progress_of(dst)["done"] == 27
     fast = [lambda p, s=s: torch.cat([p * s + 1.0, 1.0 - p * s], 1) for s in (2.0, 3.0)]
     want = fq.sliding_window(fast, torch.from_numpy(x), 16, 12, weight="gaussian",
                              **ooc_job.ENSEMBLE)
-    _assert_same(got, want)
+    if ome:  # every level of every output too
+        from tests.outofcore.ome_check import check_outputs
+
+        check_outputs(dst, ooc_job.ENSEMBLE["outputs"], 2, {n: t.numpy() for n, t in
+                                                              want.items()})
+    else:
+        _assert_same(got, want)

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastquilt import classes
+from fastquilt import ops
 from fastquilt.normalize import weighted_mean
 
 FQ = torch.ops.fastquilt
@@ -41,7 +41,7 @@ def test_matches_argmax_and_float64_reference(data):
         ws[torch.rand(ws.shape, generator=g) < 0.2] = 0  # uncovered voxels
         acc = acc * ws.unsqueeze(1)
     fill = data.draw(st.sampled_from([0.0, 0.25]))
-    labels, prob, ent = classes.class_epilogue(acc, ws, fill, True, True)
+    labels, prob, ent = ops.class_epilogue(acc, ws, fill, True, True)
     assert labels.dtype == (torch.uint8 if C <= 256 else torch.uint16)
     # labels: exactly torch.argmax of the float32 mean (the same normalisation, same bits)
     mean32 = acc if ws is None else weighted_mean(acc, ws, fill)
@@ -55,16 +55,16 @@ def test_matches_argmax_and_float64_reference(data):
 def test_nan_counts_as_the_maximum_like_torch_argmax():
     acc = torch.tensor([[[1.0, 2.0, float("nan")], [3.0, float("nan"), 0.0],
                          [float("nan"), 5.0, 4.0]]]).permute(0, 2, 1).contiguous()
-    labels, prob, _ = classes.class_epilogue(acc, None, 0.0, True, False)
+    labels, prob, _ = ops.class_epilogue(acc, None, 0.0, True, False)
     assert labels.long().tolist() == acc.argmax(1).tolist()
     assert torch.isnan(prob).all()
 
 
 def test_optional_outputs_and_float64():
     acc = torch.rand(2, 4, 5, 6, dtype=torch.float64)
-    labels, prob, ent = classes.class_epilogue(acc)
+    labels, prob, ent = ops.class_epilogue(acc)
     assert prob is None and ent is None and labels.shape == (2, 5, 6)
-    _, p, h = classes.class_epilogue(acc, None, 0.0, True, True)
+    _, p, h = ops.class_epilogue(acc, None, 0.0, True, True)
     assert p.dtype == h.dtype == torch.float64
 
 
@@ -76,7 +76,7 @@ def test_opcheck_and_compile_fullgraph():
         torch.library.opcheck(FQ.class_epilogue.default, args)
 
     def f(a, w):
-        labels, prob, ent = classes.class_epilogue(a * 2, w, 0.0, True, True)
+        labels, prob, ent = ops.class_epilogue(a * 2, w, 0.0, True, True)
         return labels, prob + ent
 
     torch._dynamo.reset()
@@ -90,10 +90,10 @@ def test_opcheck_and_compile_fullgraph():
 
 def test_bad_input_is_refused_clearly():
     with pytest.raises(ValueError, match="1 to 65535 classes"):
-        classes.class_epilogue(torch.zeros(1, 65536, 1, 1))
+        ops.class_epilogue(torch.zeros(1, 65536, 1, 1))
     with pytest.raises(TypeError, match="float32 or float64"):
-        classes.class_epilogue(torch.zeros(1, 2, 3, 3, dtype=torch.int32))
+        ops.class_epilogue(torch.zeros(1, 2, 3, 3, dtype=torch.int32))
     with pytest.raises(ValueError, match=r"weight_sum must be \(N, \*S\)"):
-        classes.class_epilogue(torch.zeros(1, 2, 3, 3), torch.zeros(1, 3, 4))
+        ops.class_epilogue(torch.zeros(1, 2, 3, 3), torch.zeros(1, 3, 4))
     with pytest.raises(TypeError, match="weight_sum must have acc's dtype"):
-        classes.class_epilogue(torch.zeros(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.float64))
+        ops.class_epilogue(torch.zeros(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.float64))

@@ -1,6 +1,9 @@
 """Subprocess for the kill/resume tests: a slow deterministic model writing to zarr
 (``python ooc_job.py SRC DST [SCALE]``; ``FQ_TEST_SLOW_WRITE=FLAG``: after a unit's chunks are
-written, create FLAG and wait before marking it done, to be killed there). And models for the
+written, create FLAG and wait before marking it done, to be killed there;
+``FQ_TEST_SLOW_LEVELS=FLAG``: the same between a unit's level 0 and its pyramid levels; a DST
+named ``*.ome.zarr`` gets 2 pyramid levels; ``FQ_TEST_ENSEMBLE=1``: two members, flips,
+softmax and four outputs). And models for the
 cluster tests."""
 
 import os
@@ -27,6 +30,20 @@ class Slow(torch.nn.Module):
         return p * self.scale + 1.0
 
 
+def export_model(net: torch.nn.Module, path, example_shape=(2, 1, 8, 8, 8)) -> None:
+    """Save ``net`` as a torch.export ``.pt2`` with a dynamic batch dimension (the format
+    fastquilt's docs recommend)."""
+    x = torch.randn(example_shape)
+    torch.export.save(torch.export.export(net.eval(), (x,),
+                                          dynamic_shapes=({0: torch.export.Dim("batch")},)),
+                      str(path))
+
+
+def conv_1_to_2():
+    """A Conv3d(1, 2, 3) with fixed weights (a factory for ``--weights``)."""
+    return torch.nn.Conv3d(1, 2, 3, padding=1)
+
+
 def _slow_writes(flag: str) -> None:
     from fastquilt.outofcore.store import Progress
 
@@ -39,6 +56,21 @@ def _slow_writes(flag: str) -> None:
         real_mark(self, uid)
 
     Progress.mark = mark
+
+
+def _slow_levels(flag: str) -> None:
+    """After a unit's level 0 is written, create FLAG and wait before its pyramid levels."""
+    from fastquilt.formats.ome_writer import OmeWriter
+
+    real = OmeWriter.write_levels
+
+    def write_levels(self, *args):
+        with open(flag, "w") as f:
+            f.write("levels")
+        time.sleep(60)
+        real(self, *args)
+
+    OmeWriter.write_levels = write_levels
 
 
 class SlowClasses(Slow):
@@ -61,11 +93,14 @@ if __name__ == "__main__":
     scale = float(sys.argv[3]) if len(sys.argv) > 3 else 2.0
     if os.environ.get("FQ_TEST_SLOW_WRITE"):
         _slow_writes(os.environ["FQ_TEST_SLOW_WRITE"])
+    if os.environ.get("FQ_TEST_SLOW_LEVELS"):
+        _slow_levels(os.environ["FQ_TEST_SLOW_LEVELS"])
+    ome = {"levels": 2} if dst.endswith(".ome.zarr") else {}  # (an OME-Zarr output: a pyramid)
     ensemble = os.environ.get("FQ_TEST_ENSEMBLE") == "1"
     model = [SlowClasses(scale), SlowClasses(scale + 1)] if ensemble else Slow(scale)
     fq.sliding_window(model, zarr.open_array(src, mode="r"), 16, 12, batch_size=4,
                       weight="gaussian", out=dst, chunks=16, unit=16,
-                      **(ENSEMBLE if ensemble else {}))
+                      **(ENSEMBLE if ensemble else {}), **ome)
 
 
 class _FirstCallAnywhere(torch.nn.Module):

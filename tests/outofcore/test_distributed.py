@@ -183,13 +183,35 @@ def test_resume_switches_between_local_and_cluster_with_the_same_model(client, t
     # a model file through the command line, with and without --scheduler
     from fastquilt.cli import main
 
-    torch.jit.script(torch.nn.Conv3d(1, 1, 3, padding=1)).save(str(tmp_path / "m.pt"))
-    args = ["infer", "--model", str(tmp_path / "m.pt"), "--input", str(tmp_path / "in.zarr"),
+    ooc_job.export_model(torch.nn.Conv3d(1, 1, 3, padding=1), tmp_path / "m.pt2",
+                         (2, 1, 12, 12, 12))
+    args = ["infer", "--model", str(tmp_path / "m.pt2"), "--input", str(tmp_path / "in.zarr"),
             "--output", str(tmp_path / "cli.zarr"), "--window", "12", "--step", "9",
             "--chunks", "12"]
     assert main(args) == 0
     (tmp_path / "cli.zarr").joinpath(*chunk).unlink()
     assert main(args + ["--scheduler", client.scheduler.address]) == 0
+
+
+def test_ome_zarr_pyramid_is_written_by_the_owners_and_resumes(client, tmp_path):
+    import ooc_job
+
+    from .ome_check import reference_levels, validate
+
+    x, z = make_input(tmp_path)
+    out = tmp_path / "pred.ome.zarr"
+    want = reference(x, lambda p: p * 2.0 + 1.0, 12, 9)
+    args = dict(out=str(out), chunks=8, unit=16, levels=2, voxel_size=(1.0, 0.5, 0.5),
+                voxel_unit="micrometer")
+    fq.sliding_window(ModelFactory(ooc_job.double_plus_one), z, 12, 9, client=client, **args)
+    (out / "1" / "c" / "0" / "0" / "1" / "1" / "0").unlink()  # one unit's level 1: again
+    y = fq.sliding_window(ModelFactory(ooc_job.double_plus_one), z, 12, 9, client=client,
+                          **args)
+    np.testing.assert_allclose(y[...], want, rtol=1e-5, atol=1e-5)
+    levels = [zarr.open_array(str(out / str(lv)))[...] for lv in (0, 1, 2)]
+    for got, ref in zip(levels[1:], reference_levels(levels[0], 2)):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    validate(out)
 
 
 def test_local_gpu_cluster_gives_each_worker_its_own_gpu(tmp_path):
@@ -217,3 +239,31 @@ def test_local_gpu_cluster_refuses_bad_devices(devices):
 
     with pytest.raises(ValueError, match="devices"):
         local_gpu_cluster(devices)
+
+
+def test_ome_zarr_with_several_outputs_is_written_by_the_owners(client, tmp_path):
+    # an ensemble of two factories with flips and softmax: mean, std and labels into
+    # x.ome.zarr on the cluster; level 0 equals a run into a plain zarr group in one
+    # process, every level of every output the numpy reference downsample of its level 0
+    import ooc_job
+
+    from .ome_check import check_outputs
+
+    x, z = make_input(tmp_path, (1, 1, 36, 32, 40))
+    models = [ModelFactory(ooc_job.two_classes), ModelFactory(ooc_job.two_classes_b)]
+    kw = dict(outputs=("mean", "std", "labels"), tta="flips", activation="softmax",
+              chunks=8, unit=16)
+    plain = fq.sliding_window(models, z, 12, 9, out=str(tmp_path / "plain.zarr"), **kw)
+    out = tmp_path / "x.ome.zarr"
+    got = fq.sliding_window(models, z, 12, 9, out=str(out), client=client, levels=2, **kw)
+    assert sorted(got.group_keys()) == ["labels", "std"]
+    want = {n: plain[n][...] for n in kw["outputs"]}
+    # (the owners merge the producers' moments in the order they come: the mean may differ
+    # from the plain run's in its last bits, so the labels are the argmax of this mean, and
+    # equal to the plain run's wherever the two classes are not within 1e-4)
+    mean = zarr.open_array(str(out / "0"))[...]
+    clear = np.abs(mean[:, 0] - mean[:, 1]) > 1e-4
+    np.testing.assert_array_equal(mean.argmax(1)[clear], want["labels"][:, 0][clear])
+    want["labels"] = mean.argmax(1)[:, None]
+    check_outputs(out, kw["outputs"], 2, want)
+    assert progress_of(out)["done"] == progress_of(out)["total"]

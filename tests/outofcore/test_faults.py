@@ -39,11 +39,13 @@ def _want(x, scale=2.0):
                              weight="gaussian").numpy()
 
 
-def _start_job(src, dst, *, scale=2.0, slow_write_flag=None):
+def _start_job(src, dst, *, scale=2.0, slow_write_flag=None, slow_levels_flag=None):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in [str(HERE), os.environ.get("PYTHONPATH", "")] if p))
     if slow_write_flag:
         env["FQ_TEST_SLOW_WRITE"] = str(slow_write_flag)
+    if slow_levels_flag:
+        env["FQ_TEST_SLOW_LEVELS"] = str(slow_levels_flag)
     return subprocess.Popen([sys.executable, str(HERE / "ooc_job.py"), str(src), str(dst),
                              str(scale)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -83,6 +85,31 @@ def test_kill_9_at_any_moment_then_resume_gives_the_exact_result(moment, tmp_pat
     y = fq.sliding_window(_ooc_job().Slow(2.0), zarr.open_array(str(src)), out=dst,
                           **GEOMETRY)  # the same model, resumed
     np.testing.assert_allclose(y[...], _want(x), rtol=1e-5, atol=1e-5)
+    assert progress_of(dst)["done"] == 27
+
+
+@pytest.mark.parametrize("moment", ["a_third", "between_levels"])
+def test_kill_9_of_an_ome_zarr_run_then_resume_gives_every_level_exactly(moment, tmp_path):
+    from .ome_check import reference_levels
+
+    x, _ = _input(tmp_path)
+    src, dst = tmp_path / "in.zarr", tmp_path / "out.ome.zarr"
+    markers = tmp_path / "out.ome.zarr.fastquilt-progress"
+    flag = tmp_path / "levels"
+    proc = _start_job(src, dst, slow_levels_flag=flag if moment == "between_levels" else None)
+    if moment == "between_levels":  # a unit's level 0 is written, its levels are not
+        _wait_for(flag.exists, proc)
+    else:
+        _wait_for(lambda: markers.exists() and len(list(markers.glob("u*"))) >= 9, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(list(markers.glob("u*"))) < 27 if markers.exists() else True
+    y = fq.sliding_window(_ooc_job().Slow(2.0), zarr.open_array(str(src)), out=dst,
+                          levels=2, **GEOMETRY)  # the same model, resumed
+    np.testing.assert_allclose(y[...], _want(x), rtol=1e-5, atol=1e-5)
+    levels = [zarr.open_array(str(dst / str(lv)))[...] for lv in (0, 1, 2)]
+    for got, ref in zip(levels[1:], reference_levels(levels[0], 2)):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
     assert progress_of(dst)["done"] == 27
 
 

@@ -9,6 +9,8 @@ import fastquilt as fq
 from fastquilt.outofcore.fingerprints import input_fingerprint, model_fingerprint, same_source
 from fastquilt.outofcore.models import ModelFactory
 
+from .ooc_job import export_model
+
 zarr = pytest.importorskip("zarr")
 
 
@@ -33,11 +35,11 @@ def test_model_fingerprints():
 
 
 def test_file_and_factory_fingerprints(tmp_path):
-    path = tmp_path / "m.pt"
-    torch.jit.script(torch.nn.Conv3d(1, 1, 1)).save(str(path))
+    path = tmp_path / "m.pt2"
+    export_model(torch.nn.Conv3d(1, 1, 1), path)
     first = model_fingerprint(ModelFactory(str(path)))
     assert first == model_fingerprint(ModelFactory(str(path)))
-    torch.jit.script(torch.nn.Conv3d(1, 1, 1)).save(str(path))  # retrained, same name
+    export_model(torch.nn.Conv3d(1, 1, 1), path)  # retrained, same name
     assert model_fingerprint(ModelFactory(str(path))) != first
     assert model_fingerprint(ModelFactory(max, 1)) != model_fingerprint(ModelFactory(max, 2))
     # a path only the dask workers see: unknown here, never an error

@@ -221,14 +221,16 @@ def test_write_error_is_raised_and_unit_not_marked(tmp_path, monkeypatch):
     np.testing.assert_allclose(y[...], x, rtol=1e-6, atol=1e-6)
 
 
-def test_cli_infer_torchscript_and_factory(tmp_path, monkeypatch, capsys):
+def test_cli_infer_exported_program_and_factory(tmp_path, monkeypatch, capsys):
     from fastquilt.cli import main
+
+    from .ooc_job import export_model
 
     x, _ = make_input(tmp_path, shape=(1, 1, 24, 26, 22))
     torch.manual_seed(0)
-    net = torch.jit.script(torch.nn.Conv3d(1, 2, 3, padding=1))
-    net.save(str(tmp_path / "model.pt"))
-    rc = main(["infer", "--model", str(tmp_path / "model.pt"), "--input",
+    net = torch.nn.Conv3d(1, 2, 3, padding=1).eval()
+    export_model(net, tmp_path / "model.pt2", (2, 1, 10, 10, 10))
+    rc = main(["infer", "--model", str(tmp_path / "model.pt2"), "--input",
                str(tmp_path / "in.zarr"), "--output", str(tmp_path / "o.zarr"), "--window",
                "10", "--step", "8", "--chunks", "8", "--unit", "16"])
     assert rc == 0 and "wrote" in capsys.readouterr().out
@@ -356,7 +358,9 @@ def test_cli_clear_errors_for_paths_models_and_stray_files(tmp_path, monkeypatch
     # a model file whose path holds a ':' is a file, not module:function
     odd = tmp_path / "run:1"
     odd.mkdir()
-    torch.jit.script(torch.nn.Identity()).save(str(odd / "m.pt"))
+    from .ooc_job import export_model
+
+    export_model(torch.nn.Identity(), odd / "m.pt")  # (its contents say what it is)
     assert main(["infer", "--model", str(odd / "m.pt"), "--output", str(tmp_path / "o2.zarr"),
                  *args]) == 0
     with pytest.raises(SystemExit, match="does not exist"):

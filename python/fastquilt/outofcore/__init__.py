@@ -5,12 +5,13 @@ prediction is summed in RAM into the units it touches, and a unit is normalised,
 and marked done when its last window has run: no read-modify-write of storage, one writer
 per chunk, resumable after a kill. The modules, in the order of a run: :mod:`.job` (layout),
 :mod:`.store` (the zarr output and done-markers), :mod:`.fingerprints`, :mod:`.reading`,
-:mod:`.models`, :mod:`.slab` / :mod:`.unit_sums` (the sums), :mod:`.local` and
+:mod:`.model_files` / :mod:`.models`, :mod:`.slab` / :mod:`.unit_sums` (the sums), :mod:`.local` and
 :mod:`.distributed` (the two ways to run), :mod:`.run` (the entry point).
 """
 
 from .distributed import local_cluster, local_gpu_cluster
-from .models import ModelFactory, load_model_file, resolve_model
+from .model_files import load_model_file
+from .models import ModelFactory, resolve_model
 from .run import sliding_window_zarr
 from .store import progress_of
 

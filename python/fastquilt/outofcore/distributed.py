@@ -70,7 +70,9 @@ def local_gpu_cluster(devices=None, **kwargs):
         raise ValueError(f"devices must name distinct GPUs, got {devices}")
     worker = {"nthreads": 1, "memory_limit": kwargs.pop("memory_limit", "auto")}
     dashboard = kwargs.pop("dashboard_address", ":0")
-    scheduler = ({"dashboard": False} if dashboard is None
+    # (without a dashboard the scheduler's HTTP server still starts: on any free port, not
+    # 8787, which another cluster on the machine may hold)
+    scheduler = ({"dashboard": False, "dashboard_address": ":0"} if dashboard is None
                  else {"dashboard_address": dashboard})
     workers = {f"gpu-{d}": {"cls": Nanny,
                             "options": {**worker, "env": {"CUDA_VISIBLE_DEVICES": d}}}
@@ -176,7 +178,7 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
     # Task keys unique to this call (run, below): dask hands a new task the result of a live
     # one with the same key, so keys named after the output alone would mix two runs.
     if not todo:
-        return store.arr
+        return store.result()
     # The job and the model reach the workers as tasks, not scattered data: when a worker
     # dies, dask recomputes them on another one (or on its restarted self) from the graph.
     run = f"{store.path.name}-{uuid.uuid4().hex[:12]}"
@@ -227,4 +229,4 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
         if bar is not None:
             bar.close()
     store.check_written(remaining)  # never report success for output that is not there
-    return store.arr
+    return store.result()

@@ -4,6 +4,7 @@ and called on a batch of windows."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 
@@ -11,78 +12,40 @@ import torch
 
 from ..sliding import check_model_output
 from ..transfer import to_device
+from .model_files import load_model_file, load_weights
 
 _MODELS: dict = {}  # per process: models built from a path or factory, by (recipe, device)
 _LOCK = threading.Lock()
 
 
-def load_model_file(path: str, device: torch.device | str = "cpu"):
-    """A model saved with ``torch.export.save`` (``.pt2``; its batch dimension must be
-    dynamic, since the last batch of windows is smaller) or ``torch.jit.save``, on
-    ``device``."""
-    if str(path).endswith(".pt2"):
-        program = torch.export.load(str(path))
-        fixed = _fixed_batch_inputs(program)
-        if fixed:
-            raise ValueError(
-                f"model {path} was exported with a fixed batch size ({', '.join(fixed)}); the "
-                "last batch of windows is smaller: export with a dynamic batch dimension, e.g. "
-                "torch.export.export(m, (x,), dynamic_shapes=({0: torch.export.Dim('batch')},))")
-        return program.module().to(device)
-    kind = _archive_kind(str(path))
-    if kind == "checkpoint":
-        raise ValueError(
-            f"model file {path} is a torch.save checkpoint (a state dict or a pickled module), "
-            "which fastquilt does not load (unpickling runs arbitrary code, and a state dict "
-            "has no architecture): save the model with torch.export (.pt2) or TorchScript, or "
-            "give a module:function that builds it and loads the weights")
-    if kind != "torchscript":
-        raise ValueError(f"model file {path} is neither a torch.export .pt2 nor a TorchScript "
-                         "file")
-    return torch.jit.load(str(path), map_location=device).eval()
-
-
-def _archive_kind(path: str) -> str:
-    """``"torchscript"``, ``"checkpoint"`` (torch.save) or ``"other"``: from the names in the
-    file's zip archive, without loading it."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except (OSError, zipfile.BadZipFile):
-        return "other"
-    if any(n.endswith("/constants.pkl") for n in names) or any("/code/" in n for n in names):
-        return "torchscript"
-    return "checkpoint" if any(n.endswith("/data.pkl") for n in names) else "other"
-
-
-def _fixed_batch_inputs(program) -> list[str]:
-    """User inputs of an exported program whose first dimension is a constant."""
-    names = set(program.graph_signature.user_inputs)
-    fixed = []
-    for node in program.graph.nodes:
-        val = node.meta.get("val") if node.op == "placeholder" else None
-        if node.name in names and isinstance(val, torch.Tensor) and val.dim() > 0 and \
-                not isinstance(val.shape[0], torch.SymInt):
-            fixed.append(f"{node.name}: {val.shape[0]}")
-    return fixed
-
-
 class ModelFactory:
     """A picklable recipe for a model, built once per process and device: ``fn(*args,
     **kwargs)`` (e.g. a function that loads weights; a module it returns is moved to the
-    device), or a model file (``torch.export`` ``.pt2`` or TorchScript) when given a path."""
+    device), or a model file (:func:`load_model_file`: ``torch.export`` ``.pt2``, AOTInductor
+    or TorchScript) when given a path. :meth:`with_weights` adds a state dict file."""
 
     def __init__(self, fn: Callable | str, *args, **kwargs) -> None:
         self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.weights: str | None = None
         self.key = (fn if isinstance(fn, str) else f"{fn.__module__}.{fn.__qualname__}",
                     repr(args), repr(sorted(kwargs.items())))
+
+    @classmethod
+    def with_weights(cls, fn: Callable, weights: str, *args, **kwargs) -> ModelFactory:
+        """``fn(*args, **kwargs)`` builds the architecture; the state dict saved with
+        ``torch.save`` at ``weights`` (read with ``weights_only=True``) is loaded into it."""
+        factory = cls(fn, *args, **kwargs)
+        factory.weights = str(weights)
+        factory.key = (*factory.key, factory.weights)
+        return factory
 
     def build(self, device: torch.device | str = "cpu"):
         if isinstance(self.fn, str):
             return load_model_file(self.fn, device)
         model = self.fn(*self.args, **self.kwargs)
+        if self.weights is not None:
+            load_weights(model, self.weights)
+            model.eval()
         return model.to(device) if isinstance(model, torch.nn.Module) else model
 
 
@@ -92,11 +55,23 @@ def resolve_model(model, device: torch.device | str | None = None):
     if isinstance(model, ModelFactory):
         dev = torch.device(device if device is not None else "cpu")
         with _LOCK:
-            key = (model.key, str(dev))
+            key = (model.key, _file_version(model.fn), str(dev))
             if key not in _MODELS:
                 _MODELS[key] = model.build(dev)
             return _MODELS[key]
     return model
+
+
+def _file_version(fn) -> tuple | None:
+    """A model file's size and modification time (a file rewritten in place, e.g. by
+    re-exporting, is built again), None for a function."""
+    if not isinstance(fn, str):
+        return None
+    try:
+        st = os.stat(fn)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def predict(model, windows: Sequence[torch.Tensor], window: tuple[int, ...],

@@ -8,6 +8,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -15,6 +16,9 @@ import torch
 from .._args import device_arg, positive_int_arg
 from ..arrays import with_absolute_paths
 from ..ensemble import Predictor, models_arg
+from ..formats.ome_writer import OmeWriter
+from ..formats.ome_zarr import OmeInput, space_meta
+from ..formats.pyramid import check_levels, default_levels
 from ..reductions import Reduction, outputs_arg
 from ..sliding import check_model
 from .budget import MemoryPlan, default_max_memory, memory_arg, plan_memory
@@ -55,6 +59,10 @@ def sliding_window_zarr(
     tta: str = "none",
     activation: str | None = None,
     max_memory: int | str | None = None,
+    ome_zarr: bool | None = None,
+    levels: int | None = None,
+    voxel_size: float | Sequence[float] | None = None,
+    voxel_unit: str | None = None,
 ):
     """Apply ``model`` to every window of ``x`` ``(N, C, *S)`` (zarr array, numpy array or
     memmap, dask array, or tensor) and write the weighted mean to the zarr v3 array at ``out``
@@ -87,6 +95,18 @@ def sliding_window_zarr(
     its channel count; a bound too small even for one batch is refused). Default: half the
     physical memory, checked once the model's first batch has run. (On a cluster, dask's
     worker memory limits apply.)
+
+    OME-Zarr: with ``out`` ending in ``.ome.zarr`` (or ``ome_zarr=True``) the output is an
+    NGFF 0.5 image group (axes ``t, c, [z,] y, x``; the returned array is its level 0) with
+    ``levels`` pyramid levels (default: until the largest side fits a screen, 1024 voxels, as
+    far as ``unit`` allows: ``unit`` must be a multiple of ``2^levels``), each written by the
+    unit's owner as the unit finishes. The voxel size, unit and offset come from ``x`` when it
+    is an OME-Zarr input (:func:`fastquilt.formats.open_ome_zarr`), or from ``voxel_size``
+    (per spatial axis) in ``voxel_unit`` (an NGFF unit name, e.g. ``"micrometer"``). With
+    several outputs the root image is ``mean`` (else the first float output asked for), other
+    float outputs are image groups ``<name>/`` and ``labels`` the label image
+    ``labels/labels/``, every level of every output written before the unit's marker
+    (docs/formats.md); labels alone are refused (a label image needs a parent image).
     """
     budget = memory_arg(max_memory)
     names = outputs_arg(outputs)
@@ -117,10 +137,14 @@ def sliding_window_zarr(
         else:
             memory = lambda c: _plan(layout, x, predictor, names, batch_size,  # noqa: E731
                                      dtype, default_max_memory(), True, c)
+    ome = _ome_writer(x, out, layout, names, ome_zarr, levels, voxel_size, voxel_unit,
+                      compressors, fill_value)
+    metadata = _metadata(layout.metadata(dtype, weight, border_weight), names, predictor)
+    if ome is not None:  # (a resumed run must ask for the same levels and metadata)
+        metadata["ome"] = ome.describe()
     store = OutputStore(out, layout.units, layout.chunk, layout.shards, out_dtype=dtype,
-                        compressors=compressors, fill_value=fill_value,
-                        metadata=_metadata(layout.metadata(dtype, weight, border_weight),
-                                           names, predictor), outputs=names)
+                        compressors=compressors, fill_value=fill_value, metadata=metadata,
+                        outputs=names, ome=ome)
     # What made the output: a resume must not mix two models' (or inputs') results. A
     # factory's model is fingerprinted once built (here, or on a worker), so that a run with
     # the factory and one with the model it builds resume each other.
@@ -128,11 +152,14 @@ def sliding_window_zarr(
     for i, m in enumerate(models):
         if client is None:
             models[i] = resolve_model(m, device)  # a ModelFactory is built here
-            fingerprints.append(model_fingerprint(models[i]))
+            fingerprint = model_fingerprint(models[i])
         elif isinstance(m, ModelFactory):
-            fingerprints.append(model_fingerprint_on_a_worker(client, m, device))
+            fingerprint = model_fingerprint_on_a_worker(client, m, device)
         else:
-            fingerprints.append(model_fingerprint(m))
+            fingerprint = model_fingerprint(m)
+        if fingerprint is None and isinstance(m, ModelFactory) and isinstance(m.fn, str):
+            fingerprint = model_fingerprint(m)  # (a compiled model has none: the file's)
+        fingerprints.append(fingerprint)
     predictor.models = models
     store.sources = {"model": _ensemble_fingerprint(fingerprints, predictor),
                      "input": input_fingerprint(x)}
@@ -198,3 +225,40 @@ def _ensemble_fingerprint(fingerprints: list, predictor: Predictor) -> str | Non
         return None
     h = hashlib.sha256(json.dumps(fingerprints).encode()).hexdigest()
     return f"ensemble:{len(fingerprints)}:{h}"
+
+
+def _ome_writer(x, out, layout: Layout, names: tuple[str, ...], ome_zarr, levels, voxel_size,
+                voxel_unit, compressors, fill_value) -> OmeWriter | None:
+    """The OME-Zarr writer of an output ``out`` that is OME-Zarr (by ``ome_zarr``, or its
+    ``.ome.zarr`` name), else None (and no OME-Zarr options may be given). Its root image is
+    ``mean``, else the first float output of ``names``; labels alone are refused."""
+    if ome_zarr is None:
+        ome_zarr = str(out).rstrip("/").endswith(".ome.zarr")
+    if not ome_zarr:
+        given = [k for k, v in (("levels", levels), ("voxel_size", voxel_size),
+                                ("voxel_unit", voxel_unit)) if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to an OME-Zarr output only: name the "
+                             "output *.ome.zarr or pass ome_zarr=True")
+        return None
+    images = [n for n in names if n != "labels"]
+    if not images:
+        raise ValueError(
+            f"outputs={names} cannot be written as OME-Zarr: an NGFF label image needs a parent "
+            "image, and these outputs have none; add a float output (e.g. "
+            "outputs=('probability', 'labels') or ('mean', 'labels')), or write a plain zarr "
+            "group (an output path not ending in .ome.zarr, or ome_zarr=False)")
+    D = len(layout.spatial)
+    if isinstance(x, OmeInput):
+        space = x.space
+        if voxel_size is not None or voxel_unit is not None:  # the user's word wins
+            given = space_meta(D, voxel_size, voxel_unit)
+            space = replace(space, scale=given.scale if voxel_size is not None else space.scale,
+                            unit=voxel_unit if voxel_unit is not None else space.unit)
+    else:
+        space = space_meta(D, voxel_size, voxel_unit)
+    levels = (default_levels(layout.spatial, layout.unit) if levels is None
+              else check_levels(levels, layout.spatial, layout.unit))
+    return OmeWriter(out, space, levels, layout.spatial, layout.unit, layout.chunk,
+                     layout.shards, compressors=compressors, fill_value=fill_value,
+                     root="mean" if "mean" in names else images[0])

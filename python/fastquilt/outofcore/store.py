@@ -19,12 +19,17 @@ from pathlib import Path
 import torch
 
 from .._args import float_dtype_arg
+from ..formats.ome_writer import OmeWriter, level0_array, output_kind
+from ..formats.ome_zarr import is_ome_zarr
 from ..reductions import Reduction
 from .fingerprints import describe, same_source
 from .outputs import create_outputs, is_group, open_outputs
 from .units import Units
 
 FORMAT_VERSION = 1
+# every written chunk is stored, even one equal to the fill value, so that "done" can be
+# checked against what storage holds
+WRITE_ALL = {"write_empty_chunks": True}
 
 
 def zarr_dtype(out_dtype) -> str:
@@ -133,8 +138,10 @@ class Lease:
 
 class OutputStore:
     """The zarr v3 output ``(N, C_out, *S)`` at ``path``, cut into ``units``: one array, or
-    a group of one array per name of ``outputs`` (:mod:`.outputs`); ``arr`` is the array or
-    the group, ``arrays`` the arrays by output name.
+    a group of one array per name of ``outputs`` (:mod:`.outputs`), or with ``ome`` an
+    OME-Zarr image whose outputs have pyramid levels (:mod:`fastquilt.formats.ome_writer`);
+    ``arr`` holds the metadata (the array, the group, or the root image's level 0),
+    ``arrays`` the (level-0) arrays by output name.
 
     ``metadata`` is what the output is made with except the model's channel count
     (``out_channels`` is added when the model has run); ``sources`` identifies the model and
@@ -144,7 +151,7 @@ class OutputStore:
     def __init__(self, path, units: Units, chunk: tuple[int, ...],
                  shards: tuple[int, ...] | None, *, out_dtype: str, compressors,
                  fill_value: float, metadata: dict,
-                 outputs: tuple[str, ...] = ("mean",)) -> None:
+                 outputs: tuple[str, ...] = ("mean",), ome: OmeWriter | None = None) -> None:
         # absolute: the path crosses process boundaries (dask workers start elsewhere)
         self.path = Path(os.path.abspath(path))
         self.units, self.chunk, self.shards = units, chunk, shards
@@ -155,16 +162,31 @@ class OutputStore:
         self.lease = Lease(self.path)
         self.outputs = tuple(outputs)
         self.arr = None
-        self.arrays: dict = {}
+        self.arrays: dict = {}  # level 0 of every output, by name
+        self.ome: OmeWriter | None = ome  # an OME-Zarr output: its levels and metadata
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "lease"}  # the client's alone
 
     def _set(self, root, arrays: dict) -> None:
-        # every written chunk is stored, even one equal to the fill value, so that "done"
-        # can be checked against what storage holds
-        self.arrays = {n: a.with_config({"write_empty_chunks": True}) for n, a in arrays.items()}
+        self.arrays = {n: a.with_config(WRITE_ALL) for n, a in arrays.items()}
         self.arr = self.arrays["mean"] if not is_group(self.outputs) else root
+
+    def _set_ome(self) -> None:
+        # the metadata live on level 0 of the root image
+        self.ome.writable(WRITE_ALL)
+        self.arrays = {n: self.ome.arrays[n][0] for n in self.outputs}
+        self.arr = self.arrays[self.ome.root]
+
+    def result(self):
+        """What a run returns: the output array of a lone ``mean`` (level 0 of an
+        OME-Zarr image), else the group holding every output (an OME-Zarr output's root
+        group)."""
+        if self.ome is not None and is_group(self.outputs):
+            import zarr
+
+            return zarr.open_group(str(self.path), mode="r")
+        return self.arr
 
     def metadata(self, out_channels: int) -> dict:
         """The stored metadata of an output with ``out_channels`` channels."""
@@ -178,13 +200,16 @@ class OutputStore:
             # units that no longer exist on disk: they are stale, start afresh.
             self.progress.clear()
             return
-        try:
-            self._set(*open_outputs(self.path, self.outputs, mode="r+"))
-        except Exception as e:
-            what = "zarr group of outputs" if is_group(self.outputs) else "zarr array"
-            raise ValueError(
-                f"output {self.path} exists and is not a {what} (it holds other contents, or "
-                "was made for other outputs); choose a new path or remove it") from e
+        if self.ome is not None:  # (its own clear errors; the other outputs once checked)
+            self.arr = self.ome.open(self.ome.root)
+        else:
+            try:
+                self._set(*open_outputs(self.path, self.outputs, mode="r+"))
+            except Exception as e:
+                what = "zarr group of outputs" if is_group(self.outputs) else "zarr array"
+                raise ValueError(
+                    f"output {self.path} exists and is not a {what} (it holds other contents, "
+                    "or was made for other outputs); choose a new path or remove it") from e
         meta = dict(self.arr.attrs).get("fastquilt")
         if meta is None:
             raise ValueError(f"output {self.path} is a zarr array that fastquilt did not "
@@ -203,17 +228,29 @@ class OutputStore:
                     f"({describe(stored.get(what))}; now {describe(self.sources.get(what))}): "
                     "resuming would mix the results of both in one array; use a new output "
                     "path, or remove this one to redo the run")
+        if self.ome is not None:  # (made for these outputs: the metadata say so)
+            for name in self.outputs:
+                if name != self.ome.root:
+                    self.ome.open(name, output_kind(name))
+            self._set_ome()
 
     def ensure(self, c_out: int) -> None:
         """Create the output for a model with ``c_out`` channels, or check the opened one."""
 
         if self.arr is None:
             specs = Reduction(self.outputs, c_out).specs(self.out_dtype)
+            attributes = {"fastquilt": self.metadata(c_out), "fastquilt_sources": self.sources}
             try:
-                self._set(*create_outputs(
-                    self.path, specs, self.units.N, self.units.spatial, self.chunk,
-                    self.shards, self.compressors, self.fill_value,
-                    {"fastquilt": self.metadata(c_out), "fastquilt_sources": self.sources}))
+                if self.ome is not None:  # the root image first, with the metadata
+                    for name in sorted(specs, key=lambda n: n != self.ome.root):
+                        c, dt = specs[name]
+                        self.ome.create(name, output_kind(name), self.units.N, c, dt,
+                                        attributes if name == self.ome.root else {})
+                    self._set_ome()
+                else:
+                    self._set(*create_outputs(
+                        self.path, specs, self.units.N, self.units.spatial, self.chunk,
+                        self.shards, self.compressors, self.fill_value, attributes))
             except OSError as e:
                 raise ValueError(f"cannot create the output {self.path}: {e.strerror or e}; "
                                  "choose a writable path") from None
@@ -223,11 +260,15 @@ class OutputStore:
                 f"{made}; cannot resume into it")
 
     def open_finished(self):
-        """The output array, opened for reading (a run that had nothing left to do)."""
+        """The output (:meth:`result`), opened for reading (a run that had nothing left to
+        do)."""
 
         if self.arr is None:
-            self._set(*open_outputs(self.path, self.outputs, mode="r"))
-        return self.arr
+            if self.ome is not None:
+                self.arr = level0_array(self.path)
+            else:
+                self._set(*open_outputs(self.path, self.outputs, mode="r"))
+        return self.result()
 
     def write_unit(self, uid: int, outputs: dict[str, torch.Tensor]) -> None:
         """Write a finished unit's outputs ``{name: (c, *unit)}`` once each, then mark the
@@ -237,6 +278,8 @@ class OutputStore:
             for name, arr in self.arrays.items():
                 arr[(n, slice(None), *box)] = outputs[name].numpy().astype(arr.dtype,
                                                                            copy=False)
+                if self.ome is not None:  # the unit's blocks of every level, before the mark
+                    self.ome.write_levels(name, n, box, outputs[name], arr.dtype)
             self.progress.mark(uid)
         except Exception as e:
             raise RuntimeError(
@@ -249,10 +292,12 @@ class OutputStore:
         block = self.shards or self.chunk
         ranges = [range(b.start // k, math.ceil(b.stop / k)) for b, k in zip(box, block)]
         keys = []
-        for arr in self.arrays.values():
+        for name, arr in self.arrays.items():
             encode = arr.metadata.encode_chunk_key
             prefix = f"{arr.path}/" if arr.path else ""
             keys += [prefix + encode((n, 0, *idx)) for idx in itertools.product(*ranges)]
+            if self.ome is not None:
+                keys += self.ome.level_keys(name, n, box)
         return keys
 
     def stored(self, uids) -> set[int]:
@@ -302,7 +347,9 @@ def progress_of(out: str | os.PathLike) -> dict:
     import zarr
 
     out_path = Path(out)
-    root = zarr.open(str(out_path), mode="r")  # an array, or a group of outputs
+    # an array, a group of outputs, or an OME-Zarr image (the metadata on its level 0)
+    root = level0_array(out_path) if is_ome_zarr(out_path) else zarr.open(str(out_path),
+                                                                          mode="r")
     meta = dict(root.attrs)["fastquilt"]
     shape = meta["input_shape"]
     units = Units(shape[0], tuple(shape[2:]), tuple(meta["unit"]))
