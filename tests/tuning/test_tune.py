@@ -70,9 +70,12 @@ def test_recommendation_is_reproducible_in_structure_and_keeps_the_budget():
 @pytest.mark.parametrize("cuda_error", [True, False])
 def test_out_of_memory_at_a_large_batch_is_caught_and_reported(monkeypatch, cuda_error):
     monkeypatch.setattr(search_mod, "PLATEAU", 0.0)  # keep doubling until memory runs out
-    # the whole budget to the batch sizes, so that a loaded machine still reaches batch 8
+    # the whole budget to the batch sizes, on a clock that stands still: the doubling stops at
+    # the out-of-memory batch however slow or loaded this machine is, never at the budget
     monkeypatch.setattr(tune_mod, "SHARES",
                         {k: float(k == "batch size") for k in tune_mod.SHARES})
+    monkeypatch.setattr(tune_mod, "Budget", lambda seconds, shares, progress: Budget(
+        seconds, shares, progress, clock=lambda: 0.0))
     model = RunsOutOfMemory(limit=4, cuda_error=cuda_error)
     res = run_tune(model, window=8, step=8, shape=(16, 16, 32), budget_seconds=8.0,
                    max_batch=16, progress=False)
