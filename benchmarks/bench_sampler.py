@@ -22,6 +22,7 @@ the GPU (the sampler gathers there; the loaders feed it from CPU workers, ``--wo
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import statistics
 import time
@@ -108,11 +109,16 @@ def contenders(vol, lab, q, batch, device, workers_list):
     for w in [w for w in workers_list if w > 0]:
         out[f"sampler uniform w{w}"] = (
             lambda w=w: sampler_source(vol, lab, q, batch, "uniform", device, w), 2 * w)
+    has_monai = importlib.util.find_spec("monai") is not None
+    if not has_monai:
+        print("monai not installed: its pipeline is left out (make bench installs it)")
     for w in workers_list:
         ahead = 2 * w  # DataLoader's prefetch_factor (2) per worker
         out[f"PatchDataset w{w}"] = (lambda w=w: patch_dataset_source(vol, lab, q, batch, w),
                                      ahead)
-        out[f"MONAI w{w}"] = (lambda w=w: monai_source(vol, lab, batch, w, q.window[0]), ahead)
+        if has_monai:
+            out[f"MONAI w{w}"] = (lambda w=w: monai_source(vol, lab, batch, w, q.window[0]),
+                                  ahead)
     try:
         import torchio  # noqa: F401
 
