@@ -11,10 +11,11 @@ from collections.abc import Sequence
 import torch
 
 from . import buffers, ops
-from ._args import device_arg, float_dtype_arg, positive_int_arg
+from ._args import device_arg, float_dtype_arg
 from .ensemble import Predictor
 from .quilt import Quilt
 from .reductions import Reduction, outputs_arg
+from .sliding import check_input, window_batches
 
 
 def sliding_window_outputs(
@@ -42,32 +43,16 @@ def sliding_window_outputs(
     ``out_dtype`` (default float32), labels uint8/uint16."""
     names = outputs_arg(outputs)
     pred = Predictor(models, tta, activation, outputs=names)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() not in (4, 5) or x.shape[0] == 0:
-        raise ValueError(f"x must be (N, C, Y, X) or (N, C, Z, Y, X) with N >= 1, got shape "
-                         f"{tuple(x.shape)}")
-    batch_size = positive_int_arg(batch_size, "batch_size")
+    check_input(x)
     q = Quilt(x.shape[2:], window, step, border=border, border_weight=border_weight,
               weight=weight, allow_gaps=allow_gaps, fill_value=fill_value)
     device = device_arg(device) or x.device
     out_device = device_arg(out_device, "out_device") or x.device
     out_dtype = float_dtype_arg(out_dtype) or torch.float32
-    N, total = x.shape[0], x.shape[0] * q.num_windows
-    origins = q.origins(N, x.device)
-    red = acc = wsum = buf = None
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, unit="win", desc="sliding_window")
+    N = x.shape[0]
+    red = acc = wsum = None
     with torch.no_grad():
-        for lo in range(0, total, batch_size):
-            hi = min(lo + batch_size, total)
-            if buf is None or buf.shape[0] < hi - lo:
-                buf = torch.empty((hi - lo, x.shape[1], *q.window), dtype=x.dtype,
-                                  device=x.device)
-            patches = ops.gather_windows_into(x, origins[lo:hi], buf[:hi - lo])
+        for lo, hi, patches in window_batches(x, q, batch_size, progress):
             y = pred(patches, q.window, device)
             if red is None:
                 red = Reduction(names, pred.channels, fill_value)
@@ -77,12 +62,8 @@ def sliding_window_outputs(
                 wsum = torch.zeros((N, *q.spatial_shape), device=out_device) \
                     if red.moments else None
                 weight_t = q.weight_for(torch.float32, out_device)
-                out_origins = origins.to(out_device)
+                out_origins = q.origins(N, out_device)
             red.add(acc, wsum, out_origins[lo:hi], y.to(out_device), weight_t)
-            if bar is not None:
-                bar.update(hi - lo)
-    if bar is not None:
-        bar.close()
     if not red.moments:
         ops.grid_normalize_(acc, weight_t, q.step, fill_value)
     result = red.finish(acc, wsum, normalised=not red.moments)

@@ -3,7 +3,7 @@ time, run the model, accumulate the weighted predictions, normalise once."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -53,35 +53,17 @@ def sliding_window_tensor(
     """Apply ``model`` to every window of the tensor ``x`` ``(N, C, *S)`` and stitch a weighted
     mean ``(N, C_out, *S)``; see :func:`fastquilt.sliding_window` for the arguments."""
     check_model(model)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() not in (4, 5):
-        raise ValueError(f"x must be (N, C, Y, X) or (N, C, Z, Y, X), got shape {tuple(x.shape)}")
-    if x.shape[0] == 0:  # the output's channel count comes from running the model
-        raise ValueError("x has no images (N = 0): there is nothing to run the model on")
-    batch_size = positive_int_arg(batch_size, "batch_size")
+    check_input(x)
     q = Quilt(x.shape[2:], window, step, border=border, border_weight=border_weight,
               weight=weight, allow_gaps=allow_gaps, fill_value=fill_value)
     device = device_arg(device) or x.device
     out_device = device_arg(out_device, "out_device") or x.device
     out_dtype = float_dtype_arg(out_dtype)
     N = x.shape[0]
-    total = N * q.num_windows
-    origins = q.origins(N, x.device)
-    acc = buf = None
+    acc = None
     out_dt = out_dtype
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, unit="win", desc="sliding_window")
     with torch.no_grad():
-        for lo in range(0, total, batch_size):
-            hi = min(lo + batch_size, total)
-            if buf is None or buf.shape[0] < hi - lo:  # reused: no page faults per batch
-                buf = torch.empty((hi - lo, x.shape[1], *q.window), dtype=x.dtype,
-                                  device=x.device)
-            patches = ops.gather_windows_into(x, origins[lo:hi], buf[:hi - lo])
+        for lo, hi, patches in window_batches(x, q, batch_size, progress):
             y = model(to_device(patches, device))
             check_model_output(y, hi - lo, q.window)
             if acc is None:
@@ -89,16 +71,50 @@ def sliding_window_tensor(
                 # (a dropped output of an earlier call is reused: no page faults)
                 acc = buffers.empty((N, y.shape[1], *q.spatial_shape), dt, out_device).zero_()
                 weight_t = q.weight_for(dt, out_device)
-                out_origins = origins.to(out_device)
+                out_origins = q.origins(N, out_device)
                 out_dt = out_dt or y.dtype
             yb = y if ops.acc_dtype(y.dtype) == dt else y.to(dt)
             # Every window of the grid runs once, so the weight sum is the grid's (closed
             # form): only the weighted predictions are scattered.
             ops.scatter_add_windows_(to_device(yb, out_device), out_origins[lo:hi],
                                      acc, None, weight=weight_t)
-            if bar is not None:
-                bar.update(hi - lo)
-    if bar is not None:
-        bar.close()
     ops.grid_normalize_(acc, weight_t, q.step, fill_value)  # fill where no weight covers
     return acc if acc.dtype == out_dt else acc.to(out_dt)
+
+
+def check_input(x) -> None:
+    """``x`` must be a tensor ``(N, C, Y, X)`` or ``(N, C, Z, Y, X)`` with ``N >= 1``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in (4, 5):
+        raise ValueError(f"x must be (N, C, Y, X) or (N, C, Z, Y, X), got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:  # the output's channel count comes from running the model
+        raise ValueError("x has no images (N = 0): there is nothing to run the model on")
+
+
+def window_batches(x: torch.Tensor, q: Quilt, batch_size,
+                   progress: bool) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """``(lo, hi, patches (hi - lo, C, *window))``: windows ``lo..hi`` of every
+    batch of ``batch_size`` windows of ``x`` in qlty order, gathered into one reused buffer
+    (no page faults per batch): a batch's patches are valid until the next one is drawn."""
+    batch_size = positive_int_arg(batch_size, "batch_size")
+    total = x.shape[0] * q.num_windows
+    origins = q.origins(x.shape[0], x.device)
+    buf = None
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="win", desc="sliding_window")
+    try:
+        for lo in range(0, total, batch_size):
+            hi = min(lo + batch_size, total)
+            if buf is None or buf.shape[0] < hi - lo:
+                buf = torch.empty((hi - lo, x.shape[1], *q.window), dtype=x.dtype,
+                                  device=x.device)
+            yield lo, hi, ops.gather_windows_into(x, origins[lo:hi], buf[:hi - lo])
+            if bar is not None:
+                bar.update(hi - lo)
+    finally:
+        if bar is not None:
+            bar.close()
