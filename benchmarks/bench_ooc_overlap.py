@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from volumes import random_zarr_volume
 
 import fastquilt as fq
 
@@ -44,11 +45,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="fq-overlap-"))
     try:
         shape = (1, 1, a.size, a.size, a.size)
-        z = zarr.create_array(store=str(work / "in.zarr"), shape=shape, dtype="float32",
-                              chunks=(1, 1, 64, 64, 64), compressors=None)
-        for i in range(0, a.size, 64):
-            z[:, :, i:i + 64] = np.random.default_rng(i).standard_normal(
-                (1, 1, min(64, a.size - i), a.size, a.size)).astype(np.float32)
+        z = random_zarr_volume(work / "in.zarr", a.size)
         q = fq.Quilt(shape[2:], WINDOW, STEP)
         positions = q.positions(1).tolist()
 
