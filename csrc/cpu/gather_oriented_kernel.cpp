@@ -1,7 +1,7 @@
 // CPU gather of oriented windows: input (N, C, *S) -> patches (M, C, *window), each window's
 // axes permuted and flipped as its orientation row says (kernel_bodies/orientation.h).
 // Parallel over (window, channel, patch plane). A patch row that runs along an input row is a
-// contiguous (or reversed) copy; a plane whose rows cross input rows is copied in tiles.
+// contiguous (or reversed) copy; a plane whose rows cross input rows is transposed in tiles.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "cpu/cpu_common.h"
+#include "cpu/transpose_blocks.h"
 #include "kernel_bodies/orientation.h"
 #include "op_entry_points.h"
 
@@ -17,31 +18,52 @@ namespace fastquilt::cpu {
 namespace {
 
 // dst[i * dst_i + j] = src[i * src_i + j * src_j] for i < ni, j < nj, with src_i = +-1: a
-// plane whose source rows run along i, transposed through a small tile in L1. A tile reads
-// kTileI elements of each of its source rows at once and writes one cache line (kTileJ
-// elements) of each of its output rows at once: the rows lie a power of two apart, so a
-// tile touching each of them element by element would evict its own lines (set conflicts).
+// plane whose source rows run along i, transposed through a tile in L1. A tile reads kTileI
+// elements of each of its kTileJ source rows at once (a copy, or a reversed copy; rows
+// kAhead further on are asked for meanwhile), transposes it in L x L register blocks
+// (transpose_blocks.h) and writes one cache line (kTileJ elements) of each of its output
+// rows at once: the rows lie a power of two apart, so a tile touching each of them piece by
+// piece would evict its own lines (set conflicts).
 constexpr int64_t kTileI = 64;
+constexpr int64_t kAhead = 8;  // rows between a prefetch and its row's copy
 template <typename scalar_t>
 void transposed_plane(const scalar_t* src, int64_t src_i, int64_t src_j, int64_t ni,
                       int64_t nj, scalar_t* dst, int64_t dst_i) {
   constexpr int64_t kTileJ = std::max<int64_t>(8, 64 / int64_t(sizeof(scalar_t)));
-  scalar_t tile[kTileJ][kTileI];
+  constexpr int64_t L = block_lanes<scalar_t>();
+  alignas(64) scalar_t tile[kTileJ][kTileI];
   for (int64_t i0 = 0; i0 < ni; i0 += kTileI) {
     const int64_t ti = std::min(kTileI, ni - i0);
     for (int64_t j0 = 0; j0 < nj; j0 += kTileJ) {
       const int64_t tj = std::min(kTileJ, nj - j0);
       for (int64_t j = 0; j < tj; ++j) {
         const scalar_t* row = src + (i0 * src_i) + (j0 + j) * src_j;
+        if (j + kAhead < nj - j0) {  // rows lie apart: ask for a later one's lines now
+          const scalar_t* later = row + kAhead * src_j;
+          prefetch_row(src_i == 1 ? later : later - (ti - 1), ti);
+        }
         if (src_i == 1) {
-          std::memcpy(tile[j], row, sizeof(scalar_t) * ti);
+          copy_row(tile[j], row, ti);
         } else {
-          for (int64_t i = 0; i < ti; ++i) tile[j][i] = row[-i];
+          copy_reversed(tile[j], row, ti);
         }
       }
-      for (int64_t i = 0; i < ti; ++i) {
+      const int64_t bi = ti - ti % L, bj = tj - tj % L;  // whole register blocks
+      const bool next_tile = j0 + kTileJ < nj;
+      for (int64_t i = 0; i < bi; i += L) {
         scalar_t* out = dst + (i0 + i) * dst_i + j0;
-        for (int64_t j = 0; j < tj; ++j) out[j] = tile[j][i];
+        if (next_tile)  // the lines the next tile writes in these rows: owned by then
+          for (int64_t r = 0; r < L; ++r) __builtin_prefetch(out + r * dst_i + kTileJ, 1, 3);
+        // through L1: a block spans L output rows, lines a power of two apart (one cache
+        // set); each row's line is then written at once
+        alignas(64) scalar_t rows[L][kTileJ];
+        for (int64_t j = 0; j < bj; j += L)
+          transpose_block(&tile[j][i], kTileI, &rows[0][j], kTileJ);
+        for (int64_t r = 0; r < L; ++r) copy_row(out + r * dst_i, rows[r], bj);
+      }
+      for (int64_t i = 0; i < ti; ++i) {  // the rest, element by element
+        scalar_t* out = dst + (i0 + i) * dst_i + j0;
+        for (int64_t j = (i < bi ? bj : 0); j < tj; ++j) out[j] = tile[j][i];
       }
     }
   }
@@ -56,10 +78,14 @@ void row_plane(const scalar_t* in, const OrientedWindow& w, const Geometry& g, i
   for (int64_t b = 0; b < g.W[1]; ++b) {
     const scalar_t* src = in + w.base + c * w.channel + a * w.step[0] + b * w.step[1];
     scalar_t* dst = out + patch_offset(g, m, c, a, b, 0);
+    if (b + kAhead < g.W[1]) {  // rows lie apart: ask for a later one's lines now
+      const scalar_t* later = src + kAhead * w.step[1];
+      prefetch_row(sx == 1 ? later : later - (W2 - 1), W2);
+    }
     if (sx == 1) {
       std::memcpy(dst, src, sizeof(scalar_t) * W2);
-    } else if (sx == -1) {  // a constant step: the compiler vectorises the reversal
-      for (int64_t x = 0; x < W2; ++x) dst[x] = src[-x];
+    } else if (sx == -1) {
+      copy_reversed(dst, src, W2);
     } else {  // W2 == 1
       for (int64_t x = 0; x < W2; ++x) dst[x] = src[x * sx];
     }

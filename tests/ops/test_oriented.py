@@ -61,8 +61,12 @@ def test_every_orientation_matches_permute_flip(spatial, window, dtype, device):
     assert got.dtype == dtype and torch.equal(got, want)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.int8])
-@pytest.mark.parametrize("spatial,window", [((23, 21, 22), (18, 18, 18)), ((40, 37), (33, 33))])
+# elements of 1, 2, 4 and 8 bytes: the transposition's register blocks (16 / size elements a
+# side), the remainders beside them, and tiles of 64 elements along a row crossed
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int8, torch.bool, torch.float16,
+                                   torch.bfloat16, torch.int16, torch.float64, torch.int64])
+@pytest.mark.parametrize("spatial,window", [((23, 21, 22), (18, 18, 18)), ((40, 37), (33, 33)),
+                                            ((72, 75), (70, 70))])
 def test_windows_larger_than_a_tile_match_permute_flip(spatial, window, dtype):
     x, org, _ = _case(spatial, window, 1, 2, dtype)
     ori = _valid_orientations(window)
