@@ -8,6 +8,7 @@ cannot hide behind it.
 """
 
 import collections
+import shutil
 import tempfile
 import threading
 import time
@@ -54,8 +55,11 @@ def main() -> None:
         return p
 
     t0 = time.perf_counter()
-    fq.sliding_window(sleepy, z, 64, 48, 8, out=d + "/o.zarr", compressors=None)
-    wall = time.perf_counter() - t0
+    try:
+        fq.sliding_window(sleepy, z, 64, 48, 8, out=d + "/o.zarr", compressors=None)
+    finally:
+        wall = time.perf_counter() - t0
+        shutil.rmtree(d, ignore_errors=True)
     print(f"wall {wall:.2f} s, the model sleeps {pause * n_batches:.2f} s in all")
     for k, v in sorted(busy.items(), key=lambda kv: -kv[1]):
         print(f"  {k:24s} {v:6.2f} s")

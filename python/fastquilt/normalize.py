@@ -29,11 +29,12 @@ def _inverse_and_covered(weight_sum: torch.Tensor) -> tuple[torch.Tensor, torch.
     """:func:`inverse_weight_sum` in one buffer, in place (no autograd), and the mask of the
     voxels no weight covers (None when every voxel is covered, the usual case)."""
     inv = buffers.empty(weight_sum.shape, weight_sum.dtype, weight_sum.device)
-    torch.clamp(weight_sum, min=torch.finfo(weight_sum.dtype).tiny, out=inv).reciprocal_()
-    covered = weight_sum > 0
-    if bool(covered.all()):
-        return inv, None
-    uncovered = covered.logical_not_()
+    inv.copy_(weight_sum)  # contiguous: weight_sum may be a strided view (a unit of a slab)
+    # one reduction tells the usual case (every voxel covered; NaN fails it) from the rest
+    if inv.numel() == 0 or bool(inv.amin() > 0):
+        return inv.clamp_min_(torch.finfo(inv.dtype).tiny).reciprocal_(), None
+    uncovered = (inv > 0).logical_not_()
+    inv.clamp_min_(torch.finfo(inv.dtype).tiny).reciprocal_()
     return inv.masked_fill_(uncovered, 0), uncovered
 
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from . import ops
-from .normalize import divide_by_weight_sum_
+from .normalize import weighted_mean
 
 OUTPUTS = ("mean", "std", "variance", "labels", "probability", "entropy")
 ACTIVATIONS = ("none", "softmax", "sigmoid")
@@ -166,7 +166,7 @@ class Reduction:
             base, ws = mean, None
         else:
             if "mean" in self.outputs:
-                mean = acc if normalised else divide_by_weight_sum_(acc.clone(), wsum, fill)
+                mean = acc if normalised else weighted_mean(acc, wsum, fill)
             base, ws = acc, (None if normalised else wsum)
         if "mean" in self.outputs:
             out["mean"] = mean

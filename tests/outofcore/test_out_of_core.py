@@ -16,7 +16,10 @@ from hypothesis import strategies as st
 
 import fastquilt as fq
 from fastquilt.outofcore import progress_of
+from fastquilt.outofcore.job import Layout
+from fastquilt.outofcore.slab import Slab, completion_order
 from fastquilt.outofcore.units import Units
+from fastquilt.reductions import Reduction
 
 from ..random_geometry import random_grid, random_units
 
@@ -402,3 +405,27 @@ def test_out_of_core_arguments_like_in_memory(tmp_path):
         kw = {"out": tmp_path / f"i{type(target).__name__}.zarr"} if target is z else {}
         with pytest.raises(TypeError, match="model output must be floating point"):
             fq.sliding_window(lambda p: p.int(), target, 8, 6, **kw)
+
+
+@pytest.mark.parametrize("batch", [1, 5, 16])
+def test_units_leave_the_slab_with_the_batch_of_their_last_window(batch):
+    # completion_order against a brute force over every window's units; then the slab hands
+    # every unit over with the batch that adds its last window, not with its plane
+    layout = Layout((1, 1, 40, 24, 32), 8, 6, "flat", None, 0.1, chunks=8, unit=8, shards=None)
+    todo = list(range(layout.origins.shape[0]))
+    last = {}
+    for p, k in enumerate(todo):
+        for uid in layout.units.touched(layout.origins[k].tolist(), layout.window):
+            last[uid] = p
+    positions, uids = completion_order(layout, todo)
+    assert dict(zip(uids.tolist(), positions.tolist())) == last
+    assert positions.tolist() == sorted(positions.tolist())
+    slab = Slab(layout, Reduction(("mean",), 1), set(), todo=todo)
+    handed = {}
+    for b in range(0, len(todo), batch):
+        ks = todo[b:b + batch]
+        for uid, outputs in slab.add(ks, torch.ones(len(ks), 1, 8, 8, 8)):
+            handed[uid] = b
+            torch.testing.assert_close(outputs["mean"], torch.ones(1, 8, 8, 8))
+    assert not slab.flush_image()
+    assert handed == {uid: p - p % batch for uid, p in last.items()}

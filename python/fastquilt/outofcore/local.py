@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
+from .. import buffers
 from ..ensemble import Predictor
 from ..reductions import Reduction
 from .job import Job
@@ -29,9 +30,10 @@ class _Accumulator(threading.Thread):
     """Adds batches of predictions to the slab in order and hands finished units to the
     writers; an error is kept for the main thread to raise."""
 
-    def __init__(self, job: Job, done: set[int], writer: ThreadPoolExecutor) -> None:
+    def __init__(self, job: Job, done: set[int], todo: list[int],
+                 writer: ThreadPoolExecutor) -> None:
         super().__init__(name="fastquilt-accumulator", daemon=True)
-        self.job, self.done, self.writer = job, done, writer
+        self.job, self.done, self.todo, self.writer = job, done, todo, writer
         self.reduction: Reduction | None = None  # set by the main thread before a batch
         self.batches: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
         self.writes: list[Future] = []
@@ -46,7 +48,7 @@ class _Accumulator(threading.Thread):
                 ks, pred = item
                 if self.slab is None:
                     self.slab = Slab(self.job.layout, self.reduction, self.done,
-                                     device=pred.device)
+                                     device=pred.device, todo=self.todo)
                 self._submit(self.slab.add(ks, pred))
             if self.slab is not None:
                 self._submit(self.slab.flush_image())
@@ -85,13 +87,15 @@ class _Accumulator(threading.Thread):
 
 
 class _Batcher(threading.Thread):
-    """Cuts the windows to run into stacked batches ``(ks, (B, C, *window))`` ahead of the
-    model; an error is kept for the main thread to raise."""
+    """Copies the windows to run into batches ``(ks, (B, C, *window))`` ahead of the model
+    (in buffers reused once dropped: fresh memory costs a page fault per 4 KiB); an error is
+    kept for the main thread to raise."""
 
     def __init__(self, job: Job, todo: list[int], batch_size: int,
                  reader: ThreadPoolExecutor) -> None:
         super().__init__(name="fastquilt-batcher", daemon=True)
         self.windows = windows_by_row(job.x, job.layout, todo, reader)
+        self.window = job.layout.window
         self.batch_size = batch_size
         self.batches: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
         self.stop = threading.Event()
@@ -99,17 +103,22 @@ class _Batcher(threading.Thread):
 
     def run(self) -> None:
         try:
-            batch, blocks = [], []
-            for k, block in self.windows:
+            batch, windows = [], None
+            for k, pieces in self.windows:
+                if windows is None:  # a reused buffer once the model's side dropped it
+                    first = pieces[0][1]
+                    windows = buffers.empty((self.batch_size, first.shape[0], *self.window),
+                                            first.dtype)
+                for a, piece in pieces:  # the window's planes, from the blocks it spans
+                    windows[len(batch), :, a:a + piece.shape[1]].copy_(piece)
                 batch.append(k)
-                blocks.append(block)
                 if len(batch) == self.batch_size:
-                    self._put((batch, torch.stack(blocks)))
-                    batch, blocks = [], []
+                    self._put((batch, windows))
+                    batch, windows = [], None
                 if self.stop.is_set():
                     return
             if batch:
-                self._put((batch, torch.stack(blocks)))
+                self._put((batch, windows[:len(batch)]))
         except BaseException as e:  # raised again by the main thread
             self.error = e
         finally:
@@ -143,7 +152,7 @@ def run_local(job: Job, predictor: Predictor, outputs: tuple[str, ...], batch_si
     todo, _ = layout.plan(done)
     writer = ThreadPoolExecutor(max_workers=writer_threads, thread_name_prefix="fastquilt-writer")
     reader = ThreadPoolExecutor(max_workers=reader_threads, thread_name_prefix="fastquilt-reader")
-    acc = _Accumulator(job, done, writer)
+    acc = _Accumulator(job, done, todo, writer)
     acc.start()
     batcher = _Batcher(job, todo, batch_size, reader)
     batcher.start()

@@ -23,13 +23,14 @@ def read_window(x, layout: Layout, k: int) -> torch.Tensor:
     return read_region(x, o[0], o[1:], [s + w for s, w in zip(o[1:], layout.window)])
 
 
-def windows_by_row(x, layout: Layout, todo: list[int],
-                   reader: Executor) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield ``(k, window (C, *window))`` for the windows ``todo`` (in raster order). The
-    input is read in blocks of whole input-chunk planes along axis 0, each read once, the next
-    one ahead of time on ``reader``, and every window is cut from them: rows of windows
-    overlap, so reading window by window (or row by row) would read most voxels two or more
-    times."""
+def windows_by_row(x, layout: Layout, todo: list[int], reader: Executor
+                   ) -> Iterator[tuple[int, list[tuple[int, torch.Tensor]]]]:
+    """Yield ``(k, pieces)`` for the windows ``todo`` (in raster order): window ``k`` as views
+    ``(a, piece (C, b - a, *window[1:]))`` of its planes ``[a, b)`` along axis 0, one per
+    input block it spans (copied into a batch by the caller: no copy of a row of windows is
+    made). The input is read in blocks of whole input-chunk planes along axis 0, each read
+    once, the next one ahead of time on ``reader``: rows of windows overlap, so reading window
+    by window (or row by row) would read most voxels two or more times."""
     chunks = getattr(x, "chunks", None)
     depth = int(chunks[2]) if isinstance(chunks, tuple) and len(chunks) > 2 and isinstance(
         chunks[2], int) else layout.window[0]
@@ -46,26 +47,21 @@ def windows_by_row(x, layout: Layout, todo: list[int],
             blocks[(n, j)] = reader.submit(read_block, n, j)
         return blocks.get((n, j))
 
-    row_key, slab = None, None
+    row_key, row = None, []
     for k in todo:
         o = layout.origins[k].tolist()
         n, s0 = o[0], o[1]
-        if (n, s0) != row_key:  # a new row of windows: assemble its planes once
+        if (n, s0) != row_key:  # a new row of windows: the planes of its blocks it spans
             j0, j1 = s0 // depth, (s0 + w0 - 1) // depth
             for key in [key for key in blocks if key[0] != n or key[1] < j0]:
                 del blocks[key]  # planes no later window needs
-            parts = [need(n, j).result() for j in range(j0, j1 + 1)]
+            row = []
+            for j in range(j0, j1 + 1):
+                part = need(n, j).result()
+                a = max(s0, j * depth) - j * depth
+                b = min(s0 + w0, j * depth + part.shape[1]) - j * depth
+                row.append((j * depth + a - s0, part[:, a:b]))
             need(n, j1 + 1)  # read ahead
-            if len(parts) == 1:
-                slab = parts[0][:, s0 - j0 * depth:s0 - j0 * depth + w0]
-            else:  # copy just the w0 planes of this row out of the blocks
-                slab = parts[0].new_empty((parts[0].shape[0], w0, *parts[0].shape[2:]))
-                pos = 0
-                for j, part in zip(range(j0, j1 + 1), parts):
-                    a = max(s0, j * depth) - j * depth
-                    b = min(s0 + w0, j * depth + part.shape[1]) - j * depth
-                    slab[:, pos:pos + b - a] = part[:, a:b]
-                    pos += b - a
             row_key = (n, s0)
         sl = tuple(slice(a, a + w) for a, w in zip(o[2:], layout.window[1:]))
-        yield k, slab[(slice(None), slice(None), *sl)]
+        yield k, [(a, part[(slice(None), slice(None), *sl)]) for a, part in row]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from ..reductions import Reduction
@@ -26,14 +27,40 @@ def scatter_windows(layout: Layout, acc: torch.Tensor, wsum: torch.Tensor,
     reduction.add(acc, wsum, rel.to(acc.device), pred, layout.weight_on(acc.device))
 
 
+def completion_order(layout: Layout, todo: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(positions, uids)``: every unit the windows ``todo`` touch, with the position in
+    ``todo`` of the last window that touches it, in the order of those positions (a unit is
+    complete once that window is added)."""
+    units = layout.units
+    if len(todo) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    org = layout.origins[list(todo)].numpy()
+    n, starts = org[:, 0], org[:, 1:]
+    unit, window = np.asarray(units.unit), np.asarray(layout.window)
+    lo, hi = starts // unit, (starts + window - 1) // unit
+    last = np.full(units.total(), -1, np.int64)
+    pos = np.arange(len(todo))
+    for off in itertools.product(*[range(k) for k in (hi - lo).max(axis=0) + 1]):
+        idx = lo + np.asarray(off)
+        ok = (idx <= hi).all(axis=1)
+        uid = n[ok] * units.per_image + np.ravel_multi_index(tuple(idx[ok].T), units.counts)
+        np.maximum.at(last, uid, pos[ok])
+    uids = np.flatnonzero(last >= 0)
+    order = np.argsort(last[uids], kind="stable")
+    return last[uids][order], uids[order]
+
+
 class Slab:
     """Weighted sums over the full-image planes ``[lo, lo + H)`` (axis 0) of one image.
     Windows come in raster order, so once windows start at ``s`` every unit ending at or
     before ``s`` is complete: it is cut out, normalised and handed over, and the slab slides
-    on. ``H = unit + window`` planes suffice, so memory is about one plane of units."""
+    on. ``H = unit + window`` planes suffice, so memory is about one plane of units. Given
+    the order of the windows (``todo``), a unit is also cut as soon as the last window
+    touching it is added: units then leave one by one as the windows pass them, not a plane
+    at a time, and the last plane does not wait for the end of the image."""
 
     def __init__(self, layout: Layout, reduction: Reduction, done: set[int],
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", todo: Sequence[int] | None = None) -> None:
         self.layout, self.done, self.reduction = layout, done, reduction
         c_out = reduction.state_channels
         self.U, self.w = layout.unit[0], layout.window[0]
@@ -44,6 +71,9 @@ class Slab:
         self.wsum = torch.zeros((1, self.H, *layout.spatial[1:]), device=device)
         self.n, self.lo, self.start, self.flushed = None, 0, -1, 0
         self.next_unit_plane = 0  # index (along axis 0) of the first unit plane not yet cut
+        self.finishing = completion_order(layout, todo) if todo is not None else ((), ())
+        self.next_finishing, self.added = 0, 0  # into self.finishing; windows added so far
+        self.cut_early: set[int] = set()  # units cut before their plane
 
     def add(self, ks: list[int], pred: torch.Tensor) -> list[tuple[int, dict]]:
         """Add the windows ``ks`` (raster order) and their per-window state; returns the
@@ -66,23 +96,47 @@ class Slab:
                             [self.lo] + [0] * (org.shape[1] - 2), ks[i:j], pred[i:j],
                             self.reduction)
             i = j
+        self.added += len(ks)
+        return out + self._cut_finished()
+
+    def _cut_finished(self) -> list[tuple[int, dict]]:
+        """The units of the current image whose last window has been added, where they lie
+        wholly in the slab (the others are cut with their plane)."""
+        positions, uids = self.finishing
+        out = []
+        units = self.layout.units
+        while self.next_finishing < len(uids) and positions[self.next_finishing] < self.added:
+            uid = int(uids[self.next_finishing])
+            self.next_finishing += 1
+            n, box = units.box(uid)
+            if (n != self.n or uid in self.done or uid in self.cut_early
+                    or box[0].start // self.U < self.next_unit_plane
+                    or box[0].start < self.lo or box[0].stop > self.lo + self.H):
+                continue
+            out.append(self._cut_unit(uid))
+            self.cut_early.add(uid)
         return out
+
+    def _cut_unit(self, uid: int) -> tuple[int, dict]:
+        """Unit ``uid`` (in the slab), normalised: ``(uid, {output: (c, *unit)})``."""
+        lo = [self.lo] + [0] * (len(self.layout.units.spatial) - 1)
+        src, _ = self.layout.units.clip(uid, lo, self.wsum.shape[1:])
+        # finished here, so the writer queue holds only the (small) outputs
+        outputs = self.reduction.finish(self.acc[(slice(0, 1), slice(None), *src)],
+                                        self.wsum[(slice(0, 1), *src)])
+        self.flushed += 1
+        return uid, {name: t[0] for name, t in outputs.items()}
 
     def _cut(self, plane: int) -> list[tuple[int, dict]]:
         """The finished units of unit plane ``plane`` (along axis 0) of the current image."""
         units = self.layout.units
-        lo = [self.lo] + [0] * (len(units.spatial) - 1)
         out = []
         for rest in itertools.product(*[range(c) for c in units.counts[1:]]):
             uid = units.id(self.n, (plane, *rest))
-            if uid in self.done:
-                continue
-            src, _ = units.clip(uid, lo, self.wsum.shape[1:])  # the unit lies in the slab
-            # finished here, so the writer queue holds only the (small) outputs
-            outputs = self.reduction.finish(self.acc[(slice(0, 1), slice(None), *src)],
-                                            self.wsum[(slice(0, 1), *src)])
-            out.append((uid, {name: t[0] for name, t in outputs.items()}))
-        self.flushed += len(out)
+            if uid in self.cut_early:
+                self.cut_early.discard(uid)
+            elif uid not in self.done:
+                out.append(self._cut_unit(uid))  # the unit lies in the slab
         return out
 
     def _flush_below(self, limit: int) -> list[tuple[int, dict]]:
