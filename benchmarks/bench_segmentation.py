@@ -12,6 +12,7 @@ the model calls (gather, stitch, activation, epilogue) relative to the models' o
     python benchmarks/bench_segmentation.py [--size 256] [--classes 32] [--rounds 2]
         [--chunks 16] [--max-memory 1G]
     python benchmarks/bench_segmentation.py --ensemble [--size 64] [--window 32 --step 24]
+        [--model conv|unet]
 """
 
 from __future__ import annotations
@@ -40,6 +41,33 @@ def _status_kib(field: str) -> int:
 def tiny_model(classes: int, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     return torch.nn.Conv3d(1, classes, 3, padding=1).eval()
+
+
+class SmallUNet(torch.nn.Module):
+    """A two-level 3D U-Net (``width`` features, then twice as many at half resolution; one
+    3^3 convolution + ReLU per stage, a 1^3 head to ``classes`` scores): the size of network
+    a sliding-window segmentation of a tomogram runs, far smaller than nnU-Net's."""
+
+    def __init__(self, classes: int, width: int = 16, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        nn = torch.nn
+
+        def stage(i, o):
+            return nn.Sequential(nn.Conv3d(i, o, 3, padding=1), nn.ReLU())
+
+        self.enc, self.down, self.mid = stage(1, width), nn.MaxPool3d(2), stage(width, 2 * width)
+        self.up = nn.ConvTranspose3d(2 * width, width, 2, stride=2)
+        self.dec, self.head = stage(2 * width, width), nn.Conv3d(width, classes, 1)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.enc(x)
+        return self.head(self.dec(torch.cat([e, self.up(self.mid(self.down(e)))], 1)))
+
+
+def make_model(kind: str, classes: int, seed: int = 0) -> torch.nn.Module:
+    return SmallUNet(classes, seed=seed) if kind == "unet" else tiny_model(classes, seed)
 
 
 def child(a) -> None:
@@ -123,8 +151,22 @@ def parent(a) -> None:
 
 
 def ensemble(a) -> None:
-    """Time outside the models' calls, for 1 model and for 4 models x flips (8)."""
+    """Time outside the models' calls, for 1 model and for 4 models x flips (8); and outside
+    both the models and the activation (the softmax of every prediction, which the averaging
+    of probabilities needs): the gather, transforms, sums, stitch and epilogue."""
     import fastquilt as fq
+    import fastquilt.ensemble as fq_ensemble
+
+    act = [0.0]
+    activate = fq_ensemble.activate
+
+    def timed_activate(y, activation):
+        t = time.perf_counter()
+        out = activate(y, activation)
+        act[0] += time.perf_counter() - t
+        return out
+
+    fq_ensemble.activate = timed_activate
 
     x = torch.from_numpy(np.random.default_rng(0).standard_normal(
         (1, 1, a.size, a.size, a.size), dtype=np.float32))
@@ -138,26 +180,34 @@ def ensemble(a) -> None:
             return y
         return call
 
-    configs = {"1 model": ([timed(tiny_model(a.classes))], "none"),
-               "4 models + flips": ([timed(tiny_model(a.classes, s)) for s in range(4)],
+    print(f"model: {a.model}, {a.classes} classes, (1, 1, {a.size}^3), window {a.window}, "
+          f"step {a.step}, batch {a.batch}, {torch.get_num_threads()} threads")
+    configs = {"1 model": ([timed(make_model(a.model, a.classes))], "none"),
+               "4 models + flips": ([timed(make_model(a.model, a.classes, s)) for s in range(4)],
                                     "flips")}
     rows: dict[str, list] = {k: [] for k in configs}
     for r in range(a.rounds):
         for name, (models, tta) in (list(configs.items())[::1 if r % 2 == 0 else -1]):
-            spent[0] = 0.0
+            spent[0] = act[0] = 0.0
             t0 = time.perf_counter()
             with torch.no_grad():
                 fq.sliding_window(models, x, a.window, a.step, a.batch, outputs="labels",
                                   activation="softmax", tta=tta)
             total = time.perf_counter() - t0
-            rows[name].append((total, spent[0]))
+            rows[name].append((total, spent[0], act[0]))
             print(f"round {r} {name:17s} total {total:6.2f} s, model calls {spent[0]:6.2f} s, "
-                  f"outside/model {(total - spent[0]) / spent[0]:.3f}", flush=True)
+                  f"softmax {act[0]:5.2f} s, outside/model {(total - spent[0]) / spent[0]:.3f}, "
+                  f"outside models and softmax / model "
+                  f"{(total - spent[0] - act[0]) / spent[0]:.3f}", flush=True)
+    med = {}
     for name, v in rows.items():
-        tot = statistics.median(t for t, _ in v)
-        mod = statistics.median(s for _, s in v)
-        print(f"{name:17s} median total {tot:6.2f} s, model calls {mod:6.2f} s, time outside "
-              f"the models / model time {(tot - mod) / mod:.3f}")
+        tot, mod, sm = (statistics.median(t[i] for t in v) for i in range(3))
+        med[name] = tot
+        print(f"{name:17s} median total {tot:6.2f} s, model calls {mod:6.2f} s, softmax "
+              f"{sm:5.2f} s; time outside the models / model time {(tot - mod) / mod:.3f}; "
+              f"outside the models and the softmax / model time {(tot - mod - sm) / mod:.3f}")
+    print(f"throughput of 4 models + flips (32 predictions per window) relative to 1 model: "
+          f"{med['1 model'] / med['4 models + flips']:.4f} (ideal 1/32 = {1 / 32:.4f})")
 
 
 def main() -> None:
@@ -173,6 +223,8 @@ def main() -> None:
     ap.add_argument("--max-memory", default=None, help="out of core: max_memory")
     ap.add_argument("--chunks", type=int, default=None, help="out of core: output chunks")
     ap.add_argument("--ensemble", action="store_true")
+    ap.add_argument("--model", choices=["conv", "unet"], default="conv",
+                    help="--ensemble: one 3^3 convolution, or a small two-level 3D U-Net")
     ap.add_argument("--impls", nargs="+", default=["monai", "memory", "ooc"])
     a = ap.parse_args()
     if a.ensemble:
