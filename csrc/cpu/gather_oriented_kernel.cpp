@@ -53,7 +53,7 @@ void transposed_plane(const scalar_t* src, int64_t src_i, int64_t src_j, int64_t
       for (int64_t i = 0; i < bi; i += L) {
         scalar_t* out = dst + (i0 + i) * dst_i + j0;
         if (next_tile)  // the lines the next tile writes in these rows: owned by then
-          for (int64_t r = 0; r < L; ++r) __builtin_prefetch(out + r * dst_i + kTileJ, 1, 3);
+          for (int64_t r = 0; r < L; ++r) prefetch_for_write(out + r * dst_i + kTileJ);
         // through L1: a block spans L output rows, lines a power of two apart (one cache
         // set); each row's line is then written at once
         alignas(64) scalar_t rows[L][kTileJ];

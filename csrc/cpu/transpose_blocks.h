@@ -95,6 +95,13 @@ inline void prefetch_row(const T* src, int64_t n) {
 #endif
 }
 
+// Asks for the cache line at p, to be written (a hint: nothing is read).
+inline void prefetch_for_write(const void* p) {
+#if defined(__GNUC__)
+  __builtin_prefetch(p, 1, 3);
+#endif
+}
+
 // dst[x] = src[x] for x < n: a short row in register moves (an inlined memcpy of a
 // run-time length into an aligned buffer becomes `rep movs`, slow to start for rows this size).
 template <typename T>

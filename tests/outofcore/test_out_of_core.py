@@ -420,12 +420,37 @@ def test_units_leave_the_slab_with_the_batch_of_their_last_window(batch):
     positions, uids = completion_order(layout, todo)
     assert dict(zip(uids.tolist(), positions.tolist())) == last
     assert positions.tolist() == sorted(positions.tolist())
+    preds = torch.randn(len(todo), 1, 8, 8, 8, generator=torch.Generator().manual_seed(batch))
+    by_plane = Slab(layout, Reduction(("mean",), 1), set())  # units cut with their plane
+    want = {}
+    for b in range(0, len(todo), batch):
+        want.update(by_plane.add(todo[b:b + batch], preds[b:b + batch]))
+    want.update(by_plane.flush_image())
     slab = Slab(layout, Reduction(("mean",), 1), set(), todo=todo)
     handed = {}
     for b in range(0, len(todo), batch):
-        ks = todo[b:b + batch]
-        for uid, outputs in slab.add(ks, torch.ones(len(ks), 1, 8, 8, 8)):
+        for uid, outputs in slab.add(todo[b:b + batch], preds[b:b + batch]):
+            assert uid not in handed
             handed[uid] = b
-            torch.testing.assert_close(outputs["mean"], torch.ones(1, 8, 8, 8))
+            assert torch.equal(outputs["mean"], want[uid]["mean"])  # the same bits
     assert not slab.flush_image()
     assert handed == {uid: p - p % batch for uid, p in last.items()}
+    assert set(handed) == set(want)
+
+
+@pytest.mark.parametrize("shape,window,step,unit", [
+    ((1, 1, 6, 7), (2, 6), (5, 6), (1, 2)),  # a unit plane wholly past the slab
+    ((1, 1, 10, 4), (2, 4), (7, 4), (3, 4)),  # a unit plane partly past it
+    ((2, 1, 23, 9, 5), (3, 9, 5), (9, 1, 1), (2, 3, 5)),
+])
+def test_gaps_wider_than_the_slab_along_axis_0_equal_in_memory(shape, window, step, unit,
+                                                               tmp_path):
+    # with allow_gaps, the next window along axis 0 can start past what the slab holds: the
+    # unit planes it skips are cut from what the slab holds and the fill value elsewhere
+    x = torch.randn(shape)
+    want = fq.sliding_window(lambda p: p * 2, x, window, step, 3, "flat", allow_gaps=True,
+                             fill_value=-7.0)
+    y = fq.sliding_window(lambda p: p * 2, x.numpy(), window, step, 3, "flat",
+                          allow_gaps=True, fill_value=-7.0, out=tmp_path / "o.zarr",
+                          chunks=unit, unit=unit)
+    np.testing.assert_allclose(y[...], want.numpy(), rtol=1e-6, atol=1e-6)

@@ -10,7 +10,8 @@ What is counted, in bytes (``P``: voxels of one plane ``S_1 x S_2``; ``K``: stat
 * batches: windows in the queues (``depth + 2`` batches of ``C_in`` channels), predictions
   (``depth + 1`` batches of ``K`` channels) and the ensemble's temporaries (4 batches of
   ``C_out`` channels);
-* input blocks: three blocks of whole input planes (read ahead) and one row of windows.
+* input blocks: three blocks of whole input planes (read ahead; windows are copied from them
+  straight into a batch).
 
 The estimate may fill ``HEADROOM`` (80%) of the bound; the model's own working memory
 (activations) should fit in the rest. The unit depth is the largest
@@ -89,7 +90,7 @@ def estimate(*, spatial, window, unit, c_in: int, in_itemsize: int, in_depth: in
         "units waiting": max_pending * unit_vox * out_bytes + unit_vox * state_channels * 4,
         "batches": ((queue_depth + 2) * B * c_in * Vw * in_itemsize
                     + (queue_depth + 1) * B * state_channels * Vw * 4 + 4 * B * c_out * Vw * 4),
-        "input blocks": (3 * max(in_depth, window[0]) + window[0]) * P * c_in * in_itemsize,
+        "input blocks": 3 * max(in_depth, window[0]) * P * c_in * in_itemsize,
     }
 
 

@@ -118,14 +118,31 @@ class Slab:
         return out
 
     def _cut_unit(self, uid: int) -> tuple[int, dict]:
-        """Unit ``uid`` (in the slab), normalised: ``(uid, {output: (c, *unit)})``."""
-        lo = [self.lo] + [0] * (len(self.layout.units.spatial) - 1)
-        src, _ = self.layout.units.clip(uid, lo, self.wsum.shape[1:])
+        """Unit ``uid``, normalised: ``(uid, {output: (c, *unit)})``."""
         # finished here, so the writer queue holds only the (small) outputs
-        outputs = self.reduction.finish(self.acc[(slice(0, 1), slice(None), *src)],
-                                        self.wsum[(slice(0, 1), *src)])
+        outputs = self.reduction.finish(*self._unit_state(uid))
         self.flushed += 1
         return uid, {name: t[0] for name, t in outputs.items()}
+
+    def _unit_state(self, uid: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sums ``(1, K, *unit)`` and weight sums ``(1, *unit)`` of unit ``uid``: views of
+        the slab, or, for a unit the slab holds only in part (windows with gaps wider than the
+        slab between them along axis 0, ``allow_gaps``), the part it holds and zeros for the
+        rest, which no window touched."""
+        units = self.layout.units
+        shape = units.shape(uid)
+        lo = [self.lo] + [0] * (len(units.spatial) - 1)
+        clipped = units.clip(uid, lo, self.wsum.shape[1:])
+        if clipped is not None and all(s.stop - s.start == n for s, n in zip(clipped[1], shape)):
+            src = clipped[0]
+            return self.acc[(slice(0, 1), slice(None), *src)], self.wsum[(slice(0, 1), *src)]
+        acc = self.acc.new_zeros((1, self.acc.shape[1], *shape))
+        wsum = self.wsum.new_zeros((1, *shape))
+        if clipped is not None:
+            src, dst = clipped
+            acc[(slice(None), slice(None), *dst)] = self.acc[(slice(0, 1), slice(None), *src)]
+            wsum[(slice(None), *dst)] = self.wsum[(slice(0, 1), *src)]
+        return acc, wsum
 
     def _cut(self, plane: int) -> list[tuple[int, dict]]:
         """The finished units of unit plane ``plane`` (along axis 0) of the current image."""
@@ -136,7 +153,7 @@ class Slab:
             if uid in self.cut_early:
                 self.cut_early.discard(uid)
             elif uid not in self.done:
-                out.append(self._cut_unit(uid))  # the unit lies in the slab
+                out.append(self._cut_unit(uid))
         return out
 
     def _flush_below(self, limit: int) -> list[tuple[int, dict]]:
