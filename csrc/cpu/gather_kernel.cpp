@@ -9,11 +9,14 @@
 
 #include "cpu/cpu_common.h"
 #include "cpu/row_kernels.h"
+#include "cpu/transpose_blocks.h"
 #include "optional_tensor.h"
 #include "op_entry_points.h"
 
 namespace fastquilt::cpu {
 namespace {
+
+constexpr int64_t kRowsAhead = 8;  // rows between a prefetch and its row's copy
 
 template <typename scalar_t, typename acc_t>
 void gather_kernel(const scalar_t* in, const int64_t* org, const acc_t* weight, scalar_t* out,
@@ -30,6 +33,8 @@ void gather_kernel(const scalar_t* in, const int64_t* org, const acc_t* weight, 
       for (int64_t b = 0; b < g.W[1]; ++b) {
         const scalar_t* src = in + image_offset(g, o[0], c, o[1] + a, o[2] + b, o[3]);
         scalar_t* dst = out + patch_offset(g, m, c, a, b, 0);
+        // rows lie apart (short runs the hardware does not follow): ask for a later one now
+        if (b + kRowsAhead < g.W[1]) prefetch_row(src + kRowsAhead * g.S[2], W2);
         if (weight == nullptr) {
           std::memcpy(dst, src, sizeof(scalar_t) * W2);
         } else {
