@@ -66,7 +66,7 @@ def test_every_orientation_matches_permute_flip(spatial, window, dtype, device):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.int8, torch.bool, torch.float16,
                                    torch.bfloat16, torch.int16, torch.float64, torch.int64])
 @pytest.mark.parametrize("spatial,window", [((23, 21, 22), (18, 18, 18)), ((40, 37), (33, 33)),
-                                            ((72, 75), (70, 70))])
+                                            ((72, 75), (70, 70)), ((85, 86), (83, 83))])
 def test_windows_larger_than_a_tile_match_permute_flip(spatial, window, dtype):
     x, org, _ = _case(spatial, window, 1, 2, dtype)
     ori = _valid_orientations(window)

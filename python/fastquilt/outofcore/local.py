@@ -108,7 +108,7 @@ class _Batcher(threading.Thread):
                 if windows is None:  # a reused buffer once the model's side dropped it
                     first = pieces[0][1]
                     windows = buffers.empty((self.batch_size, first.shape[0], *self.window),
-                                            first.dtype)
+                                            first.dtype, first.device)
                 for a, piece in pieces:  # the window's planes, from the blocks it spans
                     windows[len(batch), :, a:a + piece.shape[1]].copy_(piece)
                 batch.append(k)
