@@ -123,6 +123,8 @@ def main() -> None:
                     help="smaller shapes (smoke test; writes JSON only with --json)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--memory", choices=["fresh", "warm"], default="fresh")
+    ap.add_argument("--threads", type=int, nargs="+", default=None,
+                    help="thread counts to run (default: 1 to all), e.g. 1 4 8 16")
     a = ap.parse_args()
     if a.memory == "warm" and os.environ.get("MALLOC_MMAP_MAX_") != "0":
         env = dict(os.environ, MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(1 << 40))
@@ -142,7 +144,7 @@ def main() -> None:
             if r is not None:
                 err = float((r - x).abs().max())
                 assert err < 1e-4, f"{k} on {name}: round trip error {err}"
-        for threads in range(1, all_threads + 1):
+        for threads in a.threads or range(1, all_threads + 1):
             torch.set_num_threads(threads)
             try:
                 import numba

@@ -4,11 +4,16 @@ say) must fail here, not there. (The kernel-path test grids run on every device 
 tests/ops/test_ops.py.)"""
 
 import importlib.util
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 
 from benchmarks import bench_gpu, sanitizer_case
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_sanitizer_case_runs_on_the_cpu(capsys):
@@ -37,3 +42,33 @@ def test_gpu_pipeline_benchmark_runs_on_the_cpu():
     # the three modes stitch the same predictions
     assert r["max_diff_between_modes_float32"] < 1e-5
     assert r["max_diff_between_modes_bfloat16"] < 1e-5
+
+
+def test_gpu_check_fits_its_budget(tmp_path):
+    # The script parses, and its stage runner keeps to the budget: each stage runs under what
+    # is left of it (5 s kept for the summary), a stage with under 20 s left is skipped and
+    # said so, FQ_GPU_STAGES picks stages (build always runs), and a failing stage does not
+    # stop the next.
+    path = ROOT / "benchmarks" / "gpu_check.sh"
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    script = path.read_text()
+    start = script.index("BUDGET=")
+    end = script.index("\n}\n", script.index("stage() {")) + 3
+    runner = (f"set -u\nOUT_DIR={tmp_path}\nSUMMARY=$OUT_DIR/summary.txt\n: > $SUMMARY\n"
+              + script[start:end]
+              + "stage build 100 true\nstage slow 100 sleep 2\nstage late 100 true\n"
+                "stage bad 10 false\nstage after 10 true\ncat $SUMMARY\n")
+
+    def run(budget: int, stages: str = "") -> str:
+        env = {"PATH": os.environ["PATH"], "FQ_GPU_BUDGET_S": str(budget),
+               "FQ_GPU_STAGES": stages}
+        return subprocess.run(["bash", "-c", runner], env=env, capture_output=True, text=True,
+                              check=True).stdout
+
+    out = run(26)  # 21 s left for build and slow; after slow's 2 s, 19: the rest skipped
+    assert "build (limit 21 s)" in out and "slow: rc=0" in out
+    for name in ("late", "bad", "after"):
+        assert f"{name}: skipped (budget of 26 s spent)" in out
+    out = run(100, "bad after")
+    assert "build: rc=0" in out and "slow" not in out and "late" not in out
+    assert "bad: rc=1" in out and "after: rc=0" in out
