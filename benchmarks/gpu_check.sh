@@ -83,7 +83,7 @@ NEW_CUDA_TESTS=(tests/ops/test_class_epilogue.py tests/ops/test_oriented.py test
 stage tests_new 150 "$PY" -m pytest -q -p no:cacheprovider -rs "${XDIST[@]}" "${NEW_CUDA_TESTS[@]}"
 # The whole pipeline with a real model (issue 15): GPU busy fraction and what reading,
 # stitching and writing add to a 3D U-Net's time, out of core and in memory, fp32 and bf16.
-stage pipeline 150 "$PY" benchmarks/bench_gpu_pipeline.py --json "$OUT_DIR/bench_gpu_pipeline.json"
+stage pipeline 150 "$PY" benchmarks/bench_gpu_pipeline.py --reps 1 --json "$OUT_DIR/bench_gpu_pipeline.json"
 # Training batches (issue 18): WindowSampler from a GPU-resident volume against DataLoader
 # loaders with 8 CPU workers, and the model's busy fraction in a short training run from each.
 stage sampler 120 "$PY" benchmarks/bench_sampler.py --device cuda --workers 8 --rounds 2 \
