@@ -436,6 +436,9 @@ def test_units_leave_the_slab_with_the_batch_of_their_last_window(batch):
     assert not slab.flush_image()
     assert handed == {uid: p - p % batch for uid, p in last.items()}
     assert set(handed) == set(want)
+    slab = Slab(layout, Reduction(("mean",), 1), set(), todo=todo)
+    with pytest.raises(RuntimeError, match="not the next ones"):  # out of order: refused
+        slab.add(todo[1:2], preds[1:2])
 
 
 @pytest.mark.parametrize("shape,window,step,unit", [

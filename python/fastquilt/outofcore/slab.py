@@ -72,6 +72,7 @@ class Slab:
         self.n, self.lo, self.start, self.flushed = None, 0, -1, 0
         self.next_unit_plane = 0  # index (along axis 0) of the first unit plane not yet cut
         self.finishing = completion_order(layout, todo) if todo is not None else ((), ())
+        self.todo = list(todo) if todo is not None else None
         self.next_finishing, self.added = 0, 0  # into self.finishing; windows added so far
         self.cut_early: set[int] = set()  # units cut before their plane
 
@@ -96,6 +97,11 @@ class Slab:
                             [self.lo] + [0] * (org.shape[1] - 2), ks[i:j], pred[i:j],
                             self.reduction)
             i = j
+        if self.todo is not None and list(ks) != self.todo[self.added:self.added + len(ks)]:
+            # units are cut by their place in todo: windows in another order would cut a unit
+            # before all its windows are in
+            raise RuntimeError(f"Slab.add: windows {list(ks)[:4]}... are not the next ones of "
+                               f"the run's order (from position {self.added})")
         self.added += len(ks)
         return out + self._cut_finished()
 
