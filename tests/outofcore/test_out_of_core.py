@@ -457,3 +457,31 @@ def test_gaps_wider_than_the_slab_along_axis_0_equal_in_memory(shape, window, st
                           allow_gaps=True, fill_value=-7.0, out=tmp_path / "o.zarr",
                           chunks=unit, unit=unit)
     np.testing.assert_allclose(y[...], want.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@settings(max_examples=min(settings().max_examples, 20))
+@given(seed=st.integers(0, 2**31 - 1))
+def test_zarr_input_chunks_of_any_depth_equal_in_memory(seed, tmp_path_factory):
+    # The batcher copies each window's planes from the input blocks it spans (whole input
+    # chunks along axis 0): chunks shallower than the window (a window over 2 or more blocks),
+    # deeper, not dividing the image (a short last block), with gaps between windows
+    zarr = pytest.importorskip("zarr")
+    rng = np.random.default_rng(seed)
+    S, W, step, _ = random_grid(rng, 30, 14, min_size=3, gaps=2)
+    N, C = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+    depth = int(rng.integers(1, S[0] + 1))
+    folder = tmp_path_factory.mktemp("zin")
+    x = rng.standard_normal((N, C, *S)).astype(np.float32)
+    z = zarr.create_array(store=str(folder / "in.zarr"), shape=x.shape, dtype="float32",
+                          chunks=(1, C, depth, *S[1:]))
+    z[...] = x
+    batch = int(rng.integers(1, 10))
+
+    def model(p):
+        return p[:, :1] * 3 - p[:, -1:]
+
+    want = fq.sliding_window(model, torch.from_numpy(x), W, step, batch, "hann",
+                             allow_gaps=True, fill_value=-1.0).numpy()
+    y = fq.sliding_window(model, z, W, step, batch, "hann", allow_gaps=True, fill_value=-1.0,
+                          out=folder / "o.zarr")
+    np.testing.assert_allclose(y[...], want, rtol=1e-5, atol=1e-5)
