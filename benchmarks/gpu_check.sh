@@ -14,9 +14,11 @@
 # "build tests_new pipeline") runs only the stages named (build is always run first).
 # Optional wheels in .whl/ (qlty, zarr, monai, ...) are installed to a temporary folder; the
 # GPU machine is offline, so fetch them here for its Python (3.12) and carry .whl/ along:
-#   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
-#     qlty==1.5.0 zarr numcodecs donfig google-crc32c monai dask toolz cloudpickle partd locket fsspec
-# The peers' numbers (qlty, MONAI) and the out-of-core stages need them.
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl qlty==1.5.0 \
+#     zarr numcodecs donfig google-crc32c monai dask distributed toolz cloudpickle partd locket \
+#     fsspec tqdm typing_extensions msgpack psutil tornado tblib zict sortedcontainers click
+# (the versions of the development venv's: see docs/development.md). The peers' numbers (qlty,
+# MONAI), the out-of-core stages and the cluster tests need them.
 set -u
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-benchmarks/results/gpu_check}"
@@ -43,7 +45,7 @@ stage() {  # stage NAME TIMEOUT_S COMMAND...: under min(TIMEOUT_S, what the budg
   [ "$left" -lt "$limit" ] && limit=$left
   local t0=$SECONDS
   echo "=== $name (limit $limit s)" | tee -a "$OUT_DIR/log.txt"
-  timeout "$limit" "$@" > "$OUT_DIR/$name.log" 2>&1
+  timeout -k 10 "$limit" "$@" > "$OUT_DIR/$name.log" 2>&1  # (-k: killed if it ignores TERM)
   local rc=$?
   tail -n 25 "$OUT_DIR/$name.log"
   echo "$name: rc=$rc ($((SECONDS - t0)) s)" | tee -a "$SUMMARY"
@@ -66,7 +68,7 @@ export PYTHONPATH="$SITE"
 stage build 300 env CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" FASTQUILT_BUILD_CUDA="${FASTQUILT_BUILD_CUDA:-ON}" \
   "$PY" -m pip install -v --no-build-isolation --no-deps --no-compile --target "$SITE" . || {
   echo "build failed: see $OUT_DIR/build.log"; exit 1; }
-"$PY" -c "import fastquilt, torch; torch.ops.fastquilt.gather_windows.default; print('import ok')" \
+timeout -k 5 60 "$PY" -c "import fastquilt, torch; torch.ops.fastquilt.gather_windows.default; print('import ok')" \
   2>&1 | tee -a "$OUT_DIR/log.txt"
 
 # FQ_GPU_TEST_WORKERS: pytest-xdist processes sharing the GPU where xdist is installed (the GPU

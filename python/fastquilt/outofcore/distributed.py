@@ -198,29 +198,17 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
         groups.setdefault(start_unit, []).append(k)
         feeds.setdefault(start_unit, set()).update(
             u for u in layout.units.touched(o, layout.window) if u not in done)
-    # Producers and owners in contiguous runs of units per worker (a hint: any worker may
-    # take any task, and does when one dies): a unit's pieces then mostly come from
-    # producers on the worker where its owner runs, and only the pieces across a run's
-    # border travel between workers.
-    workers = sorted(client.scheduler_info().get("workers", {}))
-    rank = {uid: i for i, uid in enumerate(sorted(set(groups) | set(remaining)))}
-
-    def near(uid: int) -> list[str] | None:
-        return [workers[rank[uid] * len(workers) // len(rank)]] if workers else None
-
     producers = {
-        p: client.submit(_produce, job_f, model_f, groups[p], sorted(feeds[p]), reduction,
-                         batch_size, device, key=f"fastquilt-produce-{run}-{p}", pure=False,
-                         workers=near(p), allow_other_workers=True)
-        for p in sorted(groups)
+        p: client.submit(_produce, job_f, model_f, ks, sorted(feeds[p]), reduction, batch_size,
+                         device, key=f"fastquilt-produce-{run}-{p}", pure=False)
+        for p, ks in sorted(groups.items())
     }
     fed_by: dict[int, list] = {}
     for p in sorted(producers):
         for uid in feeds[p]:
             fed_by.setdefault(uid, []).append(producers[p])
     owners = [client.submit(_own, job_f, uid, reduction, *fed_by[uid],
-                            key=f"fastquilt-own-{run}-{uid}", pure=False, workers=near(uid),
-                            allow_other_workers=True)
+                            key=f"fastquilt-own-{run}-{uid}", pure=False)
               for uid in sorted(remaining)]
     bar = None
     if progress:

@@ -79,6 +79,11 @@ class Slab:
     def add(self, ks: list[int], pred: torch.Tensor) -> list[tuple[int, dict]]:
         """Add the windows ``ks`` (raster order) and their per-window state; returns the
         units they complete, ``(uid, {output: (c, *unit)})``."""
+        if self.todo is not None and list(ks) != self.todo[self.added:self.added + len(ks)]:
+            # units are cut by their place in todo: windows in another order would cut a unit
+            # before all its windows are in
+            raise RuntimeError(f"Slab.add: windows {list(ks)[:4]}... are not the next ones of "
+                               f"the run's order (from position {self.added})")
         out = []
         org = self.layout.origins[ks]
         i = 0
@@ -97,11 +102,6 @@ class Slab:
                             [self.lo] + [0] * (org.shape[1] - 2), ks[i:j], pred[i:j],
                             self.reduction)
             i = j
-        if self.todo is not None and list(ks) != self.todo[self.added:self.added + len(ks)]:
-            # units are cut by their place in todo: windows in another order would cut a unit
-            # before all its windows are in
-            raise RuntimeError(f"Slab.add: windows {list(ks)[:4]}... are not the next ones of "
-                               f"the run's order (from position {self.added})")
         self.added += len(ks)
         return out + self._cut_finished()
 
