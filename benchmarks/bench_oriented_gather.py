@@ -10,22 +10,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
+from wall_clock import median_of
 
 import fastquilt as fq
 from fastquilt.training import sampling
-
-
-def seconds(fn, reps: int = 5) -> float:
-    fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def main(argv=None) -> None:
@@ -63,7 +53,7 @@ def main(argv=None) -> None:
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for r in range(args.rounds):
         for name in (list(contenders) if r % 2 == 0 else list(reversed(contenders))):
-            times[name].append(seconds(contenders[name]))
+            times[name].append(median_of(contenders[name]))
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.device}, "
           f"{args.batch} windows {args.window}^3 from {args.size}^3 float32")

@@ -1,6 +1,9 @@
-"""The benchmarks' timer: ``torch.utils.benchmark`` (warm-up, block sizes that amortise the
-timer, CUDA synchronisation, the current thread count) in place of a hand-written loop."""
+"""The benchmarks' timers: ``torch.utils.benchmark`` (warm-up, block sizes that amortise the
+timer, CUDA synchronisation, the current thread count) in place of a hand-written loop, and
+the median of calls timed one by one where a call's spread matters (a training batch on a
+shared machine)."""
 
+import statistics
 import time
 
 import torch
@@ -22,3 +25,15 @@ def best_of(fn, reps: int = 5) -> float:
                             num_threads=torch.get_num_threads())
     m = timer.blocked_autorange(min_run_time=max(reps * first, 0.05))
     return min(m.times)
+
+
+def median_of(fn, reps: int = 5) -> float:
+    """Seconds per call of ``fn``: the median of ``reps`` calls timed one by one, after one
+    untimed call (page faults of fresh buffers, JIT). (The caller synchronises a device.)"""
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)

@@ -1,25 +1,18 @@
 """Where a WindowSampler batch's time goes with 2 and with 1 intra-op threads, alternating
 (16 windows 64^3 of a 256^3 float32 volume, int8 labels): the whole batch, the image and label
 gathers, the label frame. Medians of 6 calls, in ms.
-``python benchmarks/experiments/sampler_threads.py``"""
+``python -m benchmarks.experiments.sampler_threads``"""
 
-import statistics
-import time
 
 import torch
 
 import fastquilt as fq
 from benchmarks.bench_sampler import make_data
+from benchmarks.wall_clock import median_of
 
 
-def ms(fn, n: int = 6) -> float:
-    fn()
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1e3
+def ms(fn) -> float:
+    return median_of(fn, 6) * 1e3
 
 
 def main() -> None:

@@ -8,8 +8,8 @@
 #include <cstring>
 
 #include "cpu/cpu_common.h"
+#include "cpu/prefetch.h"
 #include "cpu/row_kernels.h"
-#include "cpu/transpose_blocks.h"
 #include "optional_tensor.h"
 #include "op_entry_points.h"
 

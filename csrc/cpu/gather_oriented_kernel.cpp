@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "cpu/cpu_common.h"
+#include "cpu/prefetch.h"
 #include "cpu/transpose_blocks.h"
 #include "kernel_bodies/orientation.h"
 #include "op_entry_points.h"

@@ -1,11 +1,10 @@
-// Element moves of the oriented gather that a compiler does not vectorise by itself: a reversed
-// copy of a row, and the transposition of a square block of L x L elements, L = 16 / sizeof(T)
-// (one 128-bit register per block row). Both move bits only (any element type of 1, 2, 4 or 8
-// bytes), use SSE2 (baseline x86-64: no dispatch needed) and fall back to plain loops
-// elsewhere.
+// Element moves of the oriented gather that a compiler does not vectorise by itself: a short
+// row copied or reversed, and the transposition of a square block of L x L elements,
+// L = 16 / sizeof(T) (one 128-bit register per block row). All move bits only (any element
+// type of 1, 2, 4 or 8 bytes), use SSE2 (baseline x86-64: no dispatch needed) and fall back
+// to plain loops elsewhere.
 #pragma once
 #include <cstdint>
-#include <cstring>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -33,34 +32,20 @@ inline __m128i reverse_elements(__m128i v) {
     v = _mm_shufflelo_epi16(v, 0x1B);
     v = _mm_shufflehi_epi16(v, 0x1B);
   }
-  if constexpr (E <= 4) v = _mm_shuffle_epi32(v, E == 4 ? 0x1B : 0x4E);
-  if constexpr (E == 8) v = _mm_shuffle_epi32(v, 0x4E);
-  return v;
+  return _mm_shuffle_epi32(v, E == 4 ? 0x1B : 0x4E);  // reverse the dwords, or swap the halves
 }
 
-template <int G>
-inline __m128i unpack_lo(__m128i a, __m128i b) {
+// Rows a and b interleaved in units of G bytes: their low halves, or their high halves.
+template <int G, bool kHigh>
+inline __m128i unpack(__m128i a, __m128i b) {
   if constexpr (G == 1) {
-    return _mm_unpacklo_epi8(a, b);
+    return kHigh ? _mm_unpackhi_epi8(a, b) : _mm_unpacklo_epi8(a, b);
   } else if constexpr (G == 2) {
-    return _mm_unpacklo_epi16(a, b);
+    return kHigh ? _mm_unpackhi_epi16(a, b) : _mm_unpacklo_epi16(a, b);
   } else if constexpr (G == 4) {
-    return _mm_unpacklo_epi32(a, b);
+    return kHigh ? _mm_unpackhi_epi32(a, b) : _mm_unpacklo_epi32(a, b);
   } else {
-    return _mm_unpacklo_epi64(a, b);
-  }
-}
-
-template <int G>
-inline __m128i unpack_hi(__m128i a, __m128i b) {
-  if constexpr (G == 1) {
-    return _mm_unpackhi_epi8(a, b);
-  } else if constexpr (G == 2) {
-    return _mm_unpackhi_epi16(a, b);
-  } else if constexpr (G == 4) {
-    return _mm_unpackhi_epi32(a, b);
-  } else {
-    return _mm_unpackhi_epi64(a, b);
+    return kHigh ? _mm_unpackhi_epi64(a, b) : _mm_unpacklo_epi64(a, b);
   }
 }
 
@@ -71,8 +56,8 @@ template <int G, int n>
 inline void shuffle_round(__m128i* v) {
   __m128i w[n];
   for (int k = 0; k < n / 2; ++k) {
-    w[k] = unpack_lo<G>(v[2 * k], v[2 * k + 1]);
-    w[n / 2 + k] = unpack_hi<G>(v[2 * k], v[2 * k + 1]);
+    w[k] = unpack<G, false>(v[2 * k], v[2 * k + 1]);
+    w[n / 2 + k] = unpack<G, true>(v[2 * k], v[2 * k + 1]);
   }
   for (int k = 0; k < n; ++k) v[k] = w[k];
 }
@@ -85,22 +70,6 @@ constexpr int bit_reverse(int k, int n) {
 
 }  // namespace simd_detail
 #endif
-
-// Asks for the cache lines of src[0, n) ahead of their use (a hint: nothing is read).
-template <typename T>
-inline void prefetch_row(const T* src, int64_t n) {
-#if defined(__GNUC__)
-  const char* p = reinterpret_cast<const char*>(src);
-  for (int64_t b = 0; b < n * int64_t(sizeof(T)); b += 64) __builtin_prefetch(p + b, 0, 3);
-#endif
-}
-
-// Asks for the cache line at p, to be written (a hint: nothing is read).
-inline void prefetch_for_write(const void* p) {
-#if defined(__GNUC__)
-  __builtin_prefetch(p, 1, 3);
-#endif
-}
 
 // dst[x] = src[x] for x < n: a short row in register moves (an inlined memcpy of a
 // run-time length into an aligned buffer becomes `rep movs`, slow to start for rows this size).

@@ -31,11 +31,10 @@ def _inverse_and_covered(weight_sum: torch.Tensor) -> tuple[torch.Tensor, torch.
     inv = buffers.empty(weight_sum.shape, weight_sum.dtype, weight_sum.device)
     inv.copy_(weight_sum)  # contiguous: weight_sum may be a strided view (a unit of a slab)
     # one reduction tells the usual case (every voxel covered; NaN fails it) from the rest
-    if inv.numel() == 0 or bool(inv.amin() > 0):
-        return inv.clamp_min_(torch.finfo(inv.dtype).tiny).reciprocal_(), None
-    uncovered = (inv > 0).logical_not_()
+    covered = inv.numel() == 0 or bool(inv.amin() > 0)
+    uncovered = None if covered else (inv > 0).logical_not_()
     inv.clamp_min_(torch.finfo(inv.dtype).tiny).reciprocal_()
-    return inv.masked_fill_(uncovered, 0), uncovered
+    return (inv, None) if covered else (inv.masked_fill_(uncovered, 0), uncovered)
 
 
 def _check(acc: torch.Tensor, weight_sum: torch.Tensor) -> torch.Tensor:

@@ -115,8 +115,8 @@ class Slab:
             uid = int(uids[self.next_finishing])
             self.next_finishing += 1
             n, box = units.box(uid)
+            # (lo is the start of the first unit plane not cut yet)
             if (n != self.n or uid in self.done or uid in self.cut_early
-                    or box[0].start // self.U < self.next_unit_plane
                     or box[0].start < self.lo or box[0].stop > self.lo + self.H):
                 continue
             out.append(self._cut_unit(uid))
