@@ -91,9 +91,9 @@ def main() -> None:
         t_identity = min(run(lambda p: p, f"id{i}") for i in range(2))
         t_sleepy = min(run(sleepy, f"sleep{i}") for i in range(2))
         res = {
-            "machine": platform.processor() or platform.machine(), "dir": str(work.parent),
-            "threads":
-            torch.get_num_threads(), "size": a.size, "windows": len(positions),
+            "machine": platform.processor() or platform.machine(),
+            "files": "--dir" if a.dir else "temporary folder",
+            "threads": torch.get_num_threads(), "size": a.size, "windows": len(positions),
             "read_only_s": t_read, "write_only_s": t_write, "identity_s": t_identity,
             "sleep_model_total_s": t_read, "sleep_model_run_s": t_sleepy,
             "identity_x_read": t_identity / t_read,
