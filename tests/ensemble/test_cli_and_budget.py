@@ -57,18 +57,19 @@ def test_the_plan_fits_the_bound_and_a_tighter_bound_gives_a_shallower_unit(tmp_
     x = _input(tmp_path, shape=(1, 1, 64, 48, 48))
     model = torch.nn.Conv3d(1, 40, 1)
     kw = dict(chunks=8, outputs=("labels",), activation="softmax", batch_size=2)
-    sizes = dict(spatial=(64, 48, 48), window=(8, 8, 8), chunk0=8, unit=(16, 16, 16),
-                 unit_given=False, plane_units=9, c_in=1, in_itemsize=4, in_depth=8,
-                 state_channels=40, out_bytes=1, c_out=40, batch_size=2)
+    sizes = dict(spatial=(64, 48, 48), window=(8, 8, 8), chunk=(8, 8, 8), unit=(16, 16, 16),
+                 unit_given=False, c_in=1, in_itemsize=4, in_depth=8,
+                 state_channels=40, out_bytes=1, c_out=40, batch_size=2,
+                 temporaries=2)  # (one model, no augmentation)
     roomy = budget.plan_memory(2**30, **sizes)
-    assert roomy.unit0 == 16 and roomy.queue_depth == 2 and roomy.total <= 2**30
-    est = {k: v for k, v in sizes.items() if k not in ("chunk0", "unit_given", "plane_units")}
+    assert roomy.unit == (16, 16, 16) and roomy.queue_depth == 2 and roomy.total <= 2**30
+    est = {k: v for k, v in sizes.items() if k not in ("chunk", "unit_given")}
     deepest_least = sum(budget.estimate(**est, queue_depth=1, max_pending=1).values())
     bound = int(deepest_least / budget.HEADROOM) + 1
-    assert budget.plan_memory(bound, **sizes).unit0 == 16
+    assert budget.plan_memory(bound, **sizes).unit[0] == 16
     tight = budget.plan_memory(bound - 2, **sizes)  # no unit of depth 16 fits
-    assert tight.unit0 == 8 and tight.total <= budget.HEADROOM * (bound - 2)
-    with pytest.raises(ValueError, match=r"too small .* needs .*slab .*batches"):
+    assert tight.unit == (8, 16, 16) and tight.total <= budget.HEADROOM * (bound - 2)
+    with pytest.raises(ValueError, match=r"too small .* spilled to disk.* needs .*row region"):
         budget.plan_memory(2**20, **sizes)
     g = fq.sliding_window(model, x, 8, 6, out=tmp_path / "o.zarr", max_memory=bound - 2,
                           **kw)

@@ -95,6 +95,11 @@ if __name__ == "__main__":
         _slow_writes(os.environ["FQ_TEST_SLOW_WRITE"])
     if os.environ.get("FQ_TEST_SLOW_LEVELS"):
         _slow_levels(os.environ["FQ_TEST_SLOW_LEVELS"])
+    if os.environ.get("FQ_TEST_SPILL") == "1":  # the spilling slab, nothing held in memory
+        from fastquilt.outofcore import run
+
+        plan = run.plan_memory
+        run.plan_memory = lambda *a, **k: plan(*a, **k)._replace(spill_cap=0, queue_depth=0)
     ome = {"levels": 2} if dst.endswith(".ome.zarr") else {}  # (an OME-Zarr output: a pyramid)
     ensemble = os.environ.get("FQ_TEST_ENSEMBLE") == "1"
     model = [SlowClasses(scale), SlowClasses(scale + 1)] if ensemble else Slow(scale)

@@ -39,9 +39,12 @@ def _want(x, scale=2.0):
                              weight="gaussian").numpy()
 
 
-def _start_job(src, dst, *, scale=2.0, slow_write_flag=None, slow_levels_flag=None):
+def _start_job(src, dst, *, scale=2.0, slow_write_flag=None, slow_levels_flag=None,
+               spill=False):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in [str(HERE), os.environ.get("PYTHONPATH", "")] if p))
+    if spill:
+        env["FQ_TEST_SPILL"] = "1"
     if slow_write_flag:
         env["FQ_TEST_SLOW_WRITE"] = str(slow_write_flag)
     if slow_levels_flag:
@@ -66,22 +69,27 @@ def _wait_for(cond, proc, timeout=120):
     assert proc.poll() is None, "the job finished before it could be killed"
 
 
-@pytest.mark.parametrize("moment", ["first_marker", "a_third", "two_thirds", "mid_write"])
+@pytest.mark.parametrize("moment", ["first_marker", "a_third", "two_thirds", "mid_write",
+                                    "a_third_spilling"])
 def test_kill_9_at_any_moment_then_resume_gives_the_exact_result(moment, tmp_path):
+    # (a_third_spilling: the run keeps its sums in the spilling slab, every unit not finished
+    # by a batch in the scratch file; the resume uses the slab)
     x, _ = _input(tmp_path)
     src, dst = tmp_path / "in.zarr", tmp_path / "out.zarr"
     markers = tmp_path / "out.zarr.fastquilt-progress"
     flag = tmp_path / "writing"
-    proc = _start_job(src, dst, slow_write_flag=flag if moment == "mid_write" else None)
+    proc = _start_job(src, dst, slow_write_flag=flag if moment == "mid_write" else None,
+                      spill=moment.endswith("spilling"))
     if moment == "mid_write":  # a unit's chunks are written, its marker is not yet
         _wait_for(flag.exists, proc)
     else:
-        need = {"first_marker": 1, "a_third": 9, "two_thirds": 18}[moment]
+        need = {"first_marker": 1, "a_third": 9, "two_thirds": 18, "a_third_spilling": 9}[moment]
         _wait_for(lambda: markers.exists() and len(list(markers.glob("u*"))) >= need, proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done = progress_of(dst)["done"] if (dst / "zarr.json").exists() else 0
     assert done < 27
+    assert not list(tmp_path.glob(".fastquilt-spill*"))  # (the scratch file has no name)
     y = fq.sliding_window(_ooc_job().Slow(2.0), zarr.open_array(str(src)), out=dst,
                           **GEOMETRY)  # the same model, resumed
     np.testing.assert_allclose(y[...], _want(x), rtol=1e-5, atol=1e-5)

@@ -4,7 +4,9 @@ the main thread; the weighted predictions summed into the RAM slab on the model'
 accumulator thread; finished units normalised there, copied back and written by writer
 threads. Memory stays bounded: one input block read ahead, at most ``QUEUE_DEPTH`` batches of
 windows and of predictions waiting, at most one plane of finished units waiting to be written,
-and the slab (about one plane of units)."""
+and the slab (about one plane of units) — or, where the memory plan says so (:mod:`.budget`),
+the spilling slab (units up to a byte cap, the rest on disk: :mod:`.spill`), with the model
+and the accumulator in step (no prediction waits in a queue)."""
 
 from __future__ import annotations
 
@@ -18,9 +20,11 @@ import torch
 from .. import buffers
 from ..ensemble import Predictor
 from ..reductions import Reduction
+from .budget import release_free_memory
 from .job import Job
 from .reading import windows_by_row
 from .slab import Slab
+from .spill import SpillingSlab
 
 QUEUE_DEPTH = 2  # batches of predictions between the model and the accumulator
 _DONE = object()
@@ -38,7 +42,11 @@ class _Accumulator(threading.Thread):
         self.batches: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
         self.writes: list[Future] = []
         self.max_pending = int(np.prod(job.layout.units.counts[1:]))  # one plane of units
-        self.slab: Slab | None = None
+        self.slab: Slab | SpillingSlab | None = None
+        self.spill_cap: int | None = None  # set by the main thread: the spilling slab's cap
+        self.in_step = False  # set by the main thread: put returns once the batch is added
+        self.sent, self.added = 0, 0  # batches put, and added
+        self.progress = threading.Condition()
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -47,17 +55,35 @@ class _Accumulator(threading.Thread):
             while not (ended := (item := self.batches.get()) is _DONE):
                 ks, pred = item
                 if self.slab is None:
-                    self.slab = Slab(self.job.layout, self.reduction, self.done,
-                                     device=pred.device, todo=self.todo)
-                self._submit(self.slab.add(ks, pred))
+                    self.slab = self._new_slab(pred.device)
+                units = self.slab.add(ks, pred)
+                del item, pred  # (in step, the model's next batch needs this memory)
+                if isinstance(self.slab, SpillingSlab):  # a tight bound: free pages go back
+                    release_free_memory()
+                with self.progress:
+                    self.added += 1
+                    self.progress.notify_all()
+                self._submit(units)
             if self.slab is not None:
                 self._submit(self.slab.flush_image())
             for f in self.writes:
                 f.result()
         except BaseException as e:  # raised again by the main thread
-            self.error = e
+            with self.progress:
+                self.error = e
+                self.progress.notify_all()
             while not ended:  # take what the main thread still sends, until it stops
                 ended = self.batches.get() is _DONE
+        finally:
+            if isinstance(self.slab, SpillingSlab):
+                self.slab.close()
+
+    def _new_slab(self, device: torch.device) -> Slab | SpillingSlab:
+        layout = self.job.layout
+        if self.spill_cap is None:
+            return Slab(layout, self.reduction, self.done, device=device, todo=self.todo)
+        return SpillingSlab(layout, self.reduction, self.done, device=device, todo=self.todo,
+                            cap_bytes=self.spill_cap, spill_dir=self.job.store.path.parent)
 
     def _submit(self, units) -> None:
         for uid, outputs in units:
@@ -70,14 +96,21 @@ class _Accumulator(threading.Thread):
         self.writes = [f for f in self.writes if not f.done()]
 
     def put(self, item) -> None:
+        """Queue a batch; in step, wait until it is added."""
         while True:
             if self.error is not None:
                 raise self.error
             try:
                 self.batches.put(item, timeout=0.1)
-                return
+                self.sent += 1
+                break
             except queue.Full:
                 continue
+        if self.in_step:
+            with self.progress:
+                self.progress.wait_for(lambda: self.added >= self.sent or self.error is not None)
+            if self.error is not None:
+                raise self.error
 
     def finish(self) -> None:
         self.batches.put(_DONE)
@@ -168,11 +201,14 @@ def run_local(job: Job, predictor: Predictor, outputs: tuple[str, ...], batch_si
             if acc.reduction is None:
                 if memory is not None:
                     plan = memory(predictor.channels)
-                    acc.batches.maxsize = batcher.batches.maxsize = plan.queue_depth
+                    acc.batches.maxsize = batcher.batches.maxsize = max(plan.queue_depth, 1)
+                    acc.in_step = plan.queue_depth == 0
+                    acc.spill_cap = plan.spill_cap
                     acc.max_pending = min(acc.max_pending, plan.max_pending)
                 store.ensure(predictor.channels)
                 acc.reduction = Reduction(outputs, predictor.channels, fill_value)
             acc.put((batch, pred))
+            del pred, windows  # (the accumulator holds them as long as it needs them)
             if bar is not None:
                 bar.update(len(batch))
         acc.finish()

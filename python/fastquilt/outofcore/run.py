@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -129,10 +128,10 @@ def sliding_window_zarr(
         if budget is not None:  # the unit depth depends on the bound: plan it now
             plan = _plan(layout, x, predictor, names, batch_size, dtype, budget,
                          unit is not None, _channels(predictor, x, layout, device))
-            if plan.unit0 != layout.unit[0]:
+            if plan.unit != layout.unit:
                 layout = Layout(getattr(x, "shape", ()), window, step, weight, border,
-                                border_weight, chunks=chunks, unit=(plan.unit0, *layout.unit[1:]),
-                                shards=shards, allow_gaps=allow_gaps)
+                                border_weight, chunks=chunks, unit=plan.unit, shards=shards,
+                                allow_gaps=allow_gaps)
             memory = lambda c: plan  # noqa: E731
         else:
             memory = lambda c: _plan(layout, x, predictor, names, batch_size,  # noqa: E731
@@ -193,10 +192,12 @@ def _plan(layout: Layout, x, predictor: Predictor, names, batch_size: int, out_d
     chunks = getattr(x, "chunks", None)
     in_depth = int(chunks[2]) if isinstance(chunks, tuple) and len(chunks) > 2 and isinstance(
         chunks[2], int) else layout.window[0]
+    # one model's output and its activation; an ensemble's sums and transforms take more
+    single = predictor.members(layout.window) == 1 and not predictor.moments
     return plan_memory(
-        budget, spatial=layout.spatial, window=layout.window,
-        chunk0=(layout.shards or layout.chunk)[0], unit=layout.unit, unit_given=unit_given,
-        plane_units=math.prod(layout.units.counts[1:]), c_in=layout.shape[1],
+        budget, spatial=layout.spatial, window=layout.window, step=layout.q.step,
+        chunk=layout.shards or layout.chunk, unit=layout.unit, unit_given=unit_given,
+        temporaries=2 if single else 4, c_in=layout.shape[1],
         in_itemsize=in_itemsize, in_depth=in_depth, state_channels=red.state_channels,
         out_bytes=out_bytes, c_out=channels, batch_size=batch_size)
 

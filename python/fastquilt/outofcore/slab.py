@@ -27,10 +27,9 @@ def scatter_windows(layout: Layout, acc: torch.Tensor, wsum: torch.Tensor,
     reduction.add(acc, wsum, rel.to(acc.device), pred, layout.weight_on(acc.device))
 
 
-def completion_order(layout: Layout, todo: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """``(positions, uids)``: every unit the windows ``todo`` touch, with the position in
-    ``todo`` of the last window that touches it, in the order of those positions (a unit is
-    complete once that window is added)."""
+def touch_pairs(layout: Layout, todo: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(uids, positions)``: one pair for each window of ``todo`` (by its position there) and
+    each unit it touches, in no particular order."""
     units = layout.units
     if len(todo) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -38,13 +37,23 @@ def completion_order(layout: Layout, todo: Sequence[int]) -> tuple[np.ndarray, n
     n, starts = org[:, 0], org[:, 1:]
     unit, window = np.asarray(units.unit), np.asarray(layout.window)
     lo, hi = starts // unit, (starts + window - 1) // unit
-    last = np.full(units.total(), -1, np.int64)
     pos = np.arange(len(todo))
+    uids, positions = [], []
     for off in itertools.product(*[range(k) for k in (hi - lo).max(axis=0) + 1]):
         idx = lo + np.asarray(off)
         ok = (idx <= hi).all(axis=1)
-        uid = n[ok] * units.per_image + np.ravel_multi_index(tuple(idx[ok].T), units.counts)
-        np.maximum.at(last, uid, pos[ok])
+        uids.append(n[ok] * units.per_image + np.ravel_multi_index(tuple(idx[ok].T), units.counts))
+        positions.append(pos[ok])
+    return np.concatenate(uids).astype(np.int64), np.concatenate(positions).astype(np.int64)
+
+
+def completion_order(layout: Layout, todo: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(positions, uids)``: every unit the windows ``todo`` touch, with the position in
+    ``todo`` of the last window that touches it, in the order of those positions (a unit is
+    complete once that window is added)."""
+    touched, pos = touch_pairs(layout, todo)
+    last = np.full(layout.units.total(), -1, np.int64)
+    np.maximum.at(last, touched, pos)
     uids = np.flatnonzero(last >= 0)
     order = np.argsort(last[uids], kind="stable")
     return last[uids][order], uids[order]
