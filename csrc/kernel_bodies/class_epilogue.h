@@ -17,11 +17,10 @@ FQ_HD double log_of(double v) { return log(v); }
 
 // acc points at the voxel's channel 0; channel c is at acc[c * stride]. inv is the voxel's
 // inverse weight sum (inverse_or_zero), or 1 with normalise == false (acc is already the mean).
-// prob and entropy may be nullptr (not asked for).
-template <typename acc_t, typename label_t>
-FQ_HD void class_epilogue_voxel(const acc_t* acc, int64_t C, int64_t stride, bool normalise,
-                                acc_t inv, acc_t fill, label_t* label, acc_t* prob,
-                                acc_t* entropy) {
+// The entropy's logarithms (most of the work) are taken only with kEntropy.
+template <bool kEntropy, typename acc_t>
+FQ_HD int64_t class_epilogue_scan(const acc_t* acc, int64_t C, int64_t stride, bool normalise,
+                                  acc_t inv, acc_t fill, acc_t* best_value, acc_t* entropy) {
   int64_t best = 0;
   acc_t best_v = acc_t(0);
   acc_t h = acc_t(0);
@@ -33,11 +32,25 @@ FQ_HD void class_epilogue_voxel(const acc_t* acc, int64_t C, int64_t stride, boo
       best = c;
       best_v = v;
     }
-    h -= v == acc_t(0) ? acc_t(0) : v * log_of(v);
+    if (kEntropy) h -= v == acc_t(0) ? acc_t(0) : v * log_of(v);
   }
+  *best_value = best_v;
+  if (kEntropy) *entropy = h;
+  return best;
+}
+
+// prob and entropy may be nullptr (not asked for).
+template <typename acc_t, typename label_t>
+FQ_HD void class_epilogue_voxel(const acc_t* acc, int64_t C, int64_t stride, bool normalise,
+                                acc_t inv, acc_t fill, label_t* label, acc_t* prob,
+                                acc_t* entropy) {
+  acc_t best_v;
+  const int64_t best =
+      entropy != nullptr
+          ? class_epilogue_scan<true>(acc, C, stride, normalise, inv, fill, &best_v, entropy)
+          : class_epilogue_scan<false>(acc, C, stride, normalise, inv, fill, &best_v, entropy);
   *label = static_cast<label_t>(best);
   if (prob != nullptr) *prob = best_v;
-  if (entropy != nullptr) *entropy = h;
 }
 
 }  // namespace fastquilt

@@ -52,6 +52,42 @@ def test_matches_argmax_and_float64_reference(data):
     np.testing.assert_allclose(ent.double().numpy(), want_h, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("C", [1, 3, 32, 257])
+def test_blocks_of_voxels_every_output_subset_and_thread_counts(C, dtype):
+    # the CPU kernel runs blocks of 512 voxels a channel at a time, in variants with and
+    # without the weight sum and the entropy: images of 511, 512, 513 and 1500 voxels (a
+    # block's remainder, one exact block, and one more), ties, NaN and uncovered voxels, every
+    # subset of outputs; 1 and 2 threads (tests/ops/test_threads.py proves the threads run)
+    from .test_threads import with_threads
+
+    g = torch.Generator().manual_seed(C)
+    for V in (511, 512, 513, 1500):
+        acc = torch.randint(0, 4, (2, C, V), generator=g).to(dtype)  # ties
+        acc[torch.rand(acc.shape, generator=g) < 0.01] = float("nan")
+        ws = torch.rand((2, V), generator=g, dtype=dtype) * 2
+        ws[torch.rand(ws.shape, generator=g) < 0.2] = 0
+        for w in (None, ws):
+            mean = acc if w is None else weighted_mean(acc, w, 0.5)
+            for prob_, ent_ in ((False, False), (True, False), (False, True), (True, True)):
+                labels, prob, ent = ops.class_epilogue(acc, w, 0.5, prob_, ent_)
+                assert torch.equal(labels.long(), mean.argmax(1))
+                if prob_:  # the same bits
+                    torch.testing.assert_close(prob, mean.amax(1), rtol=0, atol=0,
+                                               equal_nan=True)
+                if ent_:  # (summed in another order than torch's)
+                    h = -(mean * mean.log()).where(mean != 0, 0).sum(1)
+                    torch.testing.assert_close(ent, h, rtol=1e-5, atol=1e-5, equal_nan=True)
+    big = torch.rand((2, C if C < 257 else 40, 64, 64, 8), generator=g, dtype=dtype)
+    wbig = torch.rand((2, 64, 64, 8), generator=g, dtype=dtype)
+
+    def run():
+        return ops.class_epilogue(big, wbig, 0.0, True, True)
+
+    for a, b in zip(with_threads(1, run), with_threads(2, run)):
+        assert torch.equal(a, b)
+
+
 def test_nan_counts_as_the_maximum_like_torch_argmax():
     acc = torch.tensor([[[1.0, 2.0, float("nan")], [3.0, float("nan"), 0.0],
                          [float("nan"), 5.0, 4.0]]]).permute(0, 2, 1).contiguous()
