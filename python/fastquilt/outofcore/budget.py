@@ -167,20 +167,19 @@ def plan_memory(max_memory: int, *, spatial, window, chunk, unit, unit_given: bo
     # write block (finest), and the cap from what the rest leaves (module docstring)
     u = tuple(unit) if unit_given else tuple(min(c, S) for c, S in zip(chunk, spatial))
     plane_units = math.prod(-(-S // a) for S, a in zip(spatial[1:], u[1:]))
-    best = None
+    plans = []
     for q in (2, 1, 0):
         for pending in sorted({plane_units, 1}, reverse=True):
             parts = estimate(spatial=spatial, window=window, unit=u, queue_depth=q,
                              max_pending=pending, spill_cap=0, **sizes)
-            plan = MemoryPlan(u, q, pending, parts, 0)
-            cap = int(allowed - plan.total)
-            if cap >= parts["row region"]:  # a row's units can stay in memory: take it
-                return plan._replace(spill_cap=cap, parts={**parts, "unit sums held": cap})
-            if best is None or plan.total < best.total:
-                best = plan
-    if best.total <= allowed:
-        cap = int(allowed - best.total)
-        return best._replace(spill_cap=cap, parts={**best.parts, "unit sums held": cap})
+            plans.append(MemoryPlan(u, q, pending, parts, 0))
+    # the first whose cap holds a row's units; else the model and the accumulator in step,
+    # with as many units waiting to be written as fit (writes overlap with the next batch)
+    for plan in plans:
+        cap = int(allowed - plan.total)
+        if cap >= plan.parts["row region"] or (plan.queue_depth == 0 and cap >= 0):
+            return plan._replace(spill_cap=cap, parts={**plan.parts, "unit sums held": cap})
+    best = plans[-1]
     detail = ", ".join(f"{k} {_gib(v)}" for k, v in best.parts.items() if k != "unit sums held")
     raise ValueError(
         f"max_memory {_gib(max_memory)} is too small for this run: its smallest configuration "

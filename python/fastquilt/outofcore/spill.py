@@ -105,7 +105,9 @@ class SpillingSlab:
         numel = (self.K + 1) * math.prod(shape)
         if self._region.numel() < numel:  # (one buffer, grown to the largest region)
             self._region = torch.empty(numel, device=self.device)
-        region = self._region[:numel].view(1, self.K + 1, *shape).zero_()
+        # (not zeroed: every unit the row touches is loaded or zeroed below, and the windows
+        # touch nothing else)
+        region = self._region[:numel].view(1, self.K + 1, *shape)
         self.largest_region = max(self.largest_region, math.prod(shape))
         first, end = self.added, self.added + len(ks)
         boxes = []
@@ -172,7 +174,7 @@ class SpillingSlab:
 
     def _load(self, uid: int, dst: torch.Tensor) -> None:
         """Copy unit ``uid``'s sums into ``dst`` and free its place (pool slot or file
-        slot); a unit not seen yet stays zero."""
+        slot); a unit not seen yet is zeros."""
         if uid in self.held:
             slot = self.held.pop(uid)
             dst.copy_(self._pool[slot, :dst.numel()].view(dst.shape))
@@ -184,6 +186,8 @@ class SpillingSlab:
                           slot * self._numel * 4)
             self._free_disk.append(slot)
             dst.copy_(torch.from_numpy(stage).view(dst.shape))
+        else:
+            dst.zero_()
 
     def _write(self, uid: int, src: torch.Tensor) -> None:
         """Write unit ``uid``'s sums ``src`` to a slot of the scratch file."""
