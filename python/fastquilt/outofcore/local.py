@@ -83,7 +83,8 @@ class _Accumulator(threading.Thread):
         if self.spill_cap is None:
             return Slab(layout, self.reduction, self.done, device=device, todo=self.todo)
         return SpillingSlab(layout, self.reduction, self.done, device=device, todo=self.todo,
-                            cap_bytes=self.spill_cap, spill_dir=self.job.store.path.parent)
+                            cap_bytes=self.spill_cap, spill_dir=self.job.store.path.parent,
+                            keep_region=not self.in_step)
 
     def _submit(self, units) -> None:
         for uid, outputs in units:
@@ -127,7 +128,9 @@ class _Batcher(threading.Thread):
     def __init__(self, job: Job, todo: list[int], batch_size: int,
                  reader: ThreadPoolExecutor) -> None:
         super().__init__(name="fastquilt-batcher", daemon=True)
-        self.windows = windows_by_row(job.x, job.layout, todo, reader)
+        self.read_ahead = True  # the next input block (the main thread may stop it)
+        self.windows = windows_by_row(job.x, job.layout, todo, reader,
+                                      lambda: self.read_ahead)
         self.window = job.layout.window
         self.batch_size = batch_size
         self.batches: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
@@ -202,7 +205,9 @@ def run_local(job: Job, predictor: Predictor, outputs: tuple[str, ...], batch_si
                 if memory is not None:
                     plan = memory(predictor.channels)
                     acc.batches.maxsize = batcher.batches.maxsize = max(plan.queue_depth, 1)
+                    # in step (a tight bound): no input block read ahead, no row region kept
                     acc.in_step = plan.queue_depth == 0
+                    batcher.read_ahead = not acc.in_step
                     acc.spill_cap = plan.spill_cap
                     acc.max_pending = min(acc.max_pending, plan.max_pending)
                 store.ensure(predictor.channels)

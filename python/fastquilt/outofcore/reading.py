@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 
 import torch
@@ -23,14 +23,16 @@ def read_window(x, layout: Layout, k: int) -> torch.Tensor:
     return read_region(x, o[0], o[1:], [s + w for s, w in zip(o[1:], layout.window)])
 
 
-def windows_by_row(x, layout: Layout, todo: list[int], reader: Executor
+def windows_by_row(x, layout: Layout, todo: list[int], reader: Executor,
+                   read_ahead: Callable[[], bool] = lambda: True
                    ) -> Iterator[tuple[int, list[tuple[int, torch.Tensor]]]]:
     """Yield ``(k, pieces)`` for the windows ``todo`` (in raster order): window ``k`` as views
     ``(a, piece (C, b - a, *window[1:]))`` of its planes ``[a, b)`` along axis 0, one per
     input block it spans (copied into a batch by the caller: no copy of a row of windows is
     made). The input is read in blocks of whole input-chunk planes along axis 0, each read
-    once, the next one ahead of time on ``reader``: rows of windows overlap, so reading window
-    by window (or row by row) would read most voxels two or more times."""
+    once, the next one ahead of time on ``reader`` (while ``read_ahead()``: a tight memory
+    bound may stop it): rows of windows overlap, so reading window by window (or row by row)
+    would read most voxels two or more times."""
     chunks = getattr(x, "chunks", None)
     depth = int(chunks[2]) if isinstance(chunks, tuple) and len(chunks) > 2 and isinstance(
         chunks[2], int) else layout.window[0]
@@ -61,7 +63,8 @@ def windows_by_row(x, layout: Layout, todo: list[int], reader: Executor
                 a = max(s0, j * depth) - j * depth
                 b = min(s0 + w0, j * depth + part.shape[1]) - j * depth
                 row.append((j * depth + a - s0, part[:, a:b]))
-            need(n, j1 + 1)  # read ahead
+            if read_ahead():
+                need(n, j1 + 1)
             row_key = (n, s0)
         sl = tuple(slice(a, a + w) for a, w in zip(o[2:], layout.window[1:]))
         yield k, [(a, part[(slice(None), slice(None), *sl)]) for a, part in row]

@@ -36,11 +36,13 @@ class SpillingSlab:
     units in flight: up to ``cap_bytes`` of them in a pool of unit slots allocated once (on
     ``device``), the rest in the scratch file; the same interface as :class:`~.slab.Slab`:
     :meth:`add` the windows of ``todo`` in that order, then :meth:`flush_image`. Its own
-    memory is the pool, one row region (reused) and one unit of staging for the file."""
+    memory is the pool, one row region (reused, or freed after each :meth:`add` without
+    ``keep_region``) and one unit of staging for the file."""
 
     def __init__(self, layout: Layout, reduction: Reduction, done: set[int],
                  device: torch.device | str = "cpu", todo: Sequence[int] = (), *,
-                 cap_bytes: int, spill_dir: str | os.PathLike | None = None) -> None:
+                 cap_bytes: int, spill_dir: str | os.PathLike | None = None,
+                 keep_region: bool = True) -> None:
         self.layout, self.reduction, self.done = layout, reduction, done
         self.device = torch.device(device)
         self.K = reduction.state_channels
@@ -64,6 +66,7 @@ class SpillingSlab:
         self._file = None
         self._stage: np.ndarray | None = None
         self._region = torch.empty(0, device=self.device)
+        self.keep_region = keep_region  # else freed after each add (while the model runs)
         self.spill_dir = spill_dir
         self.added = 0  # windows added so far (positions in todo)
         self.flushed = 0
@@ -90,6 +93,8 @@ class SpillingSlab:
                 j += 1
             out += self._add_row(ks[i:j], pred[i:j], org[i:j])
             i = j
+        if not self.keep_region:
+            self._region = torch.empty(0, device=self.device)
         return out
 
     def _add_row(self, ks: list[int], pred: torch.Tensor,
