@@ -242,3 +242,36 @@ def test_a_cluster_run_checks_that_its_writes_are_where_the_client_looks(tmp_pat
         with pytest.raises(RuntimeError, match="not in storage after the run"):
             fq.sliding_window(lambda p: p, z, out=tmp_path / "o.zarr", client=client,
                               **GEOMETRY)
+
+
+@pytest.mark.parametrize("spill", [False, True])
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_a_run_stopped_by_an_error_marks_no_unfinished_unit_done(spill, error, tmp_path,
+                                                                 monkeypatch):
+    # the model fails (or the user presses Ctrl-C) a third of the way: the units whose
+    # windows were all added are written, the others are not (they once were, half-summed,
+    # and marked done: the resume then kept them); the resume gives the exact result
+    from fastquilt.outofcore import run as run_module
+
+    if spill:
+        plan = run_module.plan_memory
+        monkeypatch.setattr(run_module, "plan_memory", lambda *a, **k: plan(*a, **k)._replace(
+            spill_cap=0, queue_depth=0))
+    x = np.random.default_rng(0).standard_normal((1, 1, 32, 32, 32)).astype(np.float32)
+    kw = dict(chunks=8, unit=8, batch_size=2, weight="gaussian")
+    calls = [0]
+
+    def failing(p):
+        calls[0] += 1
+        if calls[0] > 40:
+            raise error("stop")
+        return p * 2
+
+    out = tmp_path / "o.zarr"
+    with pytest.raises(error):
+        fq.sliding_window(failing, x, 8, 4, out=out, **kw)
+    done = progress_of(out)["done"]
+    assert 0 < done < 64
+    y = fq.sliding_window(lambda p: p * 2, x, 8, 4, out=out, **kw)  # resumed
+    want = fq.sliding_window(lambda p: p * 2, torch.from_numpy(x), 8, 4, weight="gaussian")
+    np.testing.assert_allclose(y[...], want.numpy(), rtol=1e-5, atol=1e-5)

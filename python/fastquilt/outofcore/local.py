@@ -27,7 +27,8 @@ from .slab import Slab
 from .spill import SpillingSlab
 
 QUEUE_DEPTH = 2  # batches of predictions between the model and the accumulator
-_DONE = object()
+_DONE = object()  # the last batch was sent: hand over every unit left
+_ABORT = object()  # the run stops early: units not complete are dropped, never written
 
 
 class _Accumulator(threading.Thread):
@@ -50,9 +51,13 @@ class _Accumulator(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        ended = False  # the main thread has sent _DONE
+        ended = aborted = False  # the main thread has sent _DONE or _ABORT
         try:
-            while not (ended := (item := self.batches.get()) is _DONE):
+            while True:
+                item = self.batches.get()
+                if item is _DONE or item is _ABORT:
+                    ended, aborted = True, item is _ABORT
+                    break
                 ks, pred = item
                 if self.slab is None:
                     self.slab = self._new_slab(pred.device)
@@ -64,16 +69,17 @@ class _Accumulator(threading.Thread):
                     self.added += 1
                     self.progress.notify_all()
                 self._submit(units)
-            if self.slab is not None:
+            if self.slab is not None and not aborted:
                 self._submit(self.slab.flush_image())
-            for f in self.writes:
+            for f in self.writes:  # (units already handed over are complete: kept)
                 f.result()
         except BaseException as e:  # raised again by the main thread
             with self.progress:
                 self.error = e
                 self.progress.notify_all()
             while not ended:  # take what the main thread still sends, until it stops
-                ended = self.batches.get() is _DONE
+                item = self.batches.get()
+                ended = item is _DONE or item is _ABORT
         finally:
             if isinstance(self.slab, SpillingSlab):
                 self.slab.close()
@@ -221,7 +227,8 @@ def run_local(job: Job, predictor: Predictor, outputs: tuple[str, ...], batch_si
     finally:
         batcher.stop.set()
         if not finished and acc.is_alive():
-            acc.batches.put(_DONE)  # (the accumulator drains until it sees this)
+            # (not _DONE: that hands over every unit left, complete or not, and marks it done)
+            acc.batches.put(_ABORT)
             acc.join()
         writer.shutdown(wait=True)
         reader.shutdown(wait=False, cancel_futures=True)
