@@ -8,7 +8,9 @@
 * identity model: the whole run; target <= 1.2x the read-only time;
 * a model that sleeps (the GIL released, a stand-in for a GPU model on a CPU machine) as long,
   in total, as the read-only time: target <= 1.2x the larger of the two (stages one after the
-  other would take their sum, 2x).
+  other would take their sum, 2x). The model's time is what its sleeps took (measured: on a
+  busy machine each ``time.sleep`` overshoots by a millisecond or two, 8% here in all); the
+  ratio to the nominal sleep is printed too.
 
     python benchmarks/bench_ooc_overlap.py [--size 512] [--threads N] [--dir D] [--json PATH]
 
@@ -84,21 +86,31 @@ def main() -> None:
         batches = -(-len(positions) // BATCH)
         pause = t_read / batches
 
+        slept = []  # the model's own time in each run: time.sleep overshoots on a busy machine
+
         def sleepy(p):
+            t0 = time.perf_counter()
             time.sleep(pause)
+            slept[-1] += time.perf_counter() - t0
             return p
 
+        def sleep_run(name):
+            slept.append(0.0)
+            return run(sleepy, name), slept[-1]
+
         t_identity = min(run(lambda p: p, f"id{i}") for i in range(2))
-        t_sleepy = min(run(sleepy, f"sleep{i}") for i in range(2))
+        t_sleepy, t_model = min(sleep_run(f"sleep{i}") for i in range(2))
         res = {
             "machine": platform.processor() or platform.machine(),
             "files": "--dir" if a.dir else "temporary folder",
             "threads": torch.get_num_threads(), "size": a.size, "windows": len(positions),
             "read_only_s": t_read, "write_only_s": t_write, "identity_s": t_identity,
-            "sleep_model_total_s": t_read, "sleep_model_run_s": t_sleepy,
+            "sleep_model_total_s": t_read, "sleep_model_slept_s": t_model,
+            "sleep_model_run_s": t_sleepy,
             "identity_x_read": t_identity / t_read,
             "identity_x_larger_floor": t_identity / floor,
-            "sleep_model_x_max_stage": t_sleepy / max(t_read, t_read),
+            "sleep_model_x_max_stage": t_sleepy / max(t_read, t_model),
+            "sleep_model_x_nominal": t_sleepy / t_read,
             "sleep_model_x_larger_floor": t_sleepy / floor,
         }
     finally:
@@ -111,8 +123,9 @@ def main() -> None:
     print(f"  identity model                 {t_identity:7.2f} s   {t_identity / t_read:.2f}"
           f"  x read (target <= 1.2), {t_identity / floor:.2f} x the larger floor")
     print(f"  model sleeping {t_read:5.2f} s in all  {t_sleepy:7.2f} s   "
-          f"{t_sleepy / t_read:.2f}  x the larger stage (target <= 1.2; in series: 2), "
-          f"{t_sleepy / floor:.2f} x the larger floor")
+          f"{t_sleepy / max(t_read, t_model):.2f}  x the larger stage (target <= 1.2; in series: "
+          f"2; the model slept {t_model:.2f} s), {t_sleepy / t_read:.2f} x the nominal "
+          f"sleep, {t_sleepy / floor:.2f} x the larger floor")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
         print(f"wrote {a.json}")

@@ -275,3 +275,31 @@ def test_a_run_stopped_by_an_error_marks_no_unfinished_unit_done(spill, error, t
     y = fq.sliding_window(lambda p: p * 2, x, 8, 4, out=out, **kw)  # resumed
     want = fq.sliding_window(lambda p: p * 2, torch.from_numpy(x), 8, 4, weight="gaussian")
     np.testing.assert_allclose(y[...], want.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_units_no_window_touches_are_written_on_a_resume_with_nothing_left_to_run(tmp_path):
+    # allow_gaps: the units outside every window are written (at the fill value) after the
+    # last window; a run killed just before that resumes with no window to run, and must still
+    # write and mark them
+    from fastquilt.outofcore.job import Layout
+
+    x = np.random.default_rng(0).random((1, 1, 6, 7)).astype(np.float32)
+    out = tmp_path / "gaps.zarr"
+    kw = dict(allow_gaps=True, fill_value=-7.0, out=out, chunks=(1, 2), unit=(1, 2))
+    fq.sliding_window(lambda p: p, x, (2, 6), (5, 6), 1, "flat", **kw)
+    layout = Layout(x.shape, (2, 6), (5, 6), "flat", None, 0.1, chunks=(1, 2), unit=(1, 2),
+                    shards=None, allow_gaps=True)
+    touched = set()
+    for k in range(layout.origins.shape[0]):
+        touched |= set(layout.units.touched(layout.origins[k].tolist(), layout.window))
+    gaps = [u for u in range(layout.units.total()) if u not in touched]
+    assert gaps
+    markers = tmp_path / "gaps.zarr.fastquilt-progress"
+    for u in gaps:  # as if killed before the last writes
+        (markers / f"u{u}").unlink()
+    assert progress_of(out)["done"] == layout.units.total() - len(gaps)
+    y = fq.sliding_window(lambda p: p, x, (2, 6), (5, 6), 1, "flat", **kw)
+    assert progress_of(out)["done"] == layout.units.total()
+    want = fq.sliding_window(lambda p: p, torch.from_numpy(x), (2, 6), (5, 6), 1, "flat",
+                             allow_gaps=True, fill_value=-7.0)
+    np.testing.assert_array_equal(y[...], want.numpy())

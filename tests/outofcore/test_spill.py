@@ -82,6 +82,25 @@ def test_done_units_are_summed_but_never_handed_over():
         assert torch.equal(got[uid]["mean"], want[uid]["mean"])
 
 
+def test_a_resume_with_gaps_in_a_row_keeps_the_region_to_the_plan():
+    # units 2..29 done: the row's windows left are at both ends; one region over both would
+    # span the whole row (10x the plan's estimate)
+    layout = Layout((1, 1, 8, 256), (8, 8), (8, 4), "gaussian", None, 0.1, chunks=8, unit=8,
+                    shards=None)
+    done = set(range(2, 30))
+    todo, _ = layout.plan(done)
+    reduction = Reduction(("mean",), 1)
+    preds = torch.rand(len(todo), 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    slab = SpillingSlab(layout, reduction, done, todo=todo, cap_bytes=0)
+    got = _run(slab, todo, preds, 3)
+    want = _run(Slab(layout, reduction, done, todo=todo), todo, preds, 3)
+    assert set(got) == set(want)
+    for uid in want:
+        assert torch.equal(got[uid]["mean"], want[uid]["mean"])
+    assert slab.largest_region <= budget._region_voxels(layout.spatial, layout.window,
+                                                        layout.q.step, layout.unit, 3)
+
+
 def test_windows_out_of_order_are_refused():
     shape, window, step, unit = LAYOUTS["2d"]
     layout = Layout(shape, window, step, "flat", None, 0.1, chunks=unit, unit=unit, shards=None)

@@ -14,7 +14,8 @@ What is counted, in bytes (``P``: voxels of one plane ``S_1 x S_2``; ``K``: stat
   ``C_out`` channels for one model without augmentation: its output and the activation's;
   4 for an ensemble or augmentations);
 * input blocks: three blocks of whole input planes (read ahead; windows are copied from them
-  straight into a batch).
+  straight into a batch);
+* the window order: the (window, unit) pairs the slabs look units' windows up in.
 
 The estimate may fill ``HEADROOM`` (80%) of the bound; the model's own working memory
 (activations) should fit in the rest. The slab comes first: the unit depth is the largest
@@ -29,7 +30,6 @@ bound that not even the spilling slab with no cap fits is refused with the parts
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import math
 import os
 import re
@@ -64,8 +64,8 @@ def memory_arg(value, name: str = "max_memory") -> int | None:
 
 def _malloc_trim():
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
+        return ctypes.CDLL(None).malloc_trim  # (the process's own C library)
+    except (OSError, AttributeError, TypeError):  # not glibc
         return None
 
 
@@ -120,11 +120,20 @@ def _region_voxels(spatial, window, step, unit, batch_size: int) -> int:
     return vox
 
 
+def _window_unit_pairs(spatial, window, step, unit, images: int) -> int:
+    """How many (window, unit it touches) pairs the run has, at most."""
+    n = 1
+    for S, w, s, u in zip(spatial, window, step, unit):
+        n *= (-(-max(S - w, 0) // s) + 1) * min(-(-(w - 1) // u) + 1, -(-S // u))
+    return images * n
+
+
 def estimate(*, spatial, window, unit, c_in: int, in_itemsize: int, in_depth: int,
              state_channels: int, out_bytes: int, c_out: int, batch_size: int,
              queue_depth: int, max_pending: int, temporaries: int = 4, step=None,
-             spill_cap: int | None = None) -> dict:
+             images: int = 1, spill_cap: int | None = None) -> dict:
     """The parts of the memory estimate (bytes) of one configuration (module docstring)."""
+    step = step or window
     P = math.prod(spatial[1:])
     Vw = math.prod(window)
     unit_vox = math.prod(min(u, s) for u, s in zip(unit, spatial))
@@ -133,15 +142,18 @@ def estimate(*, spatial, window, unit, c_in: int, in_itemsize: int, in_depth: in
         H = min(spatial[0], unit[0] + window[0])
         sums = {"slab": (state_channels + 1) * H * P * 4}
     else:
-        region = _region_voxels(spatial, window, step or window, unit, B)
+        region = _region_voxels(spatial, window, step, unit, B)
         sums = {"unit sums held": spill_cap, "row region": (state_channels + 1) * region * 4}
     return {
         **sums,
         "units waiting": max_pending * unit_vox * out_bytes + unit_vox * state_channels * 4,
-        "batches": ((queue_depth + 2) * B * c_in * Vw * in_itemsize
+        # (in step the queues hold one batch each, and the batcher fills a third)
+        "batches": ((max(queue_depth, 1) + 2) * B * c_in * Vw * in_itemsize
                     + (queue_depth + 1) * B * state_channels * Vw * 4
                     + temporaries * B * c_out * Vw * 4),
         "input blocks": 3 * max(in_depth, window[0]) * P * c_in * in_itemsize,
+        # the order of the units' windows: 8 bytes a pair kept, about 5 times that while made
+        "window order": 40 * _window_unit_pairs(spatial, window, step, unit, images),
     }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 from .. import buffers
 from ..ensemble import Predictor
 from ..reductions import Reduction
-from .budget import release_free_memory
+from .budget import MemoryPlan, release_free_memory
 from .job import Job
 from .reading import windows_by_row
 from .slab import Slab
@@ -88,8 +89,11 @@ class _Accumulator(threading.Thread):
         layout = self.job.layout
         if self.spill_cap is None:
             return Slab(layout, self.reduction, self.done, device=device, todo=self.todo)
+        cap = self.spill_cap
+        if device.type == "cuda":  # (the cap comes from the host's bound: the pool is on the GPU)
+            cap = min(cap, torch.cuda.mem_get_info(device)[0] // 2)
         return SpillingSlab(layout, self.reduction, self.done, device=device, todo=self.todo,
-                            cap_bytes=self.spill_cap, spill_dir=self.job.store.path.parent,
+                            cap_bytes=cap, spill_dir=self.job.store.path.parent,
                             keep_region=not self.in_step)
 
     def _submit(self, units) -> None:
@@ -181,22 +185,54 @@ class _Batcher(threading.Thread):
             raise self.error
 
 
+def _apply(plan: MemoryPlan, acc: _Accumulator, batcher: _Batcher) -> None:
+    """Set the queue depths, the slab's kind and the units waiting of ``plan``."""
+    acc.batches.maxsize = batcher.batches.maxsize = max(plan.queue_depth, 1)
+    # in step (a tight bound): no input block read ahead, no row region kept
+    acc.in_step = plan.queue_depth == 0
+    batcher.read_ahead = not acc.in_step
+    acc.spill_cap = plan.spill_cap
+    acc.max_pending = min(acc.max_pending, plan.max_pending)
+
+
+def _write_untouched(job: Job, done: set[int], outputs: tuple[str, ...],
+                     fill_value: float) -> None:
+    """A resumed run with no window left to run: the units no window touches
+    (``allow_gaps``) that a killed run did not mark yet, at the fill value."""
+    store = job.store
+    if store.arr is None or len(done) == job.layout.units.total():
+        return
+    channels = dict(store.arr.attrs)["fastquilt"]["out_channels"]
+    slab = SpillingSlab(job.layout, Reduction(outputs, channels, fill_value), done, todo=[],
+                        cap_bytes=0)
+    for uid, unit_outputs in slab.flush_image():
+        store.write_unit(uid, unit_outputs)
+
+
 def run_local(job: Job, predictor: Predictor, outputs: tuple[str, ...], batch_size: int,
               device: torch.device, fill_value: float, progress: bool, *,
-              reader_threads: int = 2, writer_threads: int = 2, memory=None):
+              reader_threads: int = 2, writer_threads: int = 2,
+              memory: MemoryPlan | Callable[[int], MemoryPlan] | None = None):
     """Run every window of ``job`` that touches an unfinished unit through ``predictor``,
     reading input blocks on ``reader_threads`` and writing the finished units' ``outputs`` on
-    ``writer_threads``; returns the output. ``memory(channels)``, called once the first
-    batch has run, gives the :class:`~.budget.MemoryPlan` (queue depths, units waiting) or
+    ``writer_threads``; returns the output. ``memory`` is the
+    :class:`~.budget.MemoryPlan` (queue depths, the slab's kind, units waiting), or a function
+    of the models' channel count, called once the first batch has run, that gives it or
     raises when the run cannot fit."""
     layout, store = job.layout, job.store
     done = store.verified_done()
     todo, _ = layout.plan(done)
+    if not todo:
+        _write_untouched(job, done, outputs, fill_value)
+        return store.open_finished()
     writer = ThreadPoolExecutor(max_workers=writer_threads, thread_name_prefix="fastquilt-writer")
     reader = ThreadPoolExecutor(max_workers=reader_threads, thread_name_prefix="fastquilt-reader")
     acc = _Accumulator(job, done, todo, writer)
-    acc.start()
     batcher = _Batcher(job, todo, batch_size, reader)
+    if isinstance(memory, MemoryPlan):
+        _apply(memory, acc, batcher)
+        memory = None
+    acc.start()
     batcher.start()
     bar = None
     if progress:
@@ -209,13 +245,7 @@ def run_local(job: Job, predictor: Predictor, outputs: tuple[str, ...], batch_si
             pred = predictor(windows, layout.window, device)
             if acc.reduction is None:
                 if memory is not None:
-                    plan = memory(predictor.channels)
-                    acc.batches.maxsize = batcher.batches.maxsize = max(plan.queue_depth, 1)
-                    # in step (a tight bound): no input block read ahead, no row region kept
-                    acc.in_step = plan.queue_depth == 0
-                    batcher.read_ahead = not acc.in_step
-                    acc.spill_cap = plan.spill_cap
-                    acc.max_pending = min(acc.max_pending, plan.max_pending)
+                    _apply(memory(predictor.channels), acc, batcher)
                 store.ensure(predictor.channels)
                 acc.reduction = Reduction(outputs, predictor.channels, fill_value)
             acc.put((batch, pred))

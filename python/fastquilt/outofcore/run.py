@@ -132,7 +132,7 @@ def sliding_window_zarr(
                 layout = Layout(getattr(x, "shape", ()), window, step, weight, border,
                                 border_weight, chunks=chunks, unit=plan.unit, shards=shards,
                                 allow_gaps=allow_gaps)
-            memory = lambda c: plan  # noqa: E731
+            memory = plan  # (known before the run: applied before its threads start)
         else:
             memory = lambda c: _plan(layout, x, predictor, names, batch_size,  # noqa: E731
                                      dtype, default_max_memory(), True, c)
@@ -197,7 +197,7 @@ def _plan(layout: Layout, x, predictor: Predictor, names, batch_size: int, out_d
     return plan_memory(
         budget, spatial=layout.spatial, window=layout.window, step=layout.q.step,
         chunk=layout.shards or layout.chunk, unit=layout.unit, unit_given=unit_given,
-        temporaries=2 if single else 4, c_in=layout.shape[1],
+        temporaries=2 if single else 4, images=layout.N, c_in=layout.shape[1],
         in_itemsize=in_itemsize, in_depth=in_depth, state_channels=red.state_channels,
         out_bytes=out_bytes, c_out=channels, batch_size=batch_size)
 

@@ -86,10 +86,14 @@ class SpillingSlab:
             raise RuntimeError(f"SpillingSlab.add: windows {ks[:4]}... are not the next ones "
                                f"of the run's order (from position {self.added})")
         org = self.layout.origins[ks]
+        step = self.layout.q.step[-1]
         out, i = [], 0
         while i < len(ks):
-            j = i + 1  # a row: windows that differ only along the last axis
-            while j < len(ks) and torch.equal(org[j, :-1], org[i, :-1]):
+            # a row: windows next to each other along the last axis (on a resume, windows
+            # that touch only done units are skipped: the region must not span the gap)
+            j = i + 1
+            while (j < len(ks) and torch.equal(org[j, :-1], org[i, :-1])
+                   and 0 < int(org[j, -1] - org[j - 1, -1]) <= step):
                 j += 1
             out += self._add_row(ks[i:j], pred[i:j], org[i:j])
             i = j
