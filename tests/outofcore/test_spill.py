@@ -173,3 +173,9 @@ def test_a_bound_no_slab_fits_spills_and_equals_in_memory(tmp_path, monkeypatch)
     np.testing.assert_array_equal(g["labels"][...], want["labels"].numpy())
     np.testing.assert_allclose(g["std"][...], want["std"].numpy(), rtol=1e-5, atol=1e-6)
     assert len(made) == 1 and dict(g.attrs)["fastquilt"]["unit"] == [8, 8, 8]
+    # a resume under another bound keeps the output's units (a roomy bound alone would
+    # choose deeper ones, and the output's geometry would not match)
+    assert budget.plan_memory(2**30, **sizes).unit != (8, 8, 8)
+    g = fq.sliding_window(models, x, 12, 9, out=tmp_path / "o.zarr", chunks=8,
+                          max_memory="1G", **kw)
+    np.testing.assert_array_equal(g["labels"][...], want["labels"].numpy())

@@ -28,7 +28,7 @@ from .local import run_local
 from .models import ModelFactory, resolve_model
 from .outputs import is_group
 from .reading import read_window
-from .store import OutputStore, zarr_dtype
+from .store import OutputStore, progress_of, zarr_dtype
 
 
 def sliding_window_zarr(
@@ -91,9 +91,12 @@ def sliding_window_zarr(
     ``max_memory`` (bytes, or a size such as ``"4G"``) bounds fastquilt's buffers in a run in
     one process (:mod:`.budget`: the unit depth along axis 0, the queue depths and the units
     waiting to be written are chosen to fit, after running the model on one window to learn
-    its channel count; a bound too small even for one batch is refused). Default: half the
-    physical memory, checked once the model's first batch has run. (On a cluster, dask's
-    worker memory limits apply.)
+    its channel count; where no plane-wide slab of sums fits, the units in flight are kept up
+    to a cap and the rest spilled to a scratch file next to the output (:mod:`.spill`), with
+    units of one chunk on every axis; a bound too small even for one batch is refused; a
+    resume keeps the units the output was made with). Default: half the physical memory,
+    checked once the model's first batch has run. (On a cluster, dask's worker memory limits
+    apply.)
 
     OME-Zarr: with ``out`` ending in ``.ome.zarr`` (or ``ome_zarr=True``) the output is an
     NGFF 0.5 image group (axes ``t, c, [z,] y, x``; the returned array is its level 0) with
@@ -124,8 +127,16 @@ def sliding_window_zarr(
                     chunks=chunks, unit=unit, shards=shards, allow_gaps=allow_gaps)
     dtype = zarr_dtype(out_dtype)
     memory = None
+    if client is None and budget is not None and unit is None:
+        # a resume keeps the units the output was made with, whatever this call's bound
+        stored = _stored_unit(out)
+        if stored is not None and len(stored) == len(layout.spatial):
+            unit = tuple(stored)
+            layout = Layout(getattr(x, "shape", ()), window, step, weight, border,
+                            border_weight, chunks=chunks, unit=unit, shards=shards,
+                            allow_gaps=allow_gaps)
     if client is None:
-        if budget is not None:  # the unit depth depends on the bound: plan it now
+        if budget is not None:  # the units depend on the bound: plan them now
             plan = _plan(layout, x, predictor, names, batch_size, dtype, budget,
                          unit is not None, _channels(predictor, x, layout, device))
             if plan.unit != layout.unit:
@@ -174,6 +185,16 @@ def sliding_window_zarr(
                          memory=memory)
     finally:
         store.lease.release()
+
+
+def _stored_unit(out) -> list[int] | None:
+    """The units of an existing output made by fastquilt, else None."""
+    if not os.path.exists(out):
+        return None
+    try:
+        return list(progress_of(out)["metadata"]["unit"])
+    except Exception:  # not ours, or unreadable: open_existing says why
+        return None
 
 
 def _channels(predictor: Predictor, x, layout: Layout, device) -> int:
