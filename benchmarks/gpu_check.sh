@@ -79,9 +79,11 @@ XDIST=()
 if [ "$WORKERS" -gt 0 ] && "$PY" -c "import xdist" 2> /dev/null; then XDIST=(-n "$WORKERS"); fi
 echo "test workers: ${XDIST[*]:-one process}" | tee -a "$OUT_DIR/log.txt"
 # The tests of the CUDA code no GPU has run yet (the class epilogue, the oriented gather, the
-# sampler's device and pinned paths, staged copies, ensembles on the device, GPU workers).
+# sampler's device and pinned paths, staged copies, ensembles on the device, GPU workers, the
+# spilling slab on the device).
 NEW_CUDA_TESTS=(tests/ops/test_class_epilogue.py tests/ops/test_oriented.py tests/training
-                tests/core/test_transfer.py tests/ensemble tests/outofcore/test_distributed.py)
+                tests/core/test_transfer.py tests/ensemble tests/outofcore/test_distributed.py
+                tests/outofcore/test_spill.py)
 stage tests_new 150 "$PY" -m pytest -q -p no:cacheprovider -rs "${XDIST[@]}" "${NEW_CUDA_TESTS[@]}"
 # The whole pipeline with a real model (issue 15): GPU busy fraction and what reading,
 # stitching and writing add to a 3D U-Net's time, out of core and in memory, fp32 and bf16.

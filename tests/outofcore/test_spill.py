@@ -14,6 +14,8 @@ from fastquilt.outofcore.slab import Slab
 from fastquilt.outofcore.spill import SpillingSlab
 from fastquilt.reductions import Reduction
 
+from ..conftest import requires_cuda
+
 zarr = pytest.importorskip("zarr")
 
 LAYOUTS = {  # (shape, window, step, unit)
@@ -66,6 +68,34 @@ def test_the_spilling_slab_gives_the_slabs_bits_at_every_cap(name, outputs, batc
         assert bound == slab.largest_region if batch == 1 else bound >= slab.largest_region
         if cap == 2**40:
             assert slab.spilled_bytes == 0
+
+
+@requires_cuda
+@pytest.mark.parametrize("outputs", [("mean",), ("labels", "std")])
+def test_the_spilling_slab_on_a_gpu_equals_the_cpu_slab(outputs):
+    # the pool and the region on the device, the scratch file through host staging; the
+    # CUDA scatter-add may sum a voxel's windows in another order: equal to rounding
+    shape, window, step, unit = LAYOUTS["3d_units_unlike_windows"]
+    layout = Layout(shape, window, step, "gaussian", None, 0.1, chunks=unit, unit=unit,
+                    shards=None)
+    todo = list(range(layout.origins.shape[0]))
+    reduction = Reduction(outputs, 4)
+    preds = torch.rand(len(todo), reduction.state_channels, *layout.window,
+                       generator=torch.Generator().manual_seed(3))
+    want = _run(Slab(layout, reduction, set(), todo=todo), todo, preds, 5)
+    unit_bytes = (reduction.state_channels + 1) * int(np.prod(layout.units.unit)) * 4
+    for cap in (0, 3 * unit_bytes):
+        slab = SpillingSlab(layout, reduction, set(), device="cuda", todo=todo, cap_bytes=cap)
+        got = _run(slab, todo, preds.cuda(), 5)
+        assert set(got) == set(want)
+        for uid, outs in want.items():
+            for name, t in outs.items():
+                g = got[uid][name].cpu()
+                if name == "labels":  # (ties aside, the same classes)
+                    assert (g == t).float().mean() > 0.99
+                else:
+                    torch.testing.assert_close(g, t, rtol=1e-5, atol=1e-6)
+        assert cap or slab.spilled_bytes > 0
 
 
 def test_done_units_are_summed_but_never_handed_over():
