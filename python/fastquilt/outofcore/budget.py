@@ -143,7 +143,9 @@ def estimate(*, spatial, window, unit, c_in: int, in_itemsize: int, in_depth: in
         sums = {"slab": (state_channels + 1) * H * P * 4}
     else:
         region = _region_voxels(spatial, window, step, unit, B)
-        sums = {"unit sums held": spill_cap, "row region": (state_channels + 1) * region * 4}
+        # (with the outputs of the units a row finishes, cut from it before it is freed)
+        sums = {"unit sums held": spill_cap,
+                "row region": ((state_channels + 1) * 4 + out_bytes) * region}
     return {
         **sums,
         "units waiting": max_pending * unit_vox * out_bytes + unit_vox * state_channels * 4,
