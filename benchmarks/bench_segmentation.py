@@ -12,7 +12,7 @@ the model calls (gather, stitch, activation, epilogue) relative to the models' o
     python benchmarks/bench_segmentation.py [--size 256] [--classes 32] [--rounds 2]
         [--chunks 16] [--max-memory 1G]
     python benchmarks/bench_segmentation.py --ensemble [--size 64] [--window 32 --step 24]
-        [--model conv|unet]
+        [--model conv|unet] [--device cuda]
 """
 
 from __future__ import annotations
@@ -160,39 +160,49 @@ def ensemble(a) -> None:
     act = [0.0]
     activate = fq_ensemble.activate
 
+    device = torch.device(a.device)
+    # on a GPU a call returns before its kernels end: the timers wait for the device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
     def timed_activate(y, activation):
+        sync()
         t = time.perf_counter()
         out = activate(y, activation)
+        sync()
         act[0] += time.perf_counter() - t
         return out
 
     fq_ensemble.activate = timed_activate
 
     x = torch.from_numpy(np.random.default_rng(0).standard_normal(
-        (1, 1, a.size, a.size, a.size), dtype=np.float32))
+        (1, 1, a.size, a.size, a.size), dtype=np.float32)).to(device)
     spent = [0.0]
 
     def timed(m):
         def call(p):
+            sync()
             t = time.perf_counter()
             y = m(p)
+            sync()
             spent[0] += time.perf_counter() - t
             return y
         return call
 
     print(f"model: {a.model}, {a.classes} classes, (1, 1, {a.size}^3), window {a.window}, "
-          f"step {a.step}, batch {a.batch}, {torch.get_num_threads()} threads")
-    configs = {"1 model": ([timed(make_model(a.model, a.classes))], "none"),
-               "4 models + flips": ([timed(make_model(a.model, a.classes, s)) for s in range(4)],
-                                    "flips")}
+          f"step {a.step}, batch {a.batch}, {torch.get_num_threads()} threads, {device}")
+    configs = {"1 model": ([timed(make_model(a.model, a.classes).to(device))], "none"),
+               "4 models + flips": ([timed(make_model(a.model, a.classes, s).to(device))
+                                     for s in range(4)], "flips")}
     rows: dict[str, list] = {k: [] for k in configs}
     for r in range(a.rounds):
         for name, (models, tta) in (list(configs.items())[::1 if r % 2 == 0 else -1]):
             spent[0] = act[0] = 0.0
+            sync()
             t0 = time.perf_counter()
             with torch.no_grad():
                 fq.sliding_window(models, x, a.window, a.step, a.batch, outputs="labels",
                                   activation="softmax", tta=tta)
+            sync()
             total = time.perf_counter() - t0
             rows[name].append((total, spent[0], act[0]))
             print(f"round {r} {name:17s} total {total:6.2f} s, model calls {spent[0]:6.2f} s, "
@@ -226,6 +236,8 @@ def main() -> None:
     ap.add_argument("--model", choices=["conv", "unet"], default="conv",
                     help="--ensemble: one 3^3 convolution, or a small two-level 3D U-Net")
     ap.add_argument("--impls", nargs="+", default=["monai", "memory", "ooc"])
+    ap.add_argument("--device", default="cpu", help="--ensemble: the models' device (and the "
+                    "volume's)")
     a = ap.parse_args()
     if a.ensemble:
         ensemble(a)

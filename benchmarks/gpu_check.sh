@@ -92,6 +92,10 @@ stage pipeline 150 "$PY" benchmarks/bench_gpu_pipeline.py --reps 1 --json "$OUT_
 # loaders with 8 CPU workers, and the model's busy fraction in a short training run from each.
 stage sampler 120 "$PY" benchmarks/bench_sampler.py --device cuda --workers 8 --rounds 2 \
   --train 20
+# Ensembles on the GPU (issue 16): what the gather, transforms, stitch and epilogue add to 4
+# U-Nets + flips (32 predictions per window) and to one, in memory, the volume on the device.
+stage ensemble 90 "$PY" benchmarks/bench_segmentation.py --ensemble --model unet --device cuda \
+  --size 128 --window 64 --step 48 --batch 4 --rounds 3
 # CPU thread scaling on this machine's cores (issue 15: 1/4/8/16 threads against the memcpy
 # floor at the same count), fresh memory.
 stage cpu_threads 120 "$PY" benchmarks/bench_cpu.py --reps 3 --threads 1 4 8 16 \
