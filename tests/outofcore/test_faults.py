@@ -303,3 +303,48 @@ def test_units_no_window_touches_are_written_on_a_resume_with_nothing_left_to_ru
     want = fq.sliding_window(lambda p: p, torch.from_numpy(x), (2, 6), (5, 6), 1, "flat",
                              allow_gaps=True, fill_value=-7.0)
     np.testing.assert_array_equal(y[...], want.numpy())
+
+
+def test_untouched_units_of_an_image_no_resumed_window_reaches_are_written(tmp_path):
+    # two images, allow_gaps: image 0's units outside every window unmarked (a kill before
+    # the slab reached image 1) and three of image 1's units too: the resume runs image 1's
+    # windows only, and must still write image 0's untouched units
+    from fastquilt.outofcore.job import Layout
+
+    x = np.random.default_rng(0).random((2, 1, 6, 7)).astype(np.float32)
+    out = tmp_path / "g.zarr"
+    kw = dict(allow_gaps=True, fill_value=-7.0, out=out, chunks=(1, 2), unit=(1, 2))
+    fq.sliding_window(lambda p: p, x, (2, 6), (5, 6), 1, "flat", **kw)
+    layout = Layout(x.shape, (2, 6), (5, 6), "flat", None, 0.1, chunks=(1, 2), unit=(1, 2),
+                    shards=None, allow_gaps=True)
+    touched = set()
+    for k in range(layout.origins.shape[0]):
+        touched |= set(layout.units.touched(layout.origins[k].tolist(), layout.window))
+    per = layout.units.per_image
+    markers = tmp_path / "g.zarr.fastquilt-progress"
+    for u in [u for u in range(per) if u not in touched]:
+        (markers / f"u{u}").unlink()
+    for u in [u for u in range(per, 2 * per) if u in touched][:3]:
+        (markers / f"u{u}").unlink()
+    y = fq.sliding_window(lambda p: p, x, (2, 6), (5, 6), 1, "flat", **kw)
+    assert progress_of(out)["done"] == layout.units.total()
+    want = fq.sliding_window(lambda p: p, torch.from_numpy(x), (2, 6), (5, 6), 1, "flat",
+                             allow_gaps=True, fill_value=-7.0)
+    np.testing.assert_array_equal(y[...], want.numpy())
+
+
+def test_a_resume_takes_the_outputs_chunks_and_refuses_others(tmp_path):
+    # chunks are not in the stored geometry: a resume with other chunks would check the
+    # wrong chunk grid under the markers (a lost chunk then stays lost); it is refused, and a
+    # resume without chunks= takes the output's own
+    x = np.random.default_rng(0).random((1, 1, 32, 32)).astype(np.float32)
+    out = tmp_path / "s.zarr"
+    fq.sliding_window(lambda p: p, x, 8, 4, out=out, chunks=4, unit=8)
+    (out / "c" / "0" / "0" / "1" / "1").unlink()  # storage lost a chunk under its marker
+    for kw in (dict(chunks=8), dict(chunks=8, max_memory="1G"), dict(shards=8)):
+        with pytest.raises(ValueError, match="was made with|without shards"):
+            fq.sliding_window(lambda p: p, x, 8, 4, out=out, **kw)
+    y = fq.sliding_window(lambda p: p, x, 8, 4, out=out, max_memory="1G")
+    assert (out / "c" / "0" / "0" / "1" / "1").exists()
+    want = fq.sliding_window(lambda p: p, torch.from_numpy(x), 8, 4)
+    np.testing.assert_allclose(y[...], want.numpy(), rtol=1e-6, atol=1e-6)

@@ -209,3 +209,5 @@ def test_a_bound_no_slab_fits_spills_and_equals_in_memory(tmp_path, monkeypatch)
     g = fq.sliding_window(models, x, 12, 9, out=tmp_path / "o.zarr", chunks=8,
                           max_memory="1G", **kw)
     np.testing.assert_array_equal(g["labels"][...], want["labels"].numpy())
+    g = fq.sliding_window(models, x, 12, 9, out=tmp_path / "o.zarr", **kw)  # no bound at all
+    np.testing.assert_array_equal(g["labels"][...], want["labels"].numpy())

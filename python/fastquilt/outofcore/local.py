@@ -197,8 +197,9 @@ def _apply(plan: MemoryPlan, acc: _Accumulator, batcher: _Batcher) -> None:
 
 def _write_untouched(job: Job, done: set[int], outputs: tuple[str, ...],
                      fill_value: float) -> None:
-    """A resumed run with no window left to run: the units no window touches
-    (``allow_gaps``) that a killed run did not mark yet, at the fill value."""
+    """The units not in ``done`` at the fill value: with no window left to run (or every
+    window run), the units no window touches (``allow_gaps``) that are not marked yet (a
+    killed run's, or those of images no window of this run reached)."""
     store = job.store
     if store.arr is None or len(done) == job.layout.units.total():
         return
@@ -253,6 +254,8 @@ def run_local(job: Job, predictor: Predictor, outputs: tuple[str, ...], batch_si
             if bar is not None:
                 bar.update(len(batch))
         acc.finish()
+        if layout.q.grid.allow_gaps:  # (the slab hands over only the images it sees)
+            _write_untouched(job, store.progress.done(), outputs, fill_value)
         finished = True
     finally:
         batcher.stop.set()

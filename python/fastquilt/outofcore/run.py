@@ -8,15 +8,16 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from .._args import device_arg, positive_int_arg
+from .._args import device_arg, per_axis, positive_int_arg
 from ..arrays import with_absolute_paths
 from ..ensemble import Predictor, models_arg
-from ..formats.ome_writer import OmeWriter
-from ..formats.ome_zarr import OmeInput, space_meta
+from ..formats.ome_writer import OmeWriter, level0_array
+from ..formats.ome_zarr import OmeInput, is_ome_zarr, space_meta
 from ..formats.pyramid import check_levels, default_levels
 from ..reductions import Reduction, outputs_arg
 from ..sliding import check_model
@@ -28,7 +29,7 @@ from .local import run_local
 from .models import ModelFactory, resolve_model
 from .outputs import is_group
 from .reading import read_window
-from .store import OutputStore, progress_of, zarr_dtype
+from .store import OutputStore, zarr_dtype
 
 
 def sliding_window_zarr(
@@ -93,10 +94,11 @@ def sliding_window_zarr(
     waiting to be written are chosen to fit, after running the model on one window to learn
     its channel count; where no plane-wide slab of sums fits, the units in flight are kept up
     to a cap and the rest spilled to a scratch file next to the output (:mod:`.spill`), with
-    units of one chunk on every axis; a bound too small even for one batch is refused; a
-    resume keeps the units the output was made with). Default: half the physical memory,
-    checked once the model's first batch has run. (On a cluster, dask's worker memory limits
-    apply.)
+    units of one chunk on every axis; a bound too small even for one batch is refused).
+    Default: half the physical memory, checked once the model's first batch has run. (On a
+    cluster, dask's worker memory limits apply.) A resume keeps the units, chunks and shards
+    the output was made with (those not given are taken from it; ``chunks`` or ``shards``
+    other than its own are refused).
 
     OME-Zarr: with ``out`` ending in ``.ome.zarr`` (or ``ome_zarr=True``) the output is an
     NGFF 0.5 image group (axes ``t, c, [z,] y, x``; the returned array is its level 0) with
@@ -123,18 +125,13 @@ def sliding_window_zarr(
     writer_threads = positive_int_arg(writer_threads, "writer_threads")
     # On a cluster the device is the workers', which this machine may lack.
     device = device_arg(device, here=client is None) or torch.device("cpu")
+    # a resume keeps the units, chunks and shards the output was made with (a memory bound
+    # may have chosen the units): those not given are taken from it, those given must match
+    unit, chunks, shards = _resume_geometry(out, unit, chunks, shards)
     layout = Layout(getattr(x, "shape", ()), window, step, weight, border, border_weight,
                     chunks=chunks, unit=unit, shards=shards, allow_gaps=allow_gaps)
     dtype = zarr_dtype(out_dtype)
     memory = None
-    if client is None and budget is not None and unit is None:
-        # a resume keeps the units the output was made with, whatever this call's bound
-        stored = _stored_unit(out)
-        if stored is not None and len(stored) == len(layout.spatial):
-            unit = tuple(stored)
-            layout = Layout(getattr(x, "shape", ()), window, step, weight, border,
-                            border_weight, chunks=chunks, unit=unit, shards=shards,
-                            allow_gaps=allow_gaps)
     if client is None:
         if budget is not None:  # the units depend on the bound: plan them now
             plan = _plan(layout, x, predictor, names, batch_size, dtype, budget,
@@ -187,14 +184,49 @@ def sliding_window_zarr(
         store.lease.release()
 
 
-def _stored_unit(out) -> list[int] | None:
-    """The units of an existing output made by fastquilt, else None."""
-    if not os.path.exists(out):
+def _stored_geometry(out) -> tuple[tuple, tuple, tuple | None, tuple] | None:
+    """``(unit, chunks, shards, spatial shape)`` of an existing output made by fastquilt,
+    else None."""
+    import zarr
+
+    path = Path(out)
+    if not path.exists():
         return None
     try:
-        return list(progress_of(out)["metadata"]["unit"])
-    except Exception:  # not ours, or unreadable: open_existing says why
+        root = level0_array(path) if is_ome_zarr(path) else zarr.open(str(path), mode="r")
+        meta = dict(root.attrs)["fastquilt"]
+        arr = root if isinstance(root, zarr.Array) else next(a for _, a in root.arrays())
+        D = len(meta["input_shape"]) - 2
+        shards = getattr(arr, "shards", None)
+        return (tuple(meta["unit"]), tuple(arr.chunks[-D:]),
+                tuple(shards[-D:]) if shards is not None else None,
+                tuple(meta["input_shape"][2:]))
+    except Exception:  # not ours, or unreadable: opening it for the run says why
         return None
+
+
+def _resume_geometry(out, unit, chunks, shards):
+    """``unit``, ``chunks`` and ``shards`` for a run into ``out``: where the output exists,
+    those not given come from it, and those given must be its own."""
+    stored = _stored_geometry(out)
+    if stored is None:
+        return unit, chunks, shards
+    spatial = stored[3]
+    if shards is not None and stored[2] is None:
+        raise ValueError(f"output {out} was made without shards; resume without shards=, or "
+                         "use a new output path")
+    for name, given, made in (("chunks", chunks, stored[1]), ("shards", shards, stored[2])):
+        if given is None or made is None:
+            continue
+        # (as the layout clips them to the image)
+        want = tuple(min(v, S) for v, S in zip(per_axis(given, len(spatial), name, minimum=1),
+                                               spatial))
+        if want != tuple(made):
+            raise ValueError(
+                f"output {out} was made with {name} {tuple(made)}, not {want}; resume with "
+                f"{name}={tuple(made)} (or without {name}=), or use a new output path")
+    return (stored[0] if unit is None else unit, stored[1] if chunks is None else chunks,
+            stored[2] if shards is None else shards)
 
 
 def _channels(predictor: Predictor, x, layout: Layout, device) -> int:
