@@ -127,7 +127,8 @@ def sliding_window_zarr(
     device = device_arg(device, here=client is None) or torch.device("cpu")
     # a resume keeps the units, chunks and shards the output was made with (a memory bound
     # may have chosen the units): those not given are taken from it, those given must match
-    unit, chunks, shards = _resume_geometry(out, unit, chunks, shards)
+    unit, chunks, shards = _resume_geometry(out, getattr(x, "shape", ()), unit, chunks,
+                                            shards)
     layout = Layout(getattr(x, "shape", ()), window, step, weight, border, border_weight,
                     chunks=chunks, unit=unit, shards=shards, allow_gaps=allow_gaps)
     dtype = zarr_dtype(out_dtype)
@@ -205,12 +206,13 @@ def _stored_geometry(out) -> tuple[tuple, tuple, tuple | None, tuple] | None:
         return None
 
 
-def _resume_geometry(out, unit, chunks, shards):
-    """``unit``, ``chunks`` and ``shards`` for a run into ``out``: where the output exists,
-    those not given come from it, and those given must be its own."""
+def _resume_geometry(out, shape, unit, chunks, shards):
+    """``unit``, ``chunks`` and ``shards`` for a run over an input of ``shape`` into ``out``:
+    where the output exists (made for an input of that shape), those not given come from it,
+    and those given must be its own."""
     stored = _stored_geometry(out)
-    if stored is None:
-        return unit, chunks, shards
+    if stored is None or tuple(stored[3]) != tuple(shape)[2:]:
+        return unit, chunks, shards  # (opening the output for the run says what differs)
     spatial = stored[3]
     if shards is not None and stored[2] is None:
         raise ValueError(f"output {out} was made without shards; resume without shards=, or "
