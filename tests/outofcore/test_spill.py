@@ -211,3 +211,30 @@ def test_a_bound_no_slab_fits_spills_and_equals_in_memory(tmp_path, monkeypatch)
     np.testing.assert_array_equal(g["labels"][...], want["labels"].numpy())
     g = fq.sliding_window(models, x, 12, 9, out=tmp_path / "o.zarr", **kw)  # no bound at all
     np.testing.assert_array_equal(g["labels"][...], want["labels"].numpy())
+
+
+def test_a_full_disk_while_spilling_says_where_and_the_run_resumes(tmp_path, monkeypatch,
+                                                                  spills):
+    import errno
+
+    from fastquilt.outofcore import spill as spill_module
+
+    x = np.random.default_rng(0).standard_normal((1, 1, 24, 20, 20)).astype(np.float32)
+    real = spill_module._write_exactly
+    calls = []
+
+    def full(*a):
+        calls.append(1)
+        if len(calls) == 5:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(*a)
+
+    monkeypatch.setattr(spill_module, "_write_exactly", full)
+    out = tmp_path / "o.zarr"
+    kw = dict(out=out, chunks=4, unit=4, batch_size=2, weight="flat")
+    with pytest.raises(RuntimeError, match="spilling partial sums .* No space left .* re-run"):
+        fq.sliding_window(lambda p: p * 2, x, 8, 6, **kw)
+    monkeypatch.setattr(spill_module, "_write_exactly", real)
+    y = fq.sliding_window(lambda p: p * 2, x, 8, 6, **kw)
+    want = fq.sliding_window(lambda p: p * 2, torch.from_numpy(x), 8, 6, weight="flat")
+    np.testing.assert_allclose(y[...], want.numpy(), rtol=1e-6, atol=1e-6)

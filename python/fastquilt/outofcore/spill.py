@@ -200,6 +200,16 @@ class SpillingSlab:
 
     def _write(self, uid: int, src: torch.Tensor) -> None:
         """Write unit ``uid``'s sums ``src`` to a slot of the scratch file."""
+        try:
+            self._write_slot(uid, src)
+        except OSError as e:  # (a full disk, most likely)
+            where = self.spill_dir if self.spill_dir is not None else tempfile.gettempdir()
+            raise RuntimeError(
+                f"spilling partial sums to a scratch file in {where} failed: {e}; free space "
+                "there (it holds about the sums of a plane of units) or give more max_memory, "
+                "then re-run the same call to resume") from e
+
+    def _write_slot(self, uid: int, src: torch.Tensor) -> None:
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix=".fastquilt-spill-", dir=self.spill_dir)
         if self._free_disk:
