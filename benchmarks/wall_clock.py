@@ -1,9 +1,11 @@
 """The benchmarks' timers: ``torch.utils.benchmark`` (warm-up, block sizes that amortise the
 timer, CUDA synchronisation, the current thread count) in place of a hand-written loop, and
 the median of calls timed one by one where a call's spread matters (a training batch on a
-shared machine)."""
+shared machine), and the seconds spent inside chosen functions of a run (its stages)."""
 
+import collections
 import statistics
+import threading
 import time
 
 import torch
@@ -37,3 +39,22 @@ def median_of(fn, reps: int = 5) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+class StageSeconds:
+    """Seconds spent inside functions, summed by name over every thread that calls them:
+    ``f = stages.timed("name", f)``, then ``stages.seconds``."""
+
+    def __init__(self) -> None:
+        self.seconds: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()
+
+    def timed(self, name: str, fn):
+        def call(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.seconds[name] += time.perf_counter() - t0
+        return call

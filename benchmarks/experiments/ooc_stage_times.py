@@ -7,42 +7,27 @@ cannot hide behind it.
     python benchmarks/experiments/ooc_stage_times.py
 """
 
-import collections
 import shutil
+import sys
 import tempfile
-import threading
 import time
-
-import numpy as np
-import zarr
+from pathlib import Path
 
 import fastquilt as fq
 from fastquilt.outofcore import local, reading, slab, store
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from volumes import random_zarr_volume  # noqa: E402
+from wall_clock import StageSeconds  # noqa: E402
+
 S = 512
-busy: dict = collections.defaultdict(float)
-lock = threading.Lock()
-
-
-def timed(name, f):
-    def g(*a, **k):
-        t0 = time.perf_counter()
-        try:
-            return f(*a, **k)
-        finally:
-            with lock:
-                busy[name] += time.perf_counter() - t0
-
-    return g
 
 
 def main() -> None:
     d = tempfile.mkdtemp()
-    z = zarr.create_array(store=d + "/in.zarr", shape=(1, 1, S, S, S), dtype="float32",
-                          chunks=(1, 1, 64, 64, 64), compressors=None)
-    for i in range(0, S, 64):
-        z[:, :, i:i + 64] = np.random.default_rng(i).standard_normal(
-            (1, 1, min(64, S - i), S, S)).astype(np.float32)
+    z = random_zarr_volume(d + "/in.zarr", S)
+    stages = StageSeconds()
+    timed = stages.timed
     slab.Slab.add = timed("accumulate (slab.add)", slab.Slab.add)
     store.OutputStore.write_unit = timed("write_unit", store.OutputStore.write_unit)
     reading.read_box = timed("read_box", reading.read_box)
@@ -61,7 +46,7 @@ def main() -> None:
         wall = time.perf_counter() - t0
         shutil.rmtree(d, ignore_errors=True)
     print(f"wall {wall:.2f} s, the model sleeps {pause * n_batches:.2f} s in all")
-    for k, v in sorted(busy.items(), key=lambda kv: -kv[1]):
+    for k, v in stages.seconds.most_common():
         print(f"  {k:24s} {v:6.2f} s")
 
 

@@ -8,31 +8,21 @@ softmax, the waits in step, the spilling slab's stages), one run.
 """
 
 import argparse
-import collections
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import zarr
 
 import fastquilt as fq
 from fastquilt import ensemble, reductions
 from fastquilt.outofcore import local, spill
 
-seconds: collections.Counter = collections.Counter()
-
-
-def timed(name, f):
-    def g(*a, **k):
-        t0 = time.perf_counter()
-        try:
-            return f(*a, **k)
-        finally:
-            seconds[name] += time.perf_counter() - t0
-    return g
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from volumes import random_zarr_volume  # noqa: E402
+from wall_clock import StageSeconds  # noqa: E402
 
 
 def main() -> None:
@@ -41,12 +31,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fq_spill_"))
+    stages = StageSeconds()
+    timed = stages.timed
     try:
-        x = np.random.default_rng(0).standard_normal((1, 1, *(a.size,) * 3), dtype=np.float32)
-        z = zarr.create_array(store=str(work / "in.zarr"), shape=x.shape, dtype="float32",
-                              chunks=(1, 1, 64, 64, 64), compressors=None)
-        z[...] = x
-        del x
+        z = random_zarr_volume(work / "in.zarr", a.size)
         torch.manual_seed(0)
         model = torch.nn.Conv3d(1, 32, 3, padding=1).eval()
         model.forward = timed("model", model.forward)
@@ -65,7 +53,7 @@ def main() -> None:
             fq.sliding_window(model, z, 64, 48, 1, out=work / "o.zarr", outputs=("labels",),
                               activation="softmax", max_memory=a.max_memory, chunks=16)
         print(f"total {time.perf_counter() - t0:.2f} s")
-        for name, s in seconds.items():
+        for name, s in stages.seconds.items():
             print(f"{name:34s} {s:6.2f} s")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -21,13 +21,11 @@ namespace {
 
 constexpr int64_t kBlock = 512;  // voxels a channel at a time: 2 KiB of float32
 
-// The body's mean (fill_value where nothing covers the voxel) as a select: with
-// -fno-trapping-math (CMakeLists.txt) the loops below vectorise.
+// The body's mean as a select: with -fno-trapping-math (CMakeLists.txt) the loops below
+// vectorise.
 template <bool kNormalise, typename acc_t>
 inline acc_t normalised_value(acc_t a, acc_t inv, acc_t fill) {
-  if (!kNormalise) return a;
-  const acc_t m = a * inv;
-  return inv == acc_t(0) ? fill : m;
+  return kNormalise ? mean_or_fill(a, inv, fill) : a;
 }
 
 // Voxels [v0, v0 + nv) (nv <= kBlock) of one image: acc, ws, lab, p, h point at its voxel 0.
@@ -47,7 +45,7 @@ void epilogue_block(const acc_t* acc, int64_t C, int64_t V, const acc_t* ws, acc
         const acc_t x = normalised_value<kNormalise>(row[v], inv[v], fill);
         best_v[v] = x;
         best[v] = 0;
-        if (kEntropy) ent[v] -= x == acc_t(0) ? acc_t(0) : x * log_of(x);
+        if (kEntropy) ent[v] -= p_log_p(x);
       }
       continue;
     }
@@ -59,7 +57,7 @@ void epilogue_block(const acc_t* acc, int64_t C, int64_t V, const acc_t* ws, acc
       const bool take = (b == b) & ((x != x) | (x > b));
       best_v[v] = take ? x : b;
       best[v] = take ? ci : best[v];
-      if (kEntropy) ent[v] -= x == acc_t(0) ? acc_t(0) : x * log_of(x);
+      if (kEntropy) ent[v] -= p_log_p(x);
     }
   }
   for (int64_t v = 0; v < nv; ++v) {

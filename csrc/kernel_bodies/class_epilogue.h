@@ -15,6 +15,20 @@ namespace fastquilt {
 FQ_HD float log_of(float v) { return logf(v); }
 FQ_HD double log_of(double v) { return log(v); }
 
+// A voxel's mean of one class: a * inv, or fill where nothing covers the voxel (inv == 0). The
+// product is taken in both cases: a select, which the CPU kernel's loops vectorise.
+template <typename acc_t>
+FQ_HD acc_t mean_or_fill(acc_t a, acc_t inv, acc_t fill) {
+  const acc_t m = a * inv;
+  return inv == acc_t(0) ? fill : m;
+}
+
+// p log p, with 0 log 0 = 0: the entropy's term.
+template <typename acc_t>
+FQ_HD acc_t p_log_p(acc_t p) {
+  return p == acc_t(0) ? acc_t(0) : p * log_of(p);
+}
+
 // acc points at the voxel's channel 0; channel c is at acc[c * stride]. inv is the voxel's
 // inverse weight sum (inverse_or_zero), or 1 with normalise == false (acc is already the mean).
 // The entropy's logarithms (most of the work) are taken only with kEntropy.
@@ -26,13 +40,13 @@ FQ_HD int64_t class_epilogue_scan(const acc_t* acc, int64_t C, int64_t stride, b
   acc_t h = acc_t(0);
   for (int64_t c = 0; c < C; ++c) {
     acc_t v = acc[c * stride];
-    if (normalise) v = inv == acc_t(0) ? fill : v * inv;
+    if (normalise) v = mean_or_fill(v, inv, fill);
     const bool v_nan = v != v, best_nan = best_v != best_v;
     if (c == 0 || (!best_nan && (v_nan || v > best_v))) {
       best = c;
       best_v = v;
     }
-    if (kEntropy) h -= v == acc_t(0) ? acc_t(0) : v * log_of(v);
+    if (kEntropy) h -= p_log_p(v);
   }
   *best_value = best_v;
   if (kEntropy) *entropy = h;

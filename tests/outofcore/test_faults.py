@@ -277,60 +277,58 @@ def test_a_run_stopped_by_an_error_marks_no_unfinished_unit_done(spill, error, t
     np.testing.assert_allclose(y[...], want.numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_units_no_window_touches_are_written_on_a_resume_with_nothing_left_to_run(tmp_path):
-    # allow_gaps: the units outside every window are written (at the fill value) after the
-    # last window; a run killed just before that resumes with no window to run, and must still
-    # write and mark them
+def _finished_gaps_run(tmp_path, images: int):
+    """A finished allow_gaps run over ``images`` images of 6 x 7 whose grid leaves units no
+    window touches: ``(x, kw, layout, the touched units)``."""
     from fastquilt.outofcore.job import Layout
 
-    x = np.random.default_rng(0).random((1, 1, 6, 7)).astype(np.float32)
-    out = tmp_path / "gaps.zarr"
-    kw = dict(allow_gaps=True, fill_value=-7.0, out=out, chunks=(1, 2), unit=(1, 2))
+    x = np.random.default_rng(0).random((images, 1, 6, 7)).astype(np.float32)
+    kw = dict(allow_gaps=True, fill_value=-7.0, out=tmp_path / "gaps.zarr", chunks=(1, 2),
+              unit=(1, 2))
     fq.sliding_window(lambda p: p, x, (2, 6), (5, 6), 1, "flat", **kw)
     layout = Layout(x.shape, (2, 6), (5, 6), "flat", None, 0.1, chunks=(1, 2), unit=(1, 2),
                     shards=None, allow_gaps=True)
     touched = set()
     for k in range(layout.origins.shape[0]):
         touched |= set(layout.units.touched(layout.origins[k].tolist(), layout.window))
+    return x, kw, layout, touched
+
+
+def _resume_gaps_run(x, kw, layout) -> None:
+    """Resume the run of :func:`_finished_gaps_run`: every unit marked, the in-memory result."""
+    y = fq.sliding_window(lambda p: p, x, (2, 6), (5, 6), 1, "flat", **kw)
+    assert progress_of(kw["out"])["done"] == layout.units.total()
+    want = fq.sliding_window(lambda p: p, torch.from_numpy(x), (2, 6), (5, 6), 1, "flat",
+                             allow_gaps=True, fill_value=-7.0)
+    np.testing.assert_array_equal(y[...], want.numpy())
+
+
+def test_units_no_window_touches_are_written_on_a_resume_with_nothing_left_to_run(tmp_path):
+    # allow_gaps: the units outside every window are written (at the fill value) after the
+    # last window; a run killed just before that resumes with no window to run, and must still
+    # write and mark them
+    x, kw, layout, touched = _finished_gaps_run(tmp_path, 1)
     gaps = [u for u in range(layout.units.total()) if u not in touched]
     assert gaps
     markers = tmp_path / "gaps.zarr.fastquilt-progress"
     for u in gaps:  # as if killed before the last writes
         (markers / f"u{u}").unlink()
-    assert progress_of(out)["done"] == layout.units.total() - len(gaps)
-    y = fq.sliding_window(lambda p: p, x, (2, 6), (5, 6), 1, "flat", **kw)
-    assert progress_of(out)["done"] == layout.units.total()
-    want = fq.sliding_window(lambda p: p, torch.from_numpy(x), (2, 6), (5, 6), 1, "flat",
-                             allow_gaps=True, fill_value=-7.0)
-    np.testing.assert_array_equal(y[...], want.numpy())
+    assert progress_of(kw["out"])["done"] == layout.units.total() - len(gaps)
+    _resume_gaps_run(x, kw, layout)
 
 
 def test_untouched_units_of_an_image_no_resumed_window_reaches_are_written(tmp_path):
     # two images, allow_gaps: image 0's units outside every window unmarked (a kill before
     # the slab reached image 1) and three of image 1's units too: the resume runs image 1's
     # windows only, and must still write image 0's untouched units
-    from fastquilt.outofcore.job import Layout
-
-    x = np.random.default_rng(0).random((2, 1, 6, 7)).astype(np.float32)
-    out = tmp_path / "g.zarr"
-    kw = dict(allow_gaps=True, fill_value=-7.0, out=out, chunks=(1, 2), unit=(1, 2))
-    fq.sliding_window(lambda p: p, x, (2, 6), (5, 6), 1, "flat", **kw)
-    layout = Layout(x.shape, (2, 6), (5, 6), "flat", None, 0.1, chunks=(1, 2), unit=(1, 2),
-                    shards=None, allow_gaps=True)
-    touched = set()
-    for k in range(layout.origins.shape[0]):
-        touched |= set(layout.units.touched(layout.origins[k].tolist(), layout.window))
+    x, kw, layout, touched = _finished_gaps_run(tmp_path, 2)
     per = layout.units.per_image
-    markers = tmp_path / "g.zarr.fastquilt-progress"
+    markers = tmp_path / "gaps.zarr.fastquilt-progress"
     for u in [u for u in range(per) if u not in touched]:
         (markers / f"u{u}").unlink()
     for u in [u for u in range(per, 2 * per) if u in touched][:3]:
         (markers / f"u{u}").unlink()
-    y = fq.sliding_window(lambda p: p, x, (2, 6), (5, 6), 1, "flat", **kw)
-    assert progress_of(out)["done"] == layout.units.total()
-    want = fq.sliding_window(lambda p: p, torch.from_numpy(x), (2, 6), (5, 6), 1, "flat",
-                             allow_gaps=True, fill_value=-7.0)
-    np.testing.assert_array_equal(y[...], want.numpy())
+    _resume_gaps_run(x, kw, layout)
 
 
 def test_a_resume_takes_the_outputs_chunks_and_refuses_others(tmp_path):

@@ -140,10 +140,8 @@ def test_windows_out_of_order_are_refused():
         slab.add(todo[1:2], torch.zeros(1, 1, *layout.window))
 
 
-@pytest.fixture
-def spills(monkeypatch):
-    """Every run in this process spills (cap 0, model and accumulator in step); the slabs
-    made are recorded."""
+def _record_spilling_slabs(monkeypatch) -> list:
+    """The spilling slabs the runs in this process make, as they are made."""
     made = []
 
     class Recorded(SpillingSlab):
@@ -151,11 +149,18 @@ def spills(monkeypatch):
             super().__init__(*a, **k)
             made.append(self)
 
+    monkeypatch.setattr(local, "SpillingSlab", Recorded)
+    return made
+
+
+@pytest.fixture
+def spills(monkeypatch):
+    """Every run in this process spills (cap 0, model and accumulator in step); the slabs
+    made are recorded."""
     plan = run_module.plan_memory
     monkeypatch.setattr(run_module, "plan_memory", lambda *a, **k: plan(*a, **k)._replace(
         spill_cap=0, queue_depth=0))
-    monkeypatch.setattr(local, "SpillingSlab", Recorded)
-    return made
+    return _record_spilling_slabs(monkeypatch)
 
 
 @pytest.mark.parametrize("shape,window,step,unit", [
@@ -189,14 +194,7 @@ def test_a_bound_no_slab_fits_spills_and_equals_in_memory(tmp_path, monkeypatch)
     bound = int(smallest_slab / budget.HEADROOM) - 1
     plan = budget.plan_memory(bound, **sizes)
     assert plan.spill_cap is not None and plan.unit == (8, 8, 8) and plan.total <= bound
-    made = []
-
-    class Recorded(SpillingSlab):
-        def __init__(self, *a, **k):
-            super().__init__(*a, **k)
-            made.append(self)
-
-    monkeypatch.setattr(local, "SpillingSlab", Recorded)
+    made = _record_spilling_slabs(monkeypatch)
     g = fq.sliding_window(models, x, 12, 9, out=tmp_path / "o.zarr", chunks=8,
                           max_memory=bound, **kw)
     want = fq.sliding_window(models, torch.from_numpy(x), 12, 9, **kw)

@@ -35,6 +35,8 @@ import os
 import re
 from typing import NamedTuple
 
+from ..grid import axis_count, axis_starts
+
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 # The share of max_memory the estimated buffers may fill: the rest is left for what the
 # estimate does not count (the allocator's slack, the model's workspace, short temporaries);
@@ -108,12 +110,11 @@ def _gib(n: float) -> str:
 
 def _region_voxels(spatial, window, step, unit, batch_size: int) -> int:
     """Voxels of the largest row region of the spilling slab: the units that ``batch_size``
-    windows in a row along the last axis touch, over the grid's starts (``min(i step,
-    S - w)``)."""
+    windows in a row along the last axis touch, over the grid's starts."""
     vox = 1
     for d, (S, w, s, u) in enumerate(zip(spatial, window, step, unit)):
-        n = -(-max(S - w, 0) // s) + 1
-        starts = [min(i * s, S - w) for i in range(n)]
+        starts = axis_starts(S, w, s)
+        n = len(starts)
         b = batch_size if d == len(spatial) - 1 else 1
         vox *= max(min(((starts[min(i + b, n) - 1] + w - 1) // u + 1) * u, S)
                    - (starts[i] // u) * u for i in range(n))
@@ -124,7 +125,7 @@ def _window_unit_pairs(spatial, window, step, unit, images: int) -> int:
     """How many (window, unit it touches) pairs the run has, at most."""
     n = 1
     for S, w, s, u in zip(spatial, window, step, unit):
-        n *= (-(-max(S - w, 0) // s) + 1) * min(-(-(w - 1) // u) + 1, -(-S // u))
+        n *= axis_count(S, w, s) * min(-(-(w - 1) // u) + 1, -(-S // u))
     return images * n
 
 
@@ -159,6 +160,11 @@ def estimate(*, spatial, window, unit, c_in: int, in_itemsize: int, in_depth: in
     }
 
 
+def _plane_units(spatial, unit) -> int:
+    """Units in one plane of units (along axis 0)."""
+    return math.prod(-(-S // u) for S, u in zip(spatial[1:], unit[1:]))
+
+
 def plan_memory(max_memory: int, *, spatial, window, chunk, unit, unit_given: bool,
                 **sizes) -> MemoryPlan:
     """The first configuration (module docstring) whose estimate fits ``max_memory``; a
@@ -168,11 +174,10 @@ def plan_memory(max_memory: int, *, spatial, window, chunk, unit, unit_given: bo
     depths = [u0] if unit_given else sorted(
         {min(d, spatial[0]) for d in range(chunk[0], max(u0, chunk[0]) + 1, chunk[0])},
         reverse=True)
-    plane_units = math.prod(-(-S // u) for S, u in zip(spatial[1:], unit[1:]))
     for d in depths:
+        u = (d, *unit[1:])
         for q in (2, 1):
-            for pending in sorted({plane_units, 1}, reverse=True):
-                u = (d, *unit[1:])
+            for pending in sorted({_plane_units(spatial, u), 1}, reverse=True):
                 parts = estimate(spatial=spatial, window=window, unit=u, queue_depth=q,
                                  max_pending=pending, **sizes)
                 if sum(parts.values()) <= allowed:
@@ -180,10 +185,9 @@ def plan_memory(max_memory: int, *, spatial, window, chunk, unit, unit_given: bo
     # no slab fits: unit sums in memory up to a cap, the rest spilled to disk; units of one
     # write block (finest), and the cap from what the rest leaves (module docstring)
     u = tuple(unit) if unit_given else tuple(min(c, S) for c, S in zip(chunk, spatial))
-    plane_units = math.prod(-(-S // a) for S, a in zip(spatial[1:], u[1:]))
     plans = []
     for q in (2, 1, 0):
-        for pending in sorted({plane_units, 1}, reverse=True):
+        for pending in sorted({_plane_units(spatial, u), 1}, reverse=True):
             parts = estimate(spatial=spatial, window=window, unit=u, queue_depth=q,
                              max_pending=pending, spill_cap=0, **sizes)
             plans.append(MemoryPlan(u, q, pending, parts, 0))

@@ -26,6 +26,7 @@ from .job import Job
 from .reading import windows_by_row
 from .slab import Slab
 from .spill import SpillingSlab
+from .unit_sums import UnitSums
 
 QUEUE_DEPTH = 2  # batches of predictions between the model and the accumulator
 _DONE = object()  # the last batch was sent: hand over every unit left
@@ -200,14 +201,14 @@ def _write_untouched(job: Job, done: set[int], outputs: tuple[str, ...],
     """The units not in ``done`` at the fill value: with no window left to run (or every
     window run), the units no window touches (``allow_gaps``) that are not marked yet (a
     killed run's, or those of images no window of this run reached)."""
-    store = job.store
-    if store.arr is None or len(done) == job.layout.units.total():
+    store, units = job.store, job.layout.units
+    if store.arr is None or len(done) == units.total():
         return
-    channels = dict(store.arr.attrs)["fastquilt"]["out_channels"]
-    slab = SpillingSlab(job.layout, Reduction(outputs, channels, fill_value), done, todo=[],
-                        cap_bytes=0)
-    for uid, unit_outputs in slab.flush_image():
-        store.write_unit(uid, unit_outputs)
+    reduction = Reduction(outputs, dict(store.arr.attrs)["fastquilt"]["out_channels"],
+                          fill_value)
+    nothing = UnitSums(units, reduction.state_channels, reduction)  # (gives the fill value)
+    for uid in sorted(set(range(units.total())) - done):
+        store.write_unit(uid, nothing.pop_outputs(uid))
 
 
 def run_local(job: Job, predictor: Predictor, outputs: tuple[str, ...], batch_size: int,

@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -16,8 +17,8 @@ import torch
 from .._args import device_arg, per_axis, positive_int_arg
 from ..arrays import with_absolute_paths
 from ..ensemble import Predictor, models_arg
-from ..formats.ome_writer import OmeWriter, level0_array
-from ..formats.ome_zarr import OmeInput, is_ome_zarr, space_meta
+from ..formats.ome_writer import OmeWriter
+from ..formats.ome_zarr import OmeInput, space_meta
 from ..formats.pyramid import check_levels, default_levels
 from ..reductions import Reduction, outputs_arg
 from ..sliding import check_model
@@ -29,7 +30,7 @@ from .local import run_local
 from .models import ModelFactory, resolve_model
 from .outputs import is_group
 from .reading import read_window
-from .store import OutputStore, zarr_dtype
+from .store import OutputStore, metadata_root, zarr_dtype
 
 
 def sliding_window_zarr(
@@ -125,8 +126,6 @@ def sliding_window_zarr(
     writer_threads = positive_int_arg(writer_threads, "writer_threads")
     # On a cluster the device is the workers', which this machine may lack.
     device = device_arg(device, here=client is None) or torch.device("cpu")
-    # a resume keeps the units, chunks and shards the output was made with (a memory bound
-    # may have chosen the units): those not given are taken from it, those given must match
     unit, chunks, shards = _resume_geometry(out, getattr(x, "shape", ()), unit, chunks,
                                             shards)
     layout = Layout(getattr(x, "shape", ()), window, step, weight, border, border_weight,
@@ -185,50 +184,55 @@ def sliding_window_zarr(
         store.lease.release()
 
 
-def _stored_geometry(out) -> tuple[tuple, tuple, tuple | None, tuple] | None:
-    """``(unit, chunks, shards, spatial shape)`` of an existing output made by fastquilt,
-    else None."""
+class _Geometry(NamedTuple):
+    unit: tuple[int, ...]
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None
+    spatial: tuple[int, ...]  # of the input it was made for
+
+
+def _stored_geometry(out) -> _Geometry | None:
+    """The geometry of an existing output made by fastquilt, else None."""
     import zarr
 
     path = Path(out)
     if not path.exists():
         return None
     try:
-        root = level0_array(path) if is_ome_zarr(path) else zarr.open(str(path), mode="r")
+        root = metadata_root(path)
         meta = dict(root.attrs)["fastquilt"]
         arr = root if isinstance(root, zarr.Array) else next(a for _, a in root.arrays())
         D = len(meta["input_shape"]) - 2
         shards = getattr(arr, "shards", None)
-        return (tuple(meta["unit"]), tuple(arr.chunks[-D:]),
-                tuple(shards[-D:]) if shards is not None else None,
-                tuple(meta["input_shape"][2:]))
+        return _Geometry(tuple(meta["unit"]), tuple(arr.chunks[-D:]),
+                         tuple(shards[-D:]) if shards is not None else None,
+                         tuple(meta["input_shape"][2:]))
     except Exception:  # not ours, or unreadable: opening it for the run says why
         return None
 
 
 def _resume_geometry(out, shape, unit, chunks, shards):
     """``unit``, ``chunks`` and ``shards`` for a run over an input of ``shape`` into ``out``:
-    where the output exists (made for an input of that shape), those not given come from it,
-    and those given must be its own."""
-    stored = _stored_geometry(out)
-    if stored is None or tuple(stored[3]) != tuple(shape)[2:]:
+    where the output exists (made for an input of that shape), those not given come from it
+    (a memory bound may have chosen its units), and those given must be its own."""
+    made = _stored_geometry(out)
+    if made is None or made.spatial != tuple(shape)[2:]:
         return unit, chunks, shards  # (opening the output for the run says what differs)
-    spatial = stored[3]
-    if shards is not None and stored[2] is None:
+    if shards is not None and made.shards is None:
         raise ValueError(f"output {out} was made without shards; resume without shards=, or "
                          "use a new output path")
-    for name, given, made in (("chunks", chunks, stored[1]), ("shards", shards, stored[2])):
-        if given is None or made is None:
+    for name, given, own in (("chunks", chunks, made.chunks), ("shards", shards, made.shards)):
+        if given is None or own is None:
             continue
         # (as the layout clips them to the image)
-        want = tuple(min(v, S) for v, S in zip(per_axis(given, len(spatial), name, minimum=1),
-                                               spatial))
-        if want != tuple(made):
+        want = tuple(min(v, S) for v, S in zip(per_axis(given, len(made.spatial), name,
+                                                        minimum=1), made.spatial))
+        if want != own:
             raise ValueError(
-                f"output {out} was made with {name} {tuple(made)}, not {want}; resume with "
-                f"{name}={tuple(made)} (or without {name}=), or use a new output path")
-    return (stored[0] if unit is None else unit, stored[1] if chunks is None else chunks,
-            stored[2] if shards is None else shards)
+                f"output {out} was made with {name} {own}, not {want}; resume with "
+                f"{name}={own} (or without {name}=), or use a new output path")
+    return (made.unit if unit is None else unit, made.chunks if chunks is None else chunks,
+            made.shards if shards is None else shards)
 
 
 def _channels(predictor: Predictor, x, layout: Layout, device) -> int:

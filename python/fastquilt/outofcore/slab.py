@@ -47,13 +47,19 @@ def touch_pairs(layout: Layout, todo: Sequence[int]) -> tuple[np.ndarray, np.nda
     return np.concatenate(uids).astype(np.int64), np.concatenate(positions).astype(np.int64)
 
 
+def last_windows(layout: Layout, uids: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Per unit of the layout, the largest of ``positions`` paired with it in ``uids`` (the
+    position of the last window touching it), -1 for a unit no pair names."""
+    last = np.full(layout.units.total(), -1, np.int64)
+    np.maximum.at(last, uids, positions)
+    return last
+
+
 def completion_order(layout: Layout, todo: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """``(positions, uids)``: every unit the windows ``todo`` touch, with the position in
     ``todo`` of the last window that touches it, in the order of those positions (a unit is
     complete once that window is added)."""
-    touched, pos = touch_pairs(layout, todo)
-    last = np.full(layout.units.total(), -1, np.int64)
-    np.maximum.at(last, touched, pos)
+    last = last_windows(layout, *touch_pairs(layout, todo))
     uids = np.flatnonzero(last >= 0)
     order = np.argsort(last[uids], kind="stable")
     return last[uids][order], uids[order]

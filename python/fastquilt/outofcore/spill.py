@@ -28,7 +28,8 @@ import torch
 
 from ..reductions import Reduction
 from .job import Layout
-from .slab import scatter_windows, touch_pairs
+from .slab import last_windows, scatter_windows, touch_pairs
+from .unit_sums import UnitSums
 
 
 class SpillingSlab:
@@ -51,8 +52,7 @@ class SpillingSlab:
         # next uses are looked up in one sorted array of uid * T + position
         self._T = len(self.todo) + 1
         self._keys = np.unique(uids * self._T + positions)
-        self._last = np.full(layout.units.total(), -1, np.int64)
-        np.maximum.at(self._last, uids, positions)
+        self._last = last_windows(layout, uids, positions)
         self._numel = (self.K + 1) * math.prod(layout.units.unit)  # of a whole unit
         slots = min(max(int(cap_bytes), 0) // (self._numel * 4),
                     int((self._last >= 0).sum()))  # (never more than there are units)
@@ -237,17 +237,13 @@ class SpillingSlab:
             raise RuntimeError(f"SpillingSlab: {len(self.held) + len(self._on_disk)} units "
                                "still wait for windows after the last one")
         out = []
-        units = self.layout.units
+        nothing = UnitSums(self.layout.units, self.K, self.reduction)  # (gives the fill value)
         for uid in np.flatnonzero(self._last < 0).tolist():
             if uid in self.done:
                 continue
-            shape = units.shape(uid)
-            outputs = self.reduction.finish(
-                torch.zeros((1, self.K, *shape), device=self.device),
-                torch.zeros((1, *shape), device=self.device))
             self._last[uid] = self.added  # handed over once
             self.flushed += 1
-            out.append((uid, {name: t[0] for name, t in outputs.items()}))
+            out.append((uid, nothing.pop_outputs(uid)))
         self.close()
         return out
 

@@ -342,15 +342,19 @@ class OutputStore:
                 "same call to compute the missing units")
 
 
-def progress_of(out: str | os.PathLike) -> dict:
-    """Units done / total of an output made by :func:`sliding_window_zarr` (for monitoring)."""
+def metadata_root(out_path: Path):
+    """What holds an existing output's metadata, opened for reading: the array, the group of
+    outputs, or an OME-Zarr image's level 0."""
     import zarr
 
-    out_path = Path(out)
-    # an array, a group of outputs, or an OME-Zarr image (the metadata on its level 0)
-    root = level0_array(out_path) if is_ome_zarr(out_path) else zarr.open(str(out_path),
+    return level0_array(out_path) if is_ome_zarr(out_path) else zarr.open(str(out_path),
                                                                           mode="r")
-    meta = dict(root.attrs)["fastquilt"]
+
+
+def progress_of(out: str | os.PathLike) -> dict:
+    """Units done / total of an output made by :func:`sliding_window_zarr` (for monitoring)."""
+    out_path = Path(out)
+    meta = dict(metadata_root(out_path).attrs)["fastquilt"]
     shape = meta["input_shape"]
     units = Units(shape[0], tuple(shape[2:]), tuple(meta["unit"]))
     return {"done": len(Progress(out_path).done()), "total": units.total(),
