@@ -98,8 +98,8 @@ if __name__ == "__main__":
     if os.environ.get("FQ_TEST_SPILL") == "1":  # the spilling slab, nothing held in memory
         from fastquilt.outofcore import run
 
-        plan = run.plan_memory
-        run.plan_memory = lambda *a, **k: plan(*a, **k)._replace(spill_cap=0, queue_depth=0)
+        plan = run.plan_run
+        run.plan_run = lambda *a, **k: plan(*a, **k)._replace(spill_cap=0, queue_depth=0)
     ome = {"levels": 2} if dst.endswith(".ome.zarr") else {}  # (an OME-Zarr output: a pyramid)
     ensemble = os.environ.get("FQ_TEST_ENSEMBLE") == "1"
     model = [SlowClasses(scale), SlowClasses(scale + 1)] if ensemble else Slow(scale)

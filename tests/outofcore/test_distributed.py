@@ -131,7 +131,7 @@ def test_runs_with_the_same_output_name_do_not_share_tasks(client, tmp_path):
     # A live task of another run whose output has the same name (another folder's o.zarr):
     # dask hands a new task with the same key that task's result, so keys must be unique
     # per call (they were named after the output: zeros or errors, flaky in CI).
-    other = client.submit(lambda: {"not": "this run's pieces"}, key="fastquilt-produce-o.zarr-0",
+    other = client.submit(lambda: {"not": "this run's pieces"}, key="fastquilt-band-o.zarr-0",
                           pure=False)
     other.result()
     x, z = make_input(tmp_path, shape=(1, 1, 24, 24, 24))
@@ -147,7 +147,7 @@ def test_runs_with_the_same_output_name_do_not_share_tasks(client, tmp_path):
 @settings(max_examples=min(settings().max_examples, 6))
 @given(seed=st.integers(0, 2**31 - 1))
 def test_distributed_equals_in_memory_for_random_geometries(client, seed, tmp_path_factory):
-    # The producer/owner graph (pieces cut per unit, owners adding them) over random shapes,
+    # The band/owner graph (bands of unit planes, owners adding their pieces) over random shapes,
     # windows, steps, chunks and units, against the in-memory result. One draw (a seed):
     # the client's threads use `random` meanwhile, which hypothesis flags during draws.
     rng = np.random.default_rng(seed)

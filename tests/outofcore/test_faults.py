@@ -254,8 +254,8 @@ def test_a_run_stopped_by_an_error_marks_no_unfinished_unit_done(spill, error, t
     from fastquilt.outofcore import run as run_module
 
     if spill:
-        plan = run_module.plan_memory
-        monkeypatch.setattr(run_module, "plan_memory", lambda *a, **k: plan(*a, **k)._replace(
+        plan = run_module.plan_run
+        monkeypatch.setattr(run_module, "plan_run", lambda *a, **k: plan(*a, **k)._replace(
             spill_cap=0, queue_depth=0))
     x = np.random.default_rng(0).standard_normal((1, 1, 32, 32, 32)).astype(np.float32)
     kw = dict(chunks=8, unit=8, batch_size=2, weight="gaussian")

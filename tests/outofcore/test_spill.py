@@ -157,8 +157,8 @@ def _record_spilling_slabs(monkeypatch) -> list:
 def spills(monkeypatch):
     """Every run in this process spills (cap 0, model and accumulator in step); the slabs
     made are recorded."""
-    plan = run_module.plan_memory
-    monkeypatch.setattr(run_module, "plan_memory", lambda *a, **k: plan(*a, **k)._replace(
+    plan = run_module.plan_run
+    monkeypatch.setattr(run_module, "plan_run", lambda *a, **k: plan(*a, **k)._replace(
         spill_cap=0, queue_depth=0))
     return _record_spilling_slabs(monkeypatch)
 

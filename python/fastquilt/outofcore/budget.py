@@ -35,7 +35,10 @@ import os
 import re
 from typing import NamedTuple
 
+import numpy as np
+
 from ..grid import axis_count, axis_starts
+from ..reductions import Reduction
 
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 # The share of max_memory the estimated buffers may fill: the rest is left for what the
@@ -163,6 +166,16 @@ def estimate(*, spatial, window, unit, c_in: int, in_itemsize: int, in_depth: in
 def _plane_units(spatial, unit) -> int:
     """Units in one plane of units (along axis 0)."""
     return math.prod(-(-S // u) for S, u in zip(spatial[1:], unit[1:]))
+
+
+def plan_run(max_memory: int, channels: int, *, names: tuple[str, ...], out_dtype: str,
+             **sizes) -> MemoryPlan:
+    """:func:`plan_memory` for a run with ``channels`` model outputs and the reduction
+    ``names`` written as ``out_dtype`` (``sizes``: the run's other sizes)."""
+    red = Reduction(names, channels)
+    out_bytes = sum(c * np.dtype(dt).itemsize for c, dt in red.specs(out_dtype).values())
+    return plan_memory(max_memory, state_channels=red.state_channels, out_bytes=out_bytes,
+                       c_out=channels, **sizes)
 
 
 def plan_memory(max_memory: int, *, spatial, window, chunk, unit, unit_given: bool,

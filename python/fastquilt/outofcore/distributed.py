@@ -2,37 +2,59 @@
 
 The work is a static task graph, built once on the client:
 
-* one **producer** per output unit: runs the model once on every window whose start lies in
-  that unit (skipping windows that only touch finished units) and returns its weighted sums cut
-  into pieces, one per unit the windows reach (at most 2^D, because a window is never longer
-  than a unit plus the step);
-* one **owner** per unfinished unit: adds the pieces that reach it, in a fixed order,
-  normalises by the weight sum, writes the unit once, then writes its done-marker.
+* the volume is cut along axis 0 into **bands** of whole unit planes, one per worker thread,
+  with about as many windows each; a band's windows are those whose start lies in it;
+* one **band task** per band runs the one-process pipeline (:func:`.local.run_windows`:
+  reading ahead, the model, the sums on the model's device, writer threads) over its windows
+  and writes every unit that only its windows touch;
+* the units that windows of two bands touch (the first unit plane of each band but the first)
+  are handed back unfinished: each band returns its piece of their sums (only the planes its
+  windows reach), and one **owner** per such unit adds the pieces in band order, normalises,
+  writes the unit once and marks it done.
 
-No locks and no shared state: producers are pure and owners idempotent, so dask may retry any
-task (a killed worker's tasks simply run again elsewhere) and spill results to disk. The model
-is sent to, or built on, each worker once. Worker processes started by :func:`local_cluster`
-do not get distributed's default ``MALLOC_TRIM_THRESHOLD_=65536`` (it made window production
-2-3x slower in our measurements); for your own cluster set
+Each worker thus reads, runs and sums its band as one process would, and only one plane of
+units per band boundary crosses between tasks (dask runs an owner where its larger piece
+is). No locks and no shared state: a band task writes only its own units, and every write
+and marker is idempotent, so dask may retry any task (a killed worker's tasks simply run again
+elsewhere, rewriting the same values). The model is sent to, or built on, each worker once. A
+band task's memory is that of a run in one process: the slab of one plane of units, or under a
+tight bound the spilling slab (``max_memory``, else the worker's memory limit per thread: see
+:mod:`.budget`). Worker processes started by :func:`local_cluster` do not get distributed's
+default ``MALLOC_TRIM_THRESHOLD_=65536`` (it made window production 2-3x slower in our
+measurements); for your own cluster set
 ``distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null`` in the dask config.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 import warnings
+from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from ..ensemble import Predictor
 from ..reductions import Reduction
+from .budget import default_max_memory, plan_run
 from .fingerprints import model_fingerprint
-from .job import Job
+from .job import Job, Layout
+from .local import run_windows
 from .models import ModelFactory, resolve_model
-from .reading import read_region, read_window
-from .slab import scatter_windows
-from .unit_sums import UnitSums
+from .reading import read_window
+from .slab import touch_pairs
+from .unit_sums import Piece, UnitSums
+
+try:  # dask moves a task's result by its size: a piece is its tensors' bytes (not 80)
+    from dask.sizeof import sizeof
+
+    @sizeof.register(Piece)
+    def _sizeof_piece(piece: Piece) -> int:
+        return piece.acc.nbytes + piece.wsum.nbytes + 200
+except ImportError:  # (no dask here: no cluster run either)
+    pass
 
 
 def local_cluster(n_workers: int = 2, threads_per_worker: int = 1, **kwargs):
@@ -91,44 +113,103 @@ def _check_env() -> None:
             RuntimeWarning, stacklevel=2)
 
 
-def _produce(job: Job, predictor: Predictor, windows: list[int], dests: list[int],
-             reduction: Reduction, batch_size: int, device: str) -> dict:
-    """Run ``windows`` once; return ``{unit: (slices in the unit, state piece, weight-sum
-    piece)}`` for the units ``dests`` their region reaches."""
+class _Outside:
+    """The units a band task must not hand over (a ``done`` set for the slabs): all but
+    ``mine``."""
+
+    def __init__(self, mine: frozenset[int]) -> None:
+        self.mine = mine
+
+    def __contains__(self, uid: object) -> bool:
+        return uid not in self.mine
+
+
+def _worker_budget() -> int:
+    """A band task's share of its worker's memory limit (half the machine's memory where the
+    worker has none)."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        limit = worker.memory_manager.memory_limit
+        if limit:
+            return int(limit) // max(int(worker.state.nthreads), 1)
+    except (ImportError, ValueError, AttributeError):
+        pass
+    return default_max_memory()
+
+
+def _run_band(job: Job, predictor: Predictor, windows: list[int], mine: frozenset[int],
+              raw: dict[int, tuple[int, int]], outputs: tuple[str, ...], fill_value: float,
+              batch_size: int, device: str, max_memory: int | None, sizes: dict,
+              threads: tuple[int, int]) -> dict[int, Piece]:
+    """Run the band's ``windows`` through the one-process pipeline; write its units of
+    ``mine`` but those of ``raw``, and return the pieces of those, ``{uid: piece}``."""
     _check_env()
-    layout = job.layout
-    c_out = reduction.state_channels
-    starts = layout.origins[windows, 1:]
-    lo = starts.min(0).values.tolist()
-    hi = (starts.max(0).values + torch.tensor(layout.window)).tolist()
-    n = int(layout.origins[windows[0], 0])
-    shape = tuple(h - a for a, h in zip(lo, hi))
-    acc = torch.zeros((1, c_out, *shape), device=device)  # summed on the model's device
-    wsum = torch.zeros((1, *shape), device=device)
-    # one read of the region these windows cover, instead of one read per window
-    region = read_region(job.x, n, lo, hi)
+    budget = max_memory if max_memory is not None else _worker_budget()
+    return run_windows(job, predictor, windows, _Outside(mine), outputs, batch_size,
+                       torch.device(device), fill_value, reader_threads=threads[0],
+                       writer_threads=threads[1], raw=raw,
+                       memory=functools.partial(plan_run, budget, **sizes))
 
-    def block(k):
-        o = layout.origins[k].tolist()
-        return region[(slice(None), *(slice(s - a, s - a + w)
-                                      for s, a, w in zip(o[1:], lo, layout.window)))]
 
-    for i in range(0, len(windows), batch_size):
-        batch = windows[i:i + batch_size]
-        pred = predictor(torch.stack([block(k) for k in batch]), layout.window,
-                         torch.device(device))
-        # the region holds them all
-        scatter_windows(layout, acc, wsum, lo, batch, pred, reduction)
-    pieces = {}
-    for uid in dests:
-        if layout.units.box(uid)[0] != n:
-            continue
-        part = layout.units.clip(uid, lo, shape)
-        if part is not None:
-            src, dst = part
-            pieces[uid] = (dst, acc[(0, slice(None), *src)].to("cpu", copy=True),
-                           wsum[(0, *src)].to("cpu", copy=True))
-    return pieces
+def _pick(pieces: dict[int, Piece], uid: int) -> Piece | None:
+    """One unit's piece of a band's result (a small task where the band ran)."""
+    return pieces.get(uid)
+
+
+def _near(workers: list[str]) -> dict:
+    """``submit``'s arguments that run a task on one of ``workers`` (where its data is), or
+    elsewhere when none of them is left."""
+    return {"workers": workers, "allow_other_workers": True} if workers else {}
+
+
+def _band_count(client) -> int:
+    """How many bands a run cuts its windows into: one per worker thread."""
+    return max(sum(client.nthreads().values()), 1)
+
+
+class Bands(NamedTuple):
+    windows: list[list[int]]  # per band, its windows (raster order)
+    mine: list[frozenset[int]]  # per band, the unfinished units its windows touch
+    raw: list[dict[int, tuple[int, int]]]  # per band, its shared units: the planes it reaches
+    shared: list[int]  # the units windows of two bands touch
+
+
+def cut_bands(layout: Layout, todo: list[int], done: set[int], count: int) -> Bands:
+    """The windows ``todo`` (raster order) in at most ``count`` bands of whole unit planes
+    along axis 0 (of one image, or several), with about as many windows each, and who sums
+    which of the units not in ``done``."""
+    org = layout.origins[todo].numpy()
+    counts0, u0, w0 = layout.units.counts[0], layout.unit[0], layout.window[0]
+    planes = org[:, 0] * counts0 + org[:, 1] // u0
+    if (np.diff(planes) < 0).any():
+        raise RuntimeError("cut_bands: the windows are not in raster order")
+    changes = np.flatnonzero(np.diff(planes)) + 1  # where a band may start
+    cuts = sorted({int(changes[np.abs(changes - i * len(todo) / count).argmin()])
+                   for i in range(1, count)} if len(changes) else set())
+    band_of = np.zeros(len(todo), np.int64)
+    for c in cuts:
+        band_of[c:] += 1
+    n_bands = len(cuts) + 1
+    uids, positions = touch_pairs(layout, todo)
+    pairs = np.unique(uids * n_bands + band_of[positions])
+    pair_uid, pair_band = pairs // n_bands, pairs % n_bands
+    keep = np.array([u not in done for u in pair_uid.tolist()], dtype=bool)
+    pair_uid, pair_band = pair_uid[keep], pair_band[keep]
+    shared_uids = np.unique(pair_uid[np.bincount(pair_uid, minlength=layout.units.total())
+                                     [pair_uid] > 1])
+    shared = set(shared_uids.tolist())
+    bounds = [0, *cuts, len(todo)]
+    windows = [todo[a:b] for a, b in zip(bounds, bounds[1:])]
+    mine = [frozenset(pair_uid[pair_band == b].tolist()) for b in range(n_bands)]
+    raw = []
+    for b in range(n_bands):
+        o = org[bounds[b]:bounds[b + 1]]
+        span = {int(n): (int(o[o[:, 0] == n, 1].min()), int(o[o[:, 0] == n, 1].max()) + w0)
+                for n in np.unique(o[:, 0])}
+        raw.append({uid: span[layout.units.box(uid)[0]] for uid in sorted(mine[b] & shared)})
+    return Bands(windows, mine, raw, sorted(shared))
 
 
 def _hold(value):
@@ -154,34 +235,38 @@ def _probe(job: Job, predictor: Predictor, k: int, device: str) -> int:
     return int(predictor.channels)
 
 
-def _own(job: Job, uid: int, reduction: Reduction, *produced: dict) -> int:
-    """Merge the pieces reaching unit ``uid`` (fixed order), finish its outputs, write them
+def _own(job: Job, uid: int, reduction: Reduction, *pieces: Piece | None) -> int:
+    """Merge the bands' pieces of unit ``uid`` (band order), finish its outputs, write them
     once, mark the unit done."""
     sums = UnitSums(job.layout.units, reduction.state_channels, reduction)
-    for pieces in produced:
-        if uid in pieces:
-            sums.add(uid, *pieces[uid])
+    for piece in pieces:
+        if piece is not None:
+            sums.add(uid, *piece)
     job.store.write_unit(uid, sums.pop_outputs(uid))
     return uid
 
 
 def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, ...],
-                    batch_size: int, device, fill_value: float, progress: bool):
-    """Build and run the producer/owner graph for ``job`` on ``client`` (``predictor``'s
-    models may be recipes, built on the workers); returns the output."""
+                    batch_size: int, device, fill_value: float, progress: bool, *,
+                    max_memory: int | None = None, sizes: dict | None = None,
+                    reader_threads: int = 2, writer_threads: int = 2):
+    """Build and run the band/owner graph for ``job`` on ``client`` (``predictor``'s models
+    may be recipes, built on the workers); returns the output. ``max_memory`` bounds each
+    band task (default: its worker's memory limit per thread); ``sizes`` are the run's sizes
+    for the memory plan (:func:`~.budget.plan_run`)."""
     from distributed import as_completed
 
     layout, store = job.layout, job.store
     device = str(device)  # (sliding_window_zarr resolved it; a str pickles plainly)
     done = store.verified_done()
     todo, remaining = layout.plan(done)
-    # Task keys unique to this call (run, below): dask hands a new task the result of a live
-    # one with the same key, so keys named after the output alone would mix two runs.
     if not todo:
         return store.result()
+    # Task keys unique to this call (run, below): dask hands a new task the result of a live
+    # one with the same key, so keys named after the output alone would mix two runs.
+    run = f"{store.path.name}-{uuid.uuid4().hex[:12]}"
     # The job and the model reach the workers as tasks, not scattered data: when a worker
     # dies, dask recomputes them on another one (or on its restarted self) from the graph.
-    run = f"{store.path.name}-{uuid.uuid4().hex[:12]}"
     model_f = client.submit(_hold, predictor, key=f"fastquilt-model-{run}", pure=False)
     # The output needs C_out: probe the model on one window, on a worker (the model may not
     # fit or run on the client).
@@ -189,41 +274,59 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
     store.ensure(c_out)
     reduction = Reduction(outputs, c_out, fill_value)
     job_f = client.submit(_hold, job, key=f"fastquilt-job-{run}", pure=False)
-    # producers: windows grouped by the unit holding their start
-    groups: dict[int, list[int]] = {}
-    feeds: dict[int, set[int]] = {}
-    for k in todo:
-        o = layout.origins[k].tolist()
-        start_unit = layout.units.start_unit(o)
-        groups.setdefault(start_unit, []).append(k)
-        feeds.setdefault(start_unit, set()).update(
-            u for u in layout.units.touched(o, layout.window) if u not in done)
-    producers = {
-        p: client.submit(_produce, job_f, model_f, ks, sorted(feeds[p]), reduction, batch_size,
-                         device, key=f"fastquilt-produce-{run}-{p}", pure=False)
-        for p, ks in sorted(groups.items())
-    }
-    fed_by: dict[int, list] = {}
-    for p in sorted(producers):
-        for uid in feeds[p]:
-            fed_by.setdefault(uid, []).append(producers[p])
-    owners = [client.submit(_own, job_f, uid, reduction, *fed_by[uid],
-                            key=f"fastquilt-own-{run}-{uid}", pure=False)
-              for uid in sorted(remaining)]
+    bands = cut_bands(layout, todo, done, _band_count(client))
+    # one band per worker thread, placed so (the job and the model are on one worker: dask
+    # would start every band there, and move them only later)
+    slots = [w for w, n in sorted(client.nthreads().items()) for _ in range(n)]
+    band_fs = [client.submit(_run_band, job_f, model_f, ks, mine, raw, outputs, fill_value,
+                             batch_size, device, max_memory, sizes or {},
+                             (reader_threads, writer_threads),
+                             key=f"fastquilt-band-{run}-{b}", workers=[slots[b % len(slots)]],
+                             allow_other_workers=True, pure=False)
+               for b, (ks, mine, raw) in enumerate(zip(*bands[:3]))]
+    sharers = {uid: [b for b, raw in enumerate(bands.raw) if uid in raw] for uid in bands.shared}
+    picked: dict[int, dict[int, object]] = {uid: {} for uid in bands.shared}
+    band_of = {f.key: b for b, f in enumerate(band_fs)}
+    where: dict[int, list[str]] = {}  # the workers holding a band's result
+    picks, owners = [], []
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(owners), unit="unit", desc="units written")
+        bar = tqdm(total=len(remaining), unit="unit", desc="units written")
     try:
-        for fut in as_completed(owners):
-            fut.result()  # raises the task's error (after dask's retries)
+        tasks = as_completed(band_fs)
+        for fut in tasks:
+            if fut.status != "finished":
+                fut.result()  # raises the task's error (after dask's retries)
+            b = band_of.get(fut.key)
+            if b is None:  # an owner: one unit written
+                if bar is not None:
+                    bar.update(1)
+                continue
             if bar is not None:
-                bar.update(1)
+                bar.update(len(bands.mine[b]) - len(bands.raw[b]))
+            # The units this band shares: each one's piece taken out where the band's result
+            # is (dask would otherwise move the whole result to take one piece), then, once
+            # every band sharing it is in, its owner (which dask runs by its larger piece).
+            where[b] = list(client.who_has([fut]).get(fut.key, ()))
+            for uid in bands.raw[b]:
+                picked[uid][b] = client.submit(
+                    _pick, fut, uid, key=f"fastquilt-pick-{run}-{b}-{uid}", pure=False,
+                    **_near(where[b]))
+                picks.append(picked[uid][b])
+                if len(picked[uid]) == len(sharers[uid]):
+                    # (where the unit's band ran: the later band, which holds all the unit's
+                    # planes; the earlier one's piece is the planes its windows reach)
+                    owners.append(client.submit(
+                        _own, job_f, uid, reduction, *[picked[uid][k] for k in sharers[uid]],
+                        key=f"fastquilt-own-{run}-{uid}", pure=False,
+                        **_near(where[sharers[uid][-1]])))
+                    tasks.add(owners[-1])
     except BaseException:
         # A failed task or Ctrl-C: stop the rest of the graph instead of leaving it running
         # (and writing) on the cluster; what finished stays marked done for the next run.
-        client.cancel([model_f, job_f, *producers.values(), *owners], force=True)
+        client.cancel([model_f, job_f, *band_fs, *picks, *owners], force=True)
         raise
     finally:
         if bar is not None:

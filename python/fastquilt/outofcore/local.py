@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Container, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -26,7 +26,7 @@ from .job import Job
 from .reading import windows_by_row
 from .slab import Slab
 from .spill import SpillingSlab
-from .unit_sums import UnitSums
+from .unit_sums import Piece, UnitSums
 
 QUEUE_DEPTH = 2  # batches of predictions between the model and the accumulator
 _DONE = object()  # the last batch was sent: hand over every unit left
@@ -37,10 +37,13 @@ class _Accumulator(threading.Thread):
     """Adds batches of predictions to the slab in order and hands finished units to the
     writers; an error is kept for the main thread to raise."""
 
-    def __init__(self, job: Job, done: set[int], todo: list[int],
-                 writer: ThreadPoolExecutor) -> None:
+    def __init__(self, job: Job, done: Container[int], todo: list[int],
+                 writer: ThreadPoolExecutor,
+                 raw: Mapping[int, tuple[int, int]] | None = None) -> None:
         super().__init__(name="fastquilt-accumulator", daemon=True)
         self.job, self.done, self.todo, self.writer = job, done, todo, writer
+        self.raw = raw  # units handed over unfinished (Slab), kept in pieces
+        self.pieces: dict[int, Piece] = {}
         self.reduction: Reduction | None = None  # set by the main thread before a batch
         self.batches: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
         self.writes: list[Future] = []
@@ -89,16 +92,20 @@ class _Accumulator(threading.Thread):
     def _new_slab(self, device: torch.device) -> Slab | SpillingSlab:
         layout = self.job.layout
         if self.spill_cap is None:
-            return Slab(layout, self.reduction, self.done, device=device, todo=self.todo)
+            return Slab(layout, self.reduction, self.done, device=device, todo=self.todo,
+                        raw=self.raw)
         cap = self.spill_cap
         if device.type == "cuda":  # (the cap comes from the host's bound: the pool is on the GPU)
             cap = min(cap, torch.cuda.mem_get_info(device)[0] // 2)
         return SpillingSlab(layout, self.reduction, self.done, device=device, todo=self.todo,
                             cap_bytes=cap, spill_dir=self.job.store.path.parent,
-                            keep_region=not self.in_step)
+                            keep_region=not self.in_step, raw=self.raw)
 
     def _submit(self, units) -> None:
         for uid, outputs in units:
+            if isinstance(outputs, Piece):
+                self.pieces[uid] = outputs
+                continue
             while len(self.writes) >= self.max_pending:  # back-pressure
                 self.writes.pop(0).result()
             self.writes.append(self.writer.submit(
@@ -227,20 +234,43 @@ def run_local(job: Job, predictor: Predictor, outputs: tuple[str, ...], batch_si
     if not todo:
         _write_untouched(job, done, outputs, fill_value)
         return store.open_finished()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), unit="win", desc="sliding_window -> zarr")
+    try:
+        run_windows(job, predictor, todo, done, outputs, batch_size, device, fill_value,
+                    reader_threads=reader_threads, writer_threads=writer_threads,
+                    memory=memory, bar=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if layout.q.grid.allow_gaps:  # (the slab hands over only the images it sees)
+        _write_untouched(job, store.progress.done(), outputs, fill_value)
+    return store.open_finished()
+
+
+def run_windows(job: Job, predictor: Predictor, todo: list[int], done: Container[int],
+                outputs: tuple[str, ...], batch_size: int, device: torch.device,
+                fill_value: float, *, reader_threads: int = 2, writer_threads: int = 2,
+                memory: MemoryPlan | Callable[[int], MemoryPlan] | None = None,
+                raw: Mapping[int, tuple[int, int]] | None = None,
+                bar=None) -> dict[int, Piece]:
+    """The pipeline over the windows ``todo`` (raster order): every unit they touch that is
+    not in ``done`` is written once its last window is added, except the units of ``raw``,
+    whose unfinished sums (the part between the planes ``raw[uid]``) are returned as
+    :class:`~.unit_sums.Piece` s, ``{uid: piece}``; ``bar`` (tqdm) counts the windows."""
+    layout, store = job.layout, job.store
     writer = ThreadPoolExecutor(max_workers=writer_threads, thread_name_prefix="fastquilt-writer")
     reader = ThreadPoolExecutor(max_workers=reader_threads, thread_name_prefix="fastquilt-reader")
-    acc = _Accumulator(job, done, todo, writer)
+    acc = _Accumulator(job, done, todo, writer, raw)
     batcher = _Batcher(job, todo, batch_size, reader)
     if isinstance(memory, MemoryPlan):
         _apply(memory, acc, batcher)
         memory = None
     acc.start()
     batcher.start()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), unit="win", desc="sliding_window -> zarr")
     finished = False
     try:
         for batch, windows in batcher:
@@ -255,8 +285,6 @@ def run_local(job: Job, predictor: Predictor, outputs: tuple[str, ...], batch_si
             if bar is not None:
                 bar.update(len(batch))
         acc.finish()
-        if layout.q.grid.allow_gaps:  # (the slab hands over only the images it sees)
-            _write_untouched(job, store.progress.done(), outputs, fill_value)
         finished = True
     finally:
         batcher.stop.set()
@@ -266,6 +294,4 @@ def run_local(job: Job, predictor: Predictor, outputs: tuple[str, ...], batch_si
             acc.join()
         writer.shutdown(wait=True)
         reader.shutdown(wait=False, cancel_futures=True)
-        if bar is not None:
-            bar.close()
-    return store.open_finished()
+    return acc.pieces

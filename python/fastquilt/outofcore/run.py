@@ -20,9 +20,9 @@ from ..ensemble import Predictor, models_arg
 from ..formats.ome_writer import OmeWriter
 from ..formats.ome_zarr import OmeInput, space_meta
 from ..formats.pyramid import check_levels, default_levels
-from ..reductions import Reduction, outputs_arg
+from ..reductions import outputs_arg
 from ..sliding import check_model
-from .budget import MemoryPlan, default_max_memory, memory_arg, plan_memory
+from .budget import MemoryPlan, default_max_memory, memory_arg, plan_run
 from .distributed import model_fingerprint_on_a_worker, run_distributed
 from .fingerprints import input_fingerprint, model_fingerprint
 from .job import Job, Layout
@@ -80,9 +80,11 @@ def sliding_window_zarr(
     output made with another geometry, model-output channel count or dtype raises.
 
     With ``client`` (a ``dask.distributed.Client``) the same work runs as a static task graph
-    of producers and owners on the cluster: see :mod:`fastquilt.outofcore.distributed`.
+    on the cluster: one band of unit planes per worker thread, each run as in one process,
+    and owners for the units two bands share: see :mod:`fastquilt.outofcore.distributed`.
     ``reader_threads`` and ``writer_threads`` (default 2 each) read input blocks and write
-    finished units in a run in one process (``python -m fastquilt tune`` measures them).
+    finished units in a run in one process, and in each band task of a cluster run
+    (``python -m fastquilt tune`` measures them).
 
     ``model`` may be a list of models (or factories), ``tta``, ``activation`` and ``outputs``
     as in :func:`fastquilt.sliding_window`: any set of outputs other than ``"mean"`` alone is
@@ -96,8 +98,9 @@ def sliding_window_zarr(
     its channel count; where no plane-wide slab of sums fits, the units in flight are kept up
     to a cap and the rest spilled to a scratch file next to the output (:mod:`.spill`), with
     units of one chunk on every axis; a bound too small even for one batch is refused).
-    Default: half the physical memory, checked once the model's first batch has run. (On a
-    cluster, dask's worker memory limits apply.) A resume keeps the units, chunks and shards
+    Default: half the physical memory, checked once the model's first batch has run. On a
+    cluster it bounds each band task (default: the worker's memory limit per thread), with the
+    units given or the default ones. A resume keeps the units, chunks and shards
     the output was made with (those not given are taken from it; ``chunks`` or ``shards``
     other than its own are refused).
 
@@ -175,8 +178,10 @@ def sliding_window_zarr(
         store.open_existing()
         job = Job(with_absolute_paths(x), layout, store)
         if client is not None:
-            return run_distributed(client, job, predictor, names, batch_size, device,
-                                   fill_value, progress)
+            return run_distributed(
+                client, job, predictor, names, batch_size, device, fill_value, progress,
+                max_memory=budget, reader_threads=reader_threads, writer_threads=writer_threads,
+                sizes=_run_sizes(layout, x, predictor, names, batch_size, dtype, True))
         return run_local(job, predictor, names, batch_size, device, fill_value, progress,
                          reader_threads=reader_threads, writer_threads=writer_threads,
                          memory=memory)
@@ -245,20 +250,25 @@ def _channels(predictor: Predictor, x, layout: Layout, device) -> int:
 def _plan(layout: Layout, x, predictor: Predictor, names, batch_size: int, out_dtype: str,
           budget: int, unit_given: bool, channels: int) -> MemoryPlan:
     """The memory plan of a run in one process with ``channels`` model outputs."""
-    red = Reduction(names, channels)
-    out_bytes = sum(c * np.dtype(dt).itemsize for c, dt in red.specs(out_dtype).values())
+    return plan_run(budget, channels,
+                    **_run_sizes(layout, x, predictor, names, batch_size, out_dtype, unit_given))
+
+
+def _run_sizes(layout: Layout, x, predictor: Predictor, names, batch_size: int,
+               out_dtype: str, unit_given: bool) -> dict:
+    """What :func:`~.budget.plan_run` needs of a run besides the bound and the channels."""
     in_itemsize = x.element_size() if isinstance(x, torch.Tensor) else np.dtype(x.dtype).itemsize
     chunks = getattr(x, "chunks", None)
     in_depth = int(chunks[2]) if isinstance(chunks, tuple) and len(chunks) > 2 and isinstance(
         chunks[2], int) else layout.window[0]
     # one model's output and its activation; an ensemble's sums and transforms take more
     single = predictor.members(layout.window) == 1 and not predictor.moments
-    return plan_memory(
-        budget, spatial=layout.spatial, window=layout.window, step=layout.q.step,
-        chunk=layout.shards or layout.chunk, unit=layout.unit, unit_given=unit_given,
-        temporaries=2 if single else 4, images=layout.N, c_in=layout.shape[1],
-        in_itemsize=in_itemsize, in_depth=in_depth, state_channels=red.state_channels,
-        out_bytes=out_bytes, c_out=channels, batch_size=batch_size)
+    return dict(
+        names=tuple(names), out_dtype=out_dtype, spatial=layout.spatial, window=layout.window,
+        step=layout.q.step, chunk=layout.shards or layout.chunk, unit=layout.unit,
+        unit_given=unit_given, temporaries=2 if single else 4, images=layout.N,
+        c_in=layout.shape[1], in_itemsize=in_itemsize, in_depth=in_depth,
+        batch_size=batch_size)
 
 
 def _plain(names: tuple[str, ...], predictor: Predictor) -> bool:

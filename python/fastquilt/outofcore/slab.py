@@ -4,13 +4,14 @@ each unit over, normalised, as soon as no later window can touch it."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Container, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from ..reductions import Reduction
 from .job import Layout
+from .unit_sums import Piece, piece_of
 
 
 def scatter_windows(layout: Layout, acc: torch.Tensor, wsum: torch.Tensor,
@@ -74,9 +75,13 @@ class Slab:
     touching it is added: units then leave one by one as the windows pass them, not a plane
     at a time, and the last plane does not wait for the end of the image."""
 
-    def __init__(self, layout: Layout, reduction: Reduction, done: set[int],
-                 device: torch.device | str = "cpu", todo: Sequence[int] | None = None) -> None:
+    def __init__(self, layout: Layout, reduction: Reduction, done: Container[int],
+                 device: torch.device | str = "cpu", todo: Sequence[int] | None = None,
+                 raw: Mapping[int, tuple[int, int]] | None = None) -> None:
+        # done: units never handed over; raw: units handed over unfinished, as the piece of
+        # their sums between two planes (a cluster band's units that other bands add to)
         self.layout, self.done, self.reduction = layout, done, reduction
+        self.raw = raw or {}
         c_out = reduction.state_channels
         self.U, self.w = layout.unit[0], layout.window[0]
         self.H = min(layout.spatial[0], self.U + self.w)
@@ -138,11 +143,14 @@ class Slab:
             self.cut_early.add(uid)
         return out
 
-    def _cut_unit(self, uid: int) -> tuple[int, dict]:
-        """Unit ``uid``, normalised: ``(uid, {output: (c, *unit)})``."""
+    def _cut_unit(self, uid: int) -> tuple[int, dict | Piece]:
+        """Unit ``uid``, normalised: ``(uid, {output: (c, *unit)})``, or for a unit of
+        ``raw`` its unfinished :class:`~.unit_sums.Piece`."""
+        self.flushed += 1
+        if uid in self.raw:
+            return uid, piece_of(self.layout.units, uid, *self._unit_state(uid), self.raw[uid])
         # finished here, so the writer queue holds only the (small) outputs
         outputs = self.reduction.finish(*self._unit_state(uid))
-        self.flushed += 1
         return uid, {name: t[0] for name, t in outputs.items()}
 
     def _unit_state(self, uid: int) -> tuple[torch.Tensor, torch.Tensor]:

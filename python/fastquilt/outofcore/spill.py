@@ -21,7 +21,7 @@ import itertools
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Container, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ import torch
 from ..reductions import Reduction
 from .job import Layout
 from .slab import last_windows, scatter_windows, touch_pairs
-from .unit_sums import UnitSums
+from .unit_sums import UnitSums, piece_of
 
 
 class SpillingSlab:
@@ -40,11 +40,13 @@ class SpillingSlab:
     memory is the pool, one row region (reused, or freed after each :meth:`add` without
     ``keep_region``) and one unit of staging for the file."""
 
-    def __init__(self, layout: Layout, reduction: Reduction, done: set[int],
+    def __init__(self, layout: Layout, reduction: Reduction, done: Container[int],
                  device: torch.device | str = "cpu", todo: Sequence[int] = (), *,
                  cap_bytes: int, spill_dir: str | os.PathLike | None = None,
-                 keep_region: bool = True) -> None:
+                 keep_region: bool = True,
+                 raw: Mapping[int, tuple[int, int]] | None = None) -> None:
         self.layout, self.reduction, self.done = layout, reduction, done
+        self.raw = raw or {}  # as the slab's
         self.device = torch.device(device)
         self.K = reduction.state_channels
         self.todo = list(todo)
@@ -137,8 +139,12 @@ class SpillingSlab:
                 continue
             if self._last[uid] < end:
                 state = region[(slice(None), slice(None), *box)]
-                outputs = self.reduction.finish(state[:, :self.K], state[:, self.K])
                 self.flushed += 1
+                if uid in self.raw:  # (a copy: the next row overwrites the region)
+                    out.append((uid, piece_of(units, uid, state[:, :self.K], state[:, self.K],
+                                              self.raw[uid])))
+                    continue
+                outputs = self.reduction.finish(state[:, :self.K], state[:, self.K])
                 # (outputs may be views of the region, which the next row overwrites)
                 out.append((uid, {name: t[0].clone() for name, t in outputs.items()}))
             else:

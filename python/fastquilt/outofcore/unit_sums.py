@@ -1,13 +1,37 @@
 """Weighted sums of whole output units filled piece by piece, in any order: the owners of a
-cluster run add their producers' pieces here, and qlty's Large classes their windows."""
+cluster run add the bands' pieces here, and qlty's Large classes their windows."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 
 from ..normalize import divide_by_weight_sum_
 from ..reductions import Reduction
 from .units import Units
+
+
+class Piece(NamedTuple):
+    """The unfinished weighted sums of part of a unit, for another task to merge: ``dst``
+    (slices into the unit), ``acc`` ``(K, *piece)`` and ``wsum`` ``(*piece)`` on the CPU."""
+
+    dst: tuple[slice, ...]
+    acc: torch.Tensor
+    wsum: torch.Tensor
+
+
+def piece_of(units: Units, uid: int, acc: torch.Tensor, wsum: torch.Tensor,
+             span: tuple[int, int]) -> Piece:
+    """The part of unit ``uid``'s sums ``acc`` ``(1, K, *unit)`` / ``wsum`` ``(1, *unit)``
+    between planes ``span`` ``[a, b)`` along axis 0 (of the unit's image: where the windows
+    that summed them lie), copied to the CPU."""
+    box = units.box(uid)[1]
+    a = min(max(span[0], box[0].start), box[0].stop) - box[0].start
+    b = max(min(span[1], box[0].stop), box[0].start) - box[0].start
+    dst = (slice(a, max(a, b)), *(slice(0, s.stop - s.start) for s in box[1:]))
+    return Piece(dst, acc[(0, slice(None), *dst)].to("cpu", copy=True),
+                 wsum[(0, *dst)].to("cpu", copy=True))
 
 
 class UnitSums:
@@ -26,6 +50,10 @@ class UnitSums:
         into unit ``uid``, see :meth:`Units.clip`)."""
         if uid not in self.buffers:
             shape = self.units.shape(uid)
+            plain_sum = self.reduction is None or not self.reduction.moments
+            if plain_sum and tuple(wsum.shape) == shape:  # a whole unit: a copy, no zeros
+                self.buffers[uid] = (acc.clone(), wsum.clone())
+                return
             self.buffers[uid] = (torch.zeros((self.channels, *shape)), torch.zeros(shape))
         a, w = self.buffers[uid]
         if self.reduction is not None:
