@@ -31,6 +31,7 @@ import functools
 import os
 import uuid
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -153,9 +154,9 @@ def _run_band(job: Job, predictor: Predictor, windows: list[int], mine: frozense
                        memory=functools.partial(plan_run, budget, **sizes))
 
 
-def _pick(pieces: dict[int, Piece], uid: int) -> Piece | None:
-    """One unit's piece of a band's result (a small task where the band ran)."""
-    return pieces.get(uid)
+def _pick(pieces: dict[int, Piece], uids: list[int]) -> dict[int, Piece]:
+    """The pieces of ``uids`` in a band's result (a small task where the band ran)."""
+    return {uid: pieces[uid] for uid in uids}
 
 
 def _near(workers: list[str]) -> dict:
@@ -235,15 +236,25 @@ def _probe(job: Job, predictor: Predictor, k: int, device: str) -> int:
     return int(predictor.channels)
 
 
-def _own(job: Job, uid: int, reduction: Reduction, *pieces: Piece | None) -> int:
-    """Merge the bands' pieces of unit ``uid`` (band order), finish its outputs, write them
-    once, mark the unit done."""
-    sums = UnitSums(job.layout.units, reduction.state_channels, reduction)
-    for piece in pieces:
-        if piece is not None:
-            sums.add(uid, *piece)
-    job.store.write_unit(uid, sums.pop_outputs(uid))
-    return uid
+def _own(job: Job, reduction: Reduction, uids: list[int], writer_threads: int,
+         *parts: dict[int, Piece]) -> int:
+    """Merge the pieces of units ``uids`` from the bands' ``parts`` (in band order), finish
+    their outputs and write each unit once, marking it done, on ``writer_threads``
+    threads; returns how many units were written."""
+    units = job.layout.units
+
+    def write(uid: int) -> None:
+        sums = UnitSums(units, reduction.state_channels, reduction)
+        for part in parts:
+            if uid in part:
+                sums.add(uid, *part[uid])
+        job.store.write_unit(uid, sums.pop_outputs(uid))
+
+    with ThreadPoolExecutor(max_workers=writer_threads,
+                            thread_name_prefix="fastquilt-owner") as pool:
+        for _ in pool.map(write, uids):  # (raises a unit's error)
+            pass
+    return len(uids)
 
 
 def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, ...],
@@ -284,11 +295,20 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
                              key=f"fastquilt-band-{run}-{b}", workers=[slots[b % len(slots)]],
                              allow_other_workers=True, pure=False)
                for b, (ks, mine, raw) in enumerate(zip(*bands[:3]))]
+    # The shared units in groups, each group owned where its units' band ran (the last band
+    # sharing them: it holds all their planes; the earlier ones' pieces are the planes their
+    # windows reach) by one task that merges and writes them on writer threads.
     sharers = {uid: [b for b, raw in enumerate(bands.raw) if uid in raw] for uid in bands.shared}
-    picked: dict[int, dict[int, object]] = {uid: {} for uid in bands.shared}
+    groups: dict[int, list[int]] = {}
+    for uid in bands.shared:
+        groups.setdefault(sharers[uid][-1], []).append(uid)
+    feeding = {g: sorted({b for uid in uids for b in sharers[uid][:-1]})
+               for g, uids in groups.items()}  # the other bands of each group
     band_of = {f.key: b for b, f in enumerate(band_fs)}
-    where: dict[int, list[str]] = {}  # the workers holding a band's result
-    picks, owners = [], []
+    owner_of: dict[str, int] = {}
+    where: dict[int, list[str]] = {}  # the workers holding a finished band's result
+    picked: dict[tuple[int, int], object] = {}  # (group, band): that band's pieces of it
+    owners = []
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -300,33 +320,31 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
             if fut.status != "finished":
                 fut.result()  # raises the task's error (after dask's retries)
             b = band_of.get(fut.key)
-            if b is None:  # an owner: one unit written
+            if b is None:  # an owner: its units written
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(len(groups[owner_of[fut.key]]))
                 continue
             if bar is not None:
                 bar.update(len(bands.mine[b]) - len(bands.raw[b]))
-            # The units this band shares: each one's piece taken out where the band's result
-            # is (dask would otherwise move the whole result to take one piece), then, once
-            # every band sharing it is in, its owner (which dask runs by its larger piece).
             where[b] = list(client.who_has([fut]).get(fut.key, ()))
-            for uid in bands.raw[b]:
-                picked[uid][b] = client.submit(
-                    _pick, fut, uid, key=f"fastquilt-pick-{run}-{b}-{uid}", pure=False,
-                    **_near(where[b]))
-                picks.append(picked[uid][b])
-                if len(picked[uid]) == len(sharers[uid]):
-                    # (where the unit's band ran: the later band, which holds all the unit's
-                    # planes; the earlier one's piece is the planes its windows reach)
+            for g, uids in groups.items():
+                if b in feeding[g]:  # its pieces of g taken out where its result is (dask
+                    # would otherwise move the whole result to the owner)
+                    picked[(g, b)] = client.submit(
+                        _pick, fut, [u for u in uids if b in sharers[u]], pure=False,
+                        key=f"fastquilt-pick-{run}-{g}-{b}", **_near(where[b]))
+                if all(k in where for k in (*feeding[g], g)) and (b == g or b in feeding[g]):
+                    parts = [picked[(g, k)] if k != g else band_fs[g]
+                             for k in sorted((*feeding[g], g))]
                     owners.append(client.submit(
-                        _own, job_f, uid, reduction, *[picked[uid][k] for k in sharers[uid]],
-                        key=f"fastquilt-own-{run}-{uid}", pure=False,
-                        **_near(where[sharers[uid][-1]])))
+                        _own, job_f, reduction, uids, writer_threads, *parts, pure=False,
+                        key=f"fastquilt-own-{run}-{g}", **_near(where[g])))
+                    owner_of[owners[-1].key] = g
                     tasks.add(owners[-1])
     except BaseException:
         # A failed task or Ctrl-C: stop the rest of the graph instead of leaving it running
         # (and writing) on the cluster; what finished stays marked done for the next run.
-        client.cancel([model_f, job_f, *band_fs, *picks, *owners], force=True)
+        client.cancel([model_f, job_f, *band_fs, *picked.values(), *owners], force=True)
         raise
     finally:
         if bar is not None:
