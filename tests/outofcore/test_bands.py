@@ -118,3 +118,28 @@ def test_a_run_in_bands_writes_each_unit_once_and_its_own_units_as_one_process(
         for uid in sorted(set(range(total)) - set(bands.shared)):
             n, box = units.box(uid)
             np.testing.assert_array_equal(a[(n, slice(None), *box)], b[(n, slice(None), *box)])
+
+
+def test_a_band_counts_the_pieces_it_holds_in_its_memory_bound(thread_client, tmp_path,
+                                                                monkeypatch):
+    # A band holds the pieces of the units it shares until it ends: they come off the bound
+    # its pipeline is planned in, and a bound they fill is refused, naming them.
+    x = np.random.default_rng(0).standard_normal((1, 1, 40, 22, 26)).astype(np.float32)
+    kw = dict(window=8, step=6, chunks=4, unit=8)
+    monkeypatch.setattr(dist, "_band_count", lambda client: 3)
+    plans = []
+    plan = dist.plan_run
+    monkeypatch.setattr(dist, "plan_run", lambda bound, *a, **k: plans.append(bound) or plan(
+        bound, *a, **k))
+    y = fq.sliding_window(lambda p: p, x, out=tmp_path / "a.zarr", client=thread_client,
+                          max_memory="64M", **kw)
+    np.testing.assert_allclose(y[...], x, rtol=1e-5, atol=1e-6)
+    # Window starts 0, 6, 12, 18, 24, 30, 32 along axis 0, units of 8 planes: bands of unit
+    # rows 0 | 1-2 | 3-4. Band 0 reaches planes 8-14 of row 1; band 1 planes 12-16 of row 1
+    # (its first window starts at 12) and 24-26 of row 3; band 2 all 8 planes of row 3.
+    plane = 2 * 22 * 26 * 4  # (K + 1) x 22 x 26 float32
+    assert sorted(2**26 - b for b in plans) == [6 * plane, 6 * plane, 8 * plane]
+    unit_plane = 8 * plane
+    with pytest.raises(ValueError, match="a band's pieces for the units it shares take"):
+        fq.sliding_window(lambda p: p, x, out=tmp_path / "b.zarr", client=thread_client,
+                          max_memory=unit_plane, **kw)

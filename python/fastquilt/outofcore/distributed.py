@@ -27,7 +27,7 @@ measurements); for your own cluster set
 
 from __future__ import annotations
 
-import functools
+import math
 import os
 import uuid
 import warnings
@@ -39,7 +39,7 @@ import torch
 
 from ..ensemble import Predictor
 from ..reductions import Reduction
-from .budget import default_max_memory, plan_run
+from .budget import MemoryPlan, default_max_memory, plan_run
 from .fingerprints import model_fingerprint
 from .job import Job, Layout
 from .local import run_windows
@@ -143,26 +143,34 @@ def _worker_budget() -> int:
 def _run_band(job: Job, predictor: Predictor, windows: list[int], mine: frozenset[int],
               raw: dict[int, tuple[int, int]], outputs: tuple[str, ...], fill_value: float,
               batch_size: int, device: str, max_memory: int | None, sizes: dict,
-              threads: tuple[int, int]) -> dict[int, Piece]:
+              threads: tuple[int, int], anchor: int) -> dict[int, Piece]:
     """Run the band's ``windows`` through the one-process pipeline; write its units of
-    ``mine`` but those of ``raw``, and return the pieces of those, ``{uid: piece}``."""
+    ``mine`` but those of ``raw``, and return the pieces of those, ``{uid: piece}``
+    (``anchor``: the band's placing task, see :func:`run_distributed`)."""
     _check_env()
     budget = max_memory if max_memory is not None else _worker_budget()
+    units = job.layout.units
+    voxels = sum(math.prod(units.shape(uid)[1:]) * (min(b, box[0].stop) - max(a, box[0].start))
+                 for uid, (a, b) in raw.items() for box in [units.box(uid)[1]])
+
+    def plan(channels: int) -> MemoryPlan:
+        # the pieces handed back are held until the band ends: the rest is the pipeline's
+        held = (Reduction(outputs, channels).state_channels + 1) * voxels * 4
+        if held >= budget:
+            raise ValueError(
+                f"max_memory: a band's pieces for the units it shares take {held} bytes, over "
+                f"the bound of {budget} bytes per band task; give more memory (max_memory, or "
+                "the workers' memory limit), or smaller units")
+        return plan_run(budget - held, channels, **sizes)
+
     return run_windows(job, predictor, windows, _Outside(mine), outputs, batch_size,
                        torch.device(device), fill_value, reader_threads=threads[0],
-                       writer_threads=threads[1], raw=raw,
-                       memory=functools.partial(plan_run, budget, **sizes))
+                       writer_threads=threads[1], raw=raw, memory=plan)
 
 
 def _pick(pieces: dict[int, Piece], uids: list[int]) -> dict[int, Piece]:
     """The pieces of ``uids`` in a band's result (a small task where the band ran)."""
     return {uid: pieces[uid] for uid in uids}
-
-
-def _near(workers: list[str]) -> dict:
-    """``submit``'s arguments that run a task on one of ``workers`` (where its data is), or
-    elsewhere when none of them is left."""
-    return {"workers": workers, "allow_other_workers": True} if workers else {}
 
 
 def _band_count(client) -> int:
@@ -286,65 +294,60 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
     reduction = Reduction(outputs, c_out, fill_value)
     job_f = client.submit(_hold, job, key=f"fastquilt-job-{run}", pure=False)
     bands = cut_bands(layout, todo, done, _band_count(client))
-    # one band per worker thread, placed so (the job and the model are on one worker: dask
-    # would start every band there, and move them only later)
-    slots = [w for w, n in sorted(client.nthreads().items()) for _ in range(n)]
+    # Each band also depends on a trivial task of its own, which dask places on the least busy
+    # worker: dask runs a task only where its inputs are, and the job and the model are on
+    # one worker, where every band would start (and be moved off only later). (Not dask's
+    # workers= hints: a hinted task whose worker leaves waits for ever when no other worker
+    # runs.)
+    anchors = [client.submit(_hold, b, key=f"fastquilt-anchor-{run}-{b}", pure=False)
+               for b in range(len(bands.windows))]
     band_fs = [client.submit(_run_band, job_f, model_f, ks, mine, raw, outputs, fill_value,
                              batch_size, device, max_memory, sizes or {},
-                             (reader_threads, writer_threads),
-                             key=f"fastquilt-band-{run}-{b}", workers=[slots[b % len(slots)]],
-                             allow_other_workers=True, pure=False)
-               for b, (ks, mine, raw) in enumerate(zip(*bands[:3]))]
-    # The shared units in groups, each group owned where its units' band ran (the last band
-    # sharing them: it holds all their planes; the earlier ones' pieces are the planes their
-    # windows reach) by one task that merges and writes them on writer threads.
+                             (reader_threads, writer_threads), anchor,
+                             key=f"fastquilt-band-{run}-{b}", pure=False)
+               for b, (ks, mine, raw, anchor) in enumerate(zip(*bands[:3], anchors))]
+    # The shared units in groups, each owned by one task that merges and writes them on
+    # writer threads, where their band ran (the last band sharing them: it holds all their
+    # planes; dask runs a task where most of its inputs' bytes are). The earlier bands' pieces
+    # of a group are taken out of their results where those are, by a small task each (else
+    # dask would move a whole band's result to the owner).
     sharers = {uid: [b for b, raw in enumerate(bands.raw) if uid in raw] for uid in bands.shared}
     groups: dict[int, list[int]] = {}
     for uid in bands.shared:
         groups.setdefault(sharers[uid][-1], []).append(uid)
-    feeding = {g: sorted({b for uid in uids for b in sharers[uid][:-1]})
-               for g, uids in groups.items()}  # the other bands of each group
-    band_of = {f.key: b for b, f in enumerate(band_fs)}
-    owner_of: dict[str, int] = {}
-    where: dict[int, list[str]] = {}  # the workers holding a finished band's result
-    picked: dict[tuple[int, int], object] = {}  # (group, band): that band's pieces of it
-    owners = []
+    owners = {}
+    picks = []
+    for g, uids in groups.items():
+        parts = []
+        for b in sorted({b for uid in uids for b in sharers[uid]}):  # (band order)
+            if b == g:
+                parts.append(band_fs[g])
+                continue
+            picks.append(client.submit(_pick, band_fs[b], [u for u in uids if b in sharers[u]],
+                                       key=f"fastquilt-pick-{run}-{g}-{b}", pure=False))
+            parts.append(picks[-1])
+        owners[g] = client.submit(_own, job_f, reduction, uids, writer_threads, *parts,
+                                  key=f"fastquilt-own-{run}-{g}", pure=False)
+    # units written by each task: a band's own, an owner's group
+    written = {f.key: len(mine) - len(raw) for f, mine, raw in zip(band_fs, bands.mine,
+                                                                    bands.raw)}
+    written.update({f.key: len(groups[g]) for g, f in owners.items()})
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(remaining), unit="unit", desc="units written")
     try:
-        tasks = as_completed(band_fs)
-        for fut in tasks:
-            if fut.status != "finished":
+        for fut in as_completed([*band_fs, *owners.values()]):
+            if fut.status != "finished":  # (a band's result stays on its worker)
                 fut.result()  # raises the task's error (after dask's retries)
-            b = band_of.get(fut.key)
-            if b is None:  # an owner: its units written
-                if bar is not None:
-                    bar.update(len(groups[owner_of[fut.key]]))
-                continue
             if bar is not None:
-                bar.update(len(bands.mine[b]) - len(bands.raw[b]))
-            where[b] = list(client.who_has([fut]).get(fut.key, ()))
-            for g, uids in groups.items():
-                if b in feeding[g]:  # its pieces of g taken out where its result is (dask
-                    # would otherwise move the whole result to the owner)
-                    picked[(g, b)] = client.submit(
-                        _pick, fut, [u for u in uids if b in sharers[u]], pure=False,
-                        key=f"fastquilt-pick-{run}-{g}-{b}", **_near(where[b]))
-                if all(k in where for k in (*feeding[g], g)) and (b == g or b in feeding[g]):
-                    parts = [picked[(g, k)] if k != g else band_fs[g]
-                             for k in sorted((*feeding[g], g))]
-                    owners.append(client.submit(
-                        _own, job_f, reduction, uids, writer_threads, *parts, pure=False,
-                        key=f"fastquilt-own-{run}-{g}", **_near(where[g])))
-                    owner_of[owners[-1].key] = g
-                    tasks.add(owners[-1])
+                bar.update(written[fut.key])
     except BaseException:
         # A failed task or Ctrl-C: stop the rest of the graph instead of leaving it running
         # (and writing) on the cluster; what finished stays marked done for the next run.
-        client.cancel([model_f, job_f, *band_fs, *picked.values(), *owners], force=True)
+        client.cancel([model_f, job_f, *anchors, *band_fs, *picks, *owners.values()],
+                      force=True)
         raise
     finally:
         if bar is not None:
