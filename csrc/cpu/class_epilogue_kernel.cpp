@@ -63,7 +63,7 @@ void epilogue_block(const acc_t* acc, int64_t C, int64_t V, const acc_t* ws, acc
   for (int64_t v = 0; v < nv; ++v) {
     lab[v0 + v] = static_cast<label_t>(best[v]);
     if (p != nullptr) p[v0 + v] = best_v[v];
-    if (kEntropy) h[v0 + v] = ent[v];
+    if (kEntropy) h[v0 + v] = kNormalise ? entropy_or_fill(ent[v], inv[v], fill) : ent[v];
   }
 }
 

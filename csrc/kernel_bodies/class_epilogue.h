@@ -3,7 +3,8 @@
 // its weight sum (fastquilt.normalize's rule: fill_value where nothing covers it), the label
 // of the largest mean (ties and NaN as torch.argmax: the first maximum; a NaN counts as the
 // maximum), that mean (the probability of the chosen class) and the entropy -sum p log p
-// (0 log 0 = 0) of the mean.
+// (0 log 0 = 0) of the mean; a voxel nothing covers holds fill_value in both float outputs
+// (and label 0), like every float output of a run.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -29,6 +30,12 @@ FQ_HD acc_t p_log_p(acc_t p) {
   return p == acc_t(0) ? acc_t(0) : p * log_of(p);
 }
 
+// A voxel's entropy h, or fill where nothing covers the voxel (inv == 0).
+template <typename acc_t>
+FQ_HD acc_t entropy_or_fill(acc_t h, acc_t inv, acc_t fill) {
+  return inv == acc_t(0) ? fill : h;
+}
+
 // acc points at the voxel's channel 0; channel c is at acc[c * stride]. inv is the voxel's
 // inverse weight sum (inverse_or_zero), or 1 with normalise == false (acc is already the mean).
 // The entropy's logarithms (most of the work) are taken only with kEntropy.
@@ -49,7 +56,7 @@ FQ_HD int64_t class_epilogue_scan(const acc_t* acc, int64_t C, int64_t stride, b
     if (kEntropy) h -= p_log_p(v);
   }
   *best_value = best_v;
-  if (kEntropy) *entropy = h;
+  if (kEntropy) *entropy = normalise ? entropy_or_fill(h, inv, fill) : h;
   return best;
 }
 

@@ -66,6 +66,8 @@ def sliding_window_outputs(
             red.add(acc, wsum, out_origins[lo:hi], y.to(out_device), weight_t)
     if not red.moments:
         ops.grid_normalize_(acc, weight_t, q.step, fill_value)
+        if "entropy" in names and fill_value != 0:  # (which voxels nothing covers)
+            wsum = ops.grid_weight_sum(weight_t, q.spatial_shape, q.step)
     result = red.finish(acc, wsum, normalised=not red.moments)
     return {n: (t if not t.is_floating_point() or t.dtype == out_dtype else t.to(out_dtype))
             for n, t in result.items()}

@@ -173,6 +173,12 @@ class Reduction:
         cls = [n for n in CLASS_OUTPUTS if n in self.outputs]
         if cls:
             out.update(_class_outputs(base, ws, fill, cls))
+            if "entropy" in out and ws is None and wsum is not None and fill != 0:
+                # (the epilogue saw means, not sums: the uncovered voxels from the weight sum;
+                # their entropy is the fill value, not that of the filled means)
+                # (wsum: (N, *S), or the grid's (*S), the same for every image)
+                covered = wsum > 0 if wsum.dim() == len(acc.shape[2:]) else (wsum > 0)[:, None]
+                out["entropy"] = out["entropy"].where(covered, fill)
         return {n: out[n] for n in self.outputs}
 
     def merge_piece(self, acc: torch.Tensor, wsum: torch.Tensor, dst: tuple[slice, ...],

@@ -572,6 +572,7 @@ void check_class_epilogue(int cases) {
       }
       h -= v == 0 ? 0.0 : v * std::log(v);
     }
+    if (normalise && ws == T(0)) h = 0.25;  // nothing covers the voxel: the fill value
     ++checks;
     const bool nan_ok = std::isnan(best_v) && std::isnan(double(prob));
     if (int64_t(label) != best || (!nan_ok && double(prob) != best_v) ||

@@ -158,3 +158,19 @@ def test_the_epilogue_of_a_strided_unit_in_blocks_equals_the_whole(monkeypatch):
     blocks = red.finish(view, wview)
     for k in whole:
         assert torch.equal(whole[k], blocks[k]), k
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_voxels_no_window_covers_hold_the_fill_value_in_every_float_output(members):
+    # (the entropy was taken of the filled means: -C fill log fill)
+    x = torch.randn(1, 1, 40, 22)
+    models = _convs(members, 1, 3, 2)
+    y = fq.sliding_window(models if members > 1 else models[0], x, (4, 8), (12, 6),
+                          allow_gaps=True, outputs=ALL, activation="softmax", fill_value=5.0)
+    covered = fq.sliding_window(lambda p: torch.ones_like(p), x, (4, 8), (12, 6),
+                                allow_gaps=True)[:, 0] == 1
+    assert 0 < int(covered.sum()) < covered.numel()
+    for name in ALL:
+        uncovered = y[name][(~covered)[:, None].expand_as(y[name])]
+        assert (uncovered == (0 if name == "labels" else 5.0)).all(), name
+        assert (y[name][covered[:, None].expand_as(y[name])] != 5.0).all(), name

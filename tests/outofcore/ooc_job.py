@@ -173,3 +173,16 @@ def two_classes(scale: float = 1.0):
 
 def two_classes_b():
     return two_classes(2.0)
+
+
+def ramp(p):
+    """A model whose overlapping windows disagree: a ramp along every axis of the window (the
+    mean then depends on every piece's weights)."""
+    r = sum(torch.linspace(0.0, 1.0, w).view([-1 if a == d else 1 for a in range(p.dim() - 2)])
+            for d, w in enumerate(p.shape[2:]))
+    return p * 2.0 + 1.0 + r
+
+
+def ramp_model():
+    """A model factory: :func:`ramp`."""
+    return ramp

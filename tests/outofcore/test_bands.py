@@ -3,6 +3,8 @@ unit (every window in one band, a unit shared only where windows of two bands to
 runs cut into 1-5 bands on a cluster of threads in this process: every unit written once,
 the units no other band touches equal to the run in one process bit for bit."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 import fastquilt as fq
 from fastquilt.outofcore import distributed as dist
+from fastquilt.outofcore import progress_of
 from fastquilt.outofcore.job import Layout
 from fastquilt.outofcore.slab import touch_pairs
 from fastquilt.outofcore.store import OutputStore
@@ -65,59 +68,146 @@ def thread_client():
         yield c
 
 
-@pytest.mark.parametrize("count,spill", [(1, False), (2, False), (3, False), (5, False),
-                                         (3, True)])
-@pytest.mark.parametrize("outputs", ["mean", ("mean", "std")])
-def test_a_run_in_bands_writes_each_unit_once_and_its_own_units_as_one_process(
-        thread_client, count, spill, outputs, tmp_path, monkeypatch):
-    # (spill: the bands keep their sums in the spilling slab, every unit not finished by a
-    # batch in the scratch file)
-    x = np.random.default_rng(0).standard_normal((2, 1, 40, 22, 26)).astype(np.float32)
-    kw = dict(window=(10, 8, 9), step=(7, 6, 6), batch_size=3, weight="gaussian", chunks=4,
-              unit=8, outputs=outputs)
+def ramp(p):
+    """A model whose windows disagree where they overlap (a ramp along every axis of the
+    window, and its square as a second channel): the mean depends on every piece's weights,
+    and the std is not zero."""
+    r = sum(torch.linspace(0.0, 1.0, w).view([-1 if a == d else 1 for a in range(p.dim() - 2)])
+            for d, w in enumerate(p.shape[2:]))
+    y = p * 2.0 + 1.0 + r
+    return torch.cat([y, y.square() - r], dim=1)
 
-    def model(p):
-        return torch.cat([p * 2.0 + 1.0, p.square()], dim=1)
 
-    one = fq.sliding_window(model, x, out=tmp_path / "one.zarr", **kw)
+def _in_bands(client, monkeypatch, count, x, out, **kw):
+    """``sliding_window`` of :func:`ramp` on ``client`` cut into ``count`` bands: ``(result,
+    the bands, the units written in order)``."""
     writes = []
-    write_unit, run_windows = OutputStore.write_unit, dist.run_windows
+    write_unit, cut = OutputStore.write_unit, dist.cut_bands
 
     def recorded(self, uid, unit_outputs):
         writes.append(uid)
         write_unit(self, uid, unit_outputs)
 
-    monkeypatch.setattr(OutputStore, "write_unit", recorded)
-    monkeypatch.setattr(dist, "_band_count", lambda client: count)
+    seen = []
+    with monkeypatch.context() as m:
+        m.setattr(OutputStore, "write_unit", recorded)
+        m.setattr(dist, "_band_count", lambda *a: count)
+        m.setattr(dist, "cut_bands", lambda *a: seen.append(cut(*a)) or seen[-1])
+        got = fq.sliding_window(ramp, x, out=out, client=client, **kw)
+    return got, (seen[0] if seen else None), writes
+
+
+def _check(got, want, outputs, units, exact: set[int]):
+    """``got`` equals ``want`` to rounding, and bit for bit on the units ``exact``."""
+    for name in (outputs if isinstance(outputs, tuple) else [None]):
+        a = np.asarray((got[name] if name else got)[...])
+        b = np.asarray((want[name] if name else want)[...])
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        for uid in sorted(exact):
+            n, box = units.box(uid)
+            np.testing.assert_array_equal(a[(n, slice(None), *box)], b[(n, slice(None), *box)])
+
+
+GEOMETRIES = {  # shape, window, step, chunks, unit
+    # 2 images of 5 unit planes: bands of 1-3 planes, some running on into the next image
+    "3d": ((2, 1, 40, 22, 26), (10, 8, 9), (7, 6, 6), 4, 8),
+    # windows of 3 unit planes: thin bands, units shared by 3 and more bands
+    "2d_thin_bands": ((1, 1, 60, 30), (12, 7), (5, 4), 4, (4, 8)),
+}
+
+
+@pytest.mark.parametrize("geometry,count,spill", [
+    ("3d", 1, False), ("3d", 2, False), ("3d", 3, False), ("3d", 5, False), ("3d", 3, True),
+    ("2d_thin_bands", 8, False)])
+@pytest.mark.parametrize("outputs", ["mean", ("mean", "std")])
+def test_a_run_in_bands_writes_each_unit_once_and_its_own_units_as_one_process(
+        thread_client, geometry, count, spill, outputs, tmp_path, monkeypatch):
+    # (spill: the bands keep their sums in the spilling slab, every unit not finished by a
+    # batch in the scratch file)
+    shape, window, step, chunks, unit = GEOMETRIES[geometry]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    kw = dict(window=window, step=step, batch_size=3, weight="gaussian", chunks=chunks,
+              unit=unit, outputs=outputs)
+    one = fq.sliding_window(ramp, x, out=tmp_path / "one.zarr", **kw)
     if spill:
-        plan = dist.plan_run
+        plan, run_windows = dist.plan_run, dist.run_windows
         monkeypatch.setattr(dist, "plan_run", lambda *a, **k: plan(*a, **k)._replace(
             spill_cap=0, queue_depth=0))
         spilling = []
         monkeypatch.setattr(dist, "run_windows", lambda *a, **k: spilling.append(
             k["memory"](2).spill_cap) or run_windows(*a, **k))
-    cut = dist.cut_bands
-    seen = []
-    monkeypatch.setattr(dist, "cut_bands", lambda *a: seen.append(cut(*a)) or seen[-1])
-    got = fq.sliding_window(model, x, out=tmp_path / "bands.zarr", client=thread_client, **kw)
-    bands = seen[0]
+    got, bands, writes = _in_bands(thread_client, monkeypatch, count, x,
+                                   tmp_path / "bands.zarr", **kw)
     assert len(bands.windows) == count
     assert not spill or spilling == [0] * count
-    # (2 bands are cut between the images: nothing shared; 3 and 5 cut inside an image, and a
-    # band holds the end of one image and the start of the other)
-    assert bool(bands.shared) == (count > 2)
-    total = 2 * 5 * 3 * 4  # units: 2 images of 5 x 3 x 4
-    assert sorted(writes) == list(range(total))  # each once
-    names = ["mean", "std"] if isinstance(outputs, tuple) else [None]
-    for name in names:
-        a = np.asarray((got[name] if name else got)[...])
-        b = np.asarray((one[name] if name else one)[...])
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-        units = Layout(x.shape, kw["window"], kw["step"], "gaussian", None, 0.1, chunks=4,
-                       unit=8, shards=None).units
-        for uid in sorted(set(range(total)) - set(bands.shared)):
-            n, box = units.box(uid)
-            np.testing.assert_array_equal(a[(n, slice(None), *box)], b[(n, slice(None), *box)])
+    units = Layout(shape, window, step, "gaussian", None, 0.1, chunks=chunks, unit=unit,
+                   shards=None).units
+    if geometry == "3d":
+        # (2 bands are cut between the images: nothing shared; 3 and 5 cut inside an image,
+        # and a band holds the end of one image and the start of the other)
+        assert bool(bands.shared) == (count > 2)
+    else:
+        assert max(sum(u in raw for raw in bands.raw) for u in bands.shared) >= 3
+    assert sorted(writes) == list(range(units.total()))  # each once
+    _check(got, one, outputs, units, set(range(units.total())) - set(bands.shared))
+
+
+def test_a_resume_in_bands_rewrites_exactly_the_units_not_done(thread_client, tmp_path,
+                                                               monkeypatch):
+    shape, window, step, chunks, unit = GEOMETRIES["3d"]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    kw = dict(window=window, step=step, weight="gaussian", chunks=chunks, unit=unit)
+    one = fq.sliding_window(ramp, x, out=tmp_path / "one.zarr", **kw)
+    out = tmp_path / "bands.zarr"
+    _in_bands(thread_client, monkeypatch, 3, x, out, **kw)
+    units = Layout(shape, window, step, "gaussian", None, 0.1, chunks=chunks, unit=unit,
+                   shards=None).units
+    arr = zarr.open_array(str(out), mode="r+")
+    undone = set(range(0, units.total(), 3))
+    for uid in undone:  # as if the run had died before these: junk in them, no marker
+        (tmp_path / "bands.zarr.fastquilt-progress" / f"u{uid}").unlink()
+        n, box = units.box(uid)
+        arr[(n, slice(None), *box)] = 1e6
+    got, bands, writes = _in_bands(thread_client, monkeypatch, 3, x, out, **kw)
+    assert sorted(writes) == sorted(undone)
+    _check(got, one, "mean", units, set())
+
+
+def test_a_run_in_bands_with_gaps_writes_the_units_no_window_touches(thread_client, tmp_path,
+                                                                    monkeypatch):
+    x = np.random.default_rng(0).standard_normal((2, 1, 40, 24)).astype(np.float32)
+    outputs = ("mean", "labels", "entropy")
+    kw = dict(window=(6, 5), step=(9, 8), chunks=2, unit=2, allow_gaps=True, fill_value=7.0,
+              outputs=outputs, activation="softmax")
+    one = fq.sliding_window(ramp, x, out=tmp_path / "one.zarr", **kw)
+    got, bands, writes = _in_bands(thread_client, monkeypatch, 3, x, tmp_path / "b.zarr", **kw)
+    units = Layout(x.shape, (6, 5), (9, 8), "gaussian", None, 0.1, chunks=2, unit=2,
+                   shards=None, allow_gaps=True).units
+    assert sorted(writes) == list(range(units.total()))
+    touched = set().union(*bands.mine)
+    assert len(touched) < units.total()  # (so the untouched units are tested)
+    _check(got, one, outputs, units, set(range(units.total())))
+    assert progress_of(tmp_path / "b.zarr")["done"] == units.total()
+    for uid in set(range(units.total())) - touched:  # every float output at the fill value
+        n, box = units.box(uid)
+        for name in ("mean", "entropy"):
+            assert (np.asarray(got[name][(n, slice(None), *box)]) == 7.0).all(), name
+
+
+def test_the_band_count_keeps_bands_twice_as_thick_as_a_windows_reach():
+    class Client:
+        def nthreads(self):
+            return {"tcp://a:1": 8, "tcp://b:1": 8}
+
+    def count(S0, w0, u0):
+        layout = Layout((1, 1, S0, 16), (w0, 8), (w0 // 2, 8), "gaussian", None, 0.1,
+                        chunks=4, unit=(u0, 16), shards=None)
+        return dist._band_count(Client(), layout, list(range(layout.origins.shape[0])))
+
+    assert count(512, 64, 128) == 2  # 4 unit planes; windows reach 1 plane on
+    assert count(512, 64, 32) == 3  # 15 planes hold window starts; windows reach 2 on
+    assert count(4096, 64, 32) == 16  # as many as worker threads
+    assert count(64, 64, 128) == 1
 
 
 def test_a_band_counts_the_pieces_it_holds_in_its_memory_bound(thread_client, tmp_path,
@@ -126,7 +216,7 @@ def test_a_band_counts_the_pieces_it_holds_in_its_memory_bound(thread_client, tm
     # its pipeline is planned in, and a bound they fill is refused, naming them.
     x = np.random.default_rng(0).standard_normal((1, 1, 40, 22, 26)).astype(np.float32)
     kw = dict(window=8, step=6, chunks=4, unit=8)
-    monkeypatch.setattr(dist, "_band_count", lambda client: 3)
+    monkeypatch.setattr(dist, "_band_count", lambda *a: 3)
     plans = []
     plan = dist.plan_run
     monkeypatch.setattr(dist, "plan_run", lambda bound, *a, **k: plans.append(bound) or plan(
@@ -140,6 +230,40 @@ def test_a_band_counts_the_pieces_it_holds_in_its_memory_bound(thread_client, tm
     plane = 2 * 22 * 26 * 4  # (K + 1) x 22 x 26 float32
     assert sorted(2**26 - b for b in plans) == [6 * plane, 6 * plane, 8 * plane]
     unit_plane = 8 * plane
+    # (the bands whose pieces fill it refuse it, and those whose pieces leave too little for
+    # their pipeline; whichever error comes back first names the pieces)
     with pytest.raises(ValueError, match="a band's pieces for the units it shares take"):
         fq.sliding_window(lambda p: p, x, out=tmp_path / "b.zarr", client=thread_client,
                           max_memory=unit_plane, **kw)
+
+
+def _stops_on_large_input(p):
+    """Raises on a batch holding a value over 1e6, and takes 50 ms a batch otherwise."""
+    if (p > 1e6).any():
+        raise RuntimeError("bad input in this band")
+    time.sleep(0.05)
+    return p * 2.0
+
+
+def test_the_bands_of_a_failed_run_stop_instead_of_writing_on(thread_client, tmp_path,
+                                                              monkeypatch):
+    # dask cannot stop a running task: without the run's stop event, the other band would go
+    # on writing all its units after the call has raised (and released the output).
+    x = np.zeros((2, 1, 64, 16, 16), np.float32)
+    x[0, 0, 30] = 1e7  # band 0 (image 0) fails half-way; band 1 (image 1) runs ~3.5 s
+    writes = []
+    write_unit = OutputStore.write_unit
+    monkeypatch.setattr(OutputStore, "write_unit",
+                        lambda self, uid, o: writes.append(uid) or write_unit(self, uid, o))
+    monkeypatch.setattr(dist, "_band_count", lambda *a: 2)
+    with pytest.raises(RuntimeError, match="bad input in this band"):
+        fq.sliding_window(_stops_on_large_input, x, out=tmp_path / "o.zarr", window=8, step=4,
+                          batch_size=2, chunks=8, unit=8, client=thread_client)
+    deadline = time.monotonic() + 60
+    while any(thread_client.run(lambda dask_worker: len(dask_worker.state.executing)).values()):
+        assert time.monotonic() < deadline, "a band is still running a minute later"
+        time.sleep(0.1)
+    per_image = 8 * 2 * 2
+    written = len([u for u in writes if u >= per_image])
+    assert 0 < written < per_image  # band 1 ran, and stopped before its end
+    assert not [u for u in writes if u < per_image and u >= 12]  # (band 0: units before plane 30)

@@ -87,14 +87,35 @@ def test_distributed_module_model_and_resume(client, tmp_path):
         fq.sliding_window(net, z, 10, 6, out=out, chunks=8, unit=16, client=client)
 
 
-def test_worker_killed_mid_task_result_still_correct(client, tmp_path):
+def test_bands_in_worker_processes_equal_in_memory(client, tmp_path, monkeypatch):
+    # 4 bands over 2 images (pieces pickled between processes, picked where their band ran)
+    # with a model whose overlapping windows disagree
+    x, z = make_input(tmp_path, shape=(2, 1, 40, 20, 18))
+    import ooc_job
+
+    from fastquilt.outofcore import distributed as dist
+
+    monkeypatch.setattr(dist, "_band_count", lambda *a: 4)
+    y = fq.sliding_window(ModelFactory(ooc_job.ramp_model), z, 10, 7, weight="gaussian",
+                          out=tmp_path / "o.zarr", chunks=4, unit=8, client=client)
+    want = fq.sliding_window(ooc_job.ramp, torch.from_numpy(x), 10, 7, weight="gaussian")
+    np.testing.assert_allclose(y[...], want.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_worker_killed_mid_task_result_still_correct(client, tmp_path, monkeypatch):
     x, z = make_input(tmp_path, shape=(1, 1, 32, 32, 32))
     import ooc_job
 
-    y = fq.sliding_window(ooc_job.KillOnce(str(tmp_path / "flag")), z, 12, 10,
-                          weight="gaussian", out=tmp_path / "o.zarr", chunks=8, unit=16,
-                          client=client)
-    assert (tmp_path / "flag").exists()  # a worker did die
+    from fastquilt.outofcore import distributed as dist
+
+    monkeypatch.setattr(dist, "_band_count", lambda *a: 2)  # (units of 8 planes: 2 bands)
+
+    # (the fourth call of the model: the probe is the first, so a band's worker dies; the band
+    # runs again on the other worker or the restarted one, rewriting what it had written)
+    y = fq.sliding_window(ooc_job.KillOnce(str(tmp_path / "flag"), after=4), z, 12, 10,
+                          weight="gaussian", out=tmp_path / "o.zarr", chunks=8, unit=8,
+                          batch_size=2, client=client)
+    assert (tmp_path / "flag").read_text() == "4"  # a worker did die, in a band
     np.testing.assert_allclose(y[...], reference(x, lambda p: p * 2.0 + 1.0, 12, 10),
                                rtol=1e-5, atol=1e-5)
 

@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import uuid
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -42,7 +45,7 @@ from ..reductions import Reduction
 from .budget import MemoryPlan, default_max_memory, plan_run
 from .fingerprints import model_fingerprint
 from .job import Job, Layout
-from .local import run_windows
+from .local import run_windows, write_untouched
 from .models import ModelFactory, resolve_model
 from .reading import read_window
 from .slab import touch_pairs
@@ -125,9 +128,10 @@ class _Outside:
         return uid not in self.mine
 
 
-def _worker_budget() -> int:
-    """A band task's share of its worker's memory limit (half the machine's memory where the
-    worker has none)."""
+def _worker_budget(threads_on_host: dict[str, int]) -> int:
+    """A band task's share of its worker's memory limit, or, for a worker without one, of
+    half the machine's memory shared by every worker thread on the machine
+    (``threads_on_host``: by host name)."""
     try:
         from distributed import get_worker
 
@@ -135,20 +139,53 @@ def _worker_budget() -> int:
         limit = worker.memory_manager.memory_limit
         if limit:
             return int(limit) // max(int(worker.state.nthreads), 1)
+        threads = threads_on_host.get(_host(worker.address), int(worker.state.nthreads))
+        return default_max_memory() // max(threads, 1)
     except (ImportError, ValueError, AttributeError):
-        pass
-    return default_max_memory()
+        return default_max_memory()
+
+
+def _host(address: str) -> str:
+    """The host of a dask address (``tcp://10.0.0.1:4242`` -> ``10.0.0.1``)."""
+    return urlsplit(address).hostname or address
+
+
+STOP_CHECK_S = 0.5  # how often a band asks whether its run was stopped
+
+
+def _stop_signal(name: str) -> Callable[[], bool]:
+    """Whether the run's stop event (``name``) is set, asked of the scheduler at most every
+    ``STOP_CHECK_S`` (dask cannot stop a running task: a band of a failed or interrupted run
+    would go on writing units after its call has returned)."""
+    from distributed import Event
+
+    event = Event(name)
+    last = time.monotonic()
+
+    def stopped() -> bool:
+        nonlocal last
+        if time.monotonic() - last < STOP_CHECK_S:
+            return False
+        last = time.monotonic()
+        try:
+            return event.is_set()
+        except Exception:  # (the scheduler is unreachable for now: keep going)
+            return False
+
+    return stopped
 
 
 def _run_band(job: Job, predictor: Predictor, windows: list[int], mine: frozenset[int],
               raw: dict[int, tuple[int, int]], outputs: tuple[str, ...], fill_value: float,
-              batch_size: int, device: str, max_memory: int | None, sizes: dict,
-              threads: tuple[int, int], anchor: int) -> dict[int, Piece]:
+              batch_size: int, device: str, max_memory: int | None, sizes: dict | None,
+              threads: tuple[int, int], threads_on_host: dict[str, int], stop: str,
+              anchor: int) -> dict[int, Piece]:
     """Run the band's ``windows`` through the one-process pipeline; write its units of
     ``mine`` but those of ``raw``, and return the pieces of those, ``{uid: piece}``
-    (``anchor``: the band's placing task, see :func:`run_distributed`)."""
+    (``stop``: the run's stop event; ``anchor``: the band's placing task; see
+    :func:`run_distributed`)."""
     _check_env()
-    budget = max_memory if max_memory is not None else _worker_budget()
+    budget = max_memory if max_memory is not None else _worker_budget(threads_on_host)
     units = job.layout.units
     voxels = sum(math.prod(units.shape(uid)[1:]) * (min(b, box[0].stop) - max(a, box[0].start))
                  for uid, (a, b) in raw.items() for box in [units.box(uid)[1]])
@@ -156,16 +193,22 @@ def _run_band(job: Job, predictor: Predictor, windows: list[int], mine: frozense
     def plan(channels: int) -> MemoryPlan:
         # the pieces handed back are held until the band ends: the rest is the pipeline's
         held = (Reduction(outputs, channels).state_channels + 1) * voxels * 4
+        what = (f"max_memory: a band's pieces for the units it shares take {held} bytes of its "
+                f"bound of {budget} bytes")
+        advice = ("give more memory (max_memory, or the workers' memory limit), or fewer "
+                  "worker threads (fewer, thicker bands)")
         if held >= budget:
-            raise ValueError(
-                f"max_memory: a band's pieces for the units it shares take {held} bytes, over "
-                f"the bound of {budget} bytes per band task; give more memory (max_memory, or "
-                "the workers' memory limit), or smaller units")
-        return plan_run(budget - held, channels, **sizes)
+            raise ValueError(f"{what}; {advice}")
+        try:
+            return plan_run(budget - held, channels, **sizes)
+        except ValueError as e:
+            raise ValueError(f"{what}, and the rest is too small for its pipeline ({e}); "
+                             f"{advice}") from None
 
     return run_windows(job, predictor, windows, _Outside(mine), outputs, batch_size,
                        torch.device(device), fill_value, reader_threads=threads[0],
-                       writer_threads=threads[1], raw=raw, memory=plan)
+                       writer_threads=threads[1], raw=raw, stop=_stop_signal(stop),
+                       memory=plan if sizes else None)
 
 
 def _pick(pieces: dict[int, Piece], uids: list[int]) -> dict[int, Piece]:
@@ -173,9 +216,14 @@ def _pick(pieces: dict[int, Piece], uids: list[int]) -> dict[int, Piece]:
     return {uid: pieces[uid] for uid in uids}
 
 
-def _band_count(client) -> int:
-    """How many bands a run cuts its windows into: one per worker thread."""
-    return max(sum(client.nthreads().values()), 1)
+def _band_count(client, layout: Layout, todo: list[int]) -> int:
+    """How many bands a run cuts its windows into: one per worker thread, but each band at
+    least twice as thick as the unit planes a window reaches beyond its own (thinner bands
+    would share most of their units)."""
+    org = layout.origins[todo]
+    planes = len({(n, s // layout.unit[0]) for n, s in org[:, :2].tolist()})
+    reach = max(-(-(layout.window[0] - 1) // layout.unit[0]), 1)
+    return max(min(sum(client.nthreads().values()), planes // (2 * reach)), 1)
 
 
 class Bands(NamedTuple):
@@ -273,7 +321,7 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
     may be recipes, built on the workers); returns the output. ``max_memory`` bounds each
     band task (default: its worker's memory limit per thread); ``sizes`` are the run's sizes
     for the memory plan (:func:`~.budget.plan_run`)."""
-    from distributed import as_completed
+    from distributed import Event, as_completed
 
     layout, store = job.layout, job.store
     device = str(device)  # (sliding_window_zarr resolved it; a str pickles plainly)
@@ -293,7 +341,13 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
     store.ensure(c_out)
     reduction = Reduction(outputs, c_out, fill_value)
     job_f = client.submit(_hold, job, key=f"fastquilt-job-{run}", pure=False)
-    bands = cut_bands(layout, todo, done, _band_count(client))
+    bands = cut_bands(layout, todo, done, _band_count(client, layout, todo))
+    threads_on_host: dict[str, int] = {}
+    for address, n in client.nthreads().items():
+        threads_on_host[_host(address)] = threads_on_host.get(_host(address), 0) + n
+    # Set when the call ends, however it ends: a band still running (one of a failed run, or
+    # one dask started again after its result was lost) stops at its next batch.
+    stop = Event(f"fastquilt-stop-{run}", client=client)
     # Each band also depends on a trivial task of its own, which dask places on the least busy
     # worker: dask runs a task only where its inputs are, and the job and the model are on
     # one worker, where every band would start (and be moved off only later). (Not dask's
@@ -301,11 +355,11 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
     # runs.)
     anchors = [client.submit(_hold, b, key=f"fastquilt-anchor-{run}-{b}", pure=False)
                for b in range(len(bands.windows))]
-    band_fs = [client.submit(_run_band, job_f, model_f, ks, mine, raw, outputs, fill_value,
-                             batch_size, device, max_memory, sizes or {},
-                             (reader_threads, writer_threads), anchor,
-                             key=f"fastquilt-band-{run}-{b}", pure=False)
-               for b, (ks, mine, raw, anchor) in enumerate(zip(*bands[:3], anchors))]
+    band_fs = {b: client.submit(_run_band, job_f, model_f, ks, mine, raw, outputs, fill_value,
+                                batch_size, device, max_memory, sizes,
+                                (reader_threads, writer_threads), threads_on_host, stop.name,
+                                anchor, key=f"fastquilt-band-{run}-{b}", pure=False)
+               for b, (ks, mine, raw, anchor) in enumerate(zip(*bands[:3], anchors))}
     # The shared units in groups, each owned by one task that merges and writes them on
     # writer threads, where their band ran (the last band sharing them: it holds all their
     # planes; dask runs a task where most of its inputs' bytes are). The earlier bands' pieces
@@ -315,42 +369,72 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
     groups: dict[int, list[int]] = {}
     for uid in bands.shared:
         groups.setdefault(sharers[uid][-1], []).append(uid)
-    owners = {}
-    picks = []
+    owners, picks = {}, {}
+    group_bands = {g: sorted({b for uid in uids for b in sharers[uid]})  # (band order)
+                   for g, uids in groups.items()}
+    uses = {b: 0 for b in band_fs}  # owners still to finish that need a band's result
     for g, uids in groups.items():
         parts = []
-        for b in sorted({b for uid in uids for b in sharers[uid]}):  # (band order)
+        for b in group_bands[g]:
+            uses[b] += 1
             if b == g:
                 parts.append(band_fs[g])
                 continue
-            picks.append(client.submit(_pick, band_fs[b], [u for u in uids if b in sharers[u]],
-                                       key=f"fastquilt-pick-{run}-{g}-{b}", pure=False))
-            parts.append(picks[-1])
+            picks[(g, b)] = client.submit(
+                _pick, band_fs[b], [u for u in uids if b in sharers[u]],
+                key=f"fastquilt-pick-{run}-{g}-{b}", pure=False)
+            parts.append(picks[(g, b)])
         owners[g] = client.submit(_own, job_f, reduction, uids, writer_threads, *parts,
                                   key=f"fastquilt-own-{run}-{g}", pure=False)
-    # units written by each task: a band's own, an owner's group
-    written = {f.key: len(mine) - len(raw) for f, mine, raw in zip(band_fs, bands.mine,
-                                                                    bands.raw)}
-    written.update({f.key: len(groups[g]) for g, f in owners.items()})
+    task = {f.key: ("band", b) for b, f in band_fs.items()}
+    task.update({f.key: ("own", g) for g, f in owners.items()})
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(remaining), unit="unit", desc="units written")
     try:
-        for fut in as_completed([*band_fs, *owners.values()]):
+        for fut in as_completed([*band_fs.values(), *owners.values()]):
             if fut.status != "finished":  # (a band's result stays on its worker)
                 fut.result()  # raises the task's error (after dask's retries)
-            if bar is not None:
-                bar.update(written[fut.key])
+            kind, i = task[fut.key]
+            if kind == "band":
+                freed = [i]
+                if bar is not None:
+                    bar.update(len(bands.mine[i]) - len(bands.raw[i]))
+            else:
+                del owners[i]
+                for b in group_bands[i]:
+                    picks.pop((i, b), None)
+                    uses[b] -= 1
+                freed = group_bands[i]
+                if bar is not None:
+                    bar.update(len(groups[i]))
+            # A result no owner needs any more is let go: dask would compute it again (a whole
+            # band) if the worker holding it died while the run goes on.
+            for b in freed:
+                if uses[b] == 0 and b in band_fs and band_fs[b].done():
+                    del band_fs[b]
     except BaseException:
         # A failed task or Ctrl-C: stop the rest of the graph instead of leaving it running
         # (and writing) on the cluster; what finished stays marked done for the next run.
-        client.cancel([model_f, job_f, *anchors, *band_fs, *picks, *owners.values()],
-                      force=True)
+        _set(stop)
+        client.cancel([model_f, job_f, *anchors, *band_fs.values(), *picks.values(),
+                       *owners.values()], force=True)
         raise
     finally:
+        _set(stop)
         if bar is not None:
             bar.close()
     store.check_written(remaining)  # never report success for output that is not there
+    if layout.q.grid.allow_gaps:  # the units no window touches, at the fill value
+        write_untouched(job, store.progress.done(), outputs, fill_value)
     return store.result()
+
+
+def _set(event) -> None:
+    """Set a dask ``Event``, unless the scheduler is gone (then no task runs either)."""
+    try:
+        event.set()
+    except Exception:
+        pass

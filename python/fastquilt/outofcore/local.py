@@ -203,7 +203,7 @@ def _apply(plan: MemoryPlan, acc: _Accumulator, batcher: _Batcher) -> None:
     acc.max_pending = min(acc.max_pending, plan.max_pending)
 
 
-def _write_untouched(job: Job, done: set[int], outputs: tuple[str, ...],
+def write_untouched(job: Job, done: set[int], outputs: tuple[str, ...],
                      fill_value: float) -> None:
     """The units not in ``done`` at the fill value: with no window left to run (or every
     window run), the units no window touches (``allow_gaps``) that are not marked yet (a
@@ -232,7 +232,7 @@ def run_local(job: Job, predictor: Predictor, outputs: tuple[str, ...], batch_si
     done = store.verified_done()
     todo, _ = layout.plan(done)
     if not todo:
-        _write_untouched(job, done, outputs, fill_value)
+        write_untouched(job, done, outputs, fill_value)
         return store.open_finished()
     bar = None
     if progress:
@@ -247,7 +247,7 @@ def run_local(job: Job, predictor: Predictor, outputs: tuple[str, ...], batch_si
         if bar is not None:
             bar.close()
     if layout.q.grid.allow_gaps:  # (the slab hands over only the images it sees)
-        _write_untouched(job, store.progress.done(), outputs, fill_value)
+        write_untouched(job, store.progress.done(), outputs, fill_value)
     return store.open_finished()
 
 
@@ -256,11 +256,13 @@ def run_windows(job: Job, predictor: Predictor, todo: list[int], done: Container
                 fill_value: float, *, reader_threads: int = 2, writer_threads: int = 2,
                 memory: MemoryPlan | Callable[[int], MemoryPlan] | None = None,
                 raw: Mapping[int, tuple[int, int]] | None = None,
-                bar=None) -> dict[int, Piece]:
+                stop: Callable[[], bool] | None = None, bar=None) -> dict[int, Piece]:
     """The pipeline over the windows ``todo`` (raster order): every unit they touch that is
     not in ``done`` is written once its last window is added, except the units of ``raw``,
     whose unfinished sums (the part between the planes ``raw[uid]``) are returned as
-    :class:`~.unit_sums.Piece` s, ``{uid: piece}``; ``bar`` (tqdm) counts the windows."""
+    :class:`~.unit_sums.Piece` s, ``{uid: piece}``; ``bar`` (tqdm) counts the windows.
+    ``stop()``, asked after each batch, ends the run early with a ``RuntimeError`` (the
+    units not complete are not written)."""
     layout, store = job.layout, job.store
     writer = ThreadPoolExecutor(max_workers=writer_threads, thread_name_prefix="fastquilt-writer")
     reader = ThreadPoolExecutor(max_workers=reader_threads, thread_name_prefix="fastquilt-reader")
@@ -284,6 +286,9 @@ def run_windows(job: Job, predictor: Predictor, todo: list[int], done: Container
             del pred, windows  # (the accumulator holds them as long as it needs them)
             if bar is not None:
                 bar.update(len(batch))
+            if stop is not None and stop():
+                raise RuntimeError("the run was stopped (its call failed or was interrupted); "
+                                   "the units not complete are not written")
         acc.finish()
         finished = True
     finally:
