@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastquilt as fq
-from fastquilt.outofcore import distributed as dist
+from fastquilt.outofcore import bands as band_tasks
 from fastquilt.outofcore import progress_of
 from fastquilt.outofcore.job import Layout
 from fastquilt.outofcore.slab import touch_pairs
@@ -37,7 +37,7 @@ def test_bands_hold_every_window_once_and_share_only_units_two_bands_touch(seed,
     todo, remaining = layout.plan(done)
     if not todo:
         return
-    bands = dist.cut_bands(layout, todo, done, count)
+    bands = band_tasks.cut_bands(layout, todo, done, count)
     assert 1 <= len(bands.windows) <= count
     assert [k for ks in bands.windows for k in ks] == todo  # in order, each once
     planes = [{(int(o[0]), int(o[1]) // layout.unit[0]) for o in layout.origins[ks].tolist()}
@@ -82,7 +82,7 @@ def _in_bands(client, monkeypatch, count, x, out, **kw):
     """``sliding_window`` of :func:`ramp` on ``client`` cut into ``count`` bands: ``(result,
     the bands, the units written in order)``."""
     writes = []
-    write_unit, cut = OutputStore.write_unit, dist.cut_bands
+    write_unit, cut = OutputStore.write_unit, band_tasks.cut_bands
 
     def recorded(self, uid, unit_outputs):
         writes.append(uid)
@@ -91,8 +91,8 @@ def _in_bands(client, monkeypatch, count, x, out, **kw):
     seen = []
     with monkeypatch.context() as m:
         m.setattr(OutputStore, "write_unit", recorded)
-        m.setattr(dist, "_band_count", lambda *a: count)
-        m.setattr(dist, "cut_bands", lambda *a: seen.append(cut(*a)) or seen[-1])
+        m.setattr(band_tasks, "band_count", lambda *a: count)
+        m.setattr(band_tasks, "cut_bands", lambda *a: seen.append(cut(*a)) or seen[-1])
         got = fq.sliding_window(ramp, x, out=out, client=client, **kw)
     return got, (seen[0] if seen else None), writes
 
@@ -130,11 +130,11 @@ def test_a_run_in_bands_writes_each_unit_once_and_its_own_units_as_one_process(
               unit=unit, outputs=outputs)
     one = fq.sliding_window(ramp, x, out=tmp_path / "one.zarr", **kw)
     if spill:
-        plan, run_windows = dist.plan_run, dist.run_windows
-        monkeypatch.setattr(dist, "plan_run", lambda *a, **k: plan(*a, **k)._replace(
+        plan, run_windows = band_tasks.plan_run, band_tasks.run_windows
+        monkeypatch.setattr(band_tasks, "plan_run", lambda *a, **k: plan(*a, **k)._replace(
             spill_cap=0, queue_depth=0))
         spilling = []
-        monkeypatch.setattr(dist, "run_windows", lambda *a, **k: spilling.append(
+        monkeypatch.setattr(band_tasks, "run_windows", lambda *a, **k: spilling.append(
             k["memory"](2).spill_cap) or run_windows(*a, **k))
     got, bands, writes = _in_bands(thread_client, monkeypatch, count, x,
                                    tmp_path / "bands.zarr", **kw)
@@ -202,7 +202,7 @@ def test_the_band_count_keeps_bands_twice_as_thick_as_a_windows_reach():
     def count(S0, w0, u0):
         layout = Layout((1, 1, S0, 16), (w0, 8), (w0 // 2, 8), "gaussian", None, 0.1,
                         chunks=4, unit=(u0, 16), shards=None)
-        return dist._band_count(Client(), layout, list(range(layout.origins.shape[0])))
+        return band_tasks.band_count(Client(), layout, list(range(layout.origins.shape[0])))
 
     assert count(512, 64, 128) == 2  # 4 unit planes; windows reach 1 plane on
     assert count(512, 64, 32) == 3  # 15 planes hold window starts; windows reach 2 on
@@ -216,10 +216,10 @@ def test_a_band_counts_the_pieces_it_holds_in_its_memory_bound(thread_client, tm
     # its pipeline is planned in, and a bound they fill is refused, naming them.
     x = np.random.default_rng(0).standard_normal((1, 1, 40, 22, 26)).astype(np.float32)
     kw = dict(window=8, step=6, chunks=4, unit=8)
-    monkeypatch.setattr(dist, "_band_count", lambda *a: 3)
+    monkeypatch.setattr(band_tasks, "band_count", lambda *a: 3)
     plans = []
-    plan = dist.plan_run
-    monkeypatch.setattr(dist, "plan_run", lambda bound, *a, **k: plans.append(bound) or plan(
+    plan = band_tasks.plan_run
+    monkeypatch.setattr(band_tasks, "plan_run", lambda bound, *a, **k: plans.append(bound) or plan(
         bound, *a, **k))
     y = fq.sliding_window(lambda p: p, x, out=tmp_path / "a.zarr", client=thread_client,
                           max_memory="64M", **kw)
@@ -255,7 +255,7 @@ def test_the_bands_of_a_failed_run_stop_instead_of_writing_on(thread_client, tmp
     write_unit = OutputStore.write_unit
     monkeypatch.setattr(OutputStore, "write_unit",
                         lambda self, uid, o: writes.append(uid) or write_unit(self, uid, o))
-    monkeypatch.setattr(dist, "_band_count", lambda *a: 2)
+    monkeypatch.setattr(band_tasks, "band_count", lambda *a: 2)
     with pytest.raises(RuntimeError, match="bad input in this band"):
         fq.sliding_window(_stops_on_large_input, x, out=tmp_path / "o.zarr", window=8, step=4,
                           batch_size=2, chunks=8, unit=8, client=thread_client)
