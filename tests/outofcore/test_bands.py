@@ -150,6 +150,10 @@ def test_a_run_in_bands_writes_each_unit_once_and_its_own_units_as_one_process(
         assert max(sum(u in raw for raw in bands.raw) for u in bands.shared) >= 3
     assert sorted(writes) == list(range(units.total()))  # each once
     _check(got, one, outputs, units, set(range(units.total())) - set(bands.shared))
+    # the run's stop event is not left on the scheduler
+    events = thread_client.run_on_scheduler(
+        lambda dask_scheduler: list(dask_scheduler.extensions["events"]._events))
+    assert not [e for e in events if "fastquilt-stop" in str(e)]
 
 
 def test_a_resume_in_bands_rewrites_exactly_the_units_not_done(thread_client, tmp_path,

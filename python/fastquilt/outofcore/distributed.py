@@ -157,8 +157,8 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
     for address, n in client.nthreads().items():
         host = band_tasks.host_of(address)
         threads_on_host[host] = threads_on_host.get(host, 0) + n
-    # Set when the call ends, however it ends: a band still running (one of a failed run, or
-    # one dask started again after its result was lost) stops at its next batch.
+    # Set when the call fails or is interrupted: a band still running stops at its next
+    # batch (dask cannot stop a running task).
     stop = Event(f"fastquilt-stop-{run}", client=client)
     # Each band also depends on a trivial task of its own, which dask places on the least busy
     # worker: dask runs a task only where its inputs are, and the job and the model are on
@@ -230,23 +230,26 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
     except BaseException:
         # A failed task or Ctrl-C: stop the rest of the graph instead of leaving it running
         # (and writing) on the cluster; what finished stays marked done for the next run.
-        _set(stop)
+        _signal(stop, True)
         client.cancel([model_f, job_f, *anchors, *band_fs.values(), *picks.values(),
                        *owners.values()], force=True)
         raise
     finally:
-        _set(stop)
         if bar is not None:
             bar.close()
+    # Every task has ended: nothing is left to stop (and a cleared event is deleted on the
+    # scheduler; a failed run's stays set, for its bands still running).
+    _signal(stop, False)
     store.check_written(remaining)  # never report success for output that is not there
     if layout.q.grid.allow_gaps:  # the units no window touches, at the fill value
         write_untouched(job, store.progress.done(), outputs, fill_value)
     return store.result()
 
 
-def _set(event) -> None:
-    """Set a dask ``Event``, unless the scheduler is gone (then no task runs either)."""
+def _signal(event, stop: bool) -> None:
+    """Set (``stop``) or clear a dask ``Event``, unless the scheduler is gone (then no task
+    runs either)."""
     try:
-        event.set()
+        event.set() if stop else event.clear()
     except Exception:
         pass
