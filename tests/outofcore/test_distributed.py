@@ -283,7 +283,7 @@ def test_ome_zarr_with_several_outputs_is_written_by_the_owners(client, tmp_path
     got = fq.sliding_window(models, z, 12, 9, out=str(out), client=client, levels=2, **kw)
     assert sorted(got.group_keys()) == ["labels", "std"]
     want = {n: plain[n][...] for n in kw["outputs"]}
-    # (the owners merge the producers' moments in the order they come: the mean may differ
+    # (the owners merge the bands' moments of the units they share: the mean may differ
     # from the plain run's in its last bits, so the labels are the argmax of this mean, and
     # equal to the plain run's wherever the two classes are not within 1e-4)
     mean = zarr.open_array(str(out / "0"))[...]

@@ -1,5 +1,6 @@
 """Reading the input windows of a run: in rows, each input block read once and ahead of time
-(the local loop), or a whole region at once (a dask producer)."""
+(the pipeline of a run in one process, and of each band of a cluster run), or one window (a
+cluster run's probe of the model)."""
 
 from __future__ import annotations
 
