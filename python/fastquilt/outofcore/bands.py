@@ -23,7 +23,7 @@ from .budget import MemoryPlan, default_max_memory, plan_run
 from .job import Job, Layout
 from .local import run_windows
 from .slab import touch_pairs
-from .unit_sums import Piece, UnitSums
+from .unit_sums import Piece, UnitSums, piece_slices
 
 
 def check_worker_env() -> None:
@@ -106,9 +106,8 @@ def run_band(job: Job, predictor: Predictor, windows: list[int], mine: frozenset
     :func:`~.distributed.run_distributed`)."""
     check_worker_env()
     budget = max_memory if max_memory is not None else worker_budget(threads_on_host)
-    units = job.layout.units
-    voxels = sum(math.prod(units.shape(uid)[1:]) * (min(b, box[0].stop) - max(a, box[0].start))
-                 for uid, (a, b) in raw.items() for box in [units.box(uid)[1]])
+    voxels = sum(math.prod(s.stop - s.start for s in piece_slices(job.layout.units, uid, span))
+                 for uid, span in raw.items())
 
     def plan(channels: int) -> MemoryPlan:
         # the pieces handed back are held until the band ends: the rest is the pipeline's
@@ -165,14 +164,12 @@ def cut_bands(layout: Layout, todo: list[int], done: set[int], count: int) -> Ba
     changes = np.flatnonzero(np.diff(planes)) + 1  # where a band may start
     cuts = sorted({int(changes[np.abs(changes - i * len(todo) / count).argmin()])
                    for i in range(1, count)} if len(changes) else set())
-    band_of = np.zeros(len(todo), np.int64)
-    for c in cuts:
-        band_of[c:] += 1
+    band_of = np.searchsorted(cuts, np.arange(len(todo)), side="right")
     n_bands = len(cuts) + 1
     uids, positions = touch_pairs(layout, todo)
     pairs = np.unique(uids * n_bands + band_of[positions])
     pair_uid, pair_band = pairs // n_bands, pairs % n_bands
-    keep = np.array([u not in done for u in pair_uid.tolist()], dtype=bool)
+    keep = ~np.isin(pair_uid, np.fromiter(done, np.int64, len(done)))
     pair_uid, pair_band = pair_uid[keep], pair_band[keep]
     shared_uids = np.unique(pair_uid[np.bincount(pair_uid, minlength=layout.units.total())
                                      [pair_uid] > 1])
@@ -187,6 +184,25 @@ def cut_bands(layout: Layout, todo: list[int], done: set[int], count: int) -> Ba
                 for n in np.unique(o[:, 0])}
         raw.append({uid: span[layout.units.box(uid)[0]] for uid in sorted(mine[b] & shared)})
     return Bands(windows, mine, raw, sorted(shared))
+
+
+def owner_groups(bands: Bands) -> dict[int, tuple[list[int], list[int]]]:
+    """The shared units by owner, ``{g: (uids, sharing bands in band order)}``: ``g`` is the
+    last band sharing them, which holds all their planes (the earlier bands' pieces are the
+    planes their windows reach)."""
+    groups: dict[int, list[int]] = {}
+    for uid in bands.shared:
+        groups.setdefault(max(b for b, raw in enumerate(bands.raw) if uid in raw), []).append(uid)
+    return {g: (uids, [b for b, raw in enumerate(bands.raw) if any(u in raw for u in uids)])
+            for g, uids in groups.items()}
+
+
+def threads_by_host(client) -> dict[str, int]:
+    """The cluster's worker threads by host name."""
+    threads: dict[str, int] = {}
+    for address, n in client.nthreads().items():
+        threads[host_of(address)] = threads.get(host_of(address), 0) + n
+    return threads
 
 
 def own(job: Job, reduction: Reduction, uids: list[int], writer_threads: int,

@@ -10,8 +10,9 @@ The work is a static task graph, built once on the client:
   and writes every unit that only its windows touch;
 * the units that windows of two bands touch (the first unit plane of each band but the first)
   are handed back unfinished: each band returns its piece of their sums (only the planes its
-  windows reach), and one **owner** per such unit adds the pieces in band order, normalises,
-  writes the unit once and marks it done.
+  windows reach), and one **owner** per group of such units (those whose last sharing band
+  is the same) adds the pieces in band order, normalises, writes each unit once and marks it
+  done.
 
 Each worker thus reads, runs and sums its band as one process would, and only one plane of
 units per band boundary crosses between tasks (dask runs an owner where its larger piece
@@ -153,10 +154,6 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
     job_f = client.submit(_hold, job, key=f"fastquilt-job-{run}", pure=False)
     bands = band_tasks.cut_bands(layout, todo, done,
                                  band_tasks.band_count(client, layout, todo))
-    threads_on_host: dict[str, int] = {}
-    for address, n in client.nthreads().items():
-        host = band_tasks.host_of(address)
-        threads_on_host[host] = threads_on_host.get(host, 0) + n
     # Set when the call fails or is interrupted: a band still running stops at its next
     # batch (dask cannot stop a running task).
     stop = Event(f"fastquilt-stop-{run}", client=client)
@@ -169,31 +166,26 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
                for b in range(len(bands.windows))]
     band_fs = {b: client.submit(band_tasks.run_band, job_f, model_f, ks, mine, raw, outputs,
                                 fill_value, batch_size, device, max_memory, sizes,
-                                (reader_threads, writer_threads), threads_on_host, stop.name,
+                                (reader_threads, writer_threads),
+                                band_tasks.threads_by_host(client), stop.name,
                                 anchor, key=f"fastquilt-band-{run}-{b}", pure=False)
                for b, (ks, mine, raw, anchor) in enumerate(zip(*bands[:3], anchors))}
     # The shared units in groups, each owned by one task that merges and writes them on
-    # writer threads, where their band ran (the last band sharing them: it holds all their
-    # planes; dask runs a task where most of its inputs' bytes are). The earlier bands' pieces
-    # of a group are taken out of their results where those are, by a small task each (else
-    # dask would move a whole band's result to the owner).
-    sharers = {uid: [b for b, raw in enumerate(bands.raw) if uid in raw] for uid in bands.shared}
-    groups: dict[int, list[int]] = {}
-    for uid in bands.shared:
-        groups.setdefault(sharers[uid][-1], []).append(uid)
+    # writer threads, where their band ran (dask runs a task where most of its inputs' bytes
+    # are). The earlier bands' pieces of a group are taken out of their results where those
+    # are, by a small task each (else dask would move a whole band's result to the owner).
+    groups = band_tasks.owner_groups(bands)
     owners, picks = {}, {}
-    group_bands = {g: sorted({b for uid in uids for b in sharers[uid]})  # (band order)
-                   for g, uids in groups.items()}
     uses = {b: 0 for b in band_fs}  # owners still to finish that need a band's result
-    for g, uids in groups.items():
+    for g, (uids, sharing) in groups.items():
         parts = []
-        for b in group_bands[g]:
+        for b in sharing:
             uses[b] += 1
             if b == g:
                 parts.append(band_fs[g])
                 continue
             picks[(g, b)] = client.submit(
-                band_tasks.pick, band_fs[b], [u for u in uids if b in sharers[u]],
+                band_tasks.pick, band_fs[b], [u for u in uids if u in bands.raw[b]],
                 key=f"fastquilt-pick-{run}-{g}-{b}", pure=False)
             parts.append(picks[(g, b)])
         owners[g] = client.submit(band_tasks.own, job_f, reduction, uids, writer_threads,
@@ -216,16 +208,17 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
                     bar.update(len(bands.mine[i]) - len(bands.raw[i]))
             else:
                 del owners[i]
-                for b in group_bands[i]:
+                uids, freed = groups[i]
+                for b in freed:
                     picks.pop((i, b), None)
                     uses[b] -= 1
-                freed = group_bands[i]
                 if bar is not None:
-                    bar.update(len(groups[i]))
+                    bar.update(len(uids))
             # A result no owner needs any more is let go: dask would compute it again (a whole
-            # band) if the worker holding it died while the run goes on.
+            # band) if the worker holding it died while the run goes on. (A band is done before
+            # its owners, so it is let go once: when it ends, or with its last owner.)
             for b in freed:
-                if uses[b] == 0 and b in band_fs and band_fs[b].done():
+                if uses[b] == 0:
                     del band_fs[b]
     except BaseException:
         # A failed task or Ctrl-C: stop the rest of the graph instead of leaving it running

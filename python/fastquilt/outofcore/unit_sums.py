@@ -21,15 +21,19 @@ class Piece(NamedTuple):
     wsum: torch.Tensor
 
 
+def piece_slices(units: Units, uid: int, span: tuple[int, int]) -> tuple[slice, ...]:
+    """The slices into unit ``uid`` of its planes ``span`` ``[a, b)`` along axis 0 (of the
+    unit's image; the span meets the unit), every voxel on the other axes."""
+    lo = (span[0], *[0] * (len(units.spatial) - 1))
+    return units.clip(uid, lo, (span[1] - span[0], *units.spatial[1:]))[1]
+
+
 def piece_of(units: Units, uid: int, acc: torch.Tensor, wsum: torch.Tensor,
              span: tuple[int, int]) -> Piece:
     """The part of unit ``uid``'s sums ``acc`` ``(1, K, *unit)`` / ``wsum`` ``(1, *unit)``
-    between planes ``span`` ``[a, b)`` along axis 0 (of the unit's image: where the windows
-    that summed them lie), copied to the CPU."""
-    box = units.box(uid)[1]
-    a = min(max(span[0], box[0].start), box[0].stop) - box[0].start
-    b = max(min(span[1], box[0].stop), box[0].start) - box[0].start
-    dst = (slice(a, max(a, b)), *(slice(0, s.stop - s.start) for s in box[1:]))
+    between planes ``span`` (:func:`piece_slices`: where the windows that summed them lie),
+    copied to the CPU."""
+    dst = piece_slices(units, uid, span)
     return Piece(dst, acc[(0, slice(None), *dst)].to("cpu", copy=True),
                  wsum[(0, *dst)].to("cpu", copy=True))
 
