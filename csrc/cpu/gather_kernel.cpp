@@ -10,6 +10,7 @@
 #include "cpu/cpu_common.h"
 #include "cpu/prefetch.h"
 #include "cpu/row_kernels.h"
+#include "cpu/stream_store.h"
 #include "optional_tensor.h"
 #include "op_entry_points.h"
 
@@ -24,6 +25,9 @@ void gather_kernel(const scalar_t* in, const int64_t* org, const acc_t* weight, 
   const int64_t W2 = g.W[2];
   const int64_t planes = M * g.C * g.W[0];  // one task = one (m, c, a) plane of W1 rows
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, g.W[1] * W2));
+  // an output over the cache is not read back from the cache: write it without reading it
+  const bool stream = weight == nullptr &&
+      output_exceeds_cache(planes * g.W[1] * W2 * int64_t(sizeof(scalar_t)));
   at::parallel_for(0, planes, grain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t a = t % g.W[0];
@@ -35,13 +39,16 @@ void gather_kernel(const scalar_t* in, const int64_t* org, const acc_t* weight, 
         scalar_t* dst = out + patch_offset(g, m, c, a, b, 0);
         // rows lie apart (short runs the hardware does not follow): ask for a later one now
         if (b + kRowsAhead < g.W[1]) prefetch_row(src + kRowsAhead * g.S[2], W2);
-        if (weight == nullptr) {
+        if (stream) {
+          copy_streaming(dst, src, sizeof(scalar_t) * W2);
+        } else if (weight == nullptr) {
           std::memcpy(dst, src, sizeof(scalar_t) * W2);
         } else {
           scale_row(dst, src, weight + weight_offset(g, a, b, 0), W2);
         }
       }
     }
+    if (stream) stream_fence();
   });
 }
 

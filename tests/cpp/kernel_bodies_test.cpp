@@ -6,7 +6,8 @@
 // loops, K chunks per thread). Vector accesses assert 16-byte alignment on the host
 // (vec_access.h), so a wrong alignment decision fails here; built with AddressSanitizer, so
 // an out-of-bounds access fails. Also the disjoint window sets of the deterministic scatter-add
-// (disjoint_groups.h).
+// (disjoint_groups.h), and the CPU gather's streaming row copy (cpu/stream_store.h) at every
+// length and alignment.
 // Built and run by tools/run_kernel_bodies.sh (`make kernel-bodies`, part of `make test`).
 // Exit status 0 = all cases passed.
 #include <algorithm>
@@ -24,6 +25,7 @@
 #include "kernel_bodies/orientation.h"
 #include "kernel_bodies/stitch_grid_fast_path.h"
 #include "kernel_bodies/window_chunk.h"
+#include "cpu/stream_store.h"
 
 using namespace fastquilt;
 
@@ -583,7 +585,34 @@ void check_class_epilogue(int cases) {
   }
 }
 
+// copy_streaming copies every length 0..80 bytes between every pair of alignments, and
+// writes nothing outside dst (guard bytes around it; ASan sees reads past src).
+void check_copy_streaming() {
+  std::vector<unsigned char> src(128), dst(128 + 32);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<unsigned char>(i * 7 + 1);
+  for (size_t n = 0; n <= 80; ++n)
+    for (size_t so = 0; so < 16; ++so)
+      for (size_t d0 = 16; d0 < 32; ++d0) {
+        std::fill(dst.begin(), dst.end(), 0xAB);
+        std::vector<unsigned char> s(src.begin() + so, src.begin() + so + n);  // exact extent
+        fastquilt::cpu::copy_streaming(dst.data() + d0, s.data(), n);
+        fastquilt::cpu::stream_fence();
+        ++checks;
+        for (size_t i = 0; i < dst.size(); ++i) {
+          const bool inside = i >= d0 && i < d0 + n;
+          const unsigned char want = inside ? s[i - d0] : 0xAB;
+          if (dst[i] != want) {
+            fail("copy_streaming: " + std::to_string(n) + " bytes, src offset " +
+                 std::to_string(so) + ", dst offset " + std::to_string(d0) + ": byte " +
+                 std::to_string(i) + " wrong");
+            return;
+          }
+        }
+      }
+}
+
 int main() {
+  check_copy_streaming();
   for (int i = 0; i < 60; ++i) {
     check_oriented<int32_t>(random_case(4, false));
     check_oriented<int64_t>(random_case(4, false));
