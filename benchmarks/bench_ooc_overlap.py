@@ -7,10 +7,14 @@
   machine whose file writes are slower than its page-cache reads, the higher one);
 * identity model: the whole run; target <= 1.2x the read-only time;
 * a model that sleeps (the GIL released, a stand-in for a GPU model on a CPU machine) as long,
-  in total, as the read-only time: target <= 1.2x the larger of the two (stages one after the
-  other would take their sum, 2x). The model's time is what its sleeps took (measured: on a
-  busy machine each ``time.sleep`` overshoots by a millisecond or two, 8% here in all); the
-  ratio to the nominal sleep is printed too.
+  in total, as the I/O: reading the windows plus writing the output, each measured alone (the
+  issue's "a model that costs about as much as the I/O"): target <= 1.2x the larger of the
+  model's time and the I/O's (stages one after the other would take their sum, 2x). Two
+  stricter cases are run too: the model as long as the reading alone (the model then hides
+  less of the writing and the stitching), and as long as the identity run (the whole pipeline
+  without a model, reading and writing already overlapped). The model's time is what its
+  sleeps took (measured: on a busy machine each ``time.sleep`` overshoots by a millisecond or
+  two, 8% here in all).
 
     python benchmarks/bench_ooc_overlap.py [--size 512] [--threads N] [--dir D] [--json PATH]
 
@@ -84,7 +88,7 @@ def main() -> None:
         t_write = min(_timed(write_only, f"w{i}") for i in range(2))
         floor = max(t_read, t_write)
         batches = -(-len(positions) // BATCH)
-        pause = t_read / batches
+        pause = 0.0  # each sleep: the model's total time / batches
 
         slept = []  # the model's own time in each run: time.sleep overshoots on a busy machine
 
@@ -94,25 +98,28 @@ def main() -> None:
             slept[-1] += time.perf_counter() - t0
             return p
 
-        def sleep_run(name):
-            slept.append(0.0)
-            return run(sleepy, name), slept[-1]
-
         t_identity = min(run(lambda p: p, f"id{i}") for i in range(2))
-        t_sleepy, t_model = min(sleep_run(f"sleep{i}") for i in range(2))
         res = {
             "machine": platform.processor() or platform.machine(),
             "files": "--dir" if a.dir else "temporary folder",
             "threads": torch.get_num_threads(), "size": a.size, "windows": len(positions),
             "read_only_s": t_read, "write_only_s": t_write, "identity_s": t_identity,
-            "sleep_model_total_s": t_read, "sleep_model_slept_s": t_model,
-            "sleep_model_run_s": t_sleepy,
             "identity_x_read": t_identity / t_read,
             "identity_x_larger_floor": t_identity / floor,
-            "sleep_model_x_max_stage": t_sleepy / max(t_read, t_model),
-            "sleep_model_x_nominal": t_sleepy / t_read,
-            "sleep_model_x_larger_floor": t_sleepy / floor,
+            "sleeping_models": {},
         }
+        for k, (label, total) in enumerate((("I/O (read + write)", t_read + t_write),
+                                            ("read", t_read), ("identity run", t_identity))):
+            pause = total / batches
+            best = None
+            for i in range(2):
+                slept.append(0.0)
+                t = run(sleepy, f"sleep{k}_{i}")  # a new output each (no resume)
+                best = min(best or (t, slept[-1]), (t, slept[-1]))
+            t_run, t_model = best
+            res["sleeping_models"][label] = {
+                "nominal_s": total, "slept_s": t_model, "run_s": t_run,
+                "x_larger_stage": t_run / max(total, t_model)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"(1, 1, {a.size}^3) float32 zarr, window {WINDOW}, step {STEP}, "
@@ -122,10 +129,11 @@ def main() -> None:
     print(f"  write the output only          {t_write:7.2f} s   {t_write / t_read:.2f}")
     print(f"  identity model                 {t_identity:7.2f} s   {t_identity / t_read:.2f}"
           f"  x read (target <= 1.2), {t_identity / floor:.2f} x the larger floor")
-    print(f"  model sleeping {t_read:5.2f} s in all  {t_sleepy:7.2f} s   "
-          f"{t_sleepy / max(t_read, t_model):.2f}  x the larger stage (target <= 1.2; in series: "
-          f"2; the model slept {t_model:.2f} s), {t_sleepy / t_read:.2f} x the nominal "
-          f"sleep, {t_sleepy / floor:.2f} x the larger floor")
+    for label, r in res["sleeping_models"].items():
+        print(f"  model sleeping as long as the {label + ':':19s} {r['run_s']:5.2f} s, "
+              f"{r['x_larger_stage']:.2f} x the larger stage (the model slept "
+              f"{r['slept_s']:.2f} s for a nominal {r['nominal_s']:.2f} s)"
+              + ("  target <= 1.2; in series: 2" if label.startswith("I/O") else ""))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
         print(f"wrote {a.json}")

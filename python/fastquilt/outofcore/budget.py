@@ -10,9 +10,9 @@ What is counted, in bytes (``P``: voxels of one plane ``S_1 x S_2``; ``K``: stat
   the units that ``B`` windows in a row touch);
 * finished units waiting for the writers: their outputs, plus one unit's state being finished;
 * batches: windows in the queues (``depth + 2`` batches of ``C_in`` channels), predictions
-  (``depth + 1`` batches of ``K`` channels) and the models' temporaries (2 batches of
-  ``C_out`` channels for one model without augmentation: its output and the activation's;
-  4 for an ensemble or augmentations);
+  (``prediction depth + 1`` batches of ``K`` channels) and the models' temporaries (2
+  batches of ``C_out`` channels for one model without augmentation: its output and the
+  activation's; 4 for an ensemble or augmentations);
 * input blocks: three blocks of whole input planes (read ahead; windows are copied from them
   straight into a batch);
 * the window order: the (window, unit) pairs the slabs look units' windows up in.
@@ -20,9 +20,14 @@ What is counted, in bytes (``P``: voxels of one plane ``S_1 x S_2``; ``K``: stat
 The estimate may fill ``HEADROOM`` (80%) of the bound; the model's own working memory
 (activations) should fit in the rest. The slab comes first: the unit depth is the largest
 multiple of the chunk depth (up to the default, or exactly the ``unit`` given) that fits, then
-the queue depth (2, then 1) and the units waiting (a plane of them, then 1). Where no slab
+the queue depth (2, then 1), the prediction queue's depth (up to ``PREDICTION_QUEUE_BYTES``
+of predictions, at most ``PREDICTION_QUEUE_MAX`` batches, then the queue depth) and the units
+waiting (a plane of them, then 1). The deep prediction queue lets the model run on while
+the accumulator hands over a plane of finished units (their normalisation and the writes take
+both cores of a small machine for a few tenths of a second). Where no slab
 fits, units are one write block (chunk or shard) on every axis (unless ``unit`` is given) and
-the queue depth 2, 1 or 0 (0: the model waits while the accumulator adds its batch); the first
+the queue depth 2, 1 or 0 (0: the model waits while the accumulator adds its batch), the
+prediction queue as deep as the other; the first
 configuration whose cap holds a row's units is taken, else the one with the largest cap. A
 bound that not even the spilling slab with no cap fits is refused with the parts named.
 """
@@ -45,6 +50,12 @@ _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 # estimate does not count (the allocator's slack, the model's workspace, short temporaries);
 # measured at 256^3, 32 classes: peaks 0.90-1.03 of the estimate.
 HEADROOM = 0.8
+# Predictions the model may queue ahead of the accumulator where the slab fits: enough to keep
+# the model running while the accumulator finishes a plane of units (measured on 2 cores,
+# 512^3, batches of 8 MiB, a model as long as the I/O: the model's idle time 0.64-0.94 s at 2
+# batches, 0.49-0.59 s at 16).
+PREDICTION_QUEUE_BYTES = 128 * 2**20
+PREDICTION_QUEUE_MAX = 16
 
 
 def memory_arg(value, name: str = "max_memory") -> int | None:
@@ -101,6 +112,7 @@ class MemoryPlan(NamedTuple):
     max_pending: int
     parts: dict
     spill_cap: int | None = None  # bytes of unit sums held in memory; None: the slab
+    prediction_depth: int | None = None  # batches of predictions queued; None: queue_depth
 
     @property
     def total(self) -> int:
@@ -135,9 +147,11 @@ def _window_unit_pairs(spatial, window, step, unit, images: int) -> int:
 def estimate(*, spatial, window, unit, c_in: int, in_itemsize: int, in_depth: int,
              state_channels: int, out_bytes: int, c_out: int, batch_size: int,
              queue_depth: int, max_pending: int, temporaries: int = 4, step=None,
-             images: int = 1, spill_cap: int | None = None) -> dict:
+             images: int = 1, spill_cap: int | None = None,
+             prediction_depth: int | None = None) -> dict:
     """The parts of the memory estimate (bytes) of one configuration (module docstring)."""
     step = step or window
+    pd = queue_depth if prediction_depth is None else prediction_depth
     P = math.prod(spatial[1:])
     Vw = math.prod(window)
     unit_vox = math.prod(min(u, s) for u, s in zip(unit, spatial))
@@ -155,7 +169,7 @@ def estimate(*, spatial, window, unit, c_in: int, in_itemsize: int, in_depth: in
         "units waiting": max_pending * unit_vox * out_bytes + unit_vox * state_channels * 4,
         # (in step the queues hold one batch each, and the batcher fills a third)
         "batches": ((max(queue_depth, 1) + 2) * B * c_in * Vw * in_itemsize
-                    + (queue_depth + 1) * B * state_channels * Vw * 4
+                    + (pd + 1) * B * state_channels * Vw * 4
                     + temporaries * B * c_out * Vw * 4),
         "input blocks": 3 * max(in_depth, window[0]) * P * c_in * in_itemsize,
         # the order of the units' windows: 8 bytes a pair kept, about 5 times that while made
@@ -187,14 +201,17 @@ def plan_memory(max_memory: int, *, spatial, window, chunk, unit, unit_given: bo
     depths = [u0] if unit_given else sorted(
         {min(d, spatial[0]) for d in range(chunk[0], max(u0, chunk[0]) + 1, chunk[0])},
         reverse=True)
+    batch = sizes["batch_size"] * math.prod(window) * sizes["state_channels"] * 4
+    deep = max(2, min(PREDICTION_QUEUE_MAX, PREDICTION_QUEUE_BYTES // max(batch, 1)))
     for d in depths:
         u = (d, *unit[1:])
         for q in (2, 1):
-            for pending in sorted({_plane_units(spatial, u), 1}, reverse=True):
-                parts = estimate(spatial=spatial, window=window, unit=u, queue_depth=q,
-                                 max_pending=pending, **sizes)
-                if sum(parts.values()) <= allowed:
-                    return MemoryPlan(u, q, pending, parts)
+            for pd in sorted({deep, q}, reverse=True):
+                for pending in sorted({_plane_units(spatial, u), 1}, reverse=True):
+                    parts = estimate(spatial=spatial, window=window, unit=u, queue_depth=q,
+                                     max_pending=pending, prediction_depth=pd, **sizes)
+                    if sum(parts.values()) <= allowed:
+                        return MemoryPlan(u, q, pending, parts, prediction_depth=pd)
     # no slab fits: unit sums in memory up to a cap, the rest spilled to disk; units of one
     # write block (finest), and the cap from what the rest leaves (module docstring)
     u = tuple(unit) if unit_given else tuple(min(c, S) for c, S in zip(chunk, spatial))

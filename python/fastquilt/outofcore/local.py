@@ -2,8 +2,9 @@
 ahead on reader threads; batches of windows cut and stacked by a batcher thread; the model on
 the main thread; the weighted predictions summed into the RAM slab on the model's device by an
 accumulator thread; finished units normalised there, copied back and written by writer
-threads. Memory stays bounded: one input block read ahead, at most ``QUEUE_DEPTH`` batches of
-windows and of predictions waiting, at most one plane of finished units waiting to be written,
+threads. Memory stays bounded: one input block read ahead, at most the memory plan's queue
+depths of batches of windows and of predictions waiting (:mod:`.budget`; ``QUEUE_DEPTH``
+without a plan), at most one plane of finished units waiting to be written,
 and the slab (about one plane of units) — or, where the memory plan says so (:mod:`.budget`),
 the spilling slab (units up to a byte cap, the rest on disk: :mod:`.spill`), with the model
 and the accumulator in step (no prediction waits in a queue)."""
@@ -195,7 +196,9 @@ class _Batcher(threading.Thread):
 
 def _apply(plan: MemoryPlan, acc: _Accumulator, batcher: _Batcher) -> None:
     """Set the queue depths, the slab's kind and the units waiting of ``plan``."""
-    acc.batches.maxsize = batcher.batches.maxsize = max(plan.queue_depth, 1)
+    batcher.batches.maxsize = max(plan.queue_depth, 1)
+    deep = plan.queue_depth if plan.prediction_depth is None else plan.prediction_depth
+    acc.batches.maxsize = max(deep, 1) if plan.queue_depth > 0 else 1
     # in step (a tight bound): no input block read ahead, no row region kept
     acc.in_step = plan.queue_depth == 0
     batcher.read_ahead = not acc.in_step
