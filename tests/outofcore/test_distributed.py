@@ -24,12 +24,16 @@ TESTS = str(Path(__file__).parent)
 
 
 @pytest.fixture(scope="module")
-def client():
+def test_models():
     # the workers (and this process) import the test models from tests/outofcore/ooc_job.py
     if TESTS not in sys.path:
         sys.path.insert(0, TESTS)
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [TESTS] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
+
+@pytest.fixture(scope="module")
+def client(test_models):
     cluster = local_cluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
     c = distributed.Client(cluster)
     yield c
@@ -117,6 +121,61 @@ def test_worker_killed_mid_task_result_still_correct(client, tmp_path, monkeypat
                           weight="gaussian", out=tmp_path / "o.zarr", chunks=8, unit=8,
                           batch_size=2, client=client)
     assert (tmp_path / "flag").read_text() == "4"  # a worker did die, in a band
+    np.testing.assert_allclose(y[...], reference(x, lambda p: p * 2.0 + 1.0, 12, 10),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_bands_and_owners_run_where_they_are_hinted(client, tmp_path, monkeypatch):
+    # dask alone runs a task where most of its inputs' bytes are: every band where the job
+    # and the model are, every owner where the larger pieces are. The loose hints put band b
+    # on worker slot b, and of the two owners of the units bands 0 and 1 share, owner g with
+    # band g (owner_groups)
+    x, z = make_input(tmp_path, shape=(1, 1, 32, 32, 32))
+    import ooc_job
+
+    from fastquilt.outofcore import bands as band_tasks
+
+    monkeypatch.setattr(band_tasks, "band_count", lambda *a: 2)
+    client.wait_for_workers(2, timeout=60)  # (an earlier test killed one: it restarts)
+    slots = band_tasks.worker_slots(client)
+    assert len(set(slots)) == 2
+    with distributed.get_task_stream(client) as ts:
+        y = fq.sliding_window(ModelFactory(ooc_job.double_plus_one), z, 12, 10,
+                              weight="gaussian", out=tmp_path / "o.zarr", chunks=8, unit=8,
+                              batch_size=2, client=client)
+    ran = {}
+    for t in ts.data:  # (keys: fastquilt-<kind>-<output>-<run id>-<index>)
+        parts = str(t["key"]).split("-")
+        if parts[1] in ("band", "own"):
+            ran[(parts[1], int(parts[-1]))] = t["worker"]
+    assert ran == {("band", 0): slots[0], ("band", 1): slots[1],
+                   ("own", 0): slots[0], ("own", 1): slots[1]}, (ran, slots)
+    np.testing.assert_allclose(y[...], reference(x, lambda p: p * 2.0 + 1.0, 12, 10),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_a_band_whose_only_worker_died_runs_on_its_restarted_self(test_models, tmp_path,
+                                                                  monkeypatch):
+    # The bands' placement hints are loose: the restarted worker has another address, and a
+    # strict hint would leave the band waiting for ever
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ooc_job
+
+    from fastquilt.outofcore import bands as band_tasks
+
+    x, z = make_input(tmp_path, shape=(1, 1, 32, 32, 32))
+    monkeypatch.setattr(band_tasks, "band_count", lambda *a: 2)
+    # (the pool outermost: on a timeout the client and the cluster close first, which ends
+    # the waiting call)
+    with ThreadPoolExecutor(1) as pool, \
+            local_cluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as one:
+        run = pool.submit(fq.sliding_window, ooc_job.KillOnce(str(tmp_path / "flag"), after=4),
+                          z, 12, 10, weight="gaussian", out=tmp_path / "o.zarr", chunks=8,
+                          unit=8, batch_size=2, client=one)
+        y = run.result(timeout=180)  # (a strict hint: no result, the cluster closes)
+    assert (tmp_path / "flag").read_text() == "4"
     np.testing.assert_allclose(y[...], reference(x, lambda p: p * 2.0 + 1.0, 12, 10),
                                rtol=1e-5, atol=1e-5)
 

@@ -99,10 +99,10 @@ def run_band(job: Job, predictor: Predictor, windows: list[int], mine: frozenset
               raw: dict[int, tuple[int, int]], outputs: tuple[str, ...], fill_value: float,
               batch_size: int, device: str, max_memory: int | None, sizes: dict | None,
               threads: tuple[int, int], threads_on_host: dict[str, int], stop: str,
-              anchor: int) -> dict[int, Piece]:
+              ready: list) -> dict[int, Piece]:
     """Run the band's ``windows`` through the one-process pipeline; write its units of
     ``mine`` but those of ``raw``, and return the pieces of those, ``{uid: piece}``
-    (``stop``: the run's stop event; ``anchor``: the band's placing task; see
+    (``stop``: the run's stop event; ``ready``: the results of the tasks it waits for; see
     :func:`~.distributed.run_distributed`)."""
     check_worker_env()
     budget = max_memory if max_memory is not None else worker_budget(threads_on_host)
@@ -186,15 +186,31 @@ def cut_bands(layout: Layout, todo: list[int], done: set[int], count: int) -> Ba
     return Bands(windows, mine, raw, sorted(shared))
 
 
-def owner_groups(bands: Bands) -> dict[int, tuple[list[int], list[int]]]:
-    """The shared units by owner, ``{g: (uids, sharing bands in band order)}``: ``g`` is the
-    last band sharing them, which holds all their planes (the earlier bands' pieces are the
-    planes their windows reach)."""
-    groups: dict[int, list[int]] = {}
+def owner_groups(bands: Bands) -> list[tuple[list[int], list[int], int]]:
+    """The owners of the shared units, ``[(uids, sharing bands in band order, home band)]``:
+    the units that the same bands share, split into as many runs as those bands (in unit
+    order), each run owned where one of them ran."""
+    by_sharing: dict[tuple[int, ...], list[int]] = {}
     for uid in bands.shared:
-        groups.setdefault(max(b for b, raw in enumerate(bands.raw) if uid in raw), []).append(uid)
-    return {g: (uids, [b for b, raw in enumerate(bands.raw) if any(u in raw for u in uids)])
-            for g, uids in groups.items()}
+        sharing = tuple(b for b, raw in enumerate(bands.raw) if uid in raw)
+        by_sharing.setdefault(sharing, []).append(uid)
+    owners = []
+    for sharing, uids in by_sharing.items():
+        for home, run in zip(sharing, np.array_split(np.asarray(uids), len(sharing))):
+            if len(run):
+                owners.append((run.tolist(), list(sharing), home))
+    return owners
+
+
+def worker_slots(client) -> list[str]:
+    """The workers' addresses, one per worker thread, interleaved (``[a, b, a, b]`` for two
+    workers of two threads): band ``b`` goes to slot ``b`` (modulo their number)."""
+    left = dict(sorted(client.nthreads().items()))
+    slots = []
+    while left:
+        slots += list(left)
+        left = {w: n - 1 for w, n in left.items() if n > 1}
+    return slots
 
 
 def threads_by_host(client) -> dict[str, int]:

@@ -10,14 +10,17 @@ The work is a static task graph, built once on the client:
   and writes every unit that only its windows touch;
 * the units that windows of two bands touch (the first unit plane of each band but the first)
   are handed back unfinished: each band returns its piece of their sums (only the planes its
-  windows reach), and one **owner** per group of such units (those whose last sharing band
-  is the same) adds the pieces in band order, normalises, writes each unit once and marks it
+  windows reach), and **owners** (the units the same bands share, split into one run per
+  sharing band) add the pieces in band order, normalise, write each unit once and mark it
   done.
 
 Each worker thus reads, runs and sums its band as one process would, and only one plane of
-units per band boundary crosses between tasks (dask runs an owner where its larger piece
-is). No locks and no shared state: a band task writes only its own units, and every write
-and marker is idempotent, so dask may retry any task (a killed worker's tasks simply run again
+units per band boundary crosses between tasks. Band ``b`` is hinted to the ``b``-th worker
+thread (round robin over the workers), and the units two bands share are split between two
+owners, one hinted to each band's worker; the hints are loose (a task whose worker leaves
+runs on another). The bands start once every worker has the job and the model. No locks
+and no shared state: a band task writes only its own units, and every write and marker is
+idempotent, so dask may retry any task (a killed worker's tasks simply run again
 elsewhere, rewriting the same values). The model is sent to, or built on, each worker once. A
 band task's memory is that of a run in one process: the slab of one plane of units, or under a
 tight bound the spilling slab (``max_memory``, else the worker's memory limit per thread: see
@@ -107,6 +110,11 @@ def _hold(value):
     return value
 
 
+def _ready(*inputs) -> None:
+    """A task that needs ``inputs`` on its worker (the bands wait for one on each worker)."""
+    return None
+
+
 def model_fingerprint_on_a_worker(client, factory: ModelFactory, device) -> str | None:
     """The fingerprint of the model ``factory`` builds, built on a worker (the model may not
     fit or run here): the same as a local run's with that model."""
@@ -157,39 +165,41 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
     # Set when the call fails or is interrupted: a band still running stops at its next
     # batch (dask cannot stop a running task).
     stop = Event(f"fastquilt-stop-{run}", client=client)
-    # Each band also depends on a trivial task of its own, which dask places on the least busy
-    # worker: dask runs a task only where its inputs are, and the job and the model are on
-    # one worker, where every band would start (and be moved off only later). (Not dask's
-    # workers= hints: a hinted task whose worker leaves waits for ever when no other worker
-    # runs.)
-    anchors = [client.submit(_hold, b, key=f"fastquilt-anchor-{run}-{b}", pure=False)
-               for b in range(len(bands.windows))]
+    # The bands go one per worker thread, round robin over the workers (dask would run them
+    # all where the job and the model are). The hints are loose: a band whose worker leaves
+    # runs on another (a strict hint would wait for ever where no other worker runs). Every
+    # band first waits until each worker has the job and the model ("ready" tasks): a worker
+    # running its band serves the others' fetches late (0.2-0.7 s measured on 2 cores).
+    slots = band_tasks.worker_slots(client)
+    ready = [client.submit(_ready, job_f, model_f, key=f"fastquilt-ready-{run}-{w}", pure=False,
+                           workers=[w], allow_other_workers=True)
+             for w in dict.fromkeys(slots)]
     band_fs = {b: client.submit(band_tasks.run_band, job_f, model_f, ks, mine, raw, outputs,
                                 fill_value, batch_size, device, max_memory, sizes,
                                 (reader_threads, writer_threads),
-                                band_tasks.threads_by_host(client), stop.name,
-                                anchor, key=f"fastquilt-band-{run}-{b}", pure=False)
-               for b, (ks, mine, raw, anchor) in enumerate(zip(*bands[:3], anchors))}
-    # The shared units in groups, each owned by one task that merges and writes them on
-    # writer threads, where their band ran (dask runs a task where most of its inputs' bytes
-    # are). The earlier bands' pieces of a group are taken out of their results where those
-    # are, by a small task each (else dask would move a whole band's result to the owner).
-    groups = band_tasks.owner_groups(bands)
+                                band_tasks.threads_by_host(client), stop.name, ready,
+                                key=f"fastquilt-band-{run}-{b}", pure=False,
+                                workers=[slots[b % len(slots)]], allow_other_workers=True)
+               for b, (ks, mine, raw) in enumerate(zip(*bands[:3]))}
+    # The shared units' owners: each merges and writes its units on writer threads. The units
+    # that the same bands share are split among those bands' workers (hinted, loosely), so
+    # the merges after the last bands run on all their workers. Each band's pieces of an
+    # owner's units are taken out of its result where that lies, by a small task (else dask
+    # would move a whole band's result to the owner).
+    groups = dict(enumerate(band_tasks.owner_groups(bands)))
     owners, picks = {}, {}
     uses = {b: 0 for b in band_fs}  # owners still to finish that need a band's result
-    for g, (uids, sharing) in groups.items():
+    for g, (uids, sharing, home) in groups.items():
         parts = []
         for b in sharing:
             uses[b] += 1
-            if b == g:
-                parts.append(band_fs[g])
-                continue
             picks[(g, b)] = client.submit(
                 band_tasks.pick, band_fs[b], [u for u in uids if u in bands.raw[b]],
                 key=f"fastquilt-pick-{run}-{g}-{b}", pure=False)
             parts.append(picks[(g, b)])
         owners[g] = client.submit(band_tasks.own, job_f, reduction, uids, writer_threads,
-                                  *parts, key=f"fastquilt-own-{run}-{g}", pure=False)
+                                  *parts, key=f"fastquilt-own-{run}-{g}", pure=False,
+                                  workers=[slots[home % len(slots)]], allow_other_workers=True)
     task = {f.key: ("band", b) for b, f in band_fs.items()}
     task.update({f.key: ("own", g) for g, f in owners.items()})
     bar = None
@@ -208,7 +218,7 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
                     bar.update(len(bands.mine[i]) - len(bands.raw[i]))
             else:
                 del owners[i]
-                uids, freed = groups[i]
+                uids, freed, _ = groups[i]
                 for b in freed:
                     picks.pop((i, b), None)
                     uses[b] -= 1
@@ -224,7 +234,7 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
         # A failed task or Ctrl-C: stop the rest of the graph instead of leaving it running
         # (and writing) on the cluster; what finished stays marked done for the next run.
         _signal(stop, True)
-        client.cancel([model_f, job_f, *anchors, *band_fs.values(), *picks.values(),
+        client.cancel([model_f, job_f, *ready, *band_fs.values(), *picks.values(),
                        *owners.values()], force=True)
         raise
     finally:
