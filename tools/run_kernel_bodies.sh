@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The CUDA kernel bodies, run on the CPU (`make kernel-bodies`, part of `make test`).
+# The CUDA kernel bodies, run on the CPU (`make kernel-bodies`, part of `make test`), and the
+# CPU gather's streaming row copy (cpu/stream_store.h) at every length and alignment.
 # The per-thread work of the CUDA gather, scatter-add, grid stitch and grid weight sums lives in
 # host-device headers (csrc/kernel_bodies/). This compiles tests/cpp/kernel_bodies_test.cpp
 # against them with AddressSanitizer and UBSan and runs every thread of emulated launches

@@ -26,7 +26,8 @@ void gather_kernel(const scalar_t* in, const int64_t* org, const acc_t* weight, 
   const int64_t planes = M * g.C * g.W[0];  // one task = one (m, c, a) plane of W1 rows
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, g.W[1] * W2));
   // an output over the cache is not read back from the cache: write it without reading it
-  const bool stream = weight == nullptr &&
+  // (rows of two cache lines or more: a shorter row's partial lines would be read anyway)
+  const bool stream = weight == nullptr && W2 * int64_t(sizeof(scalar_t)) >= 128 &&
       output_exceeds_cache(planes * g.W[1] * W2 * int64_t(sizeof(scalar_t)));
   at::parallel_for(0, planes, grain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {

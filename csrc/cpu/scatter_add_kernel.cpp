@@ -76,22 +76,19 @@ void scatter_kernel(const scalar_t* patches, const std::vector<int64_t>& org,
         const int64_t a = z - o[1];
         acc_t* const dst0 = acc + image_offset(g, n, c, z, o[2], o[3]);
         const scalar_t* const src0 = patches + patch_offset(g, m, c, a, 0, 0);
-        // the next window's rows of this plane: its first rows are asked for while this
-        // window's last rows are added (the accumulator rows lie a row apart: asked for too)
-        const int64_t* on = k + 1 < hi ? org.data() + index.order[k + 1] * 4 : nullptr;
-        const scalar_t* const srcn =
-            on ? patches + patch_offset(g, index.order[k + 1], c, z - on[1], 0, 0) : nullptr;
-        acc_t* const dstn = on ? acc + image_offset(g, n, c, z, on[2], on[3]) : nullptr;
         for (int64_t b = 0; b < g.W[1]; ++b) {
           acc_t* dst = dst0 + b * g.S[2];
           const scalar_t* src = src0 + b * W2;
-          if (b + kRowsAhead < g.W[1]) {
-            prefetch_row(src + kRowsAhead * W2, W2);
-            prefetch_row(dst + kRowsAhead * g.S[2], W2);
-          } else if (on != nullptr) {
-            const int64_t r = b + kRowsAhead - g.W[1];
-            prefetch_row(srcn + r * W2, W2);
-            prefetch_row(dstn + r * g.S[2], W2);
+          // the plane's rows, window after window, are one stream of short runs the hardware
+          // does not follow: ask for the patch and accumulator rows kRowsAhead rows on in it
+          // (in this window, or the next ones: all of them in 2D, where a plane is one row)
+          const int64_t ka = k + (b + kRowsAhead) / g.W[1];
+          if (ka < hi) {
+            const int64_t ba = (b + kRowsAhead) % g.W[1];
+            const int64_t ma = index.order[ka];
+            const int64_t* oa = org.data() + ma * 4;
+            prefetch_row(patches + patch_offset(g, ma, c, z - oa[1], ba, 0), W2);
+            prefetch_row(acc + image_offset(g, n, c, z, oa[2] + ba, oa[3]), W2);
           }
           if (weight == nullptr) add_row(dst, src, W2);
           else axpy_row(dst, src, weight + weight_offset(g, a, b, 0), W2);

@@ -1,14 +1,16 @@
 // Non-temporal ("streaming") row copies for outputs larger than the last-level cache: a normal
 // store first reads the destination's cache line from memory (read for ownership), so an
 // output that is written once and not read back soon costs its bytes twice; a streaming store
-// writes the line without reading it and without evicting the cache's other data. glibc's
-// memcpy does the same above a size threshold (which is why a large memcpy beats a row-by-row
-// copy). Baseline x86-64 (SSE2); plain memcpy elsewhere.
+// writes the line without reading it and without evicting the cache's other data (glibc's
+// memcpy switches to streaming stores above a threshold of this order too, which is why a
+// large memcpy beats a row-by-row copy). Baseline x86-64 (SSE2); plain memcpy elsewhere.
 #pragma once
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+
+#include "cpu/simd.h"  // FQ_HIDDEN
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <emmintrin.h>
@@ -17,10 +19,13 @@
 
 namespace fastquilt::cpu {
 
-// Whether an output of `bytes` is worth streaming: more than 3/4 of the last-level cache
-// (glibc's memcpy threshold uses the same share), read once from sysconf (32 MiB if unknown);
-// the environment variable FASTQUILT_STREAM_STORE_BYTES, read once, replaces that threshold.
-bool output_exceeds_cache(int64_t bytes);
+// The output size in bytes above which a gather streams: 3/4 of the last-level cache (from
+// sysconf; 32 MiB if unknown), or FASTQUILT_STREAM_STORE_BYTES when that is a whole number
+// >= 0; read once (cpu/stream_store.cpp).
+FQ_HIDDEN int64_t stream_store_threshold();
+
+// Whether an output of `bytes` is streamed: more than stream_store_threshold().
+FQ_HIDDEN bool output_exceeds_cache(int64_t bytes);
 
 // Copies `bytes` from src to dst, the 16-byte-aligned middle of dst with streaming stores.
 // The stores are weakly ordered: call stream_fence() before another thread reads dst.

@@ -59,6 +59,38 @@ def test_bands_hold_every_window_once_and_share_only_units_two_bands_touch(seed,
             n = layout.units.box(uid)[0]
             mine_n = org[org[:, 0] == n, 1]
             assert (lo, hi) == (int(mine_n.min()), int(mine_n.max()) + layout.window[0])
+    # every shared unit has one owner, whose bands are exactly the ones sharing it
+    owners = band_tasks.owner_groups(bands)
+    assert sorted(u for uids, _, _ in owners for u in uids) == sorted(bands.shared)
+    for uids, sharing, home in owners:
+        assert home in sharing and len(uids) > 0
+        for u in uids:
+            assert sharing == [b for b, raw in enumerate(bands.raw) if u in raw]
+    homes = {}
+    for _, sharing, home in owners:  # a group's runs go to each of its bands once
+        homes.setdefault(tuple(sharing), []).append(home)
+    assert all(len(h) == len(set(h)) for h in homes.values())
+
+
+class _Threads:
+    def __init__(self, nthreads):
+        self._n = nthreads
+
+    def nthreads(self):
+        return self._n
+
+
+@pytest.mark.parametrize("nthreads,bands,want", [
+    ({"b": 1, "a": 1}, 2, ["a", "b"]),
+    ({"a": 2, "b": 2}, 4, ["a", "a", "b", "b"]),
+    ({"a": 2, "b": 2}, 2, ["a", "b"]),  # fewer bands than threads: still both workers
+    ({"a": 2, "b": 2}, 3, ["a", "a", "b"]),
+    ({"a": 1, "b": 1, "c": 1}, 3, ["a", "b", "c"]),
+    ({"a": 4}, 2, ["a", "a"]),
+    ({}, 2, [None, None]),  # no worker now: no hint
+])
+def test_bands_are_hinted_to_the_workers_threads_spread_evenly(nthreads, bands, want):
+    assert band_tasks.band_workers(_Threads(nthreads), bands) == want
 
 
 @pytest.fixture(scope="module")

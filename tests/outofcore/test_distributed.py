@@ -128,8 +128,8 @@ def test_worker_killed_mid_task_result_still_correct(client, tmp_path, monkeypat
 def test_bands_and_owners_run_where_they_are_hinted(client, tmp_path, monkeypatch):
     # dask alone runs a task where most of its inputs' bytes are: every band where the job
     # and the model are, every owner where the larger pieces are. The loose hints put band b
-    # on worker slot b, and of the two owners of the units bands 0 and 1 share, owner g with
-    # band g (owner_groups)
+    # on band_workers' worker b, and of the two owners of the units bands 0 and 1 share,
+    # owner g with band g (owner_groups)
     x, z = make_input(tmp_path, shape=(1, 1, 32, 32, 32))
     import ooc_job
 
@@ -137,7 +137,7 @@ def test_bands_and_owners_run_where_they_are_hinted(client, tmp_path, monkeypatc
 
     monkeypatch.setattr(band_tasks, "band_count", lambda *a: 2)
     client.wait_for_workers(2, timeout=60)  # (an earlier test killed one: it restarts)
-    slots = band_tasks.worker_slots(client)
+    slots = band_tasks.band_workers(client, 2)
     assert len(set(slots)) == 2
     with distributed.get_task_stream(client) as ts:
         y = fq.sliding_window(ModelFactory(ooc_job.double_plus_one), z, 12, 10,

@@ -28,13 +28,18 @@ def test_the_prediction_queue_holds_up_to_its_bytes(batch, depth):
     assert plan.total - sum(shallow.values()) == (depth - 2) * pred  # counted in the plan
 
 
-def test_a_bound_the_deep_queue_does_not_fit_keeps_it_short():
-    est = {k: v for k, v in SIZES.items() if k not in ("chunk", "unit_given", "unit")}
-    deep = budget.plan_memory(2**40, batch_size=8, **SIZES)
+@pytest.mark.parametrize("size", [256, 512])
+def test_a_bound_the_deep_queue_does_not_fit_keeps_it_short(size):
+    # the deep queue gives way first: the unit depth, the queue depth and a plane of units
+    # waiting to be written stay as they were without it
+    sizes = {**SIZES, "spatial": (size,) * 3}
+    est = {k: v for k, v in sizes.items() if k not in ("chunk", "unit_given", "unit")}
+    deep = budget.plan_memory(2**40, batch_size=8, **sizes)
     shallow = sum(budget.estimate(**est, unit=deep.unit, batch_size=8, queue_depth=2,
                                   max_pending=deep.max_pending).values())
-    plan = budget.plan_memory(int(shallow / budget.HEADROOM) + 1, batch_size=8, **SIZES)
+    plan = budget.plan_memory(int(shallow / budget.HEADROOM) + 1, batch_size=8, **sizes)
     assert plan.unit == deep.unit and plan.queue_depth == 2 and plan.prediction_depth == 2
+    assert plan.max_pending == deep.max_pending > 1
 
 
 def test_the_model_runs_ahead_while_the_accumulator_is_busy(tmp_path, monkeypatch):

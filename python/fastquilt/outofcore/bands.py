@@ -202,15 +202,16 @@ def owner_groups(bands: Bands) -> list[tuple[list[int], list[int], int]]:
     return owners
 
 
-def worker_slots(client) -> list[str]:
-    """The workers' addresses, one per worker thread, interleaved (``[a, b, a, b]`` for two
-    workers of two threads): band ``b`` goes to slot ``b`` (modulo their number)."""
-    left = dict(sorted(client.nthreads().items()))
-    slots = []
-    while left:
-        slots += list(left)
-        left = {w: n - 1 for w, n in left.items() if n > 1}
-    return slots
+def band_workers(client, bands: int) -> list[str | None]:
+    """The worker each of ``bands`` bands is hinted to: the workers' threads in a row, each
+    worker's together (``[a, a, b, b]`` for two workers of two threads), spread evenly over
+    the bands (band ``b`` takes thread ``b * threads // bands``), so neighbouring bands share
+    a worker where they can (their shared units' pieces stay on it); None where the cluster
+    has no worker now (no hint)."""
+    slots = [w for w, n in sorted(client.nthreads().items()) for _ in range(n)]
+    if not slots:
+        return [None] * bands
+    return [slots[b * len(slots) // max(bands, 1)] for b in range(bands)]
 
 
 def threads_by_host(client) -> dict[str, int]:

@@ -20,14 +20,14 @@ What is counted, in bytes (``P``: voxels of one plane ``S_1 x S_2``; ``K``: stat
 The estimate may fill ``HEADROOM`` (80%) of the bound; the model's own working memory
 (activations) should fit in the rest. The slab comes first: the unit depth is the largest
 multiple of the chunk depth (up to the default, or exactly the ``unit`` given) that fits, then
-the queue depth (2, then 1), the prediction queue's depth (up to ``PREDICTION_QUEUE_BYTES``
-of predictions, at most ``PREDICTION_QUEUE_MAX`` batches, then the queue depth) and the units
-waiting (a plane of them, then 1). The deep prediction queue lets the model run on while
-the accumulator hands over a plane of finished units (their normalisation and the writes take
-both cores of a small machine for a few tenths of a second). Where no slab
-fits, units are one write block (chunk or shard) on every axis (unless ``unit`` is given) and
-the queue depth 2, 1 or 0 (0: the model waits while the accumulator adds its batch), the
-prediction queue as deep as the other; the first
+the queue depth (2, then 1), and the units waiting with the prediction queue's depth: a plane
+of units with the deep queue (up to ``PREDICTION_QUEUE_BYTES`` of predictions, at most
+``PREDICTION_QUEUE_MAX`` batches), a plane with the queue depth, then 1 unit. The deep
+prediction queue lets the model run on while the accumulator hands over a plane of finished
+units (their normalisation and the writes take both cores of a small machine for a few
+tenths of a second). Where no slab fits, units are one write block (chunk or shard) on every
+axis (unless ``unit`` is given) and the queue depth 2, 1 or 0 (0: the model waits while the
+accumulator adds its batch), the prediction queue as deep as the other; the first
 configuration whose cap holds a row's units is taken, else the one with the largest cap. A
 bound that not even the spilling slab with no cap fits is refused with the parts named.
 """
@@ -206,12 +206,14 @@ def plan_memory(max_memory: int, *, spatial, window, chunk, unit, unit_given: bo
     for d in depths:
         u = (d, *unit[1:])
         for q in (2, 1):
-            for pd in sorted({deep, q}, reverse=True):
-                for pending in sorted({_plane_units(spatial, u), 1}, reverse=True):
-                    parts = estimate(spatial=spatial, window=window, unit=u, queue_depth=q,
-                                     max_pending=pending, prediction_depth=pd, **sizes)
-                    if sum(parts.values()) <= allowed:
-                        return MemoryPlan(u, q, pending, parts, prediction_depth=pd)
+            plane = _plane_units(spatial, u)
+            # the deep prediction queue only with a plane of units waiting (units written one
+            # at a time would stall the accumulator more than a shallow queue does)
+            for pending, pd in dict.fromkeys([(plane, deep), (plane, q), (1, q)]):
+                parts = estimate(spatial=spatial, window=window, unit=u, queue_depth=q,
+                                 max_pending=pending, prediction_depth=pd, **sizes)
+                if sum(parts.values()) <= allowed:
+                    return MemoryPlan(u, q, pending, parts, prediction_depth=pd)
     # no slab fits: unit sums in memory up to a cap, the rest spilled to disk; units of one
     # write block (finest), and the cap from what the rest leaves (module docstring)
     u = tuple(unit) if unit_given else tuple(min(c, S) for c, S in zip(chunk, spatial))

@@ -15,10 +15,11 @@ The work is a static task graph, built once on the client:
   done.
 
 Each worker thus reads, runs and sums its band as one process would, and only one plane of
-units per band boundary crosses between tasks. Band ``b`` is hinted to the ``b``-th worker
-thread (round robin over the workers), and the units two bands share are split between two
-owners, one hinted to each band's worker; the hints are loose (a task whose worker leaves
-runs on another). The bands start once every worker has the job and the model. No locks
+units per band boundary crosses between tasks. The bands are hinted to the workers' threads,
+spread evenly, each worker's bands neighbours (:func:`.bands.band_workers`), and the units
+two bands share are split between two owners, one hinted to each band's worker; the hints
+are loose (a task whose worker leaves runs on another). The bands start once every worker
+has the job and the model. No locks
 and no shared state: a band task writes only its own units, and every write and marker is
 idempotent, so dask may retry any task (a killed worker's tasks simply run again
 elsewhere, rewriting the same values). The model is sent to, or built on, each worker once. A
@@ -110,6 +111,11 @@ def _hold(value):
     return value
 
 
+def _hint(worker: str | None) -> list[str] | None:
+    """dask's ``workers=`` for one worker's address (None: no hint)."""
+    return None if worker is None else [worker]
+
+
 def _ready(*inputs) -> None:
     """A task that needs ``inputs`` on its worker (the bands wait for one on each worker)."""
     return None
@@ -165,21 +171,22 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
     # Set when the call fails or is interrupted: a band still running stops at its next
     # batch (dask cannot stop a running task).
     stop = Event(f"fastquilt-stop-{run}", client=client)
-    # The bands go one per worker thread, round robin over the workers (dask would run them
-    # all where the job and the model are). The hints are loose: a band whose worker leaves
-    # runs on another (a strict hint would wait for ever where no other worker runs). Every
+    # The bands go one per worker thread, spread over the workers, each worker's together
+    # (band_workers; dask would run them all where the job and the model are). The hints are
+    # loose: a band whose worker leaves runs on another (a strict hint would wait for ever
+    # where no other worker runs). Every
     # band first waits until each worker has the job and the model ("ready" tasks): a worker
     # running its band serves the others' fetches late (0.2-0.7 s measured on 2 cores).
-    slots = band_tasks.worker_slots(client)
+    hints = band_tasks.band_workers(client, len(bands.windows))
     ready = [client.submit(_ready, job_f, model_f, key=f"fastquilt-ready-{run}-{w}", pure=False,
                            workers=[w], allow_other_workers=True)
-             for w in dict.fromkeys(slots)]
+             for w in dict.fromkeys(hints) if w is not None]
     band_fs = {b: client.submit(band_tasks.run_band, job_f, model_f, ks, mine, raw, outputs,
                                 fill_value, batch_size, device, max_memory, sizes,
                                 (reader_threads, writer_threads),
                                 band_tasks.threads_by_host(client), stop.name, ready,
                                 key=f"fastquilt-band-{run}-{b}", pure=False,
-                                workers=[slots[b % len(slots)]], allow_other_workers=True)
+                                workers=_hint(hints[b]), allow_other_workers=True)
                for b, (ks, mine, raw) in enumerate(zip(*bands[:3]))}
     # The shared units' owners: each merges and writes its units on writer threads. The units
     # that the same bands share are split among those bands' workers (hinted, loosely), so
@@ -199,7 +206,7 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
             parts.append(picks[(g, b)])
         owners[g] = client.submit(band_tasks.own, job_f, reduction, uids, writer_threads,
                                   *parts, key=f"fastquilt-own-{run}-{g}", pure=False,
-                                  workers=[slots[home % len(slots)]], allow_other_workers=True)
+                                  workers=_hint(hints[home]), allow_other_workers=True)
     task = {f.key: ("band", b) for b, f in band_fs.items()}
     task.update({f.key: ("own", g) for g, f in owners.items()})
     bar = None
