@@ -62,6 +62,10 @@ void scatter_kernel(const scalar_t* patches, const std::vector<int64_t>& org,
                     acc_t* acc, const Geometry& g) {
   const int64_t W2 = g.W[2];
   const int64_t P = static_cast<int64_t>(planes.size());
+  // planes of fewer than kRowsAhead rows are asked for a window `ahead` windows on; longer
+  // ones row by row, the next window's first rows while a window's last are added
+  const bool short_planes = g.W[1] < kRowsAhead;
+  const int64_t ahead = short_planes ? (kRowsAhead + g.W[1] - 1) / g.W[1] : 1;
   // task t = (covered plane t / C, channel t % C): each output plane (n, c, z) has one owner
   at::parallel_for(0, P * g.C, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
@@ -76,19 +80,30 @@ void scatter_kernel(const scalar_t* patches, const std::vector<int64_t>& org,
         const int64_t a = z - o[1];
         acc_t* const dst0 = acc + image_offset(g, n, c, z, o[2], o[3]);
         const scalar_t* const src0 = patches + patch_offset(g, m, c, a, 0, 0);
+        // The plane's rows, window after window, are one stream of short runs the hardware
+        // does not follow: its patch and accumulator rows are asked for kRowsAhead rows
+        // before they are added. Planes of fewer rows (2D: one) ask for whole windows ahead.
+        const int64_t* on = k + ahead < hi ? org.data() + index.order[k + ahead] * 4 : nullptr;
+        const scalar_t* const srcn =
+            on ? patches + patch_offset(g, index.order[k + ahead], c, z - on[1], 0, 0) : nullptr;
+        acc_t* const dstn = on ? acc + image_offset(g, n, c, z, on[2], on[3]) : nullptr;
+        if (short_planes && on != nullptr)
+          for (int64_t b = 0; b < g.W[1]; ++b) {
+            prefetch_row(srcn + b * W2, W2);
+            prefetch_row(dstn + b * g.S[2], W2);
+          }
         for (int64_t b = 0; b < g.W[1]; ++b) {
           acc_t* dst = dst0 + b * g.S[2];
           const scalar_t* src = src0 + b * W2;
-          // the plane's rows, window after window, are one stream of short runs the hardware
-          // does not follow: ask for the patch and accumulator rows kRowsAhead rows on in it
-          // (in this window, or the next ones: all of them in 2D, where a plane is one row)
-          const int64_t ka = k + (b + kRowsAhead) / g.W[1];
-          if (ka < hi) {
-            const int64_t ba = (b + kRowsAhead) % g.W[1];
-            const int64_t ma = index.order[ka];
-            const int64_t* oa = org.data() + ma * 4;
-            prefetch_row(patches + patch_offset(g, ma, c, z - oa[1], ba, 0), W2);
-            prefetch_row(acc + image_offset(g, n, c, z, oa[2] + ba, oa[3]), W2);
+          if (!short_planes) {
+            if (b + kRowsAhead < g.W[1]) {
+              prefetch_row(src + kRowsAhead * W2, W2);
+              prefetch_row(dst + kRowsAhead * g.S[2], W2);
+            } else if (on != nullptr) {  // the next window's first rows (r < W1 here)
+              const int64_t r = b + kRowsAhead - g.W[1];
+              prefetch_row(srcn + r * W2, W2);
+              prefetch_row(dstn + r * g.S[2], W2);
+            }
           }
           if (weight == nullptr) add_row(dst, src, W2);
           else axpy_row(dst, src, weight + weight_offset(g, a, b, 0), W2);
