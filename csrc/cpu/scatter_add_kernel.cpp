@@ -83,9 +83,10 @@ void scatter_kernel(const scalar_t* patches, const std::vector<int64_t>& org,
         // The plane's rows, window after window, are one stream of short runs the hardware
         // does not follow: its patch and accumulator rows are asked for kRowsAhead rows
         // before they are added. Planes of fewer rows (2D: one) ask for whole windows ahead.
-        const int64_t* on = k + ahead < hi ? org.data() + index.order[k + ahead] * 4 : nullptr;
+        const int64_t mn = k + ahead < hi ? index.order[k + ahead] : -1;
+        const int64_t* on = mn >= 0 ? org.data() + mn * 4 : nullptr;
         const scalar_t* const srcn =
-            on ? patches + patch_offset(g, index.order[k + ahead], c, z - on[1], 0, 0) : nullptr;
+            on ? patches + patch_offset(g, mn, c, z - on[1], 0, 0) : nullptr;
         acc_t* const dstn = on ? acc + image_offset(g, n, c, z, on[2], on[3]) : nullptr;
         if (short_planes && on != nullptr)
           for (int64_t b = 0; b < g.W[1]; ++b) {

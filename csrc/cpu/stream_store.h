@@ -20,8 +20,8 @@
 namespace fastquilt::cpu {
 
 // The output size in bytes above which a gather streams: 3/4 of the last-level cache (from
-// sysconf; 32 MiB if unknown), or FASTQUILT_STREAM_STORE_BYTES when that is a whole number
-// >= 0; read once (cpu/stream_store.cpp).
+// sysfs, else sysconf; 32 MiB if unknown), or FASTQUILT_STREAM_STORE_BYTES when that is a
+// whole number >= 0; read once (cpu/stream_store.cpp).
 FQ_HIDDEN int64_t stream_store_threshold();
 
 // Whether an output of `bytes` is streamed: more than stream_store_threshold().

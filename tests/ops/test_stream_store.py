@@ -6,11 +6,13 @@ it must give the reference's values, for every dtype, row lengths that leave the
 misaligned, and 1, 2 and 3 threads (the copy routine itself is checked at every length and
 alignment in tests/cpp/kernel_bodies_test.cpp)."""
 
+import glob
 import os
 import subprocess
 import sys
 import textwrap
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CODE = textwrap.dedent("""
     import ctypes, numpy as np, torch, fastquilt as fq
     from fastquilt import _C
@@ -50,28 +52,53 @@ def stream_store_threshold() -> int:
     return int(f())
 
 
-def test_the_threshold_is_three_quarters_of_a_cache_unless_set():
-    if "FASTQUILT_STREAM_STORE_BYTES" not in os.environ:
-        t = stream_store_threshold()
-        assert t > 0 and t % 3 == 0  # (3/4 of a cache size in bytes)
+def _threshold_in_a_child(value: str | None) -> tuple[int, str]:
+    """The threshold and stderr of a fresh process with FASTQUILT_STREAM_STORE_BYTES=value
+    (None: unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "FASTQUILT_STREAM_STORE_BYTES"}
+    if value is not None:
+        env["FASTQUILT_STREAM_STORE_BYTES"] = value
+    code = "from tests.ops.test_stream_store import stream_store_threshold as t; print(t())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return int(out.stdout), out.stderr
 
 
-def test_a_bad_threshold_in_the_environment_is_ignored():
-    code = ("from tests.ops.test_stream_store import stream_store_threshold as t; print(t())")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    got = []
-    for value in ("abc", "-5", "12x", "", "4096"):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             cwd=root, check=True,
-                             env=dict(os.environ, FASTQUILT_STREAM_STORE_BYTES=value))
-        got.append(int(out.stdout))
-    default = stream_store_threshold() if "FASTQUILT_STREAM_STORE_BYTES" not in os.environ \
-        else got[0]
-    assert got == [default] * 4 + [4096]
+def _sysfs_last_level_cache() -> int:
+    """The size of CPU 0's highest cache level listed in sysfs (0: none listed)."""
+    best = (0, 0)
+    for d in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*"):
+        try:
+            level = int(open(os.path.join(d, "level")).read())
+            size = open(os.path.join(d, "size")).read().strip()
+        except (OSError, ValueError):
+            continue
+        n = int(size.rstrip("KMG")) << {"K": 10, "M": 20, "G": 30}.get(size[-1:], 0)
+        best = max(best, (level, n))
+    return best[1]
+
+
+def test_the_threshold_is_three_quarters_of_the_last_level_cache():
+    llc = _sysfs_last_level_cache()
+    got = _threshold_in_a_child(None)[0]
+    if llc:
+        assert got == llc // 4 * 3
+    else:  # (no sysfs: sysconf's size, or 32 MiB)
+        assert got > 0 and got % 3 == 0
+
+
+def test_a_bad_threshold_in_the_environment_is_ignored_with_a_message():
+    default = _threshold_in_a_child(None)[0]
+    for value in ("abc", "-5", "12x", "64M", "99999999999999999999"):
+        got, err = _threshold_in_a_child(value)
+        assert got == default and "FASTQUILT_STREAM_STORE_BYTES" in err, (value, got, err)
+    assert _threshold_in_a_child("4096") == (4096, "")
+    assert _threshold_in_a_child("")[0] == default  # (empty: as unset)
 
 
 def test_the_streaming_gather_gives_the_reference_values():
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root = ROOT
     env = dict(os.environ, FASTQUILT_STREAM_STORE_BYTES="0", OMP_NUM_THREADS="3",
                PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, env=env,

@@ -84,7 +84,9 @@ class _Threads:
     ({"b": 1, "a": 1}, 2, ["a", "b"]),
     ({"a": 2, "b": 2}, 4, ["a", "a", "b", "b"]),
     ({"a": 2, "b": 2}, 2, ["a", "b"]),  # fewer bands than threads: still both workers
-    ({"a": 2, "b": 2}, 3, ["a", "a", "b"]),
+    ({"a": 2, "b": 2}, 3, ["a", "b", "b"]),
+    ({"a": 3, "b": 1}, 2, ["a", "b"]),  # uneven workers: still both
+    ({"a": 4, "b": 2}, 2, ["a", "b"]),
     ({"a": 1, "b": 1, "c": 1}, 3, ["a", "b", "c"]),
     ({"a": 4}, 2, ["a", "a"]),
     ({}, 2, [None, None]),  # no worker now: no hint

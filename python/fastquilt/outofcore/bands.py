@@ -204,14 +204,15 @@ def owner_groups(bands: Bands) -> list[tuple[list[int], list[int], int]]:
 
 def band_workers(client, bands: int) -> list[str | None]:
     """The worker each of ``bands`` bands is hinted to: the workers' threads in a row, each
-    worker's together (``[a, a, b, b]`` for two workers of two threads), spread evenly over
-    the bands (band ``b`` takes thread ``b * threads // bands``), so neighbouring bands share
-    a worker where they can (their shared units' pieces stay on it); None where the cluster
-    has no worker now (no hint)."""
+    worker's together (``[a, a, b, b]`` for two workers of two threads), cut into ``bands``
+    equal shares, each band on the thread in the middle of its share; so neighbouring bands
+    share a worker where they can (their shared units' pieces stay on it), and fewer bands
+    than threads still spread over the workers. None where the cluster has no worker now (no
+    hint)."""
     slots = [w for w, n in sorted(client.nthreads().items()) for _ in range(n)]
     if not slots:
         return [None] * bands
-    return [slots[b * len(slots) // max(bands, 1)] for b in range(bands)]
+    return [slots[(2 * b + 1) * len(slots) // (2 * bands)] for b in range(bands)]
 
 
 def threads_by_host(client) -> dict[str, int]:

@@ -205,8 +205,8 @@ def plan_memory(max_memory: int, *, spatial, window, chunk, unit, unit_given: bo
     deep = max(2, min(PREDICTION_QUEUE_MAX, PREDICTION_QUEUE_BYTES // max(batch, 1)))
     for d in depths:
         u = (d, *unit[1:])
+        plane = _plane_units(spatial, u)
         for q in (2, 1):
-            plane = _plane_units(spatial, u)
             # the deep prediction queue only with a plane of units waiting (units written one
             # at a time would stall the accumulator more than a shallow queue does)
             for pending, pd in dict.fromkeys([(plane, deep), (plane, q), (1, q)]):

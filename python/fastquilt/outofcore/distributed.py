@@ -19,7 +19,7 @@ units per band boundary crosses between tasks. The bands are hinted to the worke
 spread evenly, each worker's bands neighbours (:func:`.bands.band_workers`), and the units
 two bands share are split between two owners, one hinted to each band's worker; the hints
 are loose (a task whose worker leaves runs on another). The bands start once every worker
-has the job and the model. No locks
+given a band has the job and the model. No locks
 and no shared state: a band task writes only its own units, and every write and marker is
 idempotent, so dask may retry any task (a killed worker's tasks simply run again
 elsewhere, rewriting the same values). The model is sent to, or built on, each worker once. A
@@ -175,16 +175,18 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
     # (band_workers; dask would run them all where the job and the model are). The hints are
     # loose: a band whose worker leaves runs on another (a strict hint would wait for ever
     # where no other worker runs). Every
-    # band first waits until each worker has the job and the model ("ready" tasks): a worker
-    # running its band serves the others' fetches late (0.2-0.7 s measured on 2 cores).
+    # band first waits until each worker given a band has the job and the model ("ready"
+    # tasks): a worker running its band serves the others' fetches late (0.2-0.7 s measured
+    # on 2 cores).
     hints = band_tasks.band_workers(client, len(bands.windows))
+    threads_on_host = band_tasks.threads_by_host(client)  # (once: every band's the same)
     ready = [client.submit(_ready, job_f, model_f, key=f"fastquilt-ready-{run}-{w}", pure=False,
                            workers=[w], allow_other_workers=True)
              for w in dict.fromkeys(hints) if w is not None]
     band_fs = {b: client.submit(band_tasks.run_band, job_f, model_f, ks, mine, raw, outputs,
                                 fill_value, batch_size, device, max_memory, sizes,
                                 (reader_threads, writer_threads),
-                                band_tasks.threads_by_host(client), stop.name, ready,
+                                threads_on_host, stop.name, ready,
                                 key=f"fastquilt-band-{run}-{b}", pure=False,
                                 workers=_hint(hints[b]), allow_other_workers=True)
                for b, (ks, mine, raw) in enumerate(zip(*bands[:3]))}
