@@ -98,6 +98,10 @@ def main() -> None:
             slept[-1] += time.perf_counter() - t0
             return p
 
+        def sleep_run(name):
+            slept.append(0.0)
+            return run(sleepy, name), slept[-1]
+
         t_identity = min(run(lambda p: p, f"id{i}") for i in range(2))
         res = {
             "machine": platform.processor() or platform.machine(),
@@ -111,12 +115,8 @@ def main() -> None:
         for k, (label, total) in enumerate((("I/O (read + write)", t_read + t_write),
                                             ("read", t_read), ("identity run", t_identity))):
             pause = total / batches
-            best = None
-            for i in range(2):
-                slept.append(0.0)
-                t = run(sleepy, f"sleep{k}_{i}")  # a new output each (no resume)
-                best = min(best or (t, slept[-1]), (t, slept[-1]))
-            t_run, t_model = best
+            # (a new output each: no resume)
+            t_run, t_model = min(sleep_run(f"sleep{k}_{i}") for i in range(2))
             res["sleeping_models"][label] = {
                 "nominal_s": total, "slept_s": t_model, "run_s": t_run,
                 "x_larger_stage": t_run / max(total, t_model)}

@@ -91,7 +91,6 @@ def run(impl: str, model_name: str, src: str, work: str) -> dict:
         with local_cluster(2, 1, dashboard_address=None) as cluster, \
                 distributed.Client(cluster) as client:
             # cluster start-up and the workers' first job not counted (as this process's)
-            client.run(lambda: __import__("fastquilt"))
             warm_up(model, work, client)
             t0 = time.perf_counter()
             fq.sliding_window(model, x, WINDOW, STEP, batch_size=8, weight="border", border=8,

@@ -115,6 +115,14 @@ class MemoryPlan(NamedTuple):
     prediction_depth: int | None = None  # batches of predictions queued; None: queue_depth
 
     @property
+    def prediction_queue(self) -> int:
+        """Batches of predictions the accumulator's queue holds (1 in step)."""
+        if self.queue_depth == 0:
+            return 1
+        return max(self.queue_depth if self.prediction_depth is None else self.prediction_depth,
+                   1)
+
+    @property
     def total(self) -> int:
         return sum(self.parts.values())
 

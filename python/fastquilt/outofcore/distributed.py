@@ -16,18 +16,17 @@ The work is a static task graph, built once on the client:
 
 Each worker thus reads, runs and sums its band as one process would, and only one plane of
 units per band boundary crosses between tasks. The bands are hinted to the workers' threads,
-spread evenly, each worker's bands neighbours (:func:`.bands.band_workers`), and the units
-two bands share are split between two owners, one hinted to each band's worker; the hints
-are loose (a task whose worker leaves runs on another). The bands start once every worker
-given a band has the job and the model. No locks
-and no shared state: a band task writes only its own units, and every write and marker is
-idempotent, so dask may retry any task (a killed worker's tasks simply run again
-elsewhere, rewriting the same values). The model is sent to, or built on, each worker once. A
-band task's memory is that of a run in one process: the slab of one plane of units, or under a
-tight bound the spilling slab (``max_memory``, else the worker's memory limit per thread: see
-:mod:`.budget`). Worker processes started by :func:`local_cluster` do not get distributed's
-default ``MALLOC_TRIM_THRESHOLD_=65536`` (it made window production 2-3x slower in our
-measurements); for your own cluster set
+spread evenly, each worker's bands neighbours (:func:`.bands.band_workers`), and the units two
+bands share are split between two owners, one hinted to each band's worker; the hints are loose
+(a task whose worker leaves runs on another). The bands start once every worker given a band
+has the job and the model. No locks and no shared state: a band task writes only its own units,
+and every write and marker is idempotent, so dask may retry any task (a killed worker's tasks
+simply run again elsewhere, rewriting the same values). The model is sent to, or built on, each
+worker once. A band task's memory is that of a run in one process: the slab of one plane of
+units, or under a tight bound the spilling slab (``max_memory``, else the worker's memory limit
+per thread: see :mod:`.budget`). Worker processes started by :func:`local_cluster` do not get
+distributed's default ``MALLOC_TRIM_THRESHOLD_=65536`` (it made window production 2-3x slower
+in our measurements); for your own cluster set
 ``distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null`` in the dask config.
 """
 
@@ -174,10 +173,9 @@ def run_distributed(client, job: Job, predictor: Predictor, outputs: tuple[str, 
     # The bands go one per worker thread, spread over the workers, each worker's together
     # (band_workers; dask would run them all where the job and the model are). The hints are
     # loose: a band whose worker leaves runs on another (a strict hint would wait for ever
-    # where no other worker runs). Every
-    # band first waits until each worker given a band has the job and the model ("ready"
-    # tasks): a worker running its band serves the others' fetches late (0.2-0.7 s measured
-    # on 2 cores).
+    # where no other worker runs). Every band first waits until each worker given a band has
+    # the job and the model ("ready" tasks): a worker running its band serves the others'
+    # fetches late (0.2-0.7 s measured on 2 cores).
     hints = band_tasks.band_workers(client, len(bands.windows))
     threads_on_host = band_tasks.threads_by_host(client)  # (once: every band's the same)
     ready = [client.submit(_ready, job_f, model_f, key=f"fastquilt-ready-{run}-{w}", pure=False,

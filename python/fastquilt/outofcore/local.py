@@ -197,8 +197,7 @@ class _Batcher(threading.Thread):
 def _apply(plan: MemoryPlan, acc: _Accumulator, batcher: _Batcher) -> None:
     """Set the queue depths, the slab's kind and the units waiting of ``plan``."""
     batcher.batches.maxsize = max(plan.queue_depth, 1)
-    deep = plan.queue_depth if plan.prediction_depth is None else plan.prediction_depth
-    acc.batches.maxsize = max(deep, 1) if plan.queue_depth > 0 else 1
+    acc.batches.maxsize = plan.prediction_queue
     # in step (a tight bound): no input block read ahead, no row region kept
     acc.in_step = plan.queue_depth == 0
     batcher.read_ahead = not acc.in_step
