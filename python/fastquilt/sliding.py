@@ -96,7 +96,8 @@ def window_batches(x: torch.Tensor, q: Quilt, batch_size,
                    progress: bool) -> Iterator[tuple[int, int, torch.Tensor]]:
     """``(lo, hi, patches (hi - lo, C, *window))``: windows ``lo..hi`` of every
     batch of ``batch_size`` windows of ``x`` in qlty order, gathered into one reused buffer
-    (no page faults per batch): a batch's patches are valid until the next one is drawn."""
+    (no page faults per batch, nor per call where the buffer cache holds it): a batch's
+    patches are valid until the next one is drawn."""
     batch_size = positive_int_arg(batch_size, "batch_size")
     total = x.shape[0] * q.num_windows
     origins = q.origins(x.shape[0], x.device)
@@ -110,8 +111,8 @@ def window_batches(x: torch.Tensor, q: Quilt, batch_size,
         for lo in range(0, total, batch_size):
             hi = min(lo + batch_size, total)
             if buf is None or buf.shape[0] < hi - lo:
-                buf = torch.empty((hi - lo, x.shape[1], *q.window), dtype=x.dtype,
-                                  device=x.device)
+                # (a dropped batch buffer of an earlier call is reused: no page faults)
+                buf = buffers.empty((hi - lo, x.shape[1], *q.window), x.dtype, x.device)
             yield lo, hi, ops.gather_windows_into(x, origins[lo:hi], buf[:hi - lo])
             if bar is not None:
                 bar.update(hi - lo)

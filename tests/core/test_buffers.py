@@ -97,3 +97,28 @@ def test_outputs_that_record_autograd_are_never_cached_buffers():
     m, _ = q.stitch(p)
     m.sum().backward()
     assert x.grad is not None
+
+
+def test_sliding_window_reuses_its_batch_buffer_once_dropped():
+    # batches of 16 windows of 64^3 float32: 16 MiB, the smallest size the cache takes
+    x = torch.randn(1, 1, 128, 128, 128)
+    n_batches = 27 // 16 + 1  # 3^3 windows of 64 at step 32
+    seen, kept = [], []
+
+    def model(t):  # records where each batch lies; keeps the second call's first batch
+        seen.append(t.data_ptr())
+        if len(seen) == 1 + n_batches:
+            kept.append(t)
+        return t * 2
+
+    first = fq.sliding_window(model, x, 64, 32, batch_size=16)
+    second = fq.sliding_window(model, x, 64, 32, batch_size=16)
+    assert len(seen) == 2 * n_batches and len(set(seen[:n_batches])) == 1
+    assert seen[n_batches] == seen[0]  # the first call's dropped buffer, reused
+    held = kept[0].clone()  # the second call's last batch: the caller holds the buffer now
+    third = fq.sliding_window(model, x, 64, 32, batch_size=16)
+    assert seen[-1] != seen[0] and torch.equal(kept[0], held)
+    for out in (first, second, third):
+        np.testing.assert_allclose(out.numpy(), (2 * x).numpy(), rtol=1e-5, atol=1e-5)
+    buffers.set_buffer_cache(0)  # off: the same numbers
+    assert torch.equal(fq.sliding_window(model, x, 64, 32, batch_size=16), first)
