@@ -4,12 +4,17 @@ sliding_window, qlty 1.5.0, MONAI (if installed), Tensor.unfold + a slice-add lo
 two-copy memcpy floor at the same thread count — in one process, one run, at 1, 2, ... all
 threads. Prints seconds and ratios; writes JSON to benchmarks/results/.
 
+``--rounds R`` times every contender once per round, the contenders one after another, so a
+drift of the machine's speed between minutes reaches all of them alike: the seconds are each
+contender's fastest round, and each ratio to the floor is the median (and range) of the ratios
+taken within one round.
+
 ``--memory warm`` runs the same in a process whose glibc keeps freed memory
 (``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>``), so that new outputs cost no page
 faults for any contender: compare qlty and fastquilt like with like, fresh with fresh (the
 default) and warm with warm.
 
-    python benchmarks/bench_cpu.py [--reps 5] [--quick] [--memory fresh|warm]
+    python benchmarks/bench_cpu.py [--reps 5] [--rounds 3] [--quick] [--memory fresh|warm]
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +33,7 @@ from wall_clock import best_of
 
 import fastquilt as fq
 
+FLOOR = "memcpy floor (2 copies)"
 WORKLOADS = {
     "2d": dict(shape=(8, 3, 1024, 1024), window=128, step=64, border=8),
     "3d": dict(shape=(1, 1, 256, 256, 256), window=64, step=32, border=4),
@@ -64,7 +71,7 @@ def impls(x: torch.Tensor, window: int, step: int, border: int) -> dict:
         B.copy_(P)  # the stitch's bytes
         return None
 
-    out["memcpy floor (2 copies)"] = floor
+    out[FLOOR] = floor
 
     w = q.weight
 
@@ -116,9 +123,22 @@ def impls(x: torch.Tensor, window: int, step: int, border: int) -> dict:
     return out
 
 
+def set_threads(threads: int) -> None:
+    """Every contender's thread count: torch's (fastquilt's OpenMP pool) and numba's (qlty)."""
+    torch.set_num_threads(threads)
+    try:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="times every contender once per round, in turn (default 3)")
     ap.add_argument("--quick", action="store_true",
                     help="smaller shapes (smoke test; writes JSON only with --json)")
     ap.add_argument("--json", default=None)
@@ -131,7 +151,8 @@ def main() -> None:
         sys.exit(subprocess.call([sys.executable, *sys.argv], env=env))
     all_threads = os.cpu_count() or 1
     results = {"machine": platform.processor() or platform.machine(), "cpus": all_threads,
-               "torch": torch.__version__, "memory": a.memory, "runs": {}}
+               "torch": torch.__version__, "memory": a.memory, "rounds_run": a.rounds,
+               "runs": {}, "rounds": {}, "x_floor": {}}
     for name, wl in WORKLOADS.items():
         shape = wl["shape"]
         if a.quick:
@@ -144,29 +165,34 @@ def main() -> None:
             if r is not None:
                 err = float((r - x).abs().max())
                 assert err < 1e-4, f"{k} on {name}: round trip error {err}"
-        for threads in a.threads or range(1, all_threads + 1):
-            torch.set_num_threads(threads)
-            try:
-                import numba
-
-                numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-            except ImportError:
-                pass
-            row = {k: best_of(fn, a.reps) for k, fn in fns.items()}
-            results["runs"][f"{name} threads={threads}"] = row
+        for _ in range(a.rounds):
+            for threads in a.threads or range(1, all_threads + 1):
+                set_threads(threads)
+                key = f"{name} threads={threads}"
+                rounds = results["rounds"].setdefault(key, {k: [] for k in fns})
+                for k, fn in fns.items():
+                    rounds[k].append(best_of(fn, a.reps))
     torch.set_num_threads(all_threads)
+    for key, rounds in results["rounds"].items():
+        floor = rounds[FLOOR]
+        results["runs"][key] = {k: min(ts) for k, ts in rounds.items()}
+        results["x_floor"][key] = {k: [t / f for t, f in zip(ts, floor)]
+                                   for k, ts in rounds.items()}
 
     print(f"\nunstitch + stitch, identity model, fastest of ~{a.reps} calls "
-          "(torch.utils.benchmark) "
-          f"(seconds; ratios measured in this run)"
+          f"(torch.utils.benchmark) in each of {a.rounds} rounds: seconds of the fastest "
+          "round; x floor: the median [range] of the ratios within a round"
           + ("\n--quick: every spatial size, window and step below divided by 4" if a.quick
              else ""))
     for key, row in results["runs"].items():
-        fl, fq_t = row["memcpy floor (2 copies)"], row["fastquilt"]
+        ratios = results["x_floor"][key]
         print(f"\n{key}: {WORKLOADS[key.split()[0]]}")
-        print(f"  {'':34s} {'seconds':>9s} {'x floor':>8s} {'fastquilt faster by':>20s}")
+        print(f"  {'':34s} {'seconds':>9s} {'x floor':>8s} {'[range]':>13s} "
+              f"{'fastquilt faster by':>20s}")
         for k, t in row.items():
-            print(f"  {k:34s} {t:9.4f} {t / fl:8.2f} {t / fq_t:19.1f}x")
+            r = ratios[k]
+            print(f"  {k:34s} {t:9.4f} {statistics.median(r):8.2f} "
+                  f"[{min(r):5.2f}-{max(r):5.2f}] {t / row['fastquilt']:19.1f}x")
     if a.quick and a.json is None:  # a smoke test must not replace the stored results
         return
     default = "bench_cpu.json" if a.memory == "fresh" else "bench_cpu_warm.json"

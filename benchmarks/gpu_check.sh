@@ -98,7 +98,7 @@ stage ensemble 90 "$PY" benchmarks/bench_segmentation.py --ensemble --model unet
   --size 128 --window 64 --step 48 --batch 4 --rounds 3
 # CPU thread scaling on this machine's cores (issue 15: 1/4/8/16 threads against the memcpy
 # floor at the same count), fresh memory.
-stage cpu_threads 120 "$PY" benchmarks/bench_cpu.py --reps 3 --threads 1 4 8 16 \
+stage cpu_threads 120 "$PY" benchmarks/bench_cpu.py --reps 3 --rounds 1 --threads 1 4 8 16 \
   --json "$OUT_DIR/bench_cpu_16cores.json"
 # The GPU benchmark, then the last stored GPU run reprinted with the same definitions, so one
 # log compares the kernels before and after. The stored run to compare with is named, since
