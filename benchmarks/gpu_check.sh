@@ -79,15 +79,15 @@ XDIST=()
 if [ "$WORKERS" -gt 0 ] && "$PY" -c "import xdist" 2> /dev/null; then XDIST=(-n "$WORKERS"); fi
 echo "test workers: ${XDIST[*]:-one process}" | tee -a "$OUT_DIR/log.txt"
 # The tests of the CUDA code no GPU has run yet (the class epilogue, the oriented gather, the
-# sampler's device and pinned paths, staged copies, ensembles on the device, GPU workers, the
-# spilling slab on the device).
+# sampler's device and pinned paths, staged and queued copies, the in-memory sliding window one
+# batch ahead of the GPU, ensembles on the device, GPU workers, the spilling slab on the device).
 NEW_CUDA_TESTS=(tests/ops/test_class_epilogue.py tests/ops/test_oriented.py tests/training
-                tests/core/test_transfer.py tests/ensemble tests/outofcore/test_distributed.py
-                tests/outofcore/test_spill.py)
+                tests/core/test_transfer.py tests/core/test_streaming.py tests/ensemble
+                tests/outofcore/test_distributed.py tests/outofcore/test_spill.py)
 stage tests_new 150 "$PY" -m pytest -q -p no:cacheprovider -rs "${XDIST[@]}" "${NEW_CUDA_TESTS[@]}"
 # The whole pipeline with a real model (issue 15): GPU busy fraction and what reading,
 # stitching and writing add to a 3D U-Net's time, out of core and in memory, fp32 and bf16.
-stage pipeline 150 "$PY" benchmarks/bench_gpu_pipeline.py --reps 1 --json "$OUT_DIR/bench_gpu_pipeline.json"
+stage pipeline 180 "$PY" benchmarks/bench_gpu_pipeline.py --reps 1 --json "$OUT_DIR/bench_gpu_pipeline.json"
 # Training batches (issue 18): WindowSampler from a GPU-resident volume against DataLoader
 # loaders with 8 CPU workers, and the model's busy fraction in a short training run from each.
 stage sampler 120 "$PY" benchmarks/bench_sampler.py --device cuda --workers 8 --rounds 2 \

@@ -36,3 +36,31 @@ def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     (:func:`copy_is_async`), else it completes before the call returns."""
     device = torch.device(device)
     return t.to(device, non_blocking=copy_is_async(t, device))
+
+
+class Reached:
+    """The point the current stream of ``device`` has reached when this is made (everything
+    queued on it so far): :meth:`wait` blocks the host until the device has passed it. Off
+    CUDA every copy has completed when it returns, so there is nothing to wait for."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.event = None
+        if device.type == "cuda":
+            self.event = torch.cuda.Event()
+            self.event.record(torch.cuda.current_stream(device))
+
+    def wait(self) -> None:
+        if self.event is not None:
+            self.event.synchronize()
+
+
+def queued_copy(t: torch.Tensor, device: torch.device | str) -> tuple[torch.Tensor, Reached]:
+    """``t`` on ``device`` with the copy queued on the stream of its CUDA side, and the point
+    at which it has completed: until :meth:`Reached.wait` the caller neither reads the copy
+    (a copy to the CPU lands in pinned memory later) nor writes ``t`` (a pinned source is
+    read by the DMA later). Without CUDA on either side the copy is done on return."""
+    device = torch.device(device)
+    cuda = device if device.type == "cuda" else t.device if t.device.type == "cuda" else None
+    if cuda is None:
+        return t.to(device), Reached(device)
+    return t.to(device, non_blocking=True), Reached(cuda)

@@ -156,3 +156,71 @@ def test_sliding_window_model_on_the_device_output_on_the_input_device(device):
     y_dev = fq.sliding_window(net.to(device), x, 16, 12, batch_size=4, device=device)
     assert y_dev.device.type == "cpu"
     torch.testing.assert_close(y_dev, y_cpu, rtol=1e-4, atol=1e-4)
+
+
+def test_overlap_of_host_and_device_by_placement():
+    from fastquilt.sliding import overlaps
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert overlaps(cpu, cpu, cpu) == (False, False)  # nothing asynchronous: no extra buffer
+    assert overlaps(cpu, gpu, cpu) == (True, True)  # volume and sums in RAM, model on the GPU
+    assert overlaps(cpu, gpu, gpu) == (True, False)  # volume in RAM, sums on the GPU
+    assert overlaps(gpu, gpu, cpu) == (False, True)  # volume on the GPU, sums in RAM
+    assert overlaps(gpu, gpu, gpu) == (False, False)  # one stream does it all in order
+
+
+@pytest.fixture
+def overlap_on_cpu(monkeypatch):
+    """The overlap of host and device, run on the CPU (where nothing is asynchronous: its
+    order and its buffers are what is tested)."""
+    from fastquilt import sliding
+
+    monkeypatch.setattr(sliding, "_OVERLAP_EVERYWHERE", True)
+    return sliding
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 7, 100])
+def test_overlap_works_one_batch_ahead_and_keeps_each_batch_until_summed(
+        overlap_on_cpu, monkeypatch, batch_size):
+    sliding = overlap_on_cpu
+    x = torch.randn(2, 2, 30, 33, 29)
+    log, seen = [], []
+
+    def model(p):  # in place on its input (the gather buffer), then returned: the worst case
+        log.append("model")
+        seen.append((p, p.clone()))
+        return p.mul_(2)
+
+    add = sliding.add_predictions
+
+    def add_checked(batch, *a):  # a batch's input is intact until its predictions are summed
+        p, before = seen[log.count("add")]
+        log.append("add")
+        assert torch.equal(p, before * 2) and torch.equal(batch[2], p)
+        add(batch, *a)
+
+    monkeypatch.setattr(sliding, "add_predictions", add_checked)
+    y = fq.sliding_window(model, x, (12, 14, 11), (7, 8, 6), batch_size, weight="hann",
+                          border=2, progress=True)
+    n = len(seen)
+    q = fq.Quilt(x.shape[2:], (12, 14, 11), (7, 8, 6), weight="hann", border=2)
+    assert n == -(-2 * q.num_windows // batch_size)
+    assert log == ["model"] + ["model", "add"] * (n - 1) + ["add"]  # the model one batch ahead
+    monkeypatch.setattr(sliding, "_OVERLAP_EVERYWHERE", False)
+    monkeypatch.setattr(sliding, "add_predictions", add)
+    assert torch.equal(y, fq.sliding_window(lambda p: 2 * p, x, (12, 14, 11), (7, 8, 6),
+                                            batch_size, weight="hann", border=2))
+    want, _ = q.stitch(2 * q.unstitch(x))
+    torch.testing.assert_close(y, want, rtol=1e-6, atol=1e-6)
+
+
+def test_overlap_gives_the_same_bits_for_a_net_and_half_outputs(overlap_on_cpu, monkeypatch):
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 4, 3, padding=1)
+    x = torch.randn(3, 3, 70, 61)
+    for model in (net, lambda p: net(p).half()):
+        monkeypatch.setattr(overlap_on_cpu, "_OVERLAP_EVERYWHERE", True)
+        a = fq.sliding_window(model, x, 24, 16, 5)
+        monkeypatch.setattr(overlap_on_cpu, "_OVERLAP_EVERYWHERE", False)
+        b = fq.sliding_window(model, x, 24, 16, 5)
+        assert a.dtype == b.dtype and torch.equal(a, b)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 import fastquilt
-from fastquilt.transfer import copy_is_async, staged_to_device, to_device
+from fastquilt.transfer import copy_is_async, queued_copy, staged_to_device, to_device
 
 
 class _RecordTo(torch.Tensor):
@@ -73,3 +73,19 @@ def test_staged_copy_is_the_tensor_on_the_device():
         got = staged_to_device(t, "cuda")
         t.fill_(-1.0)  # the caller's buffer refilled at once: the pinned copy is its own
         assert torch.equal(got.cpu(), torch.arange(6.0))
+
+
+def test_queued_copy_is_the_tensor_on_the_device_once_reached():
+    t = torch.arange(6.0)
+    got, reached = queued_copy(t, "cpu")  # no CUDA on either side: done on return
+    assert got is t and reached.event is None
+    reached.wait()
+    if torch.cuda.is_available():
+        pinned = torch.arange(6.0).pin_memory()
+        on_gpu, reached = queued_copy(pinned, "cuda")
+        reached.wait()
+        pinned.fill_(-1.0)  # refilled once the copy is reached
+        assert torch.equal(on_gpu.cpu(), torch.arange(6.0))
+        back, reached = queued_copy(on_gpu * 2, "cpu")  # lands in pinned memory later
+        reached.wait()
+        assert back.is_pinned() and torch.equal(back, 2 * torch.arange(6.0))

@@ -36,11 +36,11 @@ def test_gpu_pipeline_benchmark_runs_on_the_cpu():
 
     r = bench_gpu_pipeline.run(16, 8, 4, batch=8, device="cpu", reps=1, width=4)
     assert set(r["runs"]) == {f"{m}_{d}" for m in ("out_of_core", "in_memory_cpu",
-                                                   "in_memory_gpu")
+                                                   "in_memory_cpu_sums_cpu", "in_memory_gpu")
                               for d in ("float32", "bfloat16")}
     for v in r["runs"].values():  # the model's time is inside the run's wall time
         assert 0 < v["model_event_s"] <= v["wall_s"]
-    # the three modes stitch the same predictions
+    # the four modes stitch the same predictions
     assert r["max_diff_between_modes_float32"] < 1e-5
     assert r["max_diff_between_modes_bfloat16"] < 1e-5
 
