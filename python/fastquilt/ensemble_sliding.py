@@ -12,10 +12,11 @@ import torch
 
 from . import buffers, ops
 from ._args import device_arg, float_dtype_arg
+from .batches import predictions
 from .ensemble import Predictor
 from .quilt import Quilt
 from .reductions import Reduction, outputs_arg
-from .sliding import check_input, window_batches
+from .sliding import check_input
 
 
 def sliding_window_outputs(
@@ -52,8 +53,8 @@ def sliding_window_outputs(
     N = x.shape[0]
     red = acc = wsum = None
     with torch.no_grad():
-        for lo, hi, patches in window_batches(x, q, batch_size, progress):
-            y = pred(patches, q.window, device)
+        for lo, hi, y in predictions(lambda xb: pred(xb, q.window, device), x, q, batch_size,
+                                     device, out_device, progress):
             if red is None:
                 red = Reduction(names, pred.channels, fill_value)
                 acc = buffers.empty((N, red.state_channels, *q.spatial_shape), torch.float32,
@@ -63,7 +64,7 @@ def sliding_window_outputs(
                     if red.moments else None
                 weight_t = q.weight_for(torch.float32, out_device)
                 out_origins = q.origins(N, out_device)
-            red.add(acc, wsum, out_origins[lo:hi], y.to(out_device), weight_t)
+            red.add(acc, wsum, out_origins[lo:hi], y, weight_t)
     if not red.moments:
         ops.grid_normalize_(acc, weight_t, q.step, fill_value)
         if "entropy" in names and fill_value != 0:  # (which voxels nothing covers)

@@ -1,22 +1,17 @@
 """Sliding-window inference in memory with bounded memory: gather ``batch_size`` windows at a
-time, run the model, accumulate the weighted predictions, normalise once.
-
-With the model on a GPU and the volume or the accumulator in RAM, the host works one batch
-ahead of the device so that the model never waits for it: the next batch is gathered into one
-of two pinned buffers and its copy queued while the model runs, and the predictions come back
-into pinned memory and are summed on the CPU while the model runs on the next batch."""
+time, run the model, accumulate the weighted predictions, normalise once (the batches and the
+overlap of host and GPU: :mod:`.batches`)."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from . import buffers, ops
-from ._args import device_arg, float_dtype_arg, positive_int_arg
+from ._args import device_arg, float_dtype_arg
+from .batches import predictions
 from .quilt import Quilt
-from .transfer import Reached, queued_copy, to_device
 
 
 def check_model(model) -> None:
@@ -68,12 +63,14 @@ def sliding_window_tensor(
     N = x.shape[0]
     acc = None
     out_dt = out_dtype
-    prefetch, defer = overlaps(x.device, device, out_device)
-    pending = None  # (lo, hi, predictions on out_device, the point their copy completes)
+
+    def run(xb: torch.Tensor) -> torch.Tensor:
+        y = model(xb)
+        check_model_output(y, xb.shape[0], q.window)
+        return y
+
     with torch.no_grad():
-        for lo, hi, xb in device_batches(x, q, batch_size, device, prefetch, progress):
-            y = model(xb)
-            check_model_output(y, hi - lo, q.window)
+        for lo, hi, y in predictions(run, x, q, batch_size, device, out_device, progress):
             if acc is None:
                 dt = ops.acc_dtype(y.dtype)
                 # (a dropped output of an earlier call is reused: no page faults)
@@ -81,69 +78,12 @@ def sliding_window_tensor(
                 weight_t = q.weight_for(dt, out_device)
                 out_origins = q.origins(N, out_device)
                 out_dt = out_dt or y.dtype
-            yb = y if ops.acc_dtype(y.dtype) == dt else y.to(dt)
-            if defer:  # the copy back is queued; these are summed after the next batch's model
-                batch, pending = pending, (lo, hi, *queued_copy(yb, out_device))
-            else:
-                batch = (lo, hi, to_device(yb, out_device), None)
-            if batch is not None:
-                add_predictions(batch, acc, out_origins, weight_t)
-        if pending is not None:
-            add_predictions(pending, acc, out_origins, weight_t)
+            # Every window of the grid runs once, so the weight sum is the grid's (closed
+            # form): only the weighted predictions are scattered.
+            ops.scatter_add_windows_(y if ops.acc_dtype(y.dtype) == dt else y.to(dt),
+                                     out_origins[lo:hi], acc, None, weight=weight_t)
     ops.grid_normalize_(acc, weight_t, q.step, fill_value)  # fill where no weight covers
     return acc if acc.dtype == out_dt else acc.to(out_dt)
-
-
-def add_predictions(batch, acc: torch.Tensor, origins: torch.Tensor,
-                    weight: torch.Tensor) -> None:
-    """Scatter-add the weighted predictions of windows ``lo..hi`` into ``acc`` once their copy
-    has completed. Every window of the grid runs once, so the weight sum is the grid's (closed
-    form): only the weighted predictions are scattered."""
-    lo, hi, y, copied = batch
-    if copied is not None:
-        copied.wait()
-    ops.scatter_add_windows_(y, origins[lo:hi], acc, None, weight=weight)
-
-
-# Runs the overlap of host and device on any device (tests: its ordering and its buffers on
-# the CPU, where nothing is asynchronous).
-_OVERLAP_EVERYWHERE = False
-
-
-def overlaps(x_device: torch.device, device: torch.device,
-             out_device: torch.device) -> tuple[bool, bool]:
-    """``(prefetch, defer)``: whether the next batch is gathered into a second (pinned)
-    buffer while the model runs, for a volume in RAM and a model on a GPU; whether a batch's
-    predictions are summed after the next batch's model call, for a model on a GPU and an
-    accumulator in RAM."""
-    if _OVERLAP_EVERYWHERE:
-        return True, True
-    return (x_device.type == "cpu" and device.type == "cuda",
-            device.type == "cuda" and out_device.type == "cpu")
-
-
-def device_batches(x: torch.Tensor, q: Quilt, batch_size, device: torch.device,
-                   prefetch: bool, progress: bool) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """``(lo, hi, patches on device)`` for every batch (:func:`window_batches`). With
-    ``prefetch``, batches are gathered into two buffers in turn (pinned for a CUDA device),
-    and their copies queued: a buffer is refilled once the copy that read it has completed,
-    and a batch's patches stay valid until the batch after next is drawn."""
-    if not prefetch:
-        for lo, hi, patches in window_batches(x, q, batch_size, progress):
-            yield lo, hi, to_device(patches, device)
-        return
-    pin = device.type == "cuda"
-    ring = [window_batches(x, q, batch_size, progress, pin=pin, part=(k, 2)) for k in (0, 1)]
-    copied: list[Reached | None] = [None, None]
-    for i in itertools.count():
-        if copied[i % 2] is not None:
-            copied[i % 2].wait()
-        batch = next(ring[i % 2], None)
-        if batch is None:
-            return
-        lo, hi, patches = batch
-        xb, copied[i % 2] = queued_copy(patches, device)
-        yield lo, hi, xb
 
 
 def check_input(x) -> None:
@@ -154,37 +94,3 @@ def check_input(x) -> None:
         raise ValueError(f"x must be (N, C, Y, X) or (N, C, Z, Y, X), got shape {tuple(x.shape)}")
     if x.shape[0] == 0:  # the output's channel count comes from running the model
         raise ValueError("x has no images (N = 0): there is nothing to run the model on")
-
-
-def window_batches(x: torch.Tensor, q: Quilt, batch_size, progress: bool, *,
-                   pin: bool = False,
-                   part: tuple[int, int] = (0, 1)) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """``(lo, hi, patches (hi - lo, C, *window))``: windows ``lo..hi`` of every
-    batch of ``batch_size`` windows of ``x`` in qlty order, gathered into one reused buffer
-    (no page faults per batch, nor per call where the buffer cache holds it): a batch's
-    patches are valid until the next one is drawn. ``part=(k, n)``: batches ``k, k + n, ...``
-    only (the progress bar counts every window in part 0); ``pin``: a pinned buffer."""
-    batch_size = positive_int_arg(batch_size, "batch_size")
-    total = x.shape[0] * q.num_windows
-    origins = q.origins(x.shape[0], x.device)
-    k, n = part
-    buf = None
-    bar = None
-    if progress and k == 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, unit="win", desc="sliding_window")
-    try:
-        for lo in range(k * batch_size, total, n * batch_size):
-            hi = min(lo + batch_size, total)
-            if buf is None or buf.shape[0] < hi - lo:
-                shape = (hi - lo, x.shape[1], *q.window)
-                # (a dropped batch buffer of an earlier call is reused: no page faults)
-                buf = (torch.empty(shape, dtype=x.dtype, pin_memory=True) if pin
-                       else buffers.empty(shape, x.dtype, x.device))
-            yield lo, hi, ops.gather_windows_into(x, origins[lo:hi], buf[:hi - lo])
-            if bar is not None:
-                bar.update(min(total, lo + n * batch_size) - lo)
-    finally:
-        if bar is not None:
-            bar.close()

@@ -22,6 +22,7 @@ LAYERS = [
     {"fastquilt.normalize"},
     {"fastquilt.tta", "fastquilt.reductions"},
     {"fastquilt.quilt"},
+    {"fastquilt.batches"},
     {"fastquilt.accumulator", "fastquilt.sliding"},
     {"fastquilt.ensemble"},
     {"fastquilt.ensemble_sliding", "fastquilt.training"},

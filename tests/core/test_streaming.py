@@ -159,7 +159,7 @@ def test_sliding_window_model_on_the_device_output_on_the_input_device(device):
 
 
 def test_overlap_of_host_and_device_by_placement():
-    from fastquilt.sliding import overlaps
+    from fastquilt.batches import overlaps
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert overlaps(cpu, cpu, cpu) == (False, False)  # nothing asynchronous: no extra buffer
@@ -173,16 +173,15 @@ def test_overlap_of_host_and_device_by_placement():
 def overlap_on_cpu(monkeypatch):
     """The overlap of host and device, run on the CPU (where nothing is asynchronous: its
     order and its buffers are what is tested)."""
-    from fastquilt import sliding
+    from fastquilt import batches
 
-    monkeypatch.setattr(sliding, "_OVERLAP_EVERYWHERE", True)
-    return sliding
+    monkeypatch.setattr(batches, "_OVERLAP_EVERYWHERE", True)
+    return batches
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 7, 100])
 def test_overlap_works_one_batch_ahead_and_keeps_each_batch_until_summed(
         overlap_on_cpu, monkeypatch, batch_size):
-    sliding = overlap_on_cpu
     x = torch.randn(2, 2, 30, 33, 29)
     log, seen = [], []
 
@@ -191,36 +190,43 @@ def test_overlap_works_one_batch_ahead_and_keeps_each_batch_until_summed(
         seen.append((p, p.clone()))
         return p.mul_(2)
 
-    add = sliding.add_predictions
+    add = fq.ops.scatter_add_windows_
 
-    def add_checked(batch, *a):  # a batch's input is intact until its predictions are summed
+    def add_checked(y, *a, **k):  # a batch's input is intact until its predictions are summed
         p, before = seen[log.count("add")]
         log.append("add")
-        assert torch.equal(p, before * 2) and torch.equal(batch[2], p)
-        add(batch, *a)
+        assert torch.equal(p, before * 2) and torch.equal(y, p)
+        return add(y, *a, **k)
 
-    monkeypatch.setattr(sliding, "add_predictions", add_checked)
+    monkeypatch.setattr(fq.ops, "scatter_add_windows_", add_checked)
     y = fq.sliding_window(model, x, (12, 14, 11), (7, 8, 6), batch_size, weight="hann",
                           border=2, progress=True)
     n = len(seen)
     q = fq.Quilt(x.shape[2:], (12, 14, 11), (7, 8, 6), weight="hann", border=2)
     assert n == -(-2 * q.num_windows // batch_size)
     assert log == ["model"] + ["model", "add"] * (n - 1) + ["add"]  # the model one batch ahead
-    monkeypatch.setattr(sliding, "_OVERLAP_EVERYWHERE", False)
-    monkeypatch.setattr(sliding, "add_predictions", add)
+    monkeypatch.setattr(overlap_on_cpu, "_OVERLAP_EVERYWHERE", False)
+    monkeypatch.setattr(fq.ops, "scatter_add_windows_", add)
     assert torch.equal(y, fq.sliding_window(lambda p: 2 * p, x, (12, 14, 11), (7, 8, 6),
                                             batch_size, weight="hann", border=2))
     want, _ = q.stitch(2 * q.unstitch(x))
     torch.testing.assert_close(y, want, rtol=1e-6, atol=1e-6)
 
 
-def test_overlap_gives_the_same_bits_for_a_net_and_half_outputs(overlap_on_cpu, monkeypatch):
+def test_overlap_gives_the_same_bits_for_nets_half_outputs_and_ensembles(overlap_on_cpu,
+                                                                         monkeypatch):
     torch.manual_seed(0)
-    net = torch.nn.Conv2d(3, 4, 3, padding=1)
+    nets = [torch.nn.Conv2d(3, 4, 3, padding=1) for _ in range(2)]
     x = torch.randn(3, 3, 70, 61)
-    for model in (net, lambda p: net(p).half()):
+    calls = [lambda m: fq.sliding_window(m, x, 24, 16, 5),
+             lambda m: fq.sliding_window(lambda p: m(p).half(), x, 24, 16, 5),
+             lambda m: fq.sliding_window([m, nets[1]], x, 24, 16, 5, tta="flips",
+                                         activation="softmax",
+                                         outputs=("mean", "std", "labels", "entropy"))]
+    for call in calls:
         monkeypatch.setattr(overlap_on_cpu, "_OVERLAP_EVERYWHERE", True)
-        a = fq.sliding_window(model, x, 24, 16, 5)
+        a = call(nets[0])
         monkeypatch.setattr(overlap_on_cpu, "_OVERLAP_EVERYWHERE", False)
-        b = fq.sliding_window(model, x, 24, 16, 5)
-        assert a.dtype == b.dtype and torch.equal(a, b)
+        b = call(nets[0])
+        for u, v in zip(*(r.values() if isinstance(r, dict) else [r] for r in (a, b))):
+            assert u.dtype == v.dtype and torch.equal(u, v)
