@@ -64,3 +64,17 @@ def queued_copy(t: torch.Tensor, device: torch.device | str) -> tuple[torch.Tens
     if cuda is None:
         return t.to(device), Reached(device)
     return t.to(device, non_blocking=True), Reached(cuda)
+
+
+def queued_copy_(dst: torch.Tensor, src: torch.Tensor) -> Reached:
+    """``dst.copy_(src)`` queued on the stream of its CUDA side, and the point at which it has
+    completed: until :meth:`Reached.wait` the caller neither reads ``dst`` nor writes ``src``
+    (a pinned ``dst`` or source is reached by the DMA later). Without CUDA on either side the
+    copy is done on return."""
+    cuda = dst.device if dst.device.type == "cuda" else \
+        src.device if src.device.type == "cuda" else None
+    if cuda is None:
+        dst.copy_(src)
+        return Reached(dst.device)
+    dst.copy_(src, non_blocking=True)
+    return Reached(cuda)

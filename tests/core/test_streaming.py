@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import fastquilt as fq
 
+from ..conftest import requires_cuda
 from ..random_geometry import random_grid
 
 
@@ -169,43 +170,70 @@ def test_overlap_of_host_and_device_by_placement():
     assert overlaps(gpu, gpu, gpu) == (False, False)  # one stream does it all in order
 
 
-@pytest.fixture
-def overlap_on_cpu(monkeypatch):
-    """The overlap of host and device, run on the CPU (where nothing is asynchronous: its
-    order and its buffers are what is tested)."""
+@pytest.fixture(params=[(True, True), (True, False), (False, True)],
+                ids=["prefetch+defer", "prefetch", "defer"])
+def overlap_on_cpu(request, monkeypatch):
+    """The overlap of host and device, run on the CPU with each of its parts (where nothing
+    is asynchronous: its order and its buffers are what is tested)."""
     from fastquilt import batches
 
-    monkeypatch.setattr(batches, "_OVERLAP_EVERYWHERE", True)
-    return batches
+    monkeypatch.setattr(batches, "_OVERLAP_EVERYWHERE", request.param)
+    return request.param
+
+
+class _Bar:
+    """tqdm's stand-in: records the windows counted."""
+
+    bars: list = []
+
+    def __init__(self, total, **kwargs):
+        self.total, self.n, self.closed = total, 0, False
+        _Bar.bars.append(self)
+
+    def update(self, n):
+        self.n += n
+
+    def close(self):
+        self.closed = True
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 7, 100])
-def test_overlap_works_one_batch_ahead_and_keeps_each_batch_until_summed(
+def test_overlap_works_one_batch_ahead_and_sums_what_the_model_gave(
         overlap_on_cpu, monkeypatch, batch_size):
+    import tqdm.auto
+
+    from fastquilt import batches
+
     x = torch.randn(2, 2, 30, 33, 29)
     log, seen = [], []
 
     def model(p):  # in place on its input (the gather buffer), then returned: the worst case
         log.append("model")
-        seen.append((p, p.clone()))
+        seen.append(p.clone() * 2)
         return p.mul_(2)
 
     add = fq.ops.scatter_add_windows_
 
-    def add_checked(y, *a, **k):  # a batch's input is intact until its predictions are summed
-        p, before = seen[log.count("add")]
+    def add_checked(y, *a, **k):  # what is summed is what the model gave for that batch
+        assert torch.equal(y, seen[log.count("add")])
         log.append("add")
-        assert torch.equal(p, before * 2) and torch.equal(y, p)
         return add(y, *a, **k)
 
     monkeypatch.setattr(fq.ops, "scatter_add_windows_", add_checked)
+    monkeypatch.setattr(tqdm.auto, "tqdm", _Bar)
+    _Bar.bars.clear()
     y = fq.sliding_window(model, x, (12, 14, 11), (7, 8, 6), batch_size, weight="hann",
                           border=2, progress=True)
     n = len(seen)
     q = fq.Quilt(x.shape[2:], (12, 14, 11), (7, 8, 6), weight="hann", border=2)
     assert n == -(-2 * q.num_windows // batch_size)
-    assert log == ["model"] + ["model", "add"] * (n - 1) + ["add"]  # the model one batch ahead
-    monkeypatch.setattr(overlap_on_cpu, "_OVERLAP_EVERYWHERE", False)
+    if overlap_on_cpu[1]:  # the model one batch ahead of the sums
+        assert log == ["model"] + ["model", "add"] * (n - 1) + ["add"]
+    else:
+        assert log == ["model", "add"] * n
+    (bar,) = _Bar.bars  # every window counted, odd and even numbers of batches alike
+    assert bar.closed and bar.n == bar.total == 2 * q.num_windows
+    monkeypatch.setattr(batches, "_OVERLAP_EVERYWHERE", (False, False))
     monkeypatch.setattr(fq.ops, "scatter_add_windows_", add)
     assert torch.equal(y, fq.sliding_window(lambda p: 2 * p, x, (12, 14, 11), (7, 8, 6),
                                             batch_size, weight="hann", border=2))
@@ -215,6 +243,8 @@ def test_overlap_works_one_batch_ahead_and_keeps_each_batch_until_summed(
 
 def test_overlap_gives_the_same_bits_for_nets_half_outputs_and_ensembles(overlap_on_cpu,
                                                                          monkeypatch):
+    from fastquilt import batches
+
     torch.manual_seed(0)
     nets = [torch.nn.Conv2d(3, 4, 3, padding=1) for _ in range(2)]
     x = torch.randn(3, 3, 70, 61)
@@ -224,9 +254,26 @@ def test_overlap_gives_the_same_bits_for_nets_half_outputs_and_ensembles(overlap
                                          activation="softmax",
                                          outputs=("mean", "std", "labels", "entropy"))]
     for call in calls:
-        monkeypatch.setattr(overlap_on_cpu, "_OVERLAP_EVERYWHERE", True)
+        monkeypatch.setattr(batches, "_OVERLAP_EVERYWHERE", overlap_on_cpu)
         a = call(nets[0])
-        monkeypatch.setattr(overlap_on_cpu, "_OVERLAP_EVERYWHERE", False)
+        monkeypatch.setattr(batches, "_OVERLAP_EVERYWHERE", (False, False))
         b = call(nets[0])
         for u, v in zip(*(r.values() if isinstance(r, dict) else [r] for r in (a, b))):
             assert u.dtype == v.dtype and torch.equal(u, v)
+
+
+@requires_cuda
+@pytest.mark.parametrize("x_dev,out_dev", [("cpu", "cpu"), ("cpu", "cuda"), ("cuda", "cpu")])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_overlap_on_the_gpu_with_a_slow_model(x_dev, out_dev, in_place):
+    # A model that keeps the GPU busy for a while before its result: any copy read or
+    # buffer refilled before the device is done shows as wrong sums.
+    x = torch.randn(2, 2, 40, 37, 35)
+
+    def model(p):
+        torch.cuda._sleep(2_000_000)  # ~1 ms of GPU time on the model's stream
+        return p.mul_(2) if in_place else p * 2
+
+    y = fq.sliding_window(model, x.to(x_dev), 16, 9, 3, device="cuda", out_device=out_dev)
+    want = fq.sliding_window(lambda p: 2 * p, x, 16, 9, 3)
+    torch.testing.assert_close(y.cpu(), want, rtol=1e-6, atol=1e-6)

@@ -7,7 +7,13 @@ from pathlib import Path
 import torch
 
 import fastquilt
-from fastquilt.transfer import copy_is_async, queued_copy, staged_to_device, to_device
+from fastquilt.transfer import (
+    copy_is_async,
+    queued_copy,
+    queued_copy_,
+    staged_to_device,
+    to_device,
+)
 
 
 class _RecordTo(torch.Tensor):
@@ -75,17 +81,28 @@ def test_staged_copy_is_the_tensor_on_the_device():
         assert torch.equal(got.cpu(), torch.arange(6.0))
 
 
-def test_queued_copy_is_the_tensor_on_the_device_once_reached():
+def test_queued_copies_are_the_tensor_on_the_device_once_reached():
     t = torch.arange(6.0)
     got, reached = queued_copy(t, "cpu")  # no CUDA on either side: done on return
     assert got is t and reached.event is None
     reached.wait()
+    dst = torch.empty(6)
+    assert queued_copy_(dst, t).event is None and torch.equal(dst, t)
     if torch.cuda.is_available():
+        # the stream is kept busy before each copy: a read before the copy is reached
+        # would see the old bytes
         pinned = torch.arange(6.0).pin_memory()
+        torch.cuda._sleep(50_000_000)
         on_gpu, reached = queued_copy(pinned, "cuda")
         reached.wait()
         pinned.fill_(-1.0)  # refilled once the copy is reached
         assert torch.equal(on_gpu.cpu(), torch.arange(6.0))
+        torch.cuda._sleep(50_000_000)
         back, reached = queued_copy(on_gpu * 2, "cpu")  # lands in pinned memory later
         reached.wait()
         assert back.is_pinned() and torch.equal(back, 2 * torch.arange(6.0))
+        into = torch.zeros(6).pin_memory()
+        torch.cuda._sleep(50_000_000)
+        reached = queued_copy_(into, on_gpu * 3)
+        reached.wait()
+        assert torch.equal(into, 3 * torch.arange(6.0))
