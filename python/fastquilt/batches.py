@@ -7,9 +7,10 @@ ahead of the GPU, so that the model does not wait for the host's gathers and sum
 batch is gathered into one of two pinned buffers and its copy queued while the model runs, and
 a batch's predictions come back into one of two pinned buffers and are summed on the CPU while
 the model runs on the next batch. The copies themselves run on the model's stream, between its
-calls. Pinned memory: two input and two output batches (torch's pinned-memory cache keeps them
-for the next call); where memory cannot be pinned, pageable buffers give the same results
-without the overlap of the copies."""
+calls. Pinned memory: two input and two output batches, which torch's pinned-memory cache
+rounds up to powers of two and keeps for later calls (``torch._C._host_emptyCache()`` gives it
+back); where memory cannot be pinned, pageable buffers give the same results without the
+overlap of the copies."""
 
 from __future__ import annotations
 
@@ -113,6 +114,8 @@ def device_batches(x: torch.Tensor, q: Quilt, batch_size, device: torch.device,
     counts the windows handed on. With ``prefetch``, batches are gathered into two buffers in
     turn (pinned for a CUDA device) and their copies queued: a buffer is refilled once the copy
     that read it has completed."""
+    batch_size = positive_int_arg(batch_size, "batch_size")  # (before any bar is drawn)
+    origins = q.origins(x.shape[0], x.device)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -120,13 +123,14 @@ def device_batches(x: torch.Tensor, q: Quilt, batch_size, device: torch.device,
         bar = tqdm(total=x.shape[0] * q.num_windows, unit="win", desc="sliding_window")
     try:
         if not prefetch:
-            for lo, hi, patches in window_batches(x, q, batch_size):
+            for lo, hi, patches in window_batches(x, q, batch_size, origins):
                 yield lo, hi, to_device(patches, device)
                 if bar is not None:
                     bar.update(hi - lo)
             return
         pin = device.type == "cuda"
-        parts = [window_batches(x, q, batch_size, pin=pin, part=(k, 2)) for k in (0, 1)]
+        parts = [window_batches(x, q, batch_size, origins, pin=pin, part=(k, 2))
+                 for k in (0, 1)]
         copied: list[Reached | None] = [None, None]
         for i in itertools.count():
             if copied[i % 2] is not None:
@@ -144,16 +148,14 @@ def device_batches(x: torch.Tensor, q: Quilt, batch_size, device: torch.device,
             bar.close()
 
 
-def window_batches(x: torch.Tensor, q: Quilt, batch_size, *, pin: bool = False,
-                   part: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
-    """``(lo, hi, patches (hi - lo, C, *window))``: windows ``lo..hi`` of every
-    batch of ``batch_size`` windows of ``x`` in qlty order, gathered into one reused buffer
-    (no page faults per batch, nor per call where the buffer cache holds it): a batch's
-    patches are valid until the next one is drawn. ``part=(k, n)``: batches ``k, k + n, ...``
-    only; ``pin``: a pinned buffer."""
-    batch_size = positive_int_arg(batch_size, "batch_size")
-    total = x.shape[0] * q.num_windows
-    origins = q.origins(x.shape[0], x.device)
+def window_batches(x: torch.Tensor, q: Quilt, batch_size: int, origins: torch.Tensor, *,
+                   pin: bool = False, part: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
+    """``(lo, hi, patches (hi - lo, C, *window))``: windows ``lo..hi`` (``origins``, the
+    grid's in qlty order) of every batch of ``batch_size`` windows of ``x``, gathered into one
+    reused buffer (no page faults per batch, nor per call where the buffer cache holds it): a
+    batch's patches are valid until the next one is drawn. ``part=(k, n)``: batches
+    ``k, k + n, ...`` only; ``pin``: a pinned buffer."""
+    total = origins.shape[0]
     k, n = part
     buf = None
     for lo in range(k * batch_size, total, n * batch_size):

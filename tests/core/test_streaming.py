@@ -1,5 +1,7 @@
 """Streaming accumulator and sliding-window inference."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -265,15 +267,22 @@ def test_overlap_gives_the_same_bits_for_nets_half_outputs_and_ensembles(overlap
 @requires_cuda
 @pytest.mark.parametrize("x_dev,out_dev", [("cpu", "cpu"), ("cpu", "cuda"), ("cuda", "cpu")])
 @pytest.mark.parametrize("in_place", [False, True])
-def test_overlap_on_the_gpu_with_a_slow_model(x_dev, out_dev, in_place):
-    # A model that keeps the GPU busy for a while before its result: any copy read or
-    # buffer refilled before the device is done shows as wrong sums.
+def test_overlap_on_the_gpu_with_a_slow_model(monkeypatch, x_dev, out_dev, in_place):
+    # The model keeps the GPU busy for a while before its result, and each sum on the host
+    # takes a while too: a copy read before it has landed, a buffer refilled before its copy
+    # has read it, or a copy landing in a buffer still being summed shows as wrong sums.
     x = torch.randn(2, 2, 40, 37, 35)
+    add = fq.ops.scatter_add_windows_
+
+    def slow_add(*a, **k):
+        time.sleep(0.003)
+        return add(*a, **k)
 
     def model(p):
-        torch.cuda._sleep(2_000_000)  # ~1 ms of GPU time on the model's stream
+        torch.cuda._sleep(1_000_000)  # ~0.5 ms of GPU time on the model's stream
         return p.mul_(2) if in_place else p * 2
 
-    y = fq.sliding_window(model, x.to(x_dev), 16, 9, 3, device="cuda", out_device=out_dev)
     want = fq.sliding_window(lambda p: 2 * p, x, 16, 9, 3)
-    torch.testing.assert_close(y.cpu(), want, rtol=1e-6, atol=1e-6)
+    monkeypatch.setattr(fq.ops, "scatter_add_windows_", slow_add)
+    y = fq.sliding_window(model, x.to(x_dev), 16, 9, 3, device="cuda", out_device=out_dev)
+    torch.testing.assert_close(y.cpu(), want, rtol=1e-5, atol=1e-5)
