@@ -286,3 +286,23 @@ def test_overlap_on_the_gpu_with_a_slow_model(monkeypatch, x_dev, out_dev, in_pl
     monkeypatch.setattr(fq.ops, "scatter_add_windows_", slow_add)
     y = fq.sliding_window(model, x.to(x_dev), 16, 9, 3, device="cuda", out_device=out_dev)
     torch.testing.assert_close(y.cpu(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_strided_volume_is_made_contiguous_once_not_per_batch(monkeypatch):
+    # The gather would copy a strided volume whole for every batch
+    base = torch.randn(2, 2, 30, 28, 52)
+    views = [base[..., :26], base[..., :26].permute(0, 1, 4, 3, 2)]
+    gathered = []
+    gather = fq.ops.gather_windows_into
+
+    def seen(x, *a, **k):
+        gathered.append(x.is_contiguous())
+        return gather(x, *a, **k)
+
+    monkeypatch.setattr(fq.ops, "gather_windows_into", seen)
+    for x in views:
+        for call in (lambda v: fq.sliding_window(lambda p: p * 2, v, 12, 8, 3),
+                     lambda v: fq.sliding_window([lambda p: p * 2], v, 12, 8, 3,
+                                                 outputs="mean")):
+            assert torch.equal(call(x), call(x.contiguous()))
+    assert len(gathered) > 8 and all(gathered)

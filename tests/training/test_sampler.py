@@ -232,3 +232,31 @@ def test_2d_batches_are_permuted_flipped_windows():
     assert len({tuple(r) for r in orient.tolist()}) > 3
     want_x, want_y = _reference_batch(vol, lab, q, origins, orient)
     assert torch.equal(x, want_x) and torch.equal(y, want_y)
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_a_strided_volume_is_never_copied_whole_per_batch(monkeypatch, big):
+    # A strided tensor would be copied whole by the kernels for every batch: over 8 batches'
+    # voxels it is read window by window (a contiguous source only reaches the kernels).
+    base = torch.randn(2, 2, 24, 24, 48 if big else 16)
+    vol = base[..., :24] if big else base.transpose(2, 4)[:, :, :, :, :16]
+    lab = torch.randint(0, 3, (2, *vol.shape[2:]))
+    q = fq.Quilt(vol.shape[2:], 8, 4)
+    whole = []
+    for name in ("gather_windows_oriented_into", "gather_windows_oriented"):
+        op = getattr(fq.ops, name)
+
+        def seen(src, *a, _op=op, **k):
+            whole.append(not src.is_contiguous() and src.shape[2:] == vol.shape[2:])
+            return _op(src, *a, **k)
+
+        monkeypatch.setattr(fq.ops, name, seen)
+    kw = dict(batch_size=2, where="uniform", seed=4, steps_per_epoch=3, augment=True)
+    got = list(fq.WindowSampler(vol, lab, q, MISSING, **kw))
+    want = list(fq.WindowSampler(vol.contiguous(), lab, q, MISSING, **kw))
+    assert len(got) == 3 and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+                                 for a, b in zip(got, want))
+    # 2 x 24^3 voxels are over 8 batches' (8 * 2 * 8^3); 2 x 24 x 24 x 16 too, but the small
+    # transposed one stays under a copy: only the big one must avoid whole copies
+    if big:
+        assert not any(whole)

@@ -5,6 +5,7 @@ frame masked as :func:`unstitch_pair` does."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,10 +34,11 @@ _IN_PLACE = {np.dtype(t) for t in (bool, np.uint8, np.int8, np.int16, np.int32, 
 
 
 def _as_source(array):
-    """A torch tensor stays as it is (any device); a C-contiguous numpy array or memmap of a
-    dtype the kernels read becomes a tensor over the same memory (no copy: the gather reads it
-    in place, and never writes it); other array-likes, strided views included (the kernels
-    would copy them whole for every batch), are read window by window."""
+    """A torch tensor stays as it is (any device; a strided one is read window by window); a
+    C-contiguous numpy array or memmap of a dtype the kernels read becomes a tensor over the
+    same memory (no copy: the gather reads it in place, and never writes it); other
+    array-likes, strided views included (the kernels would copy them whole for every batch),
+    are read window by window."""
     if (isinstance(array, np.ndarray) and array.dtype in _IN_PLACE
             and array.flags.c_contiguous):
         with warnings.catch_warnings():  # a read-only memmap: only ever read
@@ -182,7 +184,11 @@ class WindowSampler(torch.utils.data.IterableDataset):
         reused buffer once the caller has dropped an earlier batch (buffers.py: fresh CPU
         memory costs a page fault per 4 KiB)."""
         w = self.quilt.window
-        if isinstance(source, torch.Tensor):
+        # A strided tensor of more than 8 batches' voxels is read window by window, like
+        # other array-likes: the kernels would copy it whole for every batch.
+        if isinstance(source, torch.Tensor) and (
+                source.is_contiguous() or source.shape[0] * math.prod(source.shape[-len(w):])
+                <= 8 * origins.shape[0] * math.prod(w)):
             src = source.detach() if channel else source.detach().unsqueeze(1)
             dev = src.device
             out = buffers.empty((origins.shape[0], src.shape[1], *w), src.dtype, dev)
@@ -196,7 +202,8 @@ class WindowSampler(torch.utils.data.IterableDataset):
         stack = torch.stack(boxes)
         own = torch.zeros_like(origins)
         own[:, 0] = torch.arange(origins.shape[0])
-        return ops.gather_windows_oriented(stack, own, orient, w)
+        return ops.gather_windows_oriented(stack, own.to(stack.device), orient.to(stack.device),
+                                           w)
 
     def _mask_frame(self, y: torch.Tensor) -> None:
         """``missing_label`` into the border frame of label patches ``(B, C, *window)``: two
