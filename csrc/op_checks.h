@@ -75,7 +75,8 @@ inline void check_weight(const c10::optional<at::Tensor>& weight, at::ScalarType
 
 // A buffer an op writes (contiguous) must not share memory with a tensor it reads: the kernels
 // read and write concurrently, so the result would be neither the old nor the new values.
-// Non-contiguous inputs are skipped: the kernels read a contiguous copy of them.
+// Non-contiguous inputs are skipped: the kernels read a contiguous copy of them (the CPU
+// gather reads one in place only where it shares no storage with the buffer it writes).
 inline void check_no_overlap(const at::Tensor& written, const char* written_name,
                              const at::Tensor& read, const char* read_name, const char* op) {
   if (!read.is_contiguous()) return;

@@ -1,5 +1,7 @@
 // CPU gather of strided windows: input (N, C, *S) -> patches (M, C, *window).
-// Parallel over (window, channel, window-plane); the inner loop copies contiguous rows.
+// Parallel over (window, channel, window-plane); the inner loop copies contiguous rows. An
+// input whose rows are contiguous (a crop or a slice of a larger tensor) is read where it lies,
+// through its strides: no copy of the volume.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -19,9 +21,30 @@ namespace {
 
 constexpr int64_t kRowsAhead = 8;  // rows between a prefetch and its row's copy
 
+// Element strides of an input in the normalised geometry (n, c, axis 0, 1, 2); axis 2's is 1.
+struct InputStrides {
+  int64_t n, c, s0, s1;
+
+  explicit InputStrides(const at::Tensor& in)
+      : n(in.stride(0)), c(in.stride(1)), s0(in.stride(2)),
+        s1(in.dim() == 5 ? in.stride(3) : 0) {}
+
+  int64_t offset(int64_t img, int64_t ch, int64_t z, int64_t y, int64_t x) const {
+    return img * n + ch * c + z * s0 + y * s1 + x;
+  }
+};
+
+// The input as the kernel reads it: itself where its rows are contiguous and it shares no
+// memory with out (the kernel writes out while it reads), else a contiguous copy.
+at::Tensor readable_input(const at::Tensor& input, const at::Tensor& out) {
+  if (input.is_contiguous()) return input;
+  if (input.stride(-1) == 1 && !input.storage().is_alias_of(out.storage())) return input;
+  return input.contiguous();
+}
+
 template <typename scalar_t, typename acc_t>
-void gather_kernel(const scalar_t* in, const int64_t* org, const acc_t* weight, scalar_t* out,
-                   const Geometry& g, int64_t M) {
+void gather_kernel(const scalar_t* in, const InputStrides& st, const int64_t* org,
+                   const acc_t* weight, scalar_t* out, const Geometry& g, int64_t M) {
   const int64_t W2 = g.W[2];
   const int64_t planes = M * g.C * g.W[0];  // one task = one (m, c, a) plane of W1 rows
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, g.W[1] * W2));
@@ -36,10 +59,10 @@ void gather_kernel(const scalar_t* in, const int64_t* org, const acc_t* weight, 
       const int64_t m = t / (g.W[0] * g.C);
       const int64_t* o = org + m * 4;
       for (int64_t b = 0; b < g.W[1]; ++b) {
-        const scalar_t* src = in + image_offset(g, o[0], c, o[1] + a, o[2] + b, o[3]);
+        const scalar_t* src = in + st.offset(o[0], c, o[1] + a, o[2] + b, o[3]);
         scalar_t* dst = out + patch_offset(g, m, c, a, b, 0);
         // rows lie apart (short runs the hardware does not follow): ask for a later one now
-        if (b + kRowsAhead < g.W[1]) prefetch_row(src + kRowsAhead * g.S[2], W2);
+        if (b + kRowsAhead < g.W[1]) prefetch_row(src + kRowsAhead * st.s1, W2);
         if (stream) {
           copy_streaming(dst, src, sizeof(scalar_t) * W2);
         } else if (weight == nullptr) {
@@ -62,7 +85,8 @@ void gather_windows_cpu(const at::Tensor& input, const at::Tensor& origins,
   const auto org = load_origins(origins, g, D, "fastquilt.gather_windows");
   const int64_t M = origins.size(0);
   if (M == 0 || out.numel() == 0) return;
-  const auto in = input.contiguous();
+  const auto in = readable_input(input, out);
+  const InputStrides strides(in);
   const auto w = contiguous_or_none(weight);
   AT_DISPATCH_ALL_TYPES_AND3(at::kHalf, at::kBFloat16, at::kBool, in.scalar_type(), "gather_windows_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -70,7 +94,7 @@ void gather_windows_cpu(const at::Tensor& input, const at::Tensor& origins,
     if constexpr (std::is_floating_point_v<acc_t>) {
       wp = data_or_null<acc_t>(w);
     }
-    gather_kernel<scalar_t, acc_t>(in.const_data_ptr<scalar_t>(), org.data(), wp,
+    gather_kernel<scalar_t, acc_t>(in.const_data_ptr<scalar_t>(), strides, org.data(), wp,
                                    out.mutable_data_ptr<scalar_t>(), g, M);
   });
 }

@@ -115,9 +115,9 @@ def device_batches(x: torch.Tensor, q: Quilt, batch_size, device: torch.device,
     turn (pinned for a CUDA device) and their copies queued: a buffer is refilled once the copy
     that read it has completed."""
     batch_size = positive_int_arg(batch_size, "batch_size")  # (before any bar is drawn)
-    # A strided volume is made contiguous once: the gather would copy it whole for every
-    # batch (the same peak memory, one copy instead of one per batch).
-    x = x if x.is_contiguous() else x.contiguous()
+    # A volume the gather cannot read in place is made contiguous once: the gather would copy
+    # it whole for every batch (the same peak memory, one copy instead of one per batch).
+    x = x if ops.gather_reads_in_place(x) else x.contiguous()
     origins = q.origins(x.shape[0], x.device)
     bar = None
     if progress:
