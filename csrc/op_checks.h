@@ -73,14 +73,30 @@ inline void check_weight(const c10::optional<at::Tensor>& weight, at::ScalarType
                     " but the data is on ", like.device()));
 }
 
+// Whether the bytes two tensors span intersect, whatever their storage objects (two tensors
+// made from one numpy array share memory but not a storage). Strides are never negative.
+inline bool bytes_overlap(const at::Tensor& a, const at::Tensor& b) {
+  if (a.numel() == 0 || b.numel() == 0) return false;
+  const auto span = [](const at::Tensor& t) {
+    int64_t last = 0;  // the offset of the last element
+    for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+    const char* lo = static_cast<const char*>(t.const_data_ptr());
+    return std::make_pair(lo, lo + (last + 1) * static_cast<int64_t>(t.element_size()));
+  };
+  const auto [a_lo, a_hi] = span(a);
+  const auto [b_lo, b_hi] = span(b);
+  return a_lo < b_hi && b_lo < a_hi;
+}
+
 // A buffer an op writes (contiguous) must not share memory with a tensor it reads: the kernels
 // read and write concurrently, so the result would be neither the old nor the new values.
 // Non-contiguous inputs are skipped: the kernels read a contiguous copy of them (the CPU
-// gather reads one in place only where it shares no storage with the buffer it writes).
+// gather reads one in place only where its bytes do not meet the buffer it writes).
 inline void check_no_overlap(const at::Tensor& written, const char* written_name,
                              const at::Tensor& read, const char* read_name, const char* op) {
   if (!read.is_contiguous()) return;
-  TORCH_CHECK_VALUE(at::get_overlap_status(written, read) == at::MemOverlapStatus::No,
+  TORCH_CHECK_VALUE(at::get_overlap_status(written, read) == at::MemOverlapStatus::No &&
+                        !(written.is_contiguous() && bytes_overlap(written, read)),
                     msg(op, ": ", written_name, " shares memory with ", read_name,
                         "; write into a separate buffer (or pass ", read_name, ".clone())"));
 }

@@ -34,11 +34,11 @@ struct InputStrides {
   }
 };
 
-// The input as the kernel reads it: itself where its rows are contiguous and it shares no
-// memory with out (the kernel writes out while it reads), else a contiguous copy.
+// The input as the kernel reads it: itself where its rows are contiguous and its bytes do not
+// meet out's (the kernel writes out while it reads), else a contiguous copy.
 at::Tensor readable_input(const at::Tensor& input, const at::Tensor& out) {
   if (input.is_contiguous()) return input;
-  if (input.stride(-1) == 1 && !input.storage().is_alias_of(out.storage())) return input;
+  if (input.stride(-1) == 1 && !bytes_overlap(input, out)) return input;
   return input.contiguous();
 }
 

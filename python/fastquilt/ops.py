@@ -82,7 +82,8 @@ def gather_windows_oriented_into(
 def gather_reads_in_place(input: torch.Tensor) -> bool:
     """Whether :func:`gather_windows` / :func:`gather_windows_into` read ``input`` where it
     lies: a contiguous tensor, or a CPU tensor whose rows (last axis) are contiguous, such as a
-    crop of a larger volume. Other layouts are copied whole on every call."""
+    crop of a larger volume (unless its memory meets the ``out`` buffer's). Other layouts are
+    copied whole on every call."""
     return input.is_contiguous() or (input.device.type == "cpu" and input.dim() > 0
                                      and input.stride(-1) == 1)
 

@@ -75,3 +75,28 @@ def test_other_layouts_and_shared_storage_are_read_from_a_copy():
     out = storage[2 * 40 * 60 - 100:2 * 40 * 60 - 100 + want.numel()].view(want.shape)
     assert torch.equal(ops.gather_windows_into(x.clone(), origins, out.clone()), want)
     assert torch.equal(ops.gather_windows_into(x, origins, out), want)
+
+
+def test_memory_shared_through_another_storage_is_seen():
+    # Two tensors made from one numpy array share memory but not a storage object: a strided
+    # input is still read from a copy, and a contiguous one is refused, where out meets it
+    import numpy as np
+
+    a = np.random.default_rng(0).standard_normal(2 * 40 * 60 + 16 * 2 * 16 * 16,
+                                                 dtype=np.float32)
+    q = fq.Quilt((40, 40), 16, 8)
+    origins = q.origins(1)
+    x = torch.from_numpy(a)[:2 * 40 * 60].view(1, 2, 40, 60)[..., :40]
+    want = ops.gather_windows(x.contiguous(), origins, q.window)
+    out = torch.from_numpy(a)[2 * 40 * 60 - 100:][:want.numel()].view(want.shape)
+    assert torch.equal(ops.gather_windows_into(x, origins, out), want)
+    x = torch.from_numpy(a)[:40 * 40 * 2].view(1, 2, 40, 40)
+    out = torch.from_numpy(a)[40 * 40 * 2 - 100:][:want.numel()].view(want.shape)
+    with pytest.raises(ValueError, match="shares memory with input"):
+        ops.gather_windows_into(x, origins, out)
+    # apart in one storage: read in place
+    x = torch.from_numpy(a)[:2 * 40 * 60].view(1, 2, 40, 60)[..., :40]
+    want = ops.gather_windows(x.contiguous(), origins, q.window)  # (x was written over above)
+    out = torch.from_numpy(a)[2 * 40 * 60:][:want.numel()].view(want.shape)
+    inside = _aten_ops_inside(lambda: ops.gather_windows_into(x, origins, out))
+    assert "aten::contiguous" not in inside and torch.equal(out, want)

@@ -27,7 +27,7 @@ def batch_call(model: Callable, image: torch.Tensor, q: Quilt, batch: int,
     """One batch of ``sliding_window``'s loop: gather ``batch`` windows of ``image`` (repeated
     when it has fewer), run the model on ``device``, add the weighted predictions into an
     accumulator. Returns the call and the bytes of its input and output."""
-    image = image.contiguous()  # (the gather would copy a strided image whole on every call)
+    image = image.contiguous()  # (the gather copies some strided images whole on every call)
     org = q.origins(image.shape[0], image.device)
     org = org[torch.arange(batch) % org.shape[0]]
     buf = torch.empty((batch, image.shape[1], *q.window), dtype=image.dtype,
