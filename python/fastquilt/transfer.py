@@ -60,7 +60,7 @@ def queued_copy(t: torch.Tensor, device: torch.device | str) -> tuple[torch.Tens
     (a copy to the CPU lands in pinned memory later) nor writes ``t`` (a pinned source is
     read by the DMA later). Without CUDA on either side the copy is done on return."""
     device = torch.device(device)
-    cuda = device if device.type == "cuda" else t.device if t.device.type == "cuda" else None
+    cuda = _cuda_side(device, t.device)
     if cuda is None:
         return t.to(device), Reached(device)
     return t.to(device, non_blocking=True), Reached(cuda)
@@ -71,10 +71,14 @@ def queued_copy_(dst: torch.Tensor, src: torch.Tensor) -> Reached:
     completed: until :meth:`Reached.wait` the caller neither reads ``dst`` nor writes ``src``
     (a pinned ``dst`` or source is reached by the DMA later). Without CUDA on either side the
     copy is done on return."""
-    cuda = dst.device if dst.device.type == "cuda" else \
-        src.device if src.device.type == "cuda" else None
+    cuda = _cuda_side(dst.device, src.device)
     if cuda is None:
         dst.copy_(src)
         return Reached(dst.device)
     dst.copy_(src, non_blocking=True)
     return Reached(cuda)
+
+
+def _cuda_side(to: torch.device, source: torch.device) -> torch.device | None:
+    """The CUDA device of a copy from ``source`` to ``to`` (whose stream queues it), if any."""
+    return to if to.type == "cuda" else source if source.type == "cuda" else None
