@@ -1,5 +1,5 @@
 // CPU gather of strided windows: input (N, C, *S) -> patches (M, C, *window).
-// Parallel over (window, channel, window-plane); the inner loop copies contiguous rows. An
+// Parallel over the output's rows, in order; each copies one contiguous row. An
 // input whose rows are contiguous (a crop or a slice of a larger tensor) is read where it lies,
 // through its strides: no copy of the volume.
 #include <ATen/Dispatch.h>
@@ -42,34 +42,68 @@ at::Tensor readable_input(const at::Tensor& input, const at::Tensor& out) {
   return input.contiguous();
 }
 
+// The source row of output row r = ((m * C + c) * W0 + a) * W1 + b, walked in order: one
+// division per task, not per row (a 2D row is one window row, a few hundred bytes).
+struct SourceRows {
+  const Geometry& g;
+  const InputStrides& st;
+  const int64_t* org;
+  int64_t m, c, a, b;
+
+  SourceRows(const Geometry& g_, const InputStrides& st_, const int64_t* org_, int64_t r)
+      : g(g_), st(st_), org(org_) {
+    b = r % g.W[1];
+    r /= g.W[1];
+    a = r % g.W[0];
+    r /= g.W[0];
+    c = r % g.C;
+    m = r / g.C;
+  }
+
+  int64_t offset() const {
+    const int64_t* o = org + m * 4;
+    return st.offset(o[0], c, o[1] + a, o[2] + b, o[3]);
+  }
+
+  void next() {
+    if (++b < g.W[1]) return;
+    b = 0;
+    if (++a < g.W[0]) return;
+    a = 0;
+    if (++c < g.C) return;
+    c = 0;
+    ++m;
+  }
+};
+
 template <typename scalar_t, typename acc_t>
 void gather_kernel(const scalar_t* in, const InputStrides& st, const int64_t* org,
                    const acc_t* weight, scalar_t* out, const Geometry& g, int64_t M) {
   const int64_t W2 = g.W[2];
-  const int64_t planes = M * g.C * g.W[0];  // one task = one (m, c, a) plane of W1 rows
-  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, g.W[1] * W2));
+  const int64_t rows = M * g.C * g.W[0] * g.W[1];  // output row r is out + r * W2
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, W2));
   // an output over the cache is not read back from the cache: write it without reading it
   // (rows of two cache lines or more: a shorter row's partial lines would be read anyway)
   const bool stream = weight == nullptr && W2 * int64_t(sizeof(scalar_t)) >= 128 &&
-      output_exceeds_cache(planes * g.W[1] * W2 * int64_t(sizeof(scalar_t)));
-  at::parallel_for(0, planes, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t a = t % g.W[0];
-      const int64_t c = (t / g.W[0]) % g.C;
-      const int64_t m = t / (g.W[0] * g.C);
-      const int64_t* o = org + m * 4;
-      for (int64_t b = 0; b < g.W[1]; ++b) {
-        const scalar_t* src = in + st.offset(o[0], c, o[1] + a, o[2] + b, o[3]);
-        scalar_t* dst = out + patch_offset(g, m, c, a, b, 0);
-        // rows lie apart (short runs the hardware does not follow): ask for a later one now
-        if (b + kRowsAhead < g.W[1]) prefetch_row(src + kRowsAhead * st.s1, W2);
-        if (stream) {
-          copy_streaming(dst, src, sizeof(scalar_t) * W2);
-        } else if (weight == nullptr) {
-          std::memcpy(dst, src, sizeof(scalar_t) * W2);
-        } else {
-          scale_row(dst, src, weight + weight_offset(g, a, b, 0), W2);
-        }
+      output_exceeds_cache(rows * W2 * int64_t(sizeof(scalar_t)));
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    SourceRows row(g, st, org, begin);
+    // rows lie apart (short runs the hardware does not follow): each is asked for kRowsAhead
+    // rows before its copy
+    SourceRows ahead(g, st, org, std::min(begin + kRowsAhead, end));
+    for (int64_t r = begin; r < end; ++r, row.next()) {
+      if (r + kRowsAhead < end) {
+        prefetch_row(in + ahead.offset(), W2);
+        ahead.next();
+      }
+      const scalar_t* src = in + row.offset();
+      scalar_t* dst = out + r * W2;
+      if (stream) {
+        copy_streaming(dst, src, sizeof(scalar_t) * W2);
+      } else if (weight == nullptr) {
+        std::memcpy(dst, src, sizeof(scalar_t) * W2);
+      } else {
+        scale_row(dst, src, weight + (row.a * g.W[1] + row.b) * W2, W2);
       }
     }
     if (stream) stream_fence();
