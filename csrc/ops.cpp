@@ -55,6 +55,21 @@ TORCH_LIBRARY(fastquilt, m) {
   // acc (N, C, *S) divided in place by the grid's weight sum, fill_value where it is 0: the
   // sliding window's normalisation without a (*S) buffer.
   m.def("grid_normalize_(Tensor(a!) acc, Tensor weight, SymInt[] step, float fill_value) -> ()");
+  // The normalisation of grid_normalize_ by rows (CPU): (inverse_rows (K, S[-1]), row_class
+  // int64 (*S[:-1])): output row r of every image and channel is multiplied by
+  // inverse_rows[row_class[r]] (0 where no weight covers a voxel). Rows covered by windows at
+  // the same offsets share a class: about (step + a few)^(D-1) classes however large S is.
+  m.def("grid_inverse_rows(Tensor weight, SymInt[] spatial_size, SymInt[] step) -> (Tensor, Tensor)");
+  // One batch of a full grid's windows added into acc (N, C, *S) (CPU), the zeroing and the
+  // normalisation of grid_normalize_ done plane by plane while each plane is in cache:
+  // origins (M, 1+D) are the whole grid's, sorted by (n, start_0) (qlty order is), covering
+  // every plane (n, start_0 axis position); patches (B, C, *window) are windows
+  // first..first+B-1. A plane no earlier window covers starts from zero; a plane no later
+  // window covers is then multiplied row by row by inverse_rows[row_class] (grid_inverse_rows),
+  // fill_value where that is 0. Over all batches in order: grid_normalize_'s bits.
+  m.def(
+      "scatter_add_grid_batch_(Tensor patches, Tensor origins, int first, Tensor? weight, "
+      "Tensor(a!) acc, Tensor inverse_rows, Tensor row_class, float fill_value) -> ()");
   // Class epilogue: acc (N, C, *S) divided by weight_sum (N, *S) (absent: acc is the mean),
   // then per voxel the argmax label (N, *S) (uint8 up to 256 classes, else uint16), the mean
   // of that class and the entropy of the mean (N, *S) (empty (0,) tensors when not asked for).

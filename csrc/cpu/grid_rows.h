@@ -6,7 +6,10 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <map>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/cpu_common.h"
@@ -42,6 +45,41 @@ FQ_ALWAYS_INLINE void row_weight_sum(acc_t* row, const acc_t* const* wrow, int P
       add_row(row + grid_start(i2, g.S[2], g.W[2], gg.step[2]), wrow[k], g.W[2]);
   if (inverse)  // while the row is in cache: no second pass
     for (int64_t x = 0; x < g.S[2]; ++x) row[x] = inverse_or_zero(row[x]);
+}
+
+// row[x] *= v[x] for a row of n voxels and its inverse weight-sum row v; fill where v[x] is 0
+// (no weight covers the voxel) when the row's class has such gaps. (One code for every
+// normalisation, so the same bits.)
+template <typename scalar_t>
+FQ_ALWAYS_INLINE void normalize_row(scalar_t* __restrict__ row, const scalar_t* __restrict__ v,
+                                    int64_t n, bool gaps, scalar_t fill) {
+  if (!gaps) {
+    for (int64_t x = 0; x < n; ++x) row[x] *= v[x];
+  } else {
+    // v[x] == 0 ? fill : row[x] * v[x] as a blend of bits: GCC keeps a floating-point
+    // compare or select in the loop as a branch (trapping math), and that loop is scalar
+    using bits_t = std::conditional_t<sizeof(scalar_t) == 4, uint32_t, uint64_t>;
+    bits_t fill_bits;
+    std::memcpy(&fill_bits, &fill, sizeof(scalar_t));
+    for (int64_t x = 0; x < n; ++x) {
+      const scalar_t product = row[x] * v[x];
+      bits_t v_bits, product_bits;
+      std::memcpy(&v_bits, v + x, sizeof(scalar_t));
+      std::memcpy(&product_bits, &product, sizeof(scalar_t));
+      const bits_t gap = bits_t(0) - bits_t((v_bits << 1) == 0);  // all ones where v is +-0
+      const bits_t out = (fill_bits & gap) | (product_bits & ~gap);
+      std::memcpy(row + x, &out, sizeof(scalar_t));
+    }
+  }
+}
+
+// Whether each class's inverse row (K rows of n) has a 0: a voxel no weight covers.
+template <typename scalar_t>
+std::vector<char> class_gaps(const scalar_t* inv, int64_t K, int64_t n) {
+  std::vector<char> gaps(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k)
+    gaps[k] = std::count(inv + k * n, inv + (k + 1) * n, scalar_t(0)) > 0;
+  return gaps;
 }
 
 // Rows of one axis (z or y) grouped by the offsets, in order, of the windows covering them:

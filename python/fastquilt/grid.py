@@ -38,6 +38,13 @@ def axis_starts(size: int, window: int, step: int) -> list[int]:
     return [min(i * step, size - window) for i in range(axis_count(size, window, step))]
 
 
+def axis_row_classes(size: int, window: int, step: int) -> int:
+    """How many classes the positions of one axis fall into, positions covered by windows at
+    the same offsets forming one (the kernels' ``AxisClasses``): about ``step`` + a few."""
+    starts = axis_starts(size, window, step)
+    return len({tuple(p - s for s in starts if s <= p < s + window) for p in range(size)})
+
+
 def grid_counts(
     spatial_shape: Sequence[int], window: Sequence[int], step: Sequence[int]
 ) -> tuple[int, ...]:

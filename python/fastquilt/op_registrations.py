@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from . import _C  # noqa: F401  (runs the TORCH_LIBRARY initialisers)
-from .grid import build_grid_origins, grid_counts
+from .grid import axis_row_classes, build_grid_origins, grid_counts
 
 _ops = torch.ops.fastquilt
 
@@ -99,6 +99,23 @@ def _grid_weight_sum_fake(weight, spatial_size, step, inverse=False):
 
 @torch.library.register_fake("fastquilt::grid_normalize_")
 def _grid_normalize_fake(acc, weight, step, fill_value):
+    return None
+
+
+@torch.library.register_fake("fastquilt::grid_inverse_rows")
+def _grid_inverse_rows_fake(weight, spatial_size, step):
+    sizes = [int(v) for v in spatial_size]
+    axes = zip(sizes[:-1], weight.shape[:-1], step[:-1])
+    classes = 1
+    for S, w, s in axes:
+        classes *= axis_row_classes(S, int(w), int(s))
+    return (weight.new_empty((classes, sizes[-1])),
+            weight.new_empty(tuple(sizes[:-1]), dtype=torch.int64))
+
+
+@torch.library.register_fake("fastquilt::scatter_add_grid_batch_")
+def _scatter_grid_batch_fake(patches, origins, first, weight, acc, inverse_rows, row_class,
+                             fill_value):
     return None
 
 

@@ -207,6 +207,47 @@ def grid_normalize_(
     return acc
 
 
+def grid_inverse_rows(
+    weight: torch.Tensor, spatial_size: Sequence[int], step: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalisation of :func:`grid_normalize_` by classes of rows (CPU): ``(inverse_rows
+    (K, S[-1]), row_class int64 (*S[:-1]))``. Output row ``r`` (a ``(z, y)`` pair in 3D, ``y``
+    in 2D) of every image and channel is divided by the grid's weight sum by multiplying it by
+    ``inverse_rows[row_class[r]]`` (0 where no weight covers a voxel). Rows covered by windows
+    at the same offsets share a class: about ``(step + a few) ** (D - 1)`` rows however large
+    ``S`` is. For :func:`scatter_add_grid_batch_`."""
+    return _ops.grid_inverse_rows.default(weight, int_list_arg(spatial_size, "spatial_size"),
+                                          int_list_arg(step, "step"))
+
+
+def scatter_add_grid_batch_(
+    patches: torch.Tensor,
+    origins: torch.Tensor,
+    first: int,
+    acc: torch.Tensor,
+    inverse_rows: torch.Tensor,
+    row_class: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    fill_value: float = 0.0,
+) -> torch.Tensor:
+    """Add one batch of a full grid's windows into ``acc`` ``(N, C, *S)`` (CPU), zeroing and
+    normalising it plane by plane on the way; returns ``acc``.
+
+    ``origins`` ``(M, 1 + D)`` are the whole grid's, sorted by ``(n, start_0)`` (qlty order
+    is) with every plane ``(n, z)`` covered; ``patches`` ``(B, C, *window)`` are windows
+    ``first .. first + B - 1``. A plane that no earlier window covers starts from zero (``acc``
+    may hold anything there); a plane that no later window covers is then divided by the
+    grid's weight sum (``inverse_rows``, ``row_class``: :func:`grid_inverse_rows`), with
+    ``fill_value`` where no weight covers a voxel. Called for every batch in order, this gives
+    the bits of ``acc.zero_()``, :func:`scatter_add_windows_` per batch and
+    :func:`grid_normalize_`, without their two extra passes over ``acc``. Records no autograd.
+    """
+    _no_autograd("scatter_add_grid_batch_", patches=patches, weight=weight, acc=acc)
+    _ops.scatter_add_grid_batch_.default(patches, origins, int(first), weight, acc,
+                                         inverse_rows, row_class, float(fill_value))
+    return acc
+
+
 def class_epilogue(
     acc: torch.Tensor,
     weight_sum: torch.Tensor | None = None,

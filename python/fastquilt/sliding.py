@@ -1,6 +1,7 @@
 """Sliding-window inference in memory with bounded memory: gather ``batch_size`` windows at a
-time, run the model, accumulate the weighted predictions, normalise once (the batches and the
-overlap of host and GPU: :mod:`.batches`)."""
+time, run the model, accumulate the weighted predictions and normalise them (on the CPU plane
+by plane, each plane zeroed by the first batch that covers it and normalised by the last,
+while it is in cache; the batches and the overlap of host and GPU: :mod:`.batches`)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def sliding_window_tensor(
     out_device = device_arg(out_device, "out_device") or x.device
     out_dtype = float_dtype_arg(out_dtype)
     N = x.shape[0]
-    acc = None
+    acc = planes = None
     out_dt = out_dtype
 
     def run(xb: torch.Tensor) -> torch.Tensor:
@@ -74,16 +75,34 @@ def sliding_window_tensor(
             if acc is None:
                 dt = ops.acc_dtype(y.dtype)
                 # (a dropped output of an earlier call is reused: no page faults)
-                acc = buffers.empty((N, y.shape[1], *q.spatial_shape), dt, out_device).zero_()
+                acc = buffers.empty((N, y.shape[1], *q.spatial_shape), dt, out_device)
                 weight_t = q.weight_for(dt, out_device)
                 out_origins = q.origins(N, out_device)
                 out_dt = out_dt or y.dtype
+                planes = planewise_normalisation(q, acc)
+                if planes is None:
+                    acc.zero_()
             # Every window of the grid runs once, so the weight sum is the grid's (closed
             # form): only the weighted predictions are scattered.
-            ops.scatter_add_windows_(y if ops.acc_dtype(y.dtype) == dt else y.to(dt),
-                                     out_origins[lo:hi], acc, None, weight=weight_t)
-    ops.grid_normalize_(acc, weight_t, q.step, fill_value)  # fill where no weight covers
+            y = y if ops.acc_dtype(y.dtype) == dt else y.to(dt)
+            if planes is None:
+                ops.scatter_add_windows_(y, out_origins[lo:hi], acc, None, weight=weight_t)
+            else:  # zeroed and normalised plane by plane, in cache
+                ops.scatter_add_grid_batch_(y, out_origins, lo, acc, *planes, weight=weight_t,
+                                            fill_value=fill_value)
+    if planes is None:
+        ops.grid_normalize_(acc, weight_t, q.step, fill_value)  # fill where no weight covers
     return acc if acc.dtype == out_dt else acc.to(out_dt)
+
+
+def planewise_normalisation(q: Quilt, acc: torch.Tensor):
+    """``(inverse_rows, row_class)`` (:func:`ops.grid_inverse_rows`) where the accumulator
+    ``acc`` is zeroed and normalised plane by plane as the batches are added (a CPU
+    accumulator and windows that cover every plane along the first axis); else None: a pass
+    to zero it and one to normalise it."""
+    if acc.device.type != "cpu" or q.step[0] > q.window[0]:
+        return None
+    return ops.grid_inverse_rows(q.weight_for(acc.dtype, acc.device), q.spatial_shape, q.step)
 
 
 def check_input(x) -> None:

@@ -214,14 +214,17 @@ def test_overlap_works_one_batch_ahead_and_sums_what_the_model_gave(
         seen.append(p.clone() * 2)
         return p.mul_(2)
 
-    add = fq.ops.scatter_add_windows_
+    def checked(add):  # what is summed is what the model gave for that batch
+        def add_checked(y, *a, **k):
+            assert torch.equal(y, seen[log.count("add")])
+            log.append("add")
+            return add(y, *a, **k)
+        return add_checked
 
-    def add_checked(y, *a, **k):  # what is summed is what the model gave for that batch
-        assert torch.equal(y, seen[log.count("add")])
-        log.append("add")
-        return add(y, *a, **k)
-
-    monkeypatch.setattr(fq.ops, "scatter_add_windows_", add_checked)
+    adds = {name: getattr(fq.ops, name)  # (the CPU sums zero and normalise plane by plane)
+            for name in ("scatter_add_windows_", "scatter_add_grid_batch_")}
+    for name, add in adds.items():
+        monkeypatch.setattr(fq.ops, name, checked(add))
     monkeypatch.setattr(tqdm.auto, "tqdm", _Bar)
     _Bar.bars.clear()
     y = fq.sliding_window(model, x, (12, 14, 11), (7, 8, 6), batch_size, weight="hann",
@@ -236,7 +239,8 @@ def test_overlap_works_one_batch_ahead_and_sums_what_the_model_gave(
     (bar,) = _Bar.bars  # every window counted, odd and even numbers of batches alike
     assert bar.closed and bar.n == bar.total == 2 * q.num_windows
     monkeypatch.setattr(batches, "_OVERLAP_EVERYWHERE", (False, False))
-    monkeypatch.setattr(fq.ops, "scatter_add_windows_", add)
+    for name, add in adds.items():
+        monkeypatch.setattr(fq.ops, name, add)
     assert torch.equal(y, fq.sliding_window(lambda p: 2 * p, x, (12, 14, 11), (7, 8, 6),
                                             batch_size, weight="hann", border=2))
     want, _ = q.stitch(2 * q.unstitch(x))
@@ -272,18 +276,19 @@ def test_overlap_on_the_gpu_with_a_slow_model(monkeypatch, x_dev, out_dev, in_pl
     # takes a while too: a copy read before it has landed, a buffer refilled before its copy
     # has read it, or a copy landing in a buffer still being summed shows as wrong sums.
     x = torch.randn(2, 2, 40, 37, 35)
-    add = fq.ops.scatter_add_windows_
-
-    def slow_add(*a, **k):
-        time.sleep(0.003)
-        return add(*a, **k)
+    def slow(add):
+        def slow_add(*a, **k):
+            time.sleep(0.003)
+            return add(*a, **k)
+        return slow_add
 
     def model(p):
         torch.cuda._sleep(1_000_000)  # ~0.5 ms of GPU time on the model's stream
         return p.mul_(2) if in_place else p * 2
 
     want = fq.sliding_window(lambda p: 2 * p, x, 16, 9, 3)
-    monkeypatch.setattr(fq.ops, "scatter_add_windows_", slow_add)
+    for name in ("scatter_add_windows_", "scatter_add_grid_batch_"):  # (CPU sums: the latter)
+        monkeypatch.setattr(fq.ops, name, slow(getattr(fq.ops, name)))
     y = fq.sliding_window(model, x.to(x_dev), 16, 9, 3, device="cuda", out_device=out_dev)
     torch.testing.assert_close(y.cpu(), want, rtol=1e-5, atol=1e-5)
 

@@ -1,0 +1,217 @@
+"""scatter_add_grid_batch_ (a grid's batches added with the accumulator zeroed and normalised
+plane by plane) and grid_inverse_rows (the normalisation by classes of rows): the bits of
+zero_ + scatter_add_windows_ per batch + grid_normalize_, the float64 reference, any thread
+count, and the errors that keep a wrong grid from giving a silently wrong mean."""
+
+import numpy as np
+import pytest
+import torch
+
+import fastquilt as fq
+import fastquilt.sliding as sliding
+from fastquilt import ops
+from fastquilt.grid import axis_row_classes
+
+from .. import reference as ref
+from ..random_geometry import random_grid
+from .test_threads import with_threads
+
+FQ = torch.ops.fastquilt
+
+
+def three_passes(p, org, acc_shape, w, step, batch, fill):
+    """The bits to match: zero_, scatter_add_windows_ batch by batch, grid_normalize_."""
+    acc = torch.zeros(acc_shape, dtype=ops.acc_dtype(p.dtype))
+    for lo in range(0, org.shape[0], batch):
+        ops.scatter_add_windows_(p[lo:lo + batch], org[lo:lo + batch], acc, None, weight=w)
+    return ops.grid_normalize_(acc, w, step, fill)
+
+
+def planewise(p, org, acc_shape, w, step, batch, fill, spatial):
+    inv, cls = ops.grid_inverse_rows(w, spatial, step)
+    acc = torch.full(acc_shape, float("nan"), dtype=ops.acc_dtype(p.dtype))  # any contents
+    for lo in range(0, org.shape[0], batch):
+        ops.scatter_add_grid_batch_(p[lo:lo + batch], org, lo, acc, inv, cls, weight=w,
+                                    fill_value=fill)
+    return acc
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("seed", range(12))
+def test_the_bits_of_three_passes_and_the_float64_reference(seed, dtype):
+    rng = np.random.default_rng(seed)
+    # steps past the window on the inner axes leave voxels no window covers (fill); the first
+    # axis stays covered, as the op requires
+    spatial, window, step, _ = random_grid(rng, 40, 14, gaps=2 if seed % 3 == 0 else 0)
+    step = (min(step[0], window[0]), *step[1:])
+    N, C = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    org = torch.as_tensor(ref.origins(spatial, window, step, N))
+    gen = torch.Generator().manual_seed(seed)
+    p = torch.randn((org.shape[0], C, *window), generator=gen).to(dtype)
+    wdt = torch.float64 if dtype == torch.float64 else torch.float32
+    w = (torch.rand(window, generator=gen, dtype=wdt) + 0.05) if seed % 2 else None
+    wt = w if w is not None else torch.ones(window, dtype=wdt)
+    batch = int(rng.integers(1, org.shape[0] + 2))  # 1 window to all of them (and more)
+    fill = float(rng.choice([0.0, -3.5]))
+    shape = (N, C, *spatial)
+    got = planewise(p, org, shape, w, step, batch, fill, spatial) if w is not None else \
+        planewise_unweighted(p, org, shape, wt, step, batch, fill, spatial)
+    want = three_passes(p, org, shape, w, step, batch, fill) if w is not None else \
+        three_passes_unweighted(p, org, shape, wt, step, batch, fill)
+    assert torch.equal(got, want), f"{spatial} {window} {step} batch {batch}"
+    mean, _ = ref.stitch(p.double().numpy(), spatial, window, step,
+                         None if w is None else w.double().numpy(), fill)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    np.testing.assert_allclose(got.double().numpy(), mean, rtol=tol, atol=tol)
+
+
+def planewise_unweighted(p, org, shape, ones, step, batch, fill, spatial):
+    inv, cls = ops.grid_inverse_rows(ones, spatial, step)
+    acc = torch.full(shape, float("nan"), dtype=ops.acc_dtype(p.dtype))
+    for lo in range(0, org.shape[0], batch):
+        ops.scatter_add_grid_batch_(p[lo:lo + batch], org, lo, acc, inv, cls, fill_value=fill)
+    return acc
+
+
+def three_passes_unweighted(p, org, shape, ones, step, batch, fill):
+    acc = torch.zeros(shape, dtype=ops.acc_dtype(p.dtype))
+    for lo in range(0, org.shape[0], batch):
+        ops.scatter_add_windows_(p[lo:lo + batch], org[lo:lo + batch], acc, None)
+    return ops.grid_normalize_(acc, ones, step, fill)
+
+
+@pytest.mark.parametrize("case", [((250, 250), (96, 96), (32, 32), 7),
+                                  ((37, 29, 41), (9, 7, 10), (4, 3, 5), 13),
+                                  ((5, 3, 300), (3, 2, 64), (1, 1, 17), 2)])
+def test_the_same_bits_for_1_2_and_3_threads(case):
+    spatial, window, step, batch = case
+    gen = torch.Generator().manual_seed(3)
+    org = torch.as_tensor(ref.origins(spatial, window, step, 2))
+    p = torch.randn((org.shape[0], 3, *window), generator=gen)
+    w = torch.rand(window, generator=gen) + 0.1
+    run = lambda: planewise(p, org, (2, 3, *spatial), w, step, batch, 0.0, spatial)  # noqa: E731
+    one = with_threads(1, run)
+    assert torch.equal(one, three_passes(p, org, (2, 3, *spatial), w, step, batch, 0.0))
+    for n in (2, 3):
+        assert torch.equal(with_threads(n, run), one), f"{n} threads differ from one"
+
+
+@pytest.mark.parametrize("case", [((20, 23), (8, 6), (4, 5)), ((9, 10, 11), (4, 5, 3), (3, 2, 3)),
+                                  ((40, 33), (8, 6), (10, 9)), ((7, 30, 6), (7, 4, 6), (2, 9, 1))])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_inverse_rows_expand_to_the_inverse_weight_sum(case, dtype):
+    spatial, window, step = case
+    w = torch.rand(window, generator=torch.Generator().manual_seed(1), dtype=dtype) + 0.05
+    inv, cls = ops.grid_inverse_rows(w, spatial, step)
+    assert cls.shape == spatial[:-1] and cls.dtype == torch.int64
+    assert inv.shape == (int(cls.max()) + 1, spatial[-1]) and inv.dtype == dtype
+    # the fake kernel's count of classes is the kernel's
+    classes = 1
+    for S, k, s in zip(spatial[:-1], window[:-1], step[:-1]):
+        classes *= axis_row_classes(S, k, s)
+    assert inv.shape[0] == classes
+    assert torch.equal(inv[cls], ops.grid_weight_sum(w, spatial, step, inverse=True))
+
+
+def test_opcheck():
+    spatial, window, step = (11, 9, 10), (4, 3, 5), (3, 2, 4)
+    w = torch.rand(window) + 0.1
+    torch.library.opcheck(FQ.grid_inverse_rows.default, (w, list(spatial), list(step)))
+    inv, cls = ops.grid_inverse_rows(w, spatial, step)
+    org = torch.as_tensor(ref.origins(spatial, window, step, 2))
+    p = torch.randn((org.shape[0], 2, *window))
+    acc = torch.empty((2, 2, *spatial))
+    for first, batch in ((0, 5), (5, org.shape[0] - 5)):
+        torch.library.opcheck(FQ.scatter_add_grid_batch_.default,
+                              (p[first:first + batch], org, first, w, acc, inv, cls, 0.0))
+
+
+def test_compiles_into_one_graph():
+    torch._dynamo.reset()
+    spatial, window, step = (20, 18), (8, 6), (4, 4)
+    w = torch.rand(window) + 0.1
+    org = torch.as_tensor(ref.origins(spatial, window, step, 1))
+    p = torch.randn((org.shape[0], 2, *window))
+
+    def f(p):
+        inv, cls = ops.grid_inverse_rows(w, spatial, step)
+        acc = torch.empty((1, 2, *spatial))
+        ops.scatter_add_grid_batch_(p[:10], org, 0, acc, inv, cls, weight=w)
+        ops.scatter_add_grid_batch_(p[10:], org, 10, acc, inv, cls, weight=w)
+        return acc
+
+    got = torch.compile(f, fullgraph=True, backend="eager")(p)
+    assert torch.equal(got, three_passes(p, org, (1, 2, *spatial), w, step, 10, 0.0))
+
+
+def _args(spatial=(12, 10), window=(4, 4), step=(4, 3), N=2):
+    w = torch.rand(window) + 0.1
+    inv, cls = ops.grid_inverse_rows(w, spatial, step)
+    org = torch.as_tensor(ref.origins(spatial, window, step, N))
+    p = torch.randn((org.shape[0], 1, *window))
+    return p, org, torch.empty((N, 1, *spatial)), inv, cls, w
+
+
+def test_a_grid_it_cannot_finish_plane_by_plane_is_refused():
+    p, org, acc, inv, cls, w = _args()
+    swapped = org.clone()
+    swapped[[0, -1]] = swapped[[-1, 0]]
+    with pytest.raises(ValueError, match="sorted by"):
+        ops.scatter_add_grid_batch_(p[:3], swapped, 0, acc, inv, cls, weight=w)
+    band = org[org[:, 1] != 4]  # the planes 4..7 of every image have no window
+    with pytest.raises(ValueError, match="sorted by"):
+        ops.scatter_add_grid_batch_(p[:3], band, 0, acc, inv, cls, weight=w)
+    one_image = org[org[:, 0] == 0]  # acc holds two images
+    with pytest.raises(ValueError, match="end in image 0"):
+        ops.scatter_add_grid_batch_(p[:3], one_image, 0, acc, inv, cls, weight=w)
+    with pytest.raises(ValueError, match="must lie in the grid"):
+        ops.scatter_add_grid_batch_(p[:3], org, org.shape[0] - 2, acc, inv, cls, weight=w)
+    with pytest.raises(ValueError, match="must lie in the grid"):
+        ops.scatter_add_grid_batch_(p[:3], org, -1, acc, inv, cls, weight=w)
+
+
+def test_bad_rows_are_refused():
+    p, org, acc, inv, cls, w = _args()
+    with pytest.raises(TypeError, match="inverse_rows must be Float like acc"):
+        ops.scatter_add_grid_batch_(p[:3], org, 0, acc, inv.double(), cls, weight=w)
+    with pytest.raises(ValueError, match=r"inverse_rows must be \(K, 10\)"):
+        ops.scatter_add_grid_batch_(p[:3], org, 0, acc, inv[:, :5], cls, weight=w)
+    with pytest.raises(ValueError, match="row_class must have shape"):
+        ops.scatter_add_grid_batch_(p[:3], org, 0, acc, inv, cls[:5], weight=w)
+    with pytest.raises(TypeError, match="row_class must be int64"):
+        ops.scatter_add_grid_batch_(p[:3], org, 0, acc, inv, cls.int(), weight=w)
+    bad = cls.clone()
+    bad[3] = inv.shape[0]
+    with pytest.raises(ValueError, match="is not a row of inverse_rows"):
+        ops.scatter_add_grid_batch_(p[:3], org, 0, acc, inv, bad, weight=w)
+    flat = torch.zeros(acc.numel() + inv.numel())
+    with pytest.raises(ValueError, match="shares memory"):
+        ops.scatter_add_grid_batch_(p[:3], org, 0, flat[:acc.numel()].view(acc.shape),
+                                    flat[:inv.numel()].view(inv.shape), cls, weight=w)
+    with pytest.raises(ValueError, match="records no autograd"):
+        ops.scatter_add_grid_batch_(p[:3].requires_grad_(), org, 0, acc, inv, cls, weight=w)
+
+
+@pytest.mark.parametrize("case", [((2, 3, 70, 90), 16, (8, 12), 5, 0.0, False),
+                                  ((1, 2, 20, 22, 18), (8, 6, 7), (4, 5, 3), 11, 0.0, False),
+                                  ((3, 1, 40, 41), (8, 6), (6, 9), 7, -1.0, True),  # x gaps
+                                  ((2, 1, 40, 41), (6, 8), (9, 6), 4, -1.0, True)])  # z gaps
+def test_sliding_window_gives_the_bits_of_the_three_passes(case, monkeypatch):
+    shape, window, step, batch, fill, gaps = case
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(4))
+
+    def run():
+        return fq.sliding_window(lambda t: t * 2 + 1, x, window, step, batch_size=batch,
+                                 fill_value=fill, allow_gaps=gaps)
+
+    calls = []
+    fused = sliding.planewise_normalisation
+    monkeypatch.setattr(sliding, "planewise_normalisation",
+                        lambda q, acc: calls.append(fused(q, acc)) or calls[-1])
+    got = run()
+    # windows that leave planes of the first axis uncovered take the three passes
+    first_axis_covered = (step if isinstance(step, tuple) else (step,))[0] <= \
+        (window if isinstance(window, tuple) else (window,) * (x.dim() - 2))[0]
+    assert (calls[0] is not None) == first_axis_covered
+    monkeypatch.setattr(sliding, "planewise_normalisation", lambda q, acc: None)
+    assert torch.equal(got, run())
