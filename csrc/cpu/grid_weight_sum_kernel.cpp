@@ -1,8 +1,8 @@
 // CPU weight sums of a full regular grid: grid_weight_sum (the (*S) sum or its inverse),
 // grid_normalize_ (an accumulator divided by it in place, no (*S) buffer) and
-// grid_inverse_rows (the inverse sums of each class of rows, for scatter_add_grid_batch_). Both sum one row per
-// class of output rows (grid_rows.h) and reuse it for every row of the class: at 256^3,
-// window 64, step 32, 9,216 rows summed instead of 65,536.
+// grid_inverse_rows (the inverse sum of each class of rows, for scatter_add_grid_batch_).
+// Each sums one row per class of output rows (grid_rows.h) and reuses it for every row of the
+// class: at 256^3, window 64, step 32, 9,216 rows summed instead of 65,536.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>

@@ -56,13 +56,15 @@ void check_grid_order(const std::vector<int64_t>& org, const Geometry& g) {
   };
   const int64_t M = static_cast<int64_t>(org.size()) / 4;
   int64_t image = 0, covered = 0;  // planes [0, covered) of `image` have windows so far
+  int64_t last = 0;                // the previous window's start_0
   for (int64_t m = 0; m < M; ++m) {
     const int64_t n = org[m * 4], z0 = org[m * 4 + 1];
-    if (n < image || (n == image && z0 > covered) ||
+    if (n < image || (n == image && (z0 > covered || z0 < last)) ||
         (n > image && (n != image + 1 || covered != g.S[0] || z0 != 0)))
       refuse(msg("window ", m, " (image ", n, ", start ", z0, ") breaks that"));
     if (n > image) image = n, covered = 0;
     covered = std::max(covered, z0 + g.W[0]);
+    last = z0;
   }
   if (image != g.N - 1 || covered != g.S[0])
     refuse(msg("the windows end in image ", image, " at plane ", covered, " of ", g.N,

@@ -87,7 +87,12 @@ void scatter_kernel(const scalar_t* patches, const std::vector<int64_t>& org,
   // of kRowsAhead rows or more; 2D planes are single rows: R = kRowsAhead), so that each
   // window's rows in a task are one contiguous run of its patch of about kRowsAhead rows or
   // more.
-  const int64_t R = (kRowsAhead + g.W[1] - 1) / g.W[1];
+  // (smaller blocks where there would be fewer than 4 tasks a thread: a narrow band of few
+  // channels on many threads; the blocks do not change the bits)
+  const int64_t tasks_wanted = 4 * int64_t(at::get_num_threads());
+  const int64_t plane_tasks = static_cast<int64_t>(planes.size()) * g.C;
+  const int64_t R = std::max<int64_t>(1, std::min((kRowsAhead + g.W[1] - 1) / g.W[1],
+                                                  plane_tasks / std::max<int64_t>(1, tasks_wanted)));
   const std::vector<int64_t> blocks = plane_blocks(planes, R, g.S[0]);
   const int64_t B = static_cast<int64_t>(blocks.size()) - 1;
   at::parallel_for(0, B * g.C, 1, [&](int64_t begin, int64_t end) {
@@ -127,15 +132,20 @@ void scatter_kernel(const scalar_t* patches, const std::vector<int64_t>& org,
         // (z, b) of row r, and of the row kRowsAhead on (in this window, then the next's),
         // advanced without a division per row
         int64_t z = za, b = 0;
-        int64_t ahead_z = za + kRowsAhead / g.W[1], ahead_b = kRowsAhead % g.W[1];
-        const int64_t* ahead_o = o;
-        const scalar_t* ahead_src = src0 + kRowsAhead * W2;
-        if (kRowsAhead >= count) {  // already in the next window
-          ahead_o = on;
+        int64_t ahead_z = 0, ahead_b = 0;
+        const int64_t* ahead_o = nullptr;
+        const scalar_t* ahead_src = nullptr;  // (pointers formed only into the rows they name)
+        if (kRowsAhead < count) {
+          ahead_o = o;
+          ahead_z = za + kRowsAhead / g.W[1];
+          ahead_b = kRowsAhead % g.W[1];
+          ahead_src = src0 + kRowsAhead * W2;
+        } else if (kRowsAhead - count < next_count) {  // already in the next window
           const int64_t rn = kRowsAhead - count;
-          ahead_z = zna + (on ? rn / g.W[1] : 0);
-          ahead_b = on ? rn % g.W[1] : 0;
-          ahead_src = on ? srcn + rn * W2 : nullptr;
+          ahead_o = on;
+          ahead_z = zna + rn / g.W[1];
+          ahead_b = rn % g.W[1];
+          ahead_src = srcn + rn * W2;
         }
         for (int64_t r = 0; r < count; ++r) {
           acc_t* dst = image + (z * g.S[1] + o[2] + b) * g.S[2] + o[3];

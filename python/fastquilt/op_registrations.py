@@ -105,6 +105,7 @@ def _grid_normalize_fake(acc, weight, step, fill_value):
 @torch.library.register_fake("fastquilt::grid_inverse_rows")
 def _grid_inverse_rows_fake(weight, spatial_size, step):
     sizes = [int(v) for v in spatial_size]
+    torch._check(len(sizes) == weight.dim() == len(step) and len(sizes) in (2, 3))
     axes = zip(sizes[:-1], weight.shape[:-1], step[:-1])
     classes = 1
     for S, w, s in axes:

@@ -158,6 +158,13 @@ def test_a_grid_it_cannot_finish_plane_by_plane_is_refused():
     swapped[[0, -1]] = swapped[[-1, 0]]
     with pytest.raises(ValueError, match="sorted by"):
         ops.scatter_add_grid_batch_(p[:3], swapped, 0, acc, inv, cls, weight=w)
+    # every plane covered but not in order (the thresholds would zero or normalise a plane
+    # twice): starts 0, 4, 2, 3, 1 of a (8, 4) image, windows (4, 4), step 1
+    inv1, cls1 = ops.grid_inverse_rows(torch.ones(4, 4), (8, 4), (1, 4))
+    shuffled = torch.tensor([[0, 0, 0], [0, 4, 0], [0, 2, 0], [0, 3, 0], [0, 1, 0]])
+    with pytest.raises(ValueError, match=r"window 2 \(image 0, start 2\) breaks that"):
+        ops.scatter_add_grid_batch_(torch.ones(1, 1, 4, 4), shuffled, 0,
+                                    torch.empty(1, 1, 8, 4), inv1, cls1)
     band = org[org[:, 1] != 4]  # the planes 4..7 of every image have no window
     with pytest.raises(ValueError, match="sorted by"):
         ops.scatter_add_grid_batch_(p[:3], band, 0, acc, inv, cls, weight=w)
