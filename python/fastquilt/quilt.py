@@ -40,9 +40,9 @@ def _check_weighted_everywhere(weight: torch.Tensor, grid: Grid) -> None:
     """Every voxel lies in a window (no gaps); a weight with zeros must still give each one a
     positive weight sum, else it would silently get ``fill_value``. Checked on a reduced image
     with the same covering patterns, so the cost does not grow with the image."""
-    w = weight.detach().to("cpu", torch.float64)
-    if bool((w > 0).all()):
+    if bool((weight.detach() > 0).all()):
         return
+    w = weight.detach().to("cpu", torch.float64)
     reduced = tuple(_reduced_axis(S, k, s)
                     for S, k, s in zip(grid.spatial_shape, grid.window, grid.step))
     unweighted = int((ops.grid_weight_sum(w, reduced, grid.step) <= 0).sum())

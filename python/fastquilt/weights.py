@@ -149,10 +149,11 @@ def make_weight(
             raise TypeError(f"weight tensor must be floating point, got {weight.dtype}")
         if weight.device.type == "meta":
             raise TypeError("weight tensor must hold values (got a meta tensor)")
-        w = weight.detach()
-        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or not bool(w.sum() > 0):
+        # one pass (NaN comes out of both; a finite, non-negative weight sums to > 0 where
+        # its largest value is > 0)
+        low, top = (float(v) for v in torch.aminmax(weight.detach()))
+        if not (math.isfinite(low) and math.isfinite(top)) or low < 0 or top <= 0:
             raise ValueError("weight tensor must be finite and >= 0 with a positive sum")
-        top = float(w.max())
         if not _WEIGHT_MAX_RANGE[0] <= top <= _WEIGHT_MAX_RANGE[1]:
             # float32 sums of weight * value underflow (or overflow) far from 1; the mean does
             # not depend on the weights' scale, so rescaling loses nothing.

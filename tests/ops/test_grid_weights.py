@@ -79,6 +79,13 @@ def test_smooth_weights():
         fq.make_weight("triangle", (4, 4))
     with pytest.raises(ValueError, match="finite and >= 0"):
         fq.make_weight(torch.full((4, 4), -1.0), (4, 4))
+    for bad in (float("nan"), float("inf"), -float("inf"), -1e-30):  # one voxel among ones
+        w = torch.ones(4, 4)
+        w[1, 2] = bad
+        with pytest.raises(ValueError, match="finite and >= 0"):
+            fq.make_weight(w, (4, 4))
+    with pytest.raises(ValueError, match="positive sum"):
+        fq.make_weight(torch.zeros(4, 4), (4, 4))
     with pytest.raises(ValueError, match="window's shape"):
         fq.make_weight(torch.ones(4, 5), (4, 4))
     # The public builders check their window (were: RuntimeErrors from torch, a string split
