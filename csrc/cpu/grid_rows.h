@@ -125,19 +125,25 @@ struct GridRowClasses {
   int64_t of(int64_t zz, int64_t yy) const { return z.of[zz] * y.size() + y.of[yy]; }
 };
 
-// The weight-sum row of each class (1 / sum when `inverse`), class k at k * S2: the same code
-// and order as summing every row, so the same bits.
+// The weight-sum row of each class (1 / sum when `inverse`), class k at rows + k * S2: the
+// same code and order as summing every row, so the same bits.
 template <typename scalar_t>
-std::vector<scalar_t> class_weight_rows(const GridGeometry& gg, const GridRowClasses& c,
-                                        const scalar_t* wp, bool inverse) {
+void class_weight_rows(const GridGeometry& gg, const GridRowClasses& c, const scalar_t* wp,
+                       bool inverse, scalar_t* rows) {
   const int64_t S2 = gg.g.S[2];
-  std::vector<scalar_t> rows(static_cast<size_t>(c.size() * S2));
   at::parallel_for(0, c.size(), 1, [&](int64_t begin, int64_t end) {
     std::vector<const scalar_t*> wrow;
     for (int64_t k = begin; k < end; ++k)
       weight_sum_row(gg, wp, c.z.representative[k / c.y.size()],
-                     c.y.representative[k % c.y.size()], wrow, rows.data() + k * S2, inverse);
+                     c.y.representative[k % c.y.size()], wrow, rows + k * S2, inverse);
   });
+}
+
+template <typename scalar_t>
+std::vector<scalar_t> class_weight_rows(const GridGeometry& gg, const GridRowClasses& c,
+                                        const scalar_t* wp, bool inverse) {
+  std::vector<scalar_t> rows(static_cast<size_t>(c.size() * gg.g.S[2]));
+  class_weight_rows(gg, c, wp, inverse, rows.data());
   return rows;
 }
 

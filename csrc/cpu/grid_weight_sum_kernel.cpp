@@ -83,8 +83,8 @@ std::tuple<at::Tensor, at::Tensor> grid_inverse_rows_op(const at::Tensor& weight
   for (int64_t z = 0; z < g.S[0]; ++z)
     for (int64_t y = 0; y < g.S[1]; ++y) k[z * g.S[1] + y] = classes.of(z, y);
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "grid_inverse_rows_cpu", [&] {
-    const auto inv = class_weight_rows(gg, classes, w.const_data_ptr<scalar_t>(), true);
-    std::copy(inv.begin(), inv.end(), rows.mutable_data_ptr<scalar_t>());
+    class_weight_rows(gg, classes, w.const_data_ptr<scalar_t>(), true,
+                      rows.mutable_data_ptr<scalar_t>());
   });
   return {rows, row_class};
 }
