@@ -174,3 +174,29 @@ def test_voxels_no_window_covers_hold_the_fill_value_in_every_float_output(membe
         uncovered = y[name][(~covered)[:, None].expand_as(y[name])]
         assert (uncovered == (0 if name == "labels" else 5.0)).all(), name
         assert (y[name][covered[:, None].expand_as(y[name])] != 5.0).all(), name
+
+
+@pytest.mark.parametrize("case", [((2, 1, 23, 19), 8, 5, False), ((1, 1, 14, 12, 13), 6, 4, False),
+                                  ((1, 1, 40, 22), (4, 8), (3, 11), True)])  # x gaps: fill
+def test_the_weighted_sums_normalised_plane_by_plane_give_the_bits_of_three_passes(
+        case, monkeypatch):
+    from fastquilt import ensemble_sliding
+
+    shape, window, step, gaps = case
+    models = _convs(2, 1, 3, len(shape) - 2)
+    x = torch.randn(shape)
+
+    def run():
+        return fq.sliding_window(models, x, window, step, batch_size=3, outputs=(
+            "mean", "labels", "probability", "entropy"), tta="flips", activation="softmax",
+            allow_gaps=gaps, fill_value=2.0 if gaps else 0.0)
+
+    fused, calls = ensemble_sliding.planewise_normalisation, []
+    monkeypatch.setattr(ensemble_sliding, "planewise_normalisation",
+                        lambda q, acc: calls.append(fused(q, acc)) or calls[-1])
+    got = run()
+    assert calls and calls[0] is not None  # the plane-by-plane path ran
+    monkeypatch.setattr(ensemble_sliding, "planewise_normalisation", lambda q, acc: None)
+    want = run()
+    for name in want:
+        assert torch.equal(got[name], want[name]), name
