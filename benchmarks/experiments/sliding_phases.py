@@ -22,7 +22,7 @@ import fastquilt as fq
 from fastquilt import ops
 
 CASES = (("2D", (8, 3, 1024, 1024), 128, 64, 8), ("3D", (1, 1, 256, 256, 256), 64, 32, 4))
-BATCH = 64
+BATCH = int(os.environ.get("FQ_PHASES_BATCH", 64))
 
 
 def seconds(fn, reps: int = 5) -> float:
