@@ -1,9 +1,10 @@
 """Where the time of an in-memory CPU sliding_window goes: its phases timed apart on the
-bench_cpu workloads (identity model, batch 64, border weights), against one memcpy of the same
-window bytes and MONAI's sliding_window_inference, in one process. Warm memory (glibc keeps
-freed memory: the process re-runs itself so) unless --memory fresh.
+bench_cpu workloads (identity model, border weights, batch 64 unless --batch), against one
+memcpy of the same window bytes and MONAI's sliding_window_inference, in one process. Warm
+memory (glibc keeps freed memory: the process re-runs itself so) unless --memory fresh.
 
     python benchmarks/experiments/sliding_phases.py [--threads 1 2] [--memory warm|fresh]
+        [--batch 64]
 
 Phases: the gathers of every batch into one batch buffer; the scatter-adds of every batch with
 the accumulator zeroed and normalised plane by plane (scatter_add_grid_batch_); the inverse
@@ -22,7 +23,6 @@ import fastquilt as fq
 from fastquilt import ops
 
 CASES = (("2D", (8, 3, 1024, 1024), 128, 64, 8), ("3D", (1, 1, 256, 256, 256), 64, 32, 4))
-BATCH = int(os.environ.get("FQ_PHASES_BATCH", 64))
 
 
 def seconds(fn, reps: int = 5) -> float:
@@ -33,24 +33,24 @@ def seconds(fn, reps: int = 5) -> float:
                     num_threads=torch.get_num_threads()).timeit(reps).median
 
 
-def phases(shape, window, step, border) -> dict:
+def phases(shape, window, step, border, batch_size: int) -> dict:
     x = torch.randn(shape)
     q = fq.Quilt(shape[2:], window, step, border=border, border_weight=0.1)
     w, org = q.weight, q.origins(shape[0])
     M = org.shape[0]
-    batch = torch.empty((BATCH, shape[1], *q.window))
+    batch = torch.empty((batch_size, shape[1], *q.window))
     acc = torch.empty(shape)
     inv, cls = ops.grid_inverse_rows(w, q.spatial_shape, q.step)
     windows = torch.empty((M, shape[1], *q.window))
     source = torch.ones_like(windows)
 
     def gathers():
-        for lo in range(0, M, BATCH):
-            ops.gather_windows_into(x, org[lo:lo + BATCH], batch[:min(BATCH, M - lo)])
+        for lo in range(0, M, batch_size):
+            ops.gather_windows_into(x, org[lo:lo + batch_size], batch[:min(batch_size, M - lo)])
 
     def scatters():
-        for lo in range(0, M, BATCH):
-            ops.scatter_add_grid_batch_(batch[:min(BATCH, M - lo)], org, lo, acc, inv, cls,
+        for lo in range(0, M, batch_size):
+            ops.scatter_add_grid_batch_(batch[:min(batch_size, M - lo)], org, lo, acc, inv, cls,
                                         weight=w)
 
     calls = {
@@ -58,7 +58,7 @@ def phases(shape, window, step, border) -> dict:
         "scatter-adds (zeroed, normalised)": scatters,
         "inverse weight-sum rows": lambda: ops.grid_inverse_rows(w, q.spatial_shape, q.step),
         "sliding_window": lambda: fq.sliding_window(lambda t: t, x, window, step,
-                                                    batch_size=BATCH, weight=w),
+                                                    batch_size=batch_size, weight=w),
         "memcpy of the window bytes": lambda: windows.copy_(source),
     }
     try:
@@ -66,7 +66,7 @@ def phases(shape, window, step, border) -> dict:
 
         D = len(shape) - 2
         calls["MONAI sliding_window_inference"] = lambda: sliding_window_inference(
-            x, (window,) * D, BATCH, lambda t: t, overlap=1 - step / window, mode="constant")
+            x, (window,) * D, batch_size, lambda t: t, overlap=1 - step / window, mode="constant")
     except ImportError:
         pass
     return {k: seconds(f) for k, f in calls.items()}
@@ -76,6 +76,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, nargs="+", default=[1, os.cpu_count() or 1])
     ap.add_argument("--memory", choices=["warm", "fresh"], default="warm")
+    ap.add_argument("--batch", type=int, default=64, help="windows a batch (default 64)")
     a = ap.parse_args()
     if a.memory == "warm" and os.environ.get("MALLOC_MMAP_MAX_") != "0":
         env = dict(os.environ, MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(1 << 40))
@@ -83,9 +84,10 @@ def main() -> None:
     for name, shape, window, step, border in CASES:
         for threads in a.threads:
             torch.set_num_threads(threads)
-            t = phases(shape, window, step, border)
+            t = phases(shape, window, step, border, a.batch)
             copy = t["memcpy of the window bytes"]
-            print(f"\n{name} {shape} w{window} s{step}, {threads} thread(s), {a.memory} memory")
+            print(f"\n{name} {shape} w{window} s{step}, batch {a.batch}, {threads} thread(s), "
+                  f"{a.memory} memory")
             for k, v in t.items():
                 print(f"  {k:36s} {v * 1e3:8.1f} ms  {v / copy:5.2f}x memcpy")
 
