@@ -216,8 +216,15 @@ def grid_inverse_rows(
     ``inverse_rows[row_class[r]]`` (0 where no weight covers a voxel). Rows covered by windows
     at the same offsets share a class: about ``(step + a few) ** (D - 1)`` rows however large
     ``S`` is. For :func:`scatter_add_grid_batch_`."""
+    _cpu_only("grid_inverse_rows", weight.device, "grid_weight_sum(..., inverse=True)")
     return _ops.grid_inverse_rows.default(weight, int_list_arg(spatial_size, "spatial_size"),
                                           int_list_arg(step, "step"))
+
+
+def _cpu_only(op: str, device: torch.device, instead: str) -> None:
+    """The CPU-only ops name what to use on other devices (meta: traced, fine)."""
+    if device.type not in ("cpu", "meta"):
+        raise ValueError(f"{op} runs on the CPU; for tensors on {device} use {instead}")
 
 
 def scatter_add_grid_batch_(
@@ -242,6 +249,8 @@ def scatter_add_grid_batch_(
     the bits of ``acc.zero_()``, :func:`scatter_add_windows_` per batch and
     :func:`grid_normalize_`, without their two extra passes over ``acc``. Records no autograd.
     """
+    _cpu_only("scatter_add_grid_batch_", acc.device, "acc.zero_(), scatter_add_windows_ per batch "
+              "and grid_normalize_")
     _no_autograd("scatter_add_grid_batch_", patches=patches, weight=weight, acc=acc)
     _ops.scatter_add_grid_batch_.default(patches, origins, int(first), weight, acc,
                                          inverse_rows, row_class, float(fill_value))

@@ -13,6 +13,7 @@ from fastquilt import ops
 from fastquilt.grid import axis_row_classes
 
 from .. import reference as ref
+from ..conftest import requires_cuda
 from ..random_geometry import random_grid
 from .test_threads import with_threads
 
@@ -222,3 +223,20 @@ def test_sliding_window_gives_the_bits_of_the_three_passes(case, monkeypatch):
     assert (calls[0] is not None) == first_axis_covered
     monkeypatch.setattr(sliding, "planewise_normalisation", lambda q, acc: None)
     assert torch.equal(got, run())
+
+
+def test_other_devices_are_pointed_to_the_three_passes():
+    for device in (torch.device("cuda", 0), torch.device("mps")):
+        with pytest.raises(ValueError, match="for tensors on .* use acc.zero_"):
+            ops._cpu_only("scatter_add_grid_batch_", device, "acc.zero_(), ...")
+    ops._cpu_only("grid_inverse_rows", torch.device("meta"), "")  # traced: fine
+
+
+@requires_cuda
+def test_cuda_tensors_are_pointed_to_the_three_passes():
+    p, org, acc, inv, cls, w = _args()
+    with pytest.raises(ValueError, match="grid_normalize_"):
+        ops.scatter_add_grid_batch_(p[:3].cuda(), org.cuda(), 0, acc.cuda(), inv.cuda(),
+                                    cls.cuda(), weight=w.cuda())
+    with pytest.raises(ValueError, match="inverse=True"):
+        ops.grid_inverse_rows(w.cuda(), (12, 10), (4, 3))
