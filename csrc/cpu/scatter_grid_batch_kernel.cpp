@@ -45,30 +45,39 @@ struct GridBatchPlanes {
   }
 };
 
-// The whole grid's windows (normalised [n, o0, o1, o2] rows) must be sorted by plane key
-// n * S0 + o0 and cover every plane of every image: then each plane is zeroed by exactly one
-// batch and normalised by exactly one.
-void check_grid_order(const std::vector<int64_t>& org, const Geometry& g) {
+// The grid's windows (normalised [n, o0, o1, o2] rows) must be in plane-key order
+// n * S0 + o0, with no plane left between two neighbours, each image's first window at plane 0
+// and its last reaching plane S0 - 1: then each plane is zeroed by exactly one batch and
+// normalised by exactly one. A call checks the windows it reads, org = windows lo.. of M (its
+// batch and the neighbour on each side): over every batch of the grid in order, that is every
+// pair of neighbours, and a grid that breaks the rule is refused at the batch that reaches the
+// break. (Checking the whole grid on every call would cost windows^2 / batch.)
+void check_grid_order(const std::vector<int64_t>& org, int64_t lo, int64_t M, const Geometry& g) {
   const auto refuse = [&](const std::string& where) {
     TORCH_CHECK_VALUE(false, msg(kOp, ": origins must be the whole grid, sorted by (n, start_0) "
                       "and covering every plane of every image; ", where, ": add its batches "
                       "with scatter_add_windows_ and normalise with grid_normalize_"));
   };
-  const int64_t M = static_cast<int64_t>(org.size()) / 4;
-  int64_t image = 0, covered = 0;  // planes [0, covered) of `image` have windows so far
-  int64_t last = 0;                // the previous window's start_0
-  for (int64_t m = 0; m < M; ++m) {
-    const int64_t n = org[m * 4], z0 = org[m * 4 + 1];
-    if (n < image || (n == image && (z0 > covered || z0 < last)) ||
-        (n > image && (n != image + 1 || covered != g.S[0] || z0 != 0)))
-      refuse(msg("window ", m, " (image ", n, ", start ", z0, ") breaks that"));
-    if (n > image) image = n, covered = 0;
-    covered = std::max(covered, z0 + g.W[0]);
-    last = z0;
+  const int64_t count = static_cast<int64_t>(org.size()) / 4;
+  if (M == 0) refuse("there are no windows");
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t n = org[i * 4], z0 = org[i * 4 + 1];
+    bool ok = true;
+    if (i > 0) {
+      const int64_t pn = org[(i - 1) * 4], pz0 = org[(i - 1) * 4 + 1];
+      ok = n == pn ? pz0 <= z0 && z0 <= pz0 + g.W[0]
+                   : n == pn + 1 && pz0 + g.W[0] == g.S[0] && z0 == 0;
+    } else if (lo == 0) {
+      ok = n == 0 && z0 == 0;
+    }
+    if (!ok) refuse(msg("window ", lo + i, " (image ", n, ", start ", z0, ") breaks that"));
   }
-  if (image != g.N - 1 || covered != g.S[0])
-    refuse(msg("the windows end in image ", image, " at plane ", covered, " of ", g.N,
-               " images of ", g.S[0]));
+  if (lo + count == M && count > 0) {
+    const int64_t n = org[(count - 1) * 4], end = org[(count - 1) * 4 + 1] + g.W[0];
+    if (n != g.N - 1 || end != g.S[0])
+      refuse(msg("the windows end in image ", n, " at plane ", end, " of ", g.N, " images of ",
+                 g.S[0]));
+  }
 }
 
 void check_rows(const at::Tensor& acc, const at::Tensor& inverse_rows,
@@ -107,28 +116,36 @@ void scatter_add_grid_batch_cpu(const at::Tensor& patches, const at::Tensor& ori
   const Geometry g = g0;  // a local const (op_entry_points.h)
   const int64_t D = patches.dim() - 2;
   if (acc.numel() == 0) return;
-  const auto all = load_origins(origins, g, D, kOp);
-  check_grid_order(all, g);
+  // this batch and its neighbours: the windows whose order decides its planes
+  const int64_t lo = std::max<int64_t>(first - 1, 0), hi = std::min(first + B + 1, M);
+  const auto near = load_origins(origins.narrow(0, lo, hi - lo), g, D, kOp);
+  check_grid_order(near, lo, M, g);
+  if (B == 0) return;
+  const auto key = [&](int64_t m) { return near[(m - lo) * 4] * g.S[0] + near[(m - lo) * 4 + 1]; };
+  const int64_t zero_from = first == 0 ? std::numeric_limits<int64_t>::min() : key(first - 1) + g.W[0];
+  const int64_t finish_before = first + B == M ? std::numeric_limits<int64_t>::max() : key(first + B);
+  const std::vector<int64_t> org(near.begin() + (first - lo) * 4,
+                                 near.begin() + (first - lo + B) * 4);
+  const PlaneIndex index(org, g, B);
+  const std::vector<int64_t> planes = index.covered_planes(g);
   const auto inv = inverse_rows.contiguous();
   const auto cls = row_class.contiguous();
   const int64_t K = inv.size(0);
   const int64_t* cp = cls.const_data_ptr<int64_t>();
-  for (int64_t r = 0; r < cls.numel(); ++r)
-    TORCH_CHECK_VALUE(cp[r] >= 0 && cp[r] < K, msg(kOp, ": row_class[", r, "] = ", cp[r],
-                      " is not a row of inverse_rows (K = ", K, ")"));
-  if (B == 0) return;
-  const auto key = [&](int64_t m) { return all[m * 4] * g.S[0] + all[m * 4 + 1]; };
-  const std::vector<int64_t> org(all.begin() + first * 4, all.begin() + (first + B) * 4);
-  const PlaneIndex index(org, g, B);
-  const std::vector<int64_t> planes = index.covered_planes(g);
+  for (const int64_t plane : planes) {  // the rows this call normalises (each plane's once)
+    if (plane >= finish_before) break;
+    const int64_t r0 = (plane % g.S[0]) * g.S[1];
+    for (int64_t r = r0; r < r0 + g.S[1]; ++r)
+      TORCH_CHECK_VALUE(cp[r] >= 0 && cp[r] < K, msg(kOp, ": row_class[", r, "] = ", cp[r],
+                        " is not a row of inverse_rows (K = ", K, ")"));
+  }
   const auto p = patches.contiguous();
   const auto w = contiguous_or_none(weight);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "scatter_grid_batch", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const GridBatchPlanes<acc_t> hooks{
-        first == 0 ? std::numeric_limits<int64_t>::min() : key(first - 1) + g.W[0],
-        first + B == M ? std::numeric_limits<int64_t>::max() : key(first + B),
-        g.S[1], g.S[2], inv.const_data_ptr<acc_t>(), cp, static_cast<acc_t>(fill_value)};
+    const GridBatchPlanes<acc_t> hooks{zero_from, finish_before, g.S[1], g.S[2],
+                                       inv.const_data_ptr<acc_t>(), cp,
+                                       static_cast<acc_t>(fill_value)};
     scatter_kernel<scalar_t, acc_t>(p.const_data_ptr<scalar_t>(), org, index, planes,
                                     data_or_null<acc_t>(w), acc.mutable_data_ptr<acc_t>(), g,
                                     hooks);

@@ -153,29 +153,54 @@ def _args(spatial=(12, 10), window=(4, 4), step=(4, 3), N=2):
     return p, org, torch.empty((N, 1, *spatial)), inv, cls, w
 
 
+def _add_every_batch(p, org, acc, inv, cls, w, batch=3):
+    for lo in range(0, org.shape[0], batch):
+        ops.scatter_add_grid_batch_(p[lo:lo + batch], org, lo, acc, inv, cls, weight=w)
+
+
 def test_a_grid_it_cannot_finish_plane_by_plane_is_refused():
+    # (each call checks the windows it reads: a broken grid is refused at the batch that
+    # reaches the break, before that batch is added)
     p, org, acc, inv, cls, w = _args()
     swapped = org.clone()
     swapped[[0, -1]] = swapped[[-1, 0]]
-    with pytest.raises(ValueError, match="sorted by"):
-        ops.scatter_add_grid_batch_(p[:3], swapped, 0, acc, inv, cls, weight=w)
+    with pytest.raises(ValueError, match=r"window 0 \(image 1, start 8\) breaks that"):
+        _add_every_batch(p, swapped, acc, inv, cls, w)
     # every plane covered but not in order (the thresholds would zero or normalise a plane
     # twice): starts 0, 4, 2, 3, 1 of a (8, 4) image, windows (4, 4), step 1
     inv1, cls1 = ops.grid_inverse_rows(torch.ones(4, 4), (8, 4), (1, 4))
     shuffled = torch.tensor([[0, 0, 0], [0, 4, 0], [0, 2, 0], [0, 3, 0], [0, 1, 0]])
+    acc1 = torch.empty(1, 1, 8, 4)
+    ops.scatter_add_grid_batch_(torch.ones(1, 1, 4, 4), shuffled, 0, acc1, inv1, cls1)
     with pytest.raises(ValueError, match=r"window 2 \(image 0, start 2\) breaks that"):
-        ops.scatter_add_grid_batch_(torch.ones(1, 1, 4, 4), shuffled, 0,
-                                    torch.empty(1, 1, 8, 4), inv1, cls1)
+        ops.scatter_add_grid_batch_(torch.ones(1, 1, 4, 4), shuffled, 1, acc1, inv1, cls1)
     band = org[org[:, 1] != 4]  # the planes 4..7 of every image have no window
-    with pytest.raises(ValueError, match="sorted by"):
-        ops.scatter_add_grid_batch_(p[:3], band, 0, acc, inv, cls, weight=w)
+    with pytest.raises(ValueError, match=r"window 3 \(image 0, start 8\) breaks that"):
+        _add_every_batch(p, band, acc, inv, cls, w)
     one_image = org[org[:, 0] == 0]  # acc holds two images
     with pytest.raises(ValueError, match="end in image 0"):
-        ops.scatter_add_grid_batch_(p[:3], one_image, 0, acc, inv, cls, weight=w)
+        _add_every_batch(p, one_image, acc, inv, cls, w)
+    short = org[org[:, 1] != 8]  # the last planes of each image have no window
+    with pytest.raises(ValueError, match=r"window 6 \(image 1, start 0\) breaks that"):
+        _add_every_batch(p, short, acc, inv, cls, w)
+    with pytest.raises(ValueError, match="no windows"):
+        ops.scatter_add_grid_batch_(p[:0], org[:0], 0, acc, inv, cls, weight=w)
     with pytest.raises(ValueError, match="must lie in the grid"):
         ops.scatter_add_grid_batch_(p[:3], org, org.shape[0] - 2, acc, inv, cls, weight=w)
     with pytest.raises(ValueError, match="must lie in the grid"):
         ops.scatter_add_grid_batch_(p[:3], org, -1, acc, inv, cls, weight=w)
+
+
+def test_a_call_reads_only_its_batch_and_neighbours():
+    # A window far from the batch is not read (nor bounds-checked) by its call: the cost of a
+    # call does not grow with the grid (checking the whole grid each call cost windows^2 /
+    # batch in all); the batch that holds it refuses it.
+    p, org, acc, inv, cls, w = _args()
+    far = org.clone()
+    far[-1, 1] = 10_000
+    ops.scatter_add_grid_batch_(p[:3], far, 0, acc, inv, cls, weight=w)
+    with pytest.raises(ValueError, match="does not fit inside the image"):
+        ops.scatter_add_grid_batch_(p[-3:], far, far.shape[0] - 3, acc, inv, cls, weight=w)
 
 
 def test_bad_rows_are_refused():
@@ -189,9 +214,9 @@ def test_bad_rows_are_refused():
     with pytest.raises(TypeError, match="row_class must be int64"):
         ops.scatter_add_grid_batch_(p[:3], org, 0, acc, inv, cls.int(), weight=w)
     bad = cls.clone()
-    bad[3] = inv.shape[0]
-    with pytest.raises(ValueError, match="is not a row of inverse_rows"):
-        ops.scatter_add_grid_batch_(p[:3], org, 0, acc, inv, bad, weight=w)
+    bad[3] = inv.shape[0]  # row 3 is normalised by the call that finishes plane 3
+    with pytest.raises(ValueError, match=r"row_class\[3\] = .* is not a row of inverse_rows"):
+        _add_every_batch(p, org, acc, inv, bad, w)
     flat = torch.zeros(acc.numel() + inv.numel())
     with pytest.raises(ValueError, match="shares memory"):
         ops.scatter_add_grid_batch_(p[:3], org, 0, flat[:acc.numel()].view(acc.shape),
