@@ -20,16 +20,17 @@ from .test_threads import with_threads
 FQ = torch.ops.fastquilt
 
 
-def three_passes(p, org, acc_shape, w, step, batch, fill):
-    """The bits to match: zero_, scatter_add_windows_ batch by batch, grid_normalize_."""
+def three_passes(p, org, acc_shape, w, step, batch, fill, sums=None):
+    """The bits to match: zero_, scatter_add_windows_ batch by batch, grid_normalize_ (by the
+    weight sums of ``sums``, default ``w``: ones where the windows are unweighted)."""
     acc = torch.zeros(acc_shape, dtype=ops.acc_dtype(p.dtype))
     for lo in range(0, org.shape[0], batch):
         ops.scatter_add_windows_(p[lo:lo + batch], org[lo:lo + batch], acc, None, weight=w)
-    return ops.grid_normalize_(acc, w, step, fill)
+    return ops.grid_normalize_(acc, w if sums is None else sums, step, fill)
 
 
-def planewise(p, org, acc_shape, w, step, batch, fill, spatial):
-    inv, cls = ops.grid_inverse_rows(w, spatial, step)
+def planewise(p, org, acc_shape, w, step, batch, fill, spatial, sums=None):
+    inv, cls = ops.grid_inverse_rows(w if sums is None else sums, spatial, step)
     acc = torch.full(acc_shape, float("nan"), dtype=ops.acc_dtype(p.dtype))  # any contents
     for lo in range(0, org.shape[0], batch):
         ops.scatter_add_grid_batch_(p[lo:lo + batch], org, lo, acc, inv, cls, weight=w,
@@ -55,30 +56,13 @@ def test_the_bits_of_three_passes_and_the_float64_reference(seed, dtype):
     batch = int(rng.integers(1, org.shape[0] + 2))  # 1 window to all of them (and more)
     fill = float(rng.choice([0.0, -3.5]))
     shape = (N, C, *spatial)
-    got = planewise(p, org, shape, w, step, batch, fill, spatial) if w is not None else \
-        planewise_unweighted(p, org, shape, wt, step, batch, fill, spatial)
-    want = three_passes(p, org, shape, w, step, batch, fill) if w is not None else \
-        three_passes_unweighted(p, org, shape, wt, step, batch, fill)
+    got = planewise(p, org, shape, w, step, batch, fill, spatial, sums=wt)
+    want = three_passes(p, org, shape, w, step, batch, fill, sums=wt)
     assert torch.equal(got, want), f"{spatial} {window} {step} batch {batch}"
     mean, _ = ref.stitch(p.double().numpy(), spatial, window, step,
                          None if w is None else w.double().numpy(), fill)
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     np.testing.assert_allclose(got.double().numpy(), mean, rtol=tol, atol=tol)
-
-
-def planewise_unweighted(p, org, shape, ones, step, batch, fill, spatial):
-    inv, cls = ops.grid_inverse_rows(ones, spatial, step)
-    acc = torch.full(shape, float("nan"), dtype=ops.acc_dtype(p.dtype))
-    for lo in range(0, org.shape[0], batch):
-        ops.scatter_add_grid_batch_(p[lo:lo + batch], org, lo, acc, inv, cls, fill_value=fill)
-    return acc
-
-
-def three_passes_unweighted(p, org, shape, ones, step, batch, fill):
-    acc = torch.zeros(shape, dtype=ops.acc_dtype(p.dtype))
-    for lo in range(0, org.shape[0], batch):
-        ops.scatter_add_windows_(p[lo:lo + batch], org[lo:lo + batch], acc, None)
-    return ops.grid_normalize_(acc, ones, step, fill)
 
 
 @pytest.mark.parametrize("case", [((250, 250), (96, 96), (32, 32), 7),
