@@ -16,7 +16,7 @@ from .batches import predictions
 from .ensemble import Predictor
 from .quilt import Quilt
 from .reductions import Reduction, outputs_arg
-from .sliding import check_input, planewise_normalisation
+from .sliding import GridMean, check_input
 
 
 def sliding_window_outputs(
@@ -51,7 +51,7 @@ def sliding_window_outputs(
     out_device = device_arg(out_device, "out_device") or x.device
     out_dtype = float_dtype_arg(out_dtype) or torch.float32
     N = x.shape[0]
-    red = acc = wsum = planes = None
+    red = acc = wsum = mean = None
     with torch.no_grad():
         for lo, hi, y in predictions(lambda xb: pred(xb, q.window, device), x, q, batch_size,
                                      device, out_device, progress):
@@ -59,23 +59,20 @@ def sliding_window_outputs(
                 red = Reduction(names, pred.channels, fill_value)
                 acc = buffers.empty((N, red.state_channels, *q.spatial_shape), torch.float32,
                                     out_device)
-                # the weight sum: a buffer for the moments, the grid's closed form otherwise
-                wsum = torch.zeros((N, *q.spatial_shape), device=out_device) \
-                    if red.moments else None
                 weight_t = q.weight_for(torch.float32, out_device)
                 out_origins = q.origins(N, out_device)
-                # weighted sums on the CPU: zeroed and normalised plane by plane (sliding.py)
-                planes = None if red.moments else planewise_normalisation(q, acc)
-                if planes is None:
+                # the moments keep their own weight sum; the weighted sums are the grid's mean
+                if red.moments:
                     acc.zero_()
-            if planes is None:
+                    wsum = torch.zeros((N, *q.spatial_shape), device=out_device)
+                else:
+                    mean = GridMean(q, acc, out_origins, fill_value)
+            if mean is None:
                 red.add(acc, wsum, out_origins[lo:hi], y, weight_t)
             else:
-                ops.scatter_add_grid_batch_(y, out_origins, lo, acc, *planes, weight=weight_t,
-                                            fill_value=fill_value)
+                mean.add(lo, y)
     if not red.moments:
-        if planes is None:
-            ops.grid_normalize_(acc, weight_t, q.step, fill_value)
+        mean.finish()
         if "entropy" in names and fill_value != 0:  # (which voxels nothing covers)
             wsum = ops.grid_weight_sum(weight_t, q.spatial_shape, q.step)
     result = red.finish(acc, wsum, normalised=not red.moments)

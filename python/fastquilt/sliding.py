@@ -62,7 +62,7 @@ def sliding_window_tensor(
     out_device = device_arg(out_device, "out_device") or x.device
     out_dtype = float_dtype_arg(out_dtype)
     N = x.shape[0]
-    acc = planes = None
+    mean = None
     out_dt = out_dtype
 
     def run(xb: torch.Tensor) -> torch.Tensor:
@@ -71,28 +71,50 @@ def sliding_window_tensor(
         return y
 
     with torch.no_grad():
-        for lo, hi, y in predictions(run, x, q, batch_size, device, out_device, progress):
-            if acc is None:
+        for lo, _, y in predictions(run, x, q, batch_size, device, out_device, progress):
+            if mean is None:
                 dt = ops.acc_dtype(y.dtype)
                 # (a dropped output of an earlier call is reused: no page faults)
-                acc = buffers.empty((N, y.shape[1], *q.spatial_shape), dt, out_device)
-                weight_t = q.weight_for(dt, out_device)
-                out_origins = q.origins(N, out_device)
+                mean = GridMean(q, buffers.empty((N, y.shape[1], *q.spatial_shape), dt,
+                                                 out_device), q.origins(N, out_device),
+                                fill_value)
                 out_dt = out_dt or y.dtype
-                planes = planewise_normalisation(q, acc)
-                if planes is None:
-                    acc.zero_()
-            # Every window of the grid runs once, so the weight sum is the grid's (closed
-            # form): only the weighted predictions are scattered.
-            y = y if ops.acc_dtype(y.dtype) == dt else y.to(dt)
-            if planes is None:
-                ops.scatter_add_windows_(y, out_origins[lo:hi], acc, None, weight=weight_t)
-            else:  # zeroed and normalised plane by plane, in cache
-                ops.scatter_add_grid_batch_(y, out_origins, lo, acc, *planes, weight=weight_t,
-                                            fill_value=fill_value)
-    if planes is None:
-        ops.grid_normalize_(acc, weight_t, q.step, fill_value)  # fill where no weight covers
+            mean.add(lo, y if ops.acc_dtype(y.dtype) == dt else y.to(dt))
+    acc = mean.finish()
     return acc if acc.dtype == out_dt else acc.to(out_dt)
+
+
+class GridMean:
+    """The weighted mean of a whole grid's windows in ``acc`` ``(N, C, *S)`` (any contents),
+    added batch by batch in qlty order. Every window runs once, so the weight sum is the
+    grid's (closed form): only the weighted windows are summed. On the CPU each plane is
+    zeroed by the first batch that covers it and normalised by the last, while it is in cache
+    (:func:`planewise_normalisation`); elsewhere ``acc`` is zeroed here and normalised by
+    :meth:`finish`."""
+
+    def __init__(self, q: Quilt, acc: torch.Tensor, origins: torch.Tensor,
+                 fill_value: float) -> None:
+        self.q, self.acc, self.origins, self.fill_value = q, acc, origins, fill_value
+        self.weight = q.weight_for(acc.dtype, acc.device)
+        self.planes = planewise_normalisation(q, acc)
+        if self.planes is None:
+            acc.zero_()
+
+    def add(self, lo: int, y: torch.Tensor) -> None:
+        """Add the predictions ``y`` ``(B, C, *window)`` of windows ``lo .. lo + B - 1``."""
+        if self.planes is None:
+            ops.scatter_add_windows_(y, self.origins[lo:lo + y.shape[0]], self.acc, None,
+                                     weight=self.weight)
+        else:
+            ops.scatter_add_grid_batch_(y, self.origins, lo, self.acc, *self.planes,
+                                        weight=self.weight, fill_value=self.fill_value)
+
+    def finish(self) -> torch.Tensor:
+        """``acc``, the mean (``fill_value`` where no weight covers a voxel), once every batch
+        is added."""
+        if self.planes is None:
+            ops.grid_normalize_(self.acc, self.weight, self.q.step, self.fill_value)
+        return self.acc
 
 
 def planewise_normalisation(q: Quilt, acc: torch.Tensor):

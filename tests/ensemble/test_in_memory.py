@@ -180,7 +180,7 @@ def test_voxels_no_window_covers_hold_the_fill_value_in_every_float_output(membe
                                   ((1, 1, 40, 22), (4, 8), (3, 11), True)])  # x gaps: fill
 def test_the_weighted_sums_normalised_plane_by_plane_give_the_bits_of_three_passes(
         case, monkeypatch):
-    from fastquilt import ensemble_sliding
+    from fastquilt import sliding
 
     shape, window, step, gaps = case
     models = _convs(2, 1, 3, len(shape) - 2)
@@ -191,12 +191,12 @@ def test_the_weighted_sums_normalised_plane_by_plane_give_the_bits_of_three_pass
             "mean", "labels", "probability", "entropy"), tta="flips", activation="softmax",
             allow_gaps=gaps, fill_value=2.0 if gaps else 0.0)
 
-    fused, calls = ensemble_sliding.planewise_normalisation, []
-    monkeypatch.setattr(ensemble_sliding, "planewise_normalisation",
+    fused, calls = sliding.planewise_normalisation, []
+    monkeypatch.setattr(sliding, "planewise_normalisation",
                         lambda q, acc: calls.append(fused(q, acc)) or calls[-1])
     got = run()
     assert calls and calls[0] is not None  # the plane-by-plane path ran
-    monkeypatch.setattr(ensemble_sliding, "planewise_normalisation", lambda q, acc: None)
+    monkeypatch.setattr(sliding, "planewise_normalisation", lambda q, acc: None)
     want = run()
     for name in want:
         assert torch.equal(got[name], want[name]), name
