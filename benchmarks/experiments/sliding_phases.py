@@ -4,7 +4,7 @@ memcpy of the same window bytes and MONAI's sliding_window_inference, in one pro
 memory (glibc keeps freed memory: the process re-runs itself so) unless --memory fresh.
 
     python benchmarks/experiments/sliding_phases.py [--threads 1 2] [--memory warm|fresh]
-        [--batch 64]
+        [--batch 64] [--cases 2D 3D]
 
 Phases: the gathers of every batch into one batch buffer; the scatter-adds of every batch with
 the accumulator zeroed and normalised plane by plane (scatter_add_grid_batch_); the inverse
@@ -77,11 +77,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, os.cpu_count() or 1])
     ap.add_argument("--memory", choices=["warm", "fresh"], default="warm")
     ap.add_argument("--batch", type=int, default=64, help="windows a batch (default 64)")
+    ap.add_argument("--cases", nargs="+", choices=[c[0] for c in CASES],
+                    default=[c[0] for c in CASES])
     a = ap.parse_args()
     if a.memory == "warm" and os.environ.get("MALLOC_MMAP_MAX_") != "0":
         env = dict(os.environ, MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(1 << 40))
         sys.exit(subprocess.call([sys.executable, *sys.argv], env=env))
-    for name, shape, window, step, border in CASES:
+    for name, shape, window, step, border in (c for c in CASES if c[0] in a.cases):
         for threads in a.threads:
             torch.set_num_threads(threads)
             t = phases(shape, window, step, border, a.batch)

@@ -19,8 +19,6 @@
 namespace fastquilt::cpu {
 namespace {
 
-constexpr int64_t kRowsAhead = 8;  // rows between a prefetch and its row's copy
-
 // Element strides of an input in the normalised geometry (n, c, axis 0, 1, 2); axis 2's is 1.
 struct InputStrides {
   int64_t n, c, s0, s1;
@@ -82,18 +80,19 @@ void gather_kernel(const scalar_t* in, const InputStrides& st, const int64_t* or
   const int64_t W2 = g.W[2];
   const int64_t rows = M * g.C * g.W[0] * g.W[1];  // output row r is out + r * W2
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, W2));
+  const int64_t rows_ahead = rows_ahead_for(W2 * int64_t(sizeof(scalar_t)));
   // an output over the cache is not read back from the cache: write it without reading it
   // (rows of two cache lines or more: a shorter row's partial lines would be read anyway)
   const bool stream = weight == nullptr && W2 * int64_t(sizeof(scalar_t)) >= 128 &&
       output_exceeds_cache(rows * W2 * int64_t(sizeof(scalar_t)));
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     SourceRows row(g, st, org, begin);
-    // rows lie apart (short runs the hardware does not follow): each is asked for kRowsAhead
-    // rows before its copy
-    SourceRows ahead(g, st, org, std::min(begin + kRowsAhead, end));
+    // rows lie apart (short runs the hardware does not follow): each is asked for
+    // kBytesAhead of rows before its copy
+    SourceRows ahead(g, st, org, std::min(begin + rows_ahead, end));
     for (int64_t r = begin; r < end; ++r, row.next()) {
-      if (r + kRowsAhead < end) {
-        prefetch_row(in + ahead.offset(), W2);
+      if (r + rows_ahead < end) {
+        prefetch_row_to_l2(in + ahead.offset(), W2);
         ahead.next();
       }
       const scalar_t* src = in + row.offset();

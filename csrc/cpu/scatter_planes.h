@@ -53,7 +53,7 @@ struct PlaneIndex {
   }
 };
 
-constexpr int64_t kRowsAhead = 8;  // rows between a prefetch and its row's add
+constexpr int64_t kRunRows = 8;  // a window's rows in a task: at least this many where they can
 
 // What a task does to its output plane (S1 x S2 elements at `plane`, key n * S0 + z) before
 // and after adding its windows: nothing here; scatter_add_grid_batch_ zeroes and normalises.
@@ -84,15 +84,18 @@ void scatter_kernel(const scalar_t* patches, const std::vector<int64_t>& org,
                     acc_t* acc, const Geometry& g, const Hooks& hooks = Hooks()) {
   const int64_t W2 = g.W[2];
   // A task owns a block of R consecutive planes of one image and one channel (R = 1 for planes
-  // of kRowsAhead rows or more; 2D planes are single rows: R = kRowsAhead), so that each
-  // window's rows in a task are one contiguous run of its patch of about kRowsAhead rows or
-  // more.
+  // of kRunRows rows or more; 2D planes are single rows: R = kRunRows), so that each window's
+  // rows in a task are one contiguous run of its patch of about kRunRows rows or more.
   // (smaller blocks where there would be fewer than 4 tasks a thread: a narrow band of few
   // channels on many threads; the blocks do not change the bits)
   const int64_t tasks_wanted = 4 * int64_t(at::get_num_threads());
   const int64_t plane_tasks = static_cast<int64_t>(planes.size()) * g.C;
-  const int64_t R = std::max<int64_t>(1, std::min((kRowsAhead + g.W[1] - 1) / g.W[1],
+  const int64_t R = std::max<int64_t>(1, std::min((kRunRows + g.W[1] - 1) / g.W[1],
                                                   plane_tasks / std::max<int64_t>(1, tasks_wanted)));
+  // rows between a prefetch and its row's add: kBytesAhead, at most a full run (R * W1 rows),
+  // so that the row asked for is in this window or the next
+  const int64_t rows_ahead =
+      std::min(rows_ahead_for(W2 * int64_t(sizeof(scalar_t))), R * g.W[1]);
   const std::vector<int64_t> blocks = plane_blocks(planes, R, g.S[0]);
   const int64_t B = static_cast<int64_t>(blocks.size()) - 1;
   at::parallel_for(0, B * g.C, 1, [&](int64_t begin, int64_t end) {
@@ -121,7 +124,7 @@ void scatter_kernel(const scalar_t* patches, const std::vector<int64_t>& org,
         const int64_t count = (zb - za) * g.W[1];
         const scalar_t* const src0 = patches + patch_offset(g, m, c, za - o[1], int64_t(0), int64_t(0));
         // The task's rows, window after window, are one stream of short runs the hardware does
-        // not follow: each patch and accumulator row is asked for kRowsAhead rows before it is
+        // not follow: each patch and accumulator row is asked for rows_ahead rows before it is
         // added, into the next window's first rows.
         int64_t zna = 0, znb = 0;
         const int64_t* on = k + 1 < hi ? rows_of(k + 1, &zna, &znb) : nullptr;
@@ -129,19 +132,19 @@ void scatter_kernel(const scalar_t* patches, const std::vector<int64_t>& org,
         const scalar_t* const srcn =
             on ? patches + patch_offset(g, index.order[k + 1], c, zna - on[1], int64_t(0), int64_t(0))
                : nullptr;
-        // (z, b) of row r, and of the row kRowsAhead on (in this window, then the next's),
+        // (z, b) of row r, and of the row rows_ahead on (in this window, then the next's),
         // advanced without a division per row
         int64_t z = za, b = 0;
         int64_t ahead_z = 0, ahead_b = 0;
         const int64_t* ahead_o = nullptr;
         const scalar_t* ahead_src = nullptr;  // (pointers formed only into the rows they name)
-        if (kRowsAhead < count) {
+        if (rows_ahead < count) {
           ahead_o = o;
-          ahead_z = za + kRowsAhead / g.W[1];
-          ahead_b = kRowsAhead % g.W[1];
-          ahead_src = src0 + kRowsAhead * W2;
-        } else if (kRowsAhead - count < next_count) {  // already in the next window
-          const int64_t rn = kRowsAhead - count;
+          ahead_z = za + rows_ahead / g.W[1];
+          ahead_b = rows_ahead % g.W[1];
+          ahead_src = src0 + rows_ahead * W2;
+        } else if (rows_ahead - count < next_count) {  // already in the next window
+          const int64_t rn = rows_ahead - count;
           ahead_o = on;
           ahead_z = zna + rn / g.W[1];
           ahead_b = rn % g.W[1];
@@ -150,11 +153,11 @@ void scatter_kernel(const scalar_t* patches, const std::vector<int64_t>& org,
         for (int64_t r = 0; r < count; ++r) {
           acc_t* dst = image + (z * g.S[1] + o[2] + b) * g.S[2] + o[3];
           const scalar_t* src = src0 + r * W2;
-          const int64_t ra = r + kRowsAhead;
+          const int64_t ra = r + rows_ahead;
           if (ra < count + next_count) {
-            prefetch_row(ahead_src, W2);
-            prefetch_row(image + (ahead_z * g.S[1] + ahead_o[2] + ahead_b) * g.S[2] + ahead_o[3],
-                         W2);
+            prefetch_row_to_l2(ahead_src, W2);
+            prefetch_row_to_l2(
+                image + (ahead_z * g.S[1] + ahead_o[2] + ahead_b) * g.S[2] + ahead_o[3], W2);
             if (ra + 1 == count) {  // on to the next window's first row
               ahead_o = on;
               ahead_z = zna;
