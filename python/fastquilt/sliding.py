@@ -12,6 +12,7 @@ import torch
 from . import buffers, ops
 from ._args import device_arg, float_dtype_arg
 from .batches import predictions
+from .normalize import remembered_inverse_rows
 from .quilt import Quilt
 
 
@@ -124,7 +125,7 @@ def planewise_normalisation(q: Quilt, acc: torch.Tensor):
     to zero it and one to normalise it."""
     if acc.device.type != "cpu" or q.step[0] > q.window[0]:
         return None
-    return ops.grid_inverse_rows(q.weight_for(acc.dtype, acc.device), q.spatial_shape, q.step)
+    return remembered_inverse_rows(q.weight_for(acc.dtype, acc.device), q.spatial_shape, q.step)
 
 
 def check_input(x) -> None:

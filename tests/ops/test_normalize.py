@@ -69,3 +69,36 @@ def test_accumulator_and_trainable_stitch_use_the_rule():
     m2, ws2 = trainable.stitch(p)
     acc2, _ = fq.scatter_add_windows(p, q.origins(2), (20, 23), 2, weight=q.weight)
     assert torch.equal(m2.detach(), weighted_mean(acc2, ws2.detach(), 0.0))
+
+
+def test_remembered_inverse_rows_serve_only_an_equal_weight(monkeypatch):
+    """Tables are reused across calls for an equal weight (counted builds), rebuilt for a
+    weight changed in place or another grid, and the oldest dropped past the byte bound."""
+    from fastquilt import normalize, ops
+
+    builds = []
+    real = ops.grid_inverse_rows
+    monkeypatch.setattr(ops, "grid_inverse_rows",
+                        lambda *a: builds.append(a[1:]) or real(*a))
+    monkeypatch.setattr(normalize, "_remembered", type(normalize._remembered)())
+    w = torch.rand(4, 5, 3, dtype=torch.float64) + 0.1
+    S, step = (9, 10, 11), (3, 2, 3)
+    first = normalize.remembered_inverse_rows(w, S, step)
+    want = real(w, S, step)
+    assert all(torch.equal(a, b) for a, b in zip(first, want))
+    again = normalize.remembered_inverse_rows(w.clone(), S, step)
+    assert len(builds) == 1 and again[0] is first[0]
+    w[0, 0, 0] += 1.0  # the caller changes the weight in place: not the remembered one
+    changed = normalize.remembered_inverse_rows(w, S, step)
+    assert len(builds) == 2 and torch.equal(changed[0], real(w, S, step)[0])
+    normalize.remembered_inverse_rows(w, (9, 10, 12), step)  # another grid: its own entry
+    assert len(builds) == 3 and len(normalize._remembered) == 2
+    a, b = (normalize._entry_bytes(e) for e in normalize._remembered.values())
+    monkeypatch.setattr(normalize, "REMEMBERED_BYTES", a + b - 1)
+    normalize.remembered_inverse_rows(w, S, step)  # a hit: S is now the most recent
+    assert len(builds) == 3
+    normalize.remembered_inverse_rows(w * 2, (9, 10, 12), step)  # replaces (9, 10, 12)'s entry
+    assert len(builds) == 4 and [k[0] for k in normalize._remembered] == [(9, 10, 12)]
+    monkeypatch.setattr(normalize, "REMEMBERED_BYTES", 0)  # nothing is kept
+    normalize.remembered_inverse_rows(w, S, step)
+    assert len(builds) == 5 and not normalize._remembered
