@@ -8,7 +8,8 @@ memory (glibc keeps freed memory: the process re-runs itself so) unless --memory
 
 Phases: the gathers of every batch into one batch buffer; the scatter-adds of every batch with
 the accumulator zeroed and normalised plane by plane (scatter_add_grid_batch_); the inverse
-weight-sum rows (grid_inverse_rows, once a call); the whole sliding_window call.
+weight-sum rows (grid_inverse_rows: built once per grid, then remembered across calls); the
+whole sliding_window call.
 """
 
 import argparse
