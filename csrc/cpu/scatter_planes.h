@@ -90,12 +90,13 @@ void scatter_kernel(const scalar_t* patches, const std::vector<int64_t>& org,
   // channels on many threads; the blocks do not change the bits)
   const int64_t tasks_wanted = 4 * int64_t(at::get_num_threads());
   const int64_t plane_tasks = static_cast<int64_t>(planes.size()) * g.C;
-  const int64_t R = std::max<int64_t>(1, std::min((kRunRows + g.W[1] - 1) / g.W[1],
+  const int64_t W1 = std::max<int64_t>(1, g.W[1]);  // (an empty window adds no rows)
+  const int64_t R = std::max<int64_t>(1, std::min((kRunRows + W1 - 1) / W1,
                                                   plane_tasks / std::max<int64_t>(1, tasks_wanted)));
-  // rows between a prefetch and its row's add: kBytesAhead, at most a full run (R * W1 rows),
-  // so that the row asked for is in this window or the next
-  const int64_t rows_ahead =
-      std::min(rows_ahead_for(W2 * int64_t(sizeof(scalar_t))), R * g.W[1]);
+  // rows between a prefetch and its row's add: kBytesAhead, at most R * W1 (a window's whole
+  // run in a task), so that it mostly lands in this window or the next; rows past the next
+  // window's (windows covering part of a block) are not asked for
+  const int64_t rows_ahead = std::min(rows_ahead_for(W2 * int64_t(sizeof(scalar_t))), R * W1);
   const std::vector<int64_t> blocks = plane_blocks(planes, R, g.S[0]);
   const int64_t B = static_cast<int64_t>(blocks.size()) - 1;
   at::parallel_for(0, B * g.C, 1, [&](int64_t begin, int64_t end) {

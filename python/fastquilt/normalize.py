@@ -48,8 +48,9 @@ def remembered_inverse_rows(weight: torch.Tensor, spatial_shape: Sequence[int],
         if hit is not None and torch.equal(hit[0], weight):
             _remembered.move_to_end(key)
             return hit[1], hit[2]
+    weight = weight.detach().clone()  # the table is built from the very values it keeps
     inverse_rows, row_class = ops.grid_inverse_rows(weight, spatial_shape, step)
-    entry = (weight.detach().clone(), inverse_rows, row_class)
+    entry = (weight, inverse_rows, row_class)
     with _remembered_lock:
         _remembered[key] = entry
         _remembered.move_to_end(key)

@@ -249,3 +249,16 @@ def test_cuda_tensors_are_pointed_to_the_three_passes():
                                     cls.cuda(), weight=w.cuda())
     with pytest.raises(ValueError, match="inverse=True"):
         ops.grid_inverse_rows(w.cuda(), (12, 10), (4, 3))
+
+
+@pytest.mark.parametrize("window", [(4, 0), (4, 0, 3), (4, 3, 0)])
+def test_empty_windows_add_nothing_and_planes_are_still_finished(window):
+    """Windows with no elements (an axis of 0) add no rows: each plane is still zeroed and
+    normalised (here: by rows of 2, so it stays 0), and nothing divides by a row length."""
+    spatial = (8, *(5 for _ in window[1:]))
+    org = torch.tensor([[0, 0] + [0] * (len(window) - 1), [0, 4] + [0] * (len(window) - 1)])
+    acc = torch.full((1, 1, *spatial), 7.0)
+    inv = torch.full((1, spatial[-1]), 2.0)
+    cls = torch.zeros(spatial[:-1], dtype=torch.int64)
+    ops.scatter_add_grid_batch_(torch.zeros((2, 1, *window)), org, 0, acc, inv, cls)
+    assert torch.equal(acc, torch.zeros_like(acc))
