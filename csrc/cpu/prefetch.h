@@ -18,23 +18,21 @@ inline int64_t rows_ahead_for(int64_t row_bytes) {
                                                     : (kBytesAhead + row_bytes - 1) / row_bytes;
 }
 
-// Asks for the cache lines of src[0, n) ahead of their use (a hint: nothing is read).
-template <typename T>
+// Asks for the cache lines of src[0, n) ahead of their use (a hint: nothing is read): into L1
+// (__builtin_prefetch locality 3, x86 prefetcht0) unless told otherwise.
+template <int locality = 3, typename T>
 inline void prefetch_row(const T* src, int64_t n) {
 #if defined(__GNUC__)
   const char* p = reinterpret_cast<const char*>(src);
-  for (int64_t b = 0; b < n * int64_t(sizeof(T)); b += 64) __builtin_prefetch(p + b, 0, 3);
+  for (int64_t b = 0; b < n * int64_t(sizeof(T)); b += 64) __builtin_prefetch(p + b, 0, locality);
 #endif
 }
 
-// Asks for the cache lines of src[0, n) into L2 only (x86 prefetcht2; GCC makes locality 1
-// an L3 hint on AArch64): for streams that need more misses in flight than L1 tracks.
+// The same into L2 only (locality 1: x86 prefetcht2; GCC makes it an L3 hint on AArch64): for
+// streams that need more misses in flight than L1 tracks.
 template <typename T>
 inline void prefetch_row_to_l2(const T* src, int64_t n) {
-#if defined(__GNUC__)
-  const char* p = reinterpret_cast<const char*>(src);
-  for (int64_t b = 0; b < n * int64_t(sizeof(T)); b += 64) __builtin_prefetch(p + b, 0, 1);
-#endif
+  prefetch_row<1>(src, n);
 }
 
 // Asks for the cache line at p, to be written (a hint: nothing is read).
