@@ -585,30 +585,59 @@ void check_class_epilogue(int cases) {
   }
 }
 
-// copy_streaming copies every length 0..80 bytes between every pair of alignments, and
-// writes nothing outside dst (guard bytes around it; ASan sees reads past src).
-void check_copy_streaming() {
-  std::vector<unsigned char> src(128), dst(128 + 32);
+#ifdef FQ_HAVE_AVX2_VARIANTS
+// The SIMD dispatch's flag (cpu/simd.cpp in the library) for copy_streaming's choice.
+namespace fastquilt::cpu {
+const bool kCpuHasAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                         __builtin_cpu_supports("f16c");
+}
+#endif
+
+// A streaming copy (both variants where the CPU has AVX2, and the dispatching copy_streaming)
+// copies every length 0..130 bytes between every pair of alignments (source 0..15, destination
+// 0..31 past a 16-byte boundary), and writes nothing outside dst (guard bytes around it; ASan
+// sees reads past src).
+template <typename Copy>
+void check_copy_streaming(const char* name, Copy copy) {
+  std::vector<unsigned char> src(160), dst(160 + 48);
   for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<unsigned char>(i * 7 + 1);
-  for (size_t n = 0; n <= 80; ++n)
+  for (size_t n = 0; n <= 130; ++n)
     for (size_t so = 0; so < 16; ++so)
-      for (size_t d0 = 16; d0 < 32; ++d0) {
+      for (size_t d0 = 16; d0 < 48; ++d0) {
         std::fill(dst.begin(), dst.end(), 0xAB);
         std::vector<unsigned char> s(src.begin() + so, src.begin() + so + n);  // exact extent
-        fastquilt::cpu::copy_streaming(dst.data() + d0, s.data(), n);
+        copy(dst.data() + d0, s.data(), n);
         fastquilt::cpu::stream_fence();
         ++checks;
         for (size_t i = 0; i < dst.size(); ++i) {
           const bool inside = i >= d0 && i < d0 + n;
           const unsigned char want = inside ? s[i - d0] : 0xAB;
           if (dst[i] != want) {
-            fail("copy_streaming: " + std::to_string(n) + " bytes, src offset " +
+            fail(std::string(name) + ": " + std::to_string(n) + " bytes, src offset " +
                  std::to_string(so) + ", dst offset " + std::to_string(d0) + ": byte " +
                  std::to_string(i) + " wrong");
             return;
           }
         }
       }
+}
+
+void check_copy_streaming() {
+  check_copy_streaming("copy_streaming", [](unsigned char* d, const unsigned char* s, size_t n) {
+    fastquilt::cpu::copy_streaming(d, s, n);
+  });
+#ifdef FQ_HAVE_STREAM_STORES
+  const auto as_chars = [](auto variant) {
+    return [variant](unsigned char* d, const unsigned char* s, size_t n) {
+      variant(reinterpret_cast<char*>(d), reinterpret_cast<const char*>(s), n);
+    };
+  };
+  check_copy_streaming("copy_streaming_sse2", as_chars(fastquilt::cpu::copy_streaming_sse2));
+  if (fastquilt::cpu::cpu_has_avx2())
+    check_copy_streaming("copy_streaming_avx2", as_chars(fastquilt::cpu::copy_streaming_avx2));
+  else
+    std::printf("copy_streaming_avx2: not run (this CPU has no AVX2)\n");
+#endif
 }
 
 int main() {
