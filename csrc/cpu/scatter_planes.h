@@ -139,18 +139,16 @@ void scatter_kernel(const scalar_t* patches, const std::vector<int64_t>& org,
         int64_t ahead_z = 0, ahead_b = 0;
         const int64_t* ahead_o = nullptr;
         const scalar_t* ahead_src = nullptr;  // (pointers formed only into the rows they name)
-        if (rows_ahead < count) {
-          ahead_o = o;
-          ahead_z = za + rows_ahead / g.W[1];
-          ahead_b = rows_ahead % g.W[1];
-          ahead_src = src0 + rows_ahead * W2;
-        } else if (rows_ahead - count < next_count) {  // already in the next window
-          const int64_t rn = rows_ahead - count;
-          ahead_o = on;
-          ahead_z = zna + rn / g.W[1];
-          ahead_b = rn % g.W[1];
-          ahead_src = srcn + rn * W2;
-        }
+        // the cursor on row i of a window's run (origin wo, first plane wz, first row wsrc)
+        const auto ahead_at = [&](const int64_t* wo, int64_t wz, const scalar_t* wsrc,
+                                  int64_t i) {
+          ahead_o = wo;
+          ahead_z = wz + i / g.W[1];
+          ahead_b = i % g.W[1];
+          ahead_src = wsrc + i * W2;
+        };
+        if (rows_ahead < count) ahead_at(o, za, src0, rows_ahead);
+        else if (rows_ahead - count < next_count) ahead_at(on, zna, srcn, rows_ahead - count);
         for (int64_t r = 0; r < count; ++r) {
           acc_t* dst = image + (z * g.S[1] + o[2] + b) * g.S[2] + o[3];
           const scalar_t* src = src0 + r * W2;
@@ -160,10 +158,7 @@ void scatter_kernel(const scalar_t* patches, const std::vector<int64_t>& org,
             prefetch_row_to_l2(
                 image + (ahead_z * g.S[1] + ahead_o[2] + ahead_b) * g.S[2] + ahead_o[3], W2);
             if (ra + 1 == count) {  // on to the next window's first row
-              ahead_o = on;
-              ahead_z = zna;
-              ahead_b = 0;
-              ahead_src = srcn;
+              ahead_at(on, zna, srcn, 0);
             } else {
               ahead_src += W2;
               if (++ahead_b == g.W[1]) ahead_b = 0, ++ahead_z;
